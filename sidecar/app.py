@@ -1,0 +1,88 @@
+"""The sidecar as one ASGI app: Trackside's own routes under `/_trackside/`, everything else
+through capture into the proxy."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from sidecar.proxy import ProxyApp
+from trackside.capture import CaptureMiddleware
+from trackside.pipeline import Pipeline
+from trackside.settings import Settings
+
+logger = logging.getLogger("trackside.sidecar")
+
+OWN_PREFIX = "/_trackside/"
+# Set by `trackside serve` after it migrated once, so worker processes don't race to migrate.
+MIGRATED_ENV = "TRACKSIDE_SCHEMA_READY"
+
+
+class SidecarApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pipeline = Pipeline(settings)
+        self.metrics = self.pipeline.metrics
+        self.proxy = ProxyApp(settings, self.metrics)
+        self.entry = CaptureMiddleware(self.proxy, self.pipeline.capturer) if settings.capture else self.proxy
+        self.own = Starlette(
+            routes=[
+                Route("/_trackside/health", self.health),
+                Route("/_trackside/ready", self.ready),
+                Route("/_trackside/metrics", self.metrics_json),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        elif scope["path"].startswith(OWN_PREFIX):
+            await self.own(scope, receive, send)
+        else:
+            await self.entry(scope, receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    migrate_schema = self.settings.auto_migrate and os.environ.get(MIGRATED_ENV) != "1"
+                    await self.pipeline.start(migrate_schema=migrate_schema)
+                    await self.proxy.startup()
+                except Exception as exc:
+                    logger.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.pipeline.stop()
+                await self.proxy.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def health(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, request: Request) -> JSONResponse:
+        ready = self.pipeline.salts.salt_for_today() is not None
+        return JSONResponse(
+            {"ready": ready, "buffered": len(self.pipeline.buffer), "spooled_batches": self.pipeline.spool.pending},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics_json(self, request: Request) -> JSONResponse:
+        counts = self.metrics.snapshot()
+        counts["events_buffered"] = len(self.pipeline.buffer)
+        counts["spooled_batches"] = self.pipeline.spool.pending
+        return JSONResponse(counts)
+
+
+def create_app(settings: Settings | None = None) -> SidecarApp:
+    """The sidecar app; with no settings, read them from `TRACKSIDE_*` (for `--factory` and workers)."""
+    return SidecarApp(settings or Settings.from_env())

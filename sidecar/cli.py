@@ -1,0 +1,136 @@
+"""`trackside`: serve, migrate, report (and, from the rollups package, worker and rollup)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from datetime import UTC, date, datetime
+from typing import Any
+
+import click
+
+from trackside.errors import ConfigError
+from trackside.settings import Settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except ConfigError as exc:
+        click.echo(f"trackside: {exc}", err=True)
+        sys.exit(2)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group()
+def main() -> None:
+    """Trackside: self-hosted traffic analytics for a Next.js frontend and a Python API."""
+
+
+@main.command()
+@click.option("--frontend-url", help="Upstream for every path but /api/... [TRACKSIDE_FRONTEND_URL]")
+@click.option("--api-url", help="Upstream for /api/... [TRACKSIDE_API_URL]")
+@click.option("--host", help="Address to listen on [TRACKSIDE_HOST, default 127.0.0.1]")
+@click.option("--port", type=int, help="Port to listen on [TRACKSIDE_PORT, default 8080]")
+@click.option("--workers", type=int, help="Server processes [TRACKSIDE_WORKERS, default 1]")
+@click.option("--database-url", help="SQLite (default ./trackside.db) or postgresql+asyncpg:// URL")
+@click.option("--redis-url", help="Redis URL; unset means embedded mode [TRACKSIDE_REDIS_URL]")
+@click.option("--trusted-proxies", help="IPs/CIDRs whose X-Forwarded-For is believed [TRACKSIDE_TRUSTED_PROXIES]")
+@click.option("--jwt-secret", help="HS256 secret of the site's access tokens [TRACKSIDE_JWT_SECRET]")
+@click.option("--geoip-db", help="Country .mmdb file [TRACKSIDE_GEOIP_DB]")
+@click.option("--no-capture", is_flag=True, default=False, help="Proxy only, record nothing (for benchmarks)")
+@click.option("--log-level", help="debug, info, warning, error [TRACKSIDE_LOG_LEVEL]")
+def serve(no_capture: bool, **flags: Any) -> None:
+    """Run the sidecar: a reverse proxy that records every request."""
+    import uvicorn
+
+    from sidecar.app import MIGRATED_ENV
+    from trackside.storage.migrate import migrate
+
+    settings = _settings(capture=False if no_capture else None, **flags)
+    _logging(settings.log_level)
+    log = logging.getLogger("trackside.sidecar")
+    if settings.auto_migrate:
+        try:
+            asyncio.run(migrate(settings.database_url))
+        except Exception as exc:
+            click.echo(f"trackside: cannot migrate TRACKSIDE_DATABASE_URL ({type(exc).__name__}: {exc})", err=True)
+            sys.exit(1)
+    # Worker processes rebuild the same settings from the environment.
+    os.environ.update(settings.to_env())
+    os.environ[MIGRATED_ENV] = "1"
+    mode = "embedded (no Redis)" if settings.redis_url is None else "Redis"
+    log.info("Trackside %s mode: %r", mode, settings)
+    uvicorn.run(
+        "sidecar.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        # The access log would print client IPs: Trackside never writes a raw IP anywhere.
+        access_log=False,
+        # Trackside resolves the client IP itself, from TRACKSIDE_TRUSTED_PROXIES only.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        log_level=settings.log_level,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.command("migrate")
+@click.option("--database-url", help="Database to migrate [TRACKSIDE_DATABASE_URL]")
+def migrate_command(database_url: str | None) -> None:
+    """Create or upgrade the schema (Alembic migrations)."""
+    from trackside.storage.migrate import migrate
+
+    settings = _settings(database_url=database_url)
+    asyncio.run(migrate(settings.database_url))
+    click.echo("schema is up to date")
+
+
+def _day(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}", param_hint=name) from None
+
+
+@main.command()
+@click.option("--since", help="First UTC day, YYYY-MM-DD (default: today)")
+@click.option("--until", help="Last UTC day, YYYY-MM-DD (default: today)")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")
+@click.option("--database-url", help="Database to read [TRACKSIDE_DATABASE_URL]")
+def report(since: str | None, until: str | None, as_json: bool, database_url: str | None) -> None:
+    """Page views, content views, API calls, errors, devices, countries, referrers; bots apart."""
+    from trackside.report import build_report, format_report
+    from trackside.storage.engine import create_engine
+
+    settings = _settings(database_url=database_url)
+    today = datetime.now(UTC).date()
+    first = _day(since, "--since") or today
+    last = _day(until, "--until") or today
+    if last < first:
+        raise click.BadParameter("--until is before --since", param_hint="--until")
+
+    async def run() -> dict[str, Any]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await build_report(engine, first, last, settings.view_window_minutes * 60.0)
+        finally:
+            await engine.dispose()
+
+    data = asyncio.run(run())
+    click.echo(json.dumps(data, indent=2) if as_json else format_report(data))

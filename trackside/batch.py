@@ -1,0 +1,37 @@
+"""A batch: what the flusher hands to storage (or to Redis, or to the spool) in one piece."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from trackside.events import Event, new_event_id
+
+BotKey = tuple[date, str, str]  # (UTC day, bot, route label)
+
+
+@dataclass(slots=True)
+class Batch:
+    id: str = field(default_factory=new_event_id)
+    events: list[Event] = field(default_factory=list)
+    bots: Counter[BotKey] = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.events) + sum(self.bots.values())
+
+    def to_wire(self) -> dict[str, Any]:
+        """JSON- and msgpack-safe: no pickle on the queue or in the spool."""
+        return {
+            "id": self.id,
+            "events": [e.to_dict() for e in self.events],
+            "bots": [[d.isoformat(), b, label, n] for (d, b, label), n in self.bots.items()],
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Batch:
+        bots: Counter[BotKey] = Counter()
+        for d, b, label, n in data.get("bots", []):
+            bots[(date.fromisoformat(d), str(b), str(label))] += int(n)
+        return cls(id=str(data["id"]), events=[Event.from_dict(e) for e in data.get("events", [])], bots=bots)

@@ -1,0 +1,134 @@
+"""The bounded in-memory buffer the request path appends to, and the flusher that drains it.
+
+The request path only appends (no I/O, no await). The flusher sends batches by size or time to a
+writer (the database in embedded mode, Redis in scale-out mode); a batch the writer cannot take
+goes to the spool and is replayed when the writer is back. A full buffer drops and counts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Protocol
+
+from trackside.batch import Batch, BotKey
+from trackside.events import BotHit, Event
+from trackside.metrics import Metrics
+from trackside.spool import Spool
+
+logger = logging.getLogger("trackside.buffer")
+
+
+class BatchWriter(Protocol):
+    async def write(self, batch: Batch) -> object: ...
+
+
+class EventBuffer:
+    """The capture sink: `put` and `put_bot` are synchronous and never block."""
+
+    def __init__(self, capacity: int, metrics: Metrics) -> None:
+        self.capacity = capacity
+        self.metrics = metrics
+        self.events: list[Event] = []
+        self.bots: Counter[BotKey] = Counter()
+        self.wakeup = asyncio.Event()
+        self.batch_size = capacity
+
+    def put(self, event: Event) -> None:
+        if len(self.events) >= self.capacity:
+            self.metrics.inc("events_dropped")
+            return
+        self.events.append(event)
+        self.metrics.inc("events_captured")
+        if len(self.events) >= self.batch_size:
+            self.wakeup.set()
+
+    def put_bot(self, hit: BotHit) -> None:
+        self.bots[(datetime.fromtimestamp(hit.ts, UTC).date(), hit.bot, hit.label)] += 1
+        self.metrics.inc("bot_hits")
+
+    def take(self, limit: int) -> Batch:
+        events, self.events = self.events[:limit], self.events[limit:]
+        bots, self.bots = self.bots, Counter()
+        return Batch(events=events, bots=bots)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+class Flusher:
+    def __init__(
+        self, buffer: EventBuffer, writer: BatchWriter, spool: Spool, metrics: Metrics, interval: float, batch: int
+    ) -> None:
+        self.buffer = buffer
+        self.writer = writer
+        self.spool = spool
+        self.metrics = metrics
+        self.interval = interval
+        self.batch = batch
+        buffer.batch_size = batch
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="trackside-flusher")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self.buffer.wakeup.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self.buffer.wakeup.clear()
+            try:
+                await self.flush()
+            except Exception:  # never let the flusher die: the next round retries
+                logger.exception("flush failed")
+
+    async def flush(self) -> None:
+        """Write everything buffered now, spooling what the writer cannot take."""
+        await self._replay()
+        while len(self.buffer) or self.buffer.bots:
+            batch = self.buffer.take(self.batch)
+            await self._send(batch)
+
+    async def _send(self, batch: Batch) -> None:
+        if self.spool.pending:
+            # Keep order: while older batches wait in the spool, newer ones queue behind them.
+            self._spool(batch)
+            return
+        try:
+            await self.writer.write(batch)
+            self.metrics.inc("events_written", len(batch.events))
+            self.metrics.inc("batches_written")
+        except Exception as exc:
+            logger.warning("writer unavailable (%s): spooling %d events", type(exc).__name__, len(batch.events))
+            self._spool(batch)
+
+    def _spool(self, batch: Batch) -> None:
+        try:
+            self.spool.append(batch)
+            self.metrics.inc("events_spooled", len(batch.events))
+        except OSError:
+            self.metrics.inc("events_dropped", len(batch.events))
+            logger.exception("cannot write the spool: %d events lost", len(batch.events))
+
+    async def _replay(self) -> None:
+        try:
+            replayed = await self.spool.replay(self.writer.write)
+        except Exception as exc:
+            logger.info("spool replay waits: writer still unavailable (%s)", type(exc).__name__)
+            return
+        if replayed:
+            self.metrics.inc("batches_replayed", replayed)
+            logger.info("replayed %d spooled batches", replayed)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop the loop and flush what is left (spooling if need be)."""
+        self._stopping = True
+        self.buffer.wakeup.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()
+        self.spool.close()

@@ -1,0 +1,238 @@
+"""Capture: what a request becomes. It exists here once; the sidecar wraps its proxy with
+`CaptureMiddleware` and the in-process `middleware` package wraps a host app with the same class.
+
+The response is never held back: the event is built after the last body message has gone out,
+and only appended to a bounded in-memory buffer (the sink)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, date, datetime
+from typing import Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trackside import events as ev
+from trackside.classify import classify
+from trackside.enrich.auth import TokenVerifier
+from trackside.enrich.bots import bot_name
+from trackside.enrich.client_ip import ClientIP
+from trackside.enrich.geo import CountryLookup
+from trackside.enrich.referrer import referrer_domain, utm
+from trackside.enrich.user_agent import parse_user_agent
+from trackside.enrich.visitor import SaltSource, visitor_hash
+from trackside.metrics import Metrics
+from trackside.paths import MAX_PATH, ContentMatcher, EventRules, Labeler
+from trackside.settings import Settings, parse_event_rule
+
+logger = logging.getLogger("trackside.capture")
+
+# Request headers capture reads; everything else is skipped in one pass over the list.
+WANTED_HEADERS = frozenset(
+    {
+        b"user-agent",
+        b"accept",
+        b"sec-fetch-dest",
+        b"purpose",
+        b"sec-purpose",
+        b"next-router-prefetch",
+        b"x-middleware-prefetch",
+        b"rsc",
+        b"referer",
+        b"authorization",
+        b"x-forwarded-for",
+        b"host",
+        b"x-forwarded-host",
+        b"dnt",
+        b"sec-gpc",
+    }
+)
+
+# Upstream hints: response headers the upstream may set; read here and never shown to clients.
+HINT_PREFIX = b"x-trackside-"
+HINT_USER = b"x-trackside-user"
+HINT_AUTHOR = b"x-trackside-author"
+HINT_EVENT = b"x-trackside-event"
+# Set by the sidecar's own 502/504 answers; kept visible to clients, like goatcounter's header.
+SIDECAR_ERROR = b"x-trackside-error"
+
+
+class EventSink(Protocol):
+    def put(self, event: ev.Event) -> None: ...
+
+    def put_bot(self, hit: ev.BotHit) -> None: ...
+
+
+class Capturer:
+    """Turns one answered request into an event (or a bot counter, or nothing)."""
+
+    def __init__(self, settings: Settings, sink: EventSink, salts: SaltSource, metrics: Metrics) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.salts = salts
+        self.metrics = metrics
+        self.labeler = Labeler(settings.label_rules)
+        self.content = ContentMatcher(settings.content_rules)
+        self.event_rules = EventRules(parse_event_rule(r) for r in settings.event_rules)
+        self.client_ip = ClientIP(settings.trusted_proxies)
+        self.tokens = TokenVerifier(settings.jwt_secret)
+        self.countries = CountryLookup(settings.geoip_db, settings.country_header)
+        self._country_header = self.countries.header.encode() if self.countries.header else None
+        self._fallback_salts: dict[date, bytes] = {}
+
+    def salt(self, day: date) -> bytes:
+        salt = self.salts.salt_for(day)
+        if salt is not None:
+            return salt
+        # The shared salt is made a day ahead, so this needs a storage outage of over a day.
+        # Hash with a process-local salt rather than keep the IP: visitors may then count twice.
+        fallback = self._fallback_salts.get(day)
+        if fallback is None:
+            logger.warning("no shared salt for %s: using a process-local one", day)
+            self._fallback_salts = {day: os.urandom(32)}
+            fallback = self._fallback_salts[day]
+        self.metrics.inc("salt_fallback")
+        return fallback
+
+    def record(
+        self,
+        scope: Scope,
+        started: float,
+        status: int,
+        content_type: str,
+        hints: dict[bytes, str],
+        duration: float,
+    ) -> None:
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name in WANTED_HEADERS or name == self._country_header:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if self.settings.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
+            self.metrics.inc("skipped_do_not_track")
+            return
+        is_api = path == "/api" or path.startswith("/api/")
+        sidecar_error = hints.get(SIDECAR_ERROR)
+        c = classify(method, path, headers, status, content_type, is_api=is_api, sidecar_error=sidecar_error)
+        if c.kind is None and not (self.settings.store_assets and c.reason == "asset"):
+            self.metrics.inc("skipped_" + c.reason)
+            return
+        page_path = c.path[:MAX_PATH]
+        label = self.labeler.label(page_path)
+        ua = headers.get("user-agent", "")
+        bot = bot_name(ua, self.settings.bot_allowlist)
+        if bot is not None:
+            self.sink.put_bot(ev.BotHit(started, bot, label))
+            return
+        client = scope.get("client")
+        ip = self.client_ip.resolve(client[0] if client else None, headers.get("x-forwarded-for"))
+        day = datetime.fromtimestamp(started, UTC).date()
+        info = parse_user_agent(ua, self.settings.players)
+        user = self.tokens.user_from_header(headers.get("authorization")) or _hint(hints, HINT_USER)
+        kind = c.kind or "asset"
+        content_kind = content_id = None
+        if kind in (ev.PAGE_VIEW, ev.API_CALL) and method in ("GET", "HEAD") and status < 400:
+            found = self.content.match(page_path)
+            if found is not None:
+                content_kind, content_id = found
+        event_name = _hint(hints, HINT_EVENT)
+        if event_name is None and 200 <= status < 300:
+            event_name = self.event_rules.match(method, path)
+        referrer = source = medium = campaign = None
+        if c.nav == ev.NAV_DOCUMENT:
+            referrer = referrer_domain(headers.get("referer"), headers.get("x-forwarded-host") or headers.get("host"))
+        query = scope.get("query_string", b"")
+        if query and c.nav in (ev.NAV_DOCUMENT, ev.NAV_DATA, ev.NAV_RSC):
+            source, medium, campaign = utm(query.decode("latin-1"))
+        country_header = headers.get(self.countries.header) if self.countries.header else None
+        self.sink.put(
+            ev.Event(
+                id=ev.new_event_id(started),
+                ts=started,
+                kind=kind,
+                nav=c.nav,
+                method=method[:8],
+                path=page_path,
+                label=label,
+                status=status,
+                visitor=visitor_hash(self.salt(day), self.settings.site, ip, ua),
+                device=info.device,
+                browser=info.browser,
+                os=info.os,
+                user_id=user,
+                author_id=_hint(hints, HINT_AUTHOR),
+                content_kind=content_kind,
+                content_id=content_id,
+                country=self.countries.country(ip, country_header),
+                referrer=referrer,
+                utm_source=source,
+                utm_medium=medium,
+                utm_campaign=campaign,
+                error_type=c.error_type,
+                event_name=event_name[:32] if event_name else None,
+                duration_ms=round(duration * 1000, 3),
+            )
+        )
+
+
+def _hint(hints: dict[bytes, str], name: bytes) -> str | None:
+    value = hints.get(name)
+    if value is None:
+        return None
+    value = value.strip()[:64]
+    return value or None
+
+
+class CaptureMiddleware:
+    """Pure ASGI middleware: records every HTTP request that passes through `app`.
+
+    Capture never raises into the app and never changes its responses, except that upstream
+    hint headers (`X-Trackside-*`) are removed before the client sees them."""
+
+    def __init__(self, app: ASGIApp, capturer: Capturer) -> None:
+        self.app = app
+        self.capturer = capturer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.time()
+        t0 = time.perf_counter()
+        status = 500  # if the app raises before it starts a response
+        content_type = ""
+        hints: dict[bytes, str] = {}
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, content_type
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.get("headers") or []
+                kept = None
+                for i, (name, value) in enumerate(headers):
+                    lname = name.lower()
+                    if lname == b"content-type":
+                        content_type = value.decode("latin-1").lower()
+                    elif lname.startswith(HINT_PREFIX):
+                        hints[lname] = value.decode("latin-1")
+                        if lname != SIDECAR_ERROR:
+                            if kept is None:
+                                kept = list(headers[:i])
+                            continue
+                    if kept is not None:
+                        kept.append((name, value))
+                if kept is not None:
+                    message = {**message, "headers": kept}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            try:
+                self.capturer.record(scope, started, status, content_type, hints, time.perf_counter() - t0)
+            except Exception:  # analytics must never break the site
+                self.capturer.metrics.inc("capture_failed")
+                logger.exception("failed to record an event")

@@ -1,0 +1,55 @@
+"""The client's IP: the socket peer, or `X-Forwarded-For` only when the peer is a trusted proxy.
+
+Walks `X-Forwarded-For` from the right, skipping trusted hops, as uvicorn's ProxyHeadersMiddleware
+does: the first untrusted address is the client. Anything left of it was written by the client
+and is never believed."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from functools import lru_cache
+
+from trackside.settings import IPNetwork
+
+
+class ClientIP:
+    def __init__(self, trusted: Sequence[IPNetwork]) -> None:
+        self._trusted = tuple(trusted)
+        self.is_trusted = lru_cache(maxsize=4096)(self._is_trusted)
+
+    def _is_trusted(self, host: str) -> bool:
+        if not self._trusted:
+            return False
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._trusted)
+
+    def resolve(self, peer: str | None, forwarded_for: str | None) -> str:
+        if peer is None:
+            return ""
+        if not forwarded_for or not self.is_trusted(peer):
+            return peer
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self.is_trusted(hop):
+                return _valid_or_empty(hop)
+        return _valid_or_empty(hops[0]) if hops else peer
+
+
+def _valid_or_empty(host: str) -> str:
+    # A forged or broken entry ("unknown", "<script>") is no address at all.
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return ""
+
+
+def is_private(host: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_reserved or addr.is_multicast

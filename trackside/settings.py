@@ -1,0 +1,296 @@
+"""The one settings object.
+
+Built once by an entry point (the CLI, `create_app`, the worker) from `TRACKSIDE_*` environment
+variables and CLI flags, then passed down. Nothing below the entry points reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trackside.errors import ConfigError
+
+PREFIX = "TRACKSIDE_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """Requests whose path starts with `prefix` go to `upstream`; `strip` removes the prefix
+    first (Caddy's `handle_path`)."""
+
+    prefix: str
+    upstream: str
+    strip: bool = False
+
+
+# Makapix's route labels. `[x]` matches one path segment, `[...x]` the rest of the path.
+# Raw paths are grouped at capture time so daily rows do not grow with every sqid.
+DEFAULT_LABEL_RULES: tuple[str, ...] = (
+    "/p/[post]",
+    "/post/[post]",
+    "/b/[blog]",
+    "/blog/[blog]",
+    "/u/[user]",
+    "/u/[user]/[tab]",
+    "/user/[user]",
+    "/user/[user]/[tab]",
+    "/hashtags/[tag]",
+    "/api/p/[post]",
+    "/api/v1/p/[post]",
+    "/api/post/recent",
+    "/api/post/upload",
+    "/api/post/[post]",
+    "/api/post/[post]/[action]",
+    "/api/v1/post/[post]",
+    "/api/v1/post/[post]/[action]",
+    "/api/player/p/[post]",
+    "/api/player/post/[post]",
+    "/api/blog-post/b/[blog]",
+    "/api/blog-post/[blog]",
+    "/api/blog-post/[blog]/[action]",
+    "/api/user/u/[user]/[action]",
+    "/api/user/[user]",
+    "/api/user/[user]/[action]",
+)
+
+# Content kinds: a page view or API read of one of these paths is a look at that item.
+# `[id]` marks the item's public id.
+DEFAULT_CONTENT_RULES: Mapping[str, tuple[str, ...]] = {
+    "artwork": ("/p/[id]", "/api/p/[id]", "/api/v1/p/[id]"),
+    "blog_post": ("/b/[id]", "/blog/[id]", "/api/blog-post/b/[id]", "/api/blog-post/[id]"),
+}
+
+# "METHOD PATH-PATTERN=event": answered 2xx, such a request is also this site event.
+DEFAULT_EVENT_RULES: tuple[str, ...] = (
+    "POST /api/auth/register=signup",
+    "POST /api/v1/auth/register=signup",
+    "POST /api/post/upload=upload",
+    "POST /api/v1/post/upload=upload",
+)
+
+DEFAULT_PLAYERS: tuple[str, ...] = ("Makapix-Player", "PixelFrame", "Divoom")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Trackside can be told. Each field maps to `TRACKSIDE_<FIELD>` in upper case.
+
+    frontend_url / api_url: the upstreams. `/api/...` goes to the API, the rest to the frontend.
+    routes: more rules, `PREFIX=URL` or `PREFIX=URL strip`, separated by `;`; longest prefix wins.
+    api_strip_prefix: send `/x` for `/api/x` to the API (Caddy's `handle_path /api/*`).
+    database_url: SQLAlchemy async URL; SQLite (aiosqlite) by default, or `postgresql+asyncpg://`.
+    redis_url: unset means embedded mode (in-process writer and schedule).
+    trusted_proxies: IPs or CIDRs whose `X-Forwarded-For`/`-Proto` are believed.
+    jwt_secret: HS256 secret of the site's access tokens; without it no user is known from tokens.
+    geoip_db: path of a MaxMind-format country `.mmdb`.
+    country_header: a trusted CDN header carrying the country (e.g. `CF-IPCountry`).
+    view_window_minutes: a look at an item lasts this long from its first request.
+    """
+
+    frontend_url: str = "http://127.0.0.1:3000"
+    api_url: str = "http://127.0.0.1:8000"
+    routes: tuple[RouteRule, ...] = ()
+    api_strip_prefix: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    database_url: str = "sqlite+aiosqlite:///./trackside.db"
+    redis_url: str | None = None
+    auto_migrate: bool = True
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    jwt_secret: str | None = None
+    geoip_db: str | None = None
+    country_header: str | None = None
+    site: str = "default"
+    capture: bool = True
+    store_assets: bool = False
+    view_window_minutes: int = 30
+    label_rules: tuple[str, ...] = DEFAULT_LABEL_RULES
+    content_rules: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CONTENT_RULES))
+    event_rules: tuple[str, ...] = DEFAULT_EVENT_RULES
+    bot_allowlist: tuple[str, ...] = DEFAULT_PLAYERS
+    players: tuple[str, ...] = DEFAULT_PLAYERS
+    honor_dnt: bool = False
+    # Proxy limits.
+    max_header_bytes: int = 32 * 1024
+    max_body_bytes: int = 100 * 1024 * 1024
+    connect_timeout: float = 5.0
+    upstream_timeout: float = 60.0
+    client_timeout: float = 30.0
+    upstream_connections: int = 512
+    # Buffer and flusher.
+    buffer_size: int = 100_000
+    flush_interval: float = 1.0
+    flush_batch: int = 5_000
+    spool_dir: str = "./trackside-spool"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read `TRACKSIDE_*` variables, then apply `overrides` (CLI flags, already typed or strings).
+
+        A bad value raises `ConfigError` naming the variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = PREFIX + f.name.upper()
+            if name in environ:
+                values[f.name] = _parse(f.name, environ[name], name)
+        for key, raw in overrides.items():
+            if raw is None:
+                continue
+            values[key] = _parse(key, raw, "--" + key.replace("_", "-")) if isinstance(raw, str) else raw
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("frontend_url", "api_url"):
+            _check_url(getattr(self, name), PREFIX + name.upper())
+        for rule in self.routes:
+            _check_url(rule.upstream, PREFIX + "ROUTES")
+        if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ConfigError(
+                "TRACKSIDE_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+                f"got {self.database_url!r}"
+            )
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"TRACKSIDE_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"TRACKSIDE_PORT must be 0-65535, got {self.port}")
+        for name in ("workers", "view_window_minutes", "buffer_size", "flush_batch", "max_header_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TRACKSIDE_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.geoip_db is not None and not os.path.isfile(self.geoip_db):
+            raise ConfigError(f"TRACKSIDE_GEOIP_DB: no such file {self.geoip_db!r}")
+        for rule in self.event_rules:
+            parse_event_rule(rule)
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of `from_env`, so worker processes started by the server rebuild the same object."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env[PREFIX + f.name.upper()] = _format(f.name, value)
+        return env
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def __repr__(self) -> str:
+        # Never print secrets (arq's RedisSettings prints the password; we don't).
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in _SUMMARY}
+        if self.jwt_secret:
+            shown["jwt_secret"] = "***"
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+_SUMMARY = {"frontend_url", "api_url", "host", "port", "workers", "database_url", "redis_url", "capture"}
+
+_BOOLS = {"api_strip_prefix", "auto_migrate", "capture", "store_assets", "honor_dnt"}
+_INTS = {
+    "port",
+    "workers",
+    "view_window_minutes",
+    "max_header_bytes",
+    "max_body_bytes",
+    "upstream_connections",
+    "buffer_size",
+    "flush_batch",
+}
+_FLOATS = {"connect_timeout", "upstream_timeout", "client_timeout", "flush_interval"}
+_TUPLES = {"label_rules", "event_rules", "bot_allowlist", "players"}
+
+
+def _parse(key: str, raw: str, name: str) -> Any:
+    raw = raw.strip()
+    try:
+        if key in _BOOLS:
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("expected true or false")
+        if key in _INTS:
+            return int(raw)
+        if key in _FLOATS:
+            value = float(raw)
+            if value <= 0:
+                raise ValueError("must be positive")
+            return value
+        if key in _TUPLES:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if key == "routes":
+            return tuple(_parse_route(part) for part in raw.split(";") if part.strip())
+        if key == "trusted_proxies":
+            return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+        if key == "content_rules":
+            return _parse_content_rules(raw)
+        if key in ("redis_url", "jwt_secret", "geoip_db", "country_header"):
+            return raw or None
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{name}: invalid value {raw!r}: {exc}") from None
+
+
+def _parse_route(part: str) -> RouteRule:
+    prefix, sep, rest = part.strip().partition("=")
+    if not sep or not prefix.startswith("/"):
+        raise ValueError("routes look like /prefix=http://host:port [strip]")
+    words = rest.split()
+    if not words or len(words) > 2 or (len(words) == 2 and words[1] != "strip"):
+        raise ValueError("routes look like /prefix=http://host:port [strip]")
+    return RouteRule(prefix=prefix.rstrip("/") or "/", upstream=words[0].rstrip("/"), strip=len(words) == 2)
+
+
+def _parse_content_rules(raw: str) -> dict[str, tuple[str, ...]]:
+    # kind=pattern|pattern;kind=pattern
+    rules: dict[str, tuple[str, ...]] = {}
+    for part in raw.split(";"):
+        if not part.strip():
+            continue
+        kind, sep, patterns = part.partition("=")
+        found = tuple(p.strip() for p in patterns.split("|") if p.strip())
+        if not sep or not kind.strip() or not found or any("[id]" not in p for p in found):
+            raise ValueError("content rules look like artwork=/p/[id]|/api/p/[id];blog_post=/b/[id]")
+        rules[kind.strip()] = found
+    return rules
+
+
+def _format(key: str, value: Any) -> str:
+    if key in _BOOLS:
+        return "1" if value else "0"
+    if key == "routes":
+        return ";".join(f"{r.prefix}={r.upstream}{' strip' if r.strip else ''}" for r in value)
+    if key == "trusted_proxies":
+        return ",".join(str(n) for n in value)
+    if key == "content_rules":
+        return ";".join(f"{k}={'|'.join(v)}" for k, v in value.items())
+    if key in _TUPLES:
+        return ",".join(value)
+    return str(value)
+
+
+def _check_url(url: str, name: str) -> None:
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {url!r}")
+
+
+def parse_event_rule(rule: str) -> tuple[str, str, str]:
+    """`"POST /api/auth/register=signup"` -> `("POST", "/api/auth/register", "signup")`."""
+    head, sep, event = rule.rpartition("=")
+    method, _, pattern = head.strip().partition(" ")
+    if not sep or not method or not pattern.startswith("/") or not event.strip():
+        raise ConfigError(f"TRACKSIDE_EVENT_RULES: {rule!r} should look like 'POST /api/auth/register=signup'")
+    return method.upper(), pattern.strip(), event.strip()

@@ -1,0 +1,82 @@
+"""The tables, as SQLModel classes. The schema itself is created by Alembic migrations
+(`trackside/migrations/versions/`); keep the two in step (a test compares them).
+
+Times are naive UTC everywhere (`ts`), with the UTC `day` and `hour` stored beside it, so that no
+database session time zone can move an event to another day."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Column, Index, SmallInteger, String
+from sqlmodel import Field, SQLModel
+
+
+class EventRow(SQLModel, table=True):
+    """Raw events, kept `TRACKSIDE_RAW_RETENTION_DAYS` (7) days; views are derived from them."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_day_kind", "day", "kind"),
+        Index("ix_events_content", "content_kind", "content_id", "ts"),
+        Index("ix_events_visitor_ts", "visitor", "ts"),
+    )
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    ts: datetime = Field(index=True)
+    day: date
+    hour: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    nav: str = Field(sa_column=Column(String(16), nullable=False))
+    method: str = Field(sa_column=Column(String(8), nullable=False))
+    path: str = Field(sa_column=Column(String(512), nullable=False))
+    label: str = Field(sa_column=Column(String(128), nullable=False))
+    status: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    visitor: str = Field(sa_column=Column(String(32), nullable=False))
+    device: str = Field(sa_column=Column(String(16), nullable=False))
+    browser: str = Field(sa_column=Column(String(64), nullable=False))
+    os: str = Field(sa_column=Column(String(64), nullable=False))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    author_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    content_kind: str | None = Field(default=None, sa_column=Column(String(32)))
+    content_id: str | None = Field(default=None, sa_column=Column(String(128)))
+    view_type: str | None = Field(default=None, sa_column=Column(String(16)))
+    country: str | None = Field(default=None, sa_column=Column(String(2)))
+    referrer: str | None = Field(default=None, sa_column=Column(String(255)))
+    utm_source: str | None = Field(default=None, sa_column=Column(String(100)))
+    utm_medium: str | None = Field(default=None, sa_column=Column(String(100)))
+    utm_campaign: str | None = Field(default=None, sa_column=Column(String(100)))
+    error_type: str | None = Field(default=None, sa_column=Column(String(32)))
+    event_name: str | None = Field(default=None, sa_column=Column(String(32)))
+    duration_ms: float = 0.0
+    unverified: bool = False
+
+
+class BotHitRow(SQLModel, table=True):
+    """Bot traffic: a counter per UTC day, bot and route label, never a row per request."""
+
+    __tablename__ = "bot_hits"
+
+    day: date = Field(primary_key=True)
+    bot: str = Field(sa_column=Column(String(64), primary_key=True))
+    label: str = Field(sa_column=Column(String(128), primary_key=True))
+    hits: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class SaltRow(SQLModel, table=True):
+    """One secret salt per UTC date, shared by every sidecar; deleted after 48 hours."""
+
+    __tablename__ = "salts"
+
+    day: date = Field(primary_key=True)
+    salt: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: datetime
+
+
+class SpoolBatchRow(SQLModel, table=True):
+    """Ids of bot-counter batches already applied, so a replayed batch adds its counts once."""
+
+    __tablename__ = "applied_batches"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    applied_at: datetime

@@ -1,0 +1,131 @@
+"""Views derived from raw events: the one function live reads and rollups share.
+
+Rules (DESIGN.md, "Capture"):
+- A page view is every navigation the proxy saw, back and reload included, except an `RSC: 1`
+  fetch answered just before a full document load of the same path (Next 16 sends both).
+- A page view's user is its own (a verified token or an upstream hint), else the user of the same
+  visitor's nearest authenticated request inside the view window: a single-page app sends its
+  token only on API fetches, never with documents.
+- A look (a content view) is one visitor on one item: every page view and API read of that item
+  within `window` of the look's first request belongs to it, however many there are.
+- The author's own looks are not views (the author is known from any upstream hint for the item).
+
+The unit is one UTC day. The anonymous visitor id rotates with the daily salt, so a look cannot
+span midnight anyway, and deriving per day makes live reads and rollups agree exactly."""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from trackside import events as ev
+
+# How close an RSC fetch must come before a document load of the same path to be its echo.
+RSC_ECHO_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class PageView:
+    event: ev.Event
+    user: str | None
+
+    @property
+    def who(self) -> str:
+        """Who counts as one unique: the user when known, else the day's anonymous visitor."""
+        return "u:" + self.user if self.user else "v:" + self.event.visitor
+
+
+@dataclass(slots=True)
+class Look:
+    content_kind: str
+    content_id: str
+    visitor: str
+    user: str | None
+    first: ev.Event  # the look's first request: its time, device, country, referrer
+
+    @property
+    def who(self) -> str:
+        return "u:" + self.user if self.user else "v:" + self.visitor
+
+
+@dataclass(slots=True)
+class DayViews:
+    page_views: list[PageView]
+    looks: list[Look]
+
+
+class _Users:
+    """Each visitor's authenticated requests, by time, to lend a user to their anonymous ones."""
+
+    def __init__(self, events: Iterable[ev.Event]) -> None:
+        by_visitor: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        for e in events:
+            if e.user_id:
+                by_visitor[e.visitor].append((e.ts, e.user_id))
+        self._times = {v: [t for t, _ in pairs] for v, pairs in by_visitor.items()}
+        self._users = {v: [u for _, u in pairs] for v, pairs in by_visitor.items()}
+
+    def user_for(self, e: ev.Event, window: float) -> str | None:
+        if e.user_id:
+            return e.user_id
+        times = self._times.get(e.visitor)
+        if not times:
+            return None
+        i = bisect.bisect_left(times, e.ts)
+        best: str | None = None
+        best_gap = window
+        for j in (i - 1, i):
+            if 0 <= j < len(times):
+                gap = abs(times[j] - e.ts)
+                if gap <= best_gap:
+                    best, best_gap = self._users[e.visitor][j], gap
+        return best
+
+
+def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
+    """Page views and looks of one UTC day's raw events (any order; bots are never here)."""
+    ordered = sorted(events, key=lambda e: (e.ts, e.id))
+    users = _Users(ordered)
+
+    documents: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for e in ordered:
+        if e.kind == ev.PAGE_VIEW and e.nav == ev.NAV_DOCUMENT:
+            documents[(e.visitor, e.path)].append(e.ts)
+
+    page_views: list[PageView] = []
+    authors: dict[tuple[str, str], str] = {}
+    open_looks: dict[tuple[str, str, str], tuple[float, Look]] = {}
+    looks: list[Look] = []
+    for e in ordered:
+        if e.content_kind and e.content_id and e.author_id:
+            authors.setdefault((e.content_kind, e.content_id), e.author_id)
+        if e.kind == ev.PAGE_VIEW:
+            if e.nav == ev.NAV_RSC and _echoes_document(documents.get((e.visitor, e.path)), e.ts):
+                continue
+            page_views.append(PageView(e, users.user_for(e, window_seconds)))
+        if e.kind not in (ev.PAGE_VIEW, ev.API_CALL) or not e.content_kind or not e.content_id:
+            continue
+        key = (e.visitor, e.content_kind, e.content_id)
+        current = open_looks.get(key)
+        if current is not None and e.ts - current[0] < window_seconds:
+            look = current[1]
+            if look.user is None:
+                look.user = users.user_for(e, window_seconds)
+            continue
+        look = Look(e.content_kind, e.content_id, e.visitor, users.user_for(e, window_seconds), e)
+        open_looks[key] = (e.ts, look)
+        looks.append(look)
+
+    counted = [
+        look for look in looks if look.user is None or authors.get((look.content_kind, look.content_id)) != look.user
+    ]
+    return DayViews(page_views, counted)
+
+
+def _echoes_document(document_times: list[float] | None, ts: float) -> bool:
+    if not document_times:
+        return False
+    i = bisect.bisect_left(document_times, ts)
+    return i < len(document_times) and document_times[i] - ts <= RSC_ECHO_SECONDS
