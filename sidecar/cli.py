@@ -51,6 +51,7 @@ def serve(no_capture: bool, **flags: Any) -> None:
     import uvicorn
 
     from sidecar.app import MIGRATED_ENV
+    from sidecar.server import uvicorn_options
     from trackside.storage.migrate import migrate
 
     settings = _settings(capture=False if no_capture else None, **flags)
@@ -67,25 +68,8 @@ def serve(no_capture: bool, **flags: Any) -> None:
     os.environ[MIGRATED_ENV] = "1"
     mode = "embedded (no Redis)" if settings.redis_url is None else "Redis"
     log.info("Trackside %s mode: %r", mode, settings)
-    uvicorn.run(
-        "sidecar.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        # The access log would print client IPs: Trackside never writes a raw IP anywhere.
-        access_log=False,
-        # Trackside resolves the client IP itself, from TRACKSIDE_TRUSTED_PROXIES only.
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        log_level=settings.log_level,
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=10,
-    )
+    options = uvicorn_options(settings)
+    uvicorn.run("sidecar.app:create_app", factory=True, workers=settings.workers, **options)
 
 
 @main.command("migrate")

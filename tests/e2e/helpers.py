@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -249,8 +250,10 @@ def stop_sidecar(proc: Proc, timeout: float = 30.0) -> None:
 
 
 def report(database_url: str, timeout: float = 60.0) -> dict[str, Any]:
+    # From yesterday (UTC): a test that runs across midnight still sees all it recorded.
+    since = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     r = subprocess.run(
-        [sys.executable, "-m", "sidecar", "report", "--json", "--database-url", database_url],
+        [sys.executable, "-m", "sidecar", "report", "--json", "--database-url", database_url, "--since", since],
         cwd=REPO_ROOT,
         env=sidecar_env(None),
         stdin=subprocess.DEVNULL,

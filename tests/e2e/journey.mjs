@@ -21,6 +21,7 @@ const QUIET_MS = Number(process.env.JOURNEY_QUIET_MS || 800);
 const HEADERS = [
   'purpose', 'sec-purpose', 'x-nextjs-data', 'next-router-prefetch', 'x-middleware-prefetch', 'rsc',
   'next-router-state-tree', 'sec-fetch-dest', 'sec-fetch-mode', 'accept', 'authorization', 'if-none-match',
+  'user-agent', 'sec-ch-ua',
 ];
 const ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -187,21 +188,22 @@ function journey(page) {
 }
 
 async function main() {
+  let userAgent = process.env.USER_AGENT || '';
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
     args: ARGS,
     timeout: 30000,
     viewport: { width: 1280, height: 900 },
+    ...(userAgent ? { userAgent } : {}),
   });
   const browserVersion = context.browser()?.version() || '';
   const page = context.pages()[0] || (await context.newPage());
-  let userAgent = process.env.USER_AGENT;
   if (!userAgent) {
     userAgent = (await page.evaluate(() => navigator.userAgent)).replace('HeadlessChrome', 'Chrome');
+    const uaSession = await context.newCDPSession(page);
+    await uaSession.send('Network.setUserAgentOverride', { userAgent });
   }
-  const uaSession = await context.newCDPSession(page);
-  await uaSession.send('Network.setUserAgentOverride', { userAgent });
   track(page);
   await trackCache(page);
 

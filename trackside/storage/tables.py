@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, Index, SmallInteger, String
+from sqlalchemy import BigInteger, Column, DateTime, Index, SmallInteger, String
 from sqlmodel import Field, SQLModel
 
 
@@ -23,7 +23,7 @@ class EventRow(SQLModel, table=True):
     )
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
-    ts: datetime = Field(index=True)
+    ts: datetime = Field(sa_column=Column(DateTime, nullable=False, index=True))
     day: date
     hour: int = Field(sa_column=Column(SmallInteger, nullable=False))
     kind: str = Field(sa_column=Column(String(16), nullable=False))
@@ -70,7 +70,7 @@ class SaltRow(SQLModel, table=True):
 
     day: date = Field(primary_key=True)
     salt: str = Field(sa_column=Column(String(64), nullable=False))
-    created_at: datetime
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
 
 
 class SpoolBatchRow(SQLModel, table=True):
@@ -79,4 +79,4 @@ class SpoolBatchRow(SQLModel, table=True):
     __tablename__ = "applied_batches"
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
-    applied_at: datetime
+    applied_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
