@@ -1,0 +1,1 @@
+"""Trackside's ARQ worker: persists event batches, rolls up closed days, prunes (issue 3)."""

@@ -1,0 +1,1 @@
+"""The web snippet, served by the sidecar as a file (issue 5)."""

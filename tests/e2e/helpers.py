@@ -276,17 +276,30 @@ def run_journey(base_url: str, token: str | None = None, timeout: float = 90.0) 
     env.update(BASE_URL=base_url, CHROMIUM=str(chromium), USER_AGENT=CHROME_UA, JOURNEY_TIMEOUT_MS="60000")
     if token:
         env["TOKEN"] = token
-    r = subprocess.run(
+    # Its own process group, so that a timeout ends node and the Chromium it started, and nothing else.
+    p = subprocess.Popen(
         [str(node), str(JOURNEY)],
         cwd=E2E_DIR,
         env=env,
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+        start_new_session=True,
     )
-    assert r.returncode == 0, f"journey.mjs failed ({r.returncode}):\n{r.stderr[-6000:]}\n{r.stdout[-2000:]}"
-    return json.loads(r.stdout)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=10)
+        raise AssertionError(f"journey.mjs timed out after {timeout}s:\n{err[-6000:]}") from None
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # any Chromium process left behind in its group
+        except (ProcessLookupError, PermissionError):
+            pass
+    assert p.returncode == 0, f"journey.mjs failed ({p.returncode}):\n{err[-6000:]}\n{out[-2000:]}"
+    return json.loads(out)
 
 
 def make_token(sub: str = "user-7", secret: str = JWT_SECRET, ttl: int = 3600) -> str:

@@ -77,6 +77,8 @@ def check_journey_shape(journey: dict[str, Any], signed_in: bool) -> None:
     api = [r for r in visible if urlsplit(r["path"]).path.startswith("/api/")]
     assert all(bool(r["headers"].get("authorization")) == signed_in for r in api)
     assert journey["token_stored"] == signed_in
+    # A headless UA is a bot to the sidecar: every request must carry the desktop Chrome UA instead.
+    assert {r["headers"].get("user-agent") for r in visible} == {helpers.CHROME_UA}
 
 
 def check_report_common(rep: dict[str, Any], exp: dict[str, Any]) -> None:
