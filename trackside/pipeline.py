@@ -14,7 +14,6 @@ from trackside.metrics import Metrics
 from trackside.settings import Settings
 from trackside.spool import Spool
 from trackside.storage.engine import create_engine
-from trackside.storage.migrate import migrate
 from trackside.storage.salts import DatabaseSalts
 from trackside.storage.writes import DatabaseWriter
 
@@ -40,6 +39,8 @@ class Pipeline:
 
     async def start(self, *, migrate_schema: bool) -> None:
         if migrate_schema:
+            from trackside.storage.migrate import migrate  # alembic is heavy: import it only to use it
+
             await migrate(self.settings.database_url)
         orphaned = self.spool.orphaned()
         if orphaned:

@@ -68,7 +68,7 @@ def frontend_stub(e2e_tmp: Path) -> Iterator[Proc]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def e2e_database_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'trackside.db'}"
 
 

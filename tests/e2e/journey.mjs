@@ -208,12 +208,14 @@ async function main() {
   await trackCache(page);
 
   const steps = [];
+  let originSeenByNext = null;
   for (const [name, action, run, expect] of journey(page)) {
     currentStep = name;
     const first = requests.length;
     await run();
     await settle(page, expect);
     steps.push({ name, action, path: expect.path, requests: requests.slice(first).map((e) => e.seq) });
+    if (name === 'home') originSeenByNext = await page.textContent('#origin');
   }
   currentStep = 'end';
   await Promise.all(requests.map((e) => e._headers));
@@ -241,6 +243,7 @@ async function main() {
     token_stored: localStorageToken,
     user_agent: userAgent,
     browser_version: browserVersion,
+    origin_seen_by_next: originSeenByNext,
     steps,
     requests: requests.map(({ _headers, _req, ...rest }) => rest),
   };

@@ -77,6 +77,8 @@ def check_journey_shape(journey: dict[str, Any], signed_in: bool) -> None:
     api = [r for r in visible if urlsplit(r["path"]).path.startswith("/api/")]
     assert all(bool(r["headers"].get("authorization")) == signed_in for r in api)
     assert journey["token_stored"] == signed_in
+    # Next sees the sidecar as its public origin (X-Forwarded-Host/Proto).
+    assert journey["origin_seen_by_next"] == journey["base_url"]
     # A headless UA is a bot to the sidecar: every request must carry the desktop Chrome UA instead.
     assert {r["headers"].get("user-agent") for r in visible} == {helpers.CHROME_UA}
 
@@ -93,6 +95,9 @@ def check_report_common(rep: dict[str, Any], exp: dict[str, Any]) -> None:
     assert sum(rep["errors"].values()) == 0, rep["errors"]
     assert sum(rep["bots"].values()) == 0, rep["bots"]
     assert rep["signups"] == 0 and rep["uploads"] == 0
+    assert rep["referrers"] == {}, "the site's own pages are no referrer"
+    assert rep["browsers"].get("Chrome") == pv["total"], rep["browsers"]
+    assert rep["devices"].get("desktop") == pv["total"], rep["devices"]
     assert sorted(row["id"] for row in rep["content"].get("artwork", [])) == exp["content"]["artwork"] == ["a1", "b2"]
     assert sorted(row["id"] for row in rep["content"].get("blog_post", [])) == exp["content"]["blog_post"] == ["post1"]
     for kind, item in (("artwork", "a1"), ("artwork", "b2"), ("blog_post", "post1")):
@@ -103,7 +108,8 @@ def check_report_common(rep: dict[str, Any], exp: dict[str, Any]) -> None:
 
 
 @pytest.mark.browser
-def test_anonymous_journey(next_server, api_server, sidecar_factory, database_url) -> None:
+def test_anonymous_journey(next_server, api_server, sidecar_factory, e2e_database_url) -> None:
+    database_url = e2e_database_url
     sidecar = sidecar_factory(frontend_url=next_server.url, api_url=api_server.url, database_url=database_url)
     journey = helpers.run_journey(sidecar.url)
     helpers.stop_sidecar(sidecar)
@@ -122,7 +128,8 @@ def test_anonymous_journey(next_server, api_server, sidecar_factory, database_ur
 
 
 @pytest.mark.browser
-def test_signed_in_journey(next_server, api_server, sidecar_factory, database_url) -> None:
+def test_signed_in_journey(next_server, api_server, sidecar_factory, e2e_database_url) -> None:
+    database_url = e2e_database_url
     sidecar = sidecar_factory(
         frontend_url=next_server.url,
         api_url=api_server.url,
@@ -147,7 +154,8 @@ def test_signed_in_journey(next_server, api_server, sidecar_factory, database_ur
         assert row["views_authenticated"] == row["views"] == 1, row
 
 
-def test_two_sidecars_count_one_look(frontend_stub, api_server, sidecar_factory, database_url) -> None:
+def test_two_sidecars_count_one_look(frontend_stub, api_server, sidecar_factory, e2e_database_url) -> None:
+    database_url = e2e_database_url
     """One visitor's look at a1 split across two sidecars on one database: the document through A, the API
     fetches through B, and a reload through A. One view; two page views; two API calls."""
     a = sidecar_factory(frontend_url=frontend_stub.url, api_url=api_server.url, database_url=database_url, name="A")

@@ -19,7 +19,6 @@ class EventRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_events_day_kind", "day", "kind"),
         Index("ix_events_content", "content_kind", "content_id", "ts"),
-        Index("ix_events_visitor_ts", "visitor", "ts"),
     )
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,13 +25,27 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-def event_row(e: Event) -> dict[str, Any]:
+# The hot write path skips SQLAlchemy's per-row processing: plain tuples, one executemany.
+_REST = tuple(f.name for f in fields(Event) if f.name not in ("id", "ts"))
+_COLUMNS = ("id", "ts", "day", "hour", *_REST)
+_rest_of = operator.attrgetter(*_REST)
+_SQLITE_INSERT = "INSERT OR IGNORE INTO events ({}) VALUES ({})".format(
+    ", ".join(_COLUMNS), ", ".join("?" for _ in _COLUMNS)
+)
+_POSTGRES_INSERT = "INSERT INTO events ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING".format(
+    ", ".join(_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+)
+
+
+def _sqlite_row(e: Event) -> tuple[Any, ...]:
     when = datetime.fromtimestamp(e.ts, UTC)
-    row = e.to_dict()
-    row["ts"] = when.replace(tzinfo=None)
-    row["day"] = when.date()
-    row["hour"] = when.hour
-    return row
+    # The text forms SQLAlchemy's SQLite DateTime and Date types read back.
+    return (e.id, when.strftime("%Y-%m-%d %H:%M:%S.%f"), when.strftime("%Y-%m-%d"), when.hour, *_rest_of(e))
+
+
+def _postgres_row(e: Event) -> tuple[Any, ...]:
+    when = datetime.fromtimestamp(e.ts, UTC).replace(tzinfo=None)
+    return (e.id, when, when.date(), when.hour, *_rest_of(e))
 
 
 async def write_batch(engine: AsyncEngine, batch: Batch) -> int:
@@ -40,14 +56,11 @@ async def write_batch(engine: AsyncEngine, batch: Batch) -> int:
 
 
 async def write_batch_on(conn: AsyncConnection, batch: Batch) -> int:
-    inserted = 0
     if batch.events:
-        stmt = _insert(conn, EVENTS).on_conflict_do_nothing(index_elements=["id"])
-        # Chunked: SQLite caps the number of bound parameters per statement.
-        rows = [event_row(e) for e in batch.events]
-        for start in range(0, len(rows), 500):
-            result = await conn.execute(stmt, rows[start : start + 500])
-            inserted += max(result.rowcount, 0)
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(_POSTGRES_INSERT, [_postgres_row(e) for e in batch.events])
+        else:
+            await conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(e) for e in batch.events])
     if batch.bots:
         first_time = await conn.execute(
             _insert(conn, APPLIED).on_conflict_do_nothing(index_elements=["id"]),
@@ -55,7 +68,7 @@ async def write_batch_on(conn: AsyncConnection, batch: Batch) -> int:
         )
         if first_time.rowcount == 1:
             await add_bot_hits(conn, batch.bots)
-    return inserted
+    return len(batch.events)
 
 
 async def add_bot_hits(conn: AsyncConnection, counts: Counter[BotKey]) -> None:

@@ -50,7 +50,6 @@ def upgrade() -> None:
     op.create_index("ix_events_ts", "events", ["ts"])
     op.create_index("ix_events_day_kind", "events", ["day", "kind"])
     op.create_index("ix_events_content", "events", ["content_kind", "content_id", "ts"])
-    op.create_index("ix_events_visitor_ts", "events", ["visitor", "ts"])
     op.create_table(
         "bot_hits",
         sa.Column("day", sa.Date(), primary_key=True),

@@ -7,11 +7,12 @@ const FEED = [
   { href: '/about', label: 'About', id: 'link-about' },
 ];
 
-export default function Home({ feed, renderedAt }) {
+export default function Home({ feed, renderedAt, origin }) {
   return (
     <main>
       <h1 id="title">Feed</h1>
       <p>rendered at {renderedAt}</p>
+      <p>public origin: <span id="origin">{origin}</span></p>
       <ul>
         {feed.map((item) => (
           <li key={item.href}>
@@ -23,6 +24,9 @@ export default function Home({ feed, renderedAt }) {
   );
 }
 
-export async function getServerSideProps() {
-  return { props: { feed: FEED, renderedAt: new Date().toISOString() } };
+export async function getServerSideProps({ req }) {
+  // The public origin as Next sees it: the sidecar in front sets X-Forwarded-Host/Proto.
+  const host = req.headers['x-forwarded-host'] || req.headers.host || '';
+  const proto = req.headers['x-forwarded-proto'] || 'http';
+  return { props: { feed: FEED, renderedAt: new Date().toISOString(), origin: proto + '://' + host } };
 }
