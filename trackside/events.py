@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
@@ -29,11 +28,11 @@ def new_event_id(now: float | None = None) -> str:
     """A time-ordered UUID (version 7 layout): 48 bits of Unix milliseconds, then randomness.
 
     Made once at capture, so a retried batch carries the same ids and is stored once."""
-    ms = int((time.time() if now is None else now) * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | (0x7 << 76) | ((rand >> 68) & 0xFFF) << 64
-    value |= (0b10 << 62) | (rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
+    ms = int((time.time() if now is None else now) * 1000) & 0xFFFFFFFFFFFF
+    r = os.urandom(10).hex()  # 80 random bits, of which 74 are used
+    variant = "89ab"[int(r[3], 16) & 3]
+    t = f"{ms:012x}"
+    return f"{t[:8]}-{t[8:]}-7{r[:3]}-{variant}{r[4:7]}-{r[7:19]}"
 
 
 @dataclass(slots=True)

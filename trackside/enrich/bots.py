@@ -107,7 +107,7 @@ _BOT_WORDS = re.compile(
     "bot|crawl|spider|scrap|fetch|preview|monitor|check|validat|archiv|harvest|extract|grabber|"
     "collector|analys|analyz|scanner|probe|pinger|uptime|slurp|indexer|linkexpand|unfurl|"
     "screenshot|headless|sitemap|webcopier|downloader|lighthouse|pagespeed|auditor|robot|"
-    "benchmark|sucker|siphon|leech|sniffer|"
+    "benchmark|sucker|siphon|leech|sniffer|transcoder|"
     "(?<![a-z0-9])(?:seo|rss|feed|reader|proxy|capture|offline|research|survey|tester|"
     "search ?engine|websearch|metasearch|link ?test|link ?check|site ?test|site ?check|"
     "health|ping|verif|detect|lookup|resolver|sucuri|whois|http|url|web ?(?:tool|stat))"
@@ -117,15 +117,21 @@ _BOT_WORDS = re.compile(
 _BOT_WORD_FALSE_FRIENDS = re.compile(
     r"(?:cubot|botech|idbot\d|xbot(?:_|$)|m_bot_tab|caboto|"
     r"seoul|seon|proxyless|ossproxy|autoproxy|^proxy$|feedback|offlineaccess|"
-    r"^https?$|^http[-_ ]?pgdl|^url$|^health$|^ping$)"
+    r"^https?$|^http[-_ ]?pgdl|^url$|^health$|^ping$|mozacfetch)"
 )
+# Checked on the original case right after "bot": a lower-case letter means another word
+# ("fuboTV", "turbotabbee"), except the plural "bots".
+_BOT_INSIDE_WORD = re.compile(r"(?!s(?![a-z]))[a-z]")
+# Feed readers append "RSS" to their names ("QuiteRSS", "FreshRSS"); upper case only, so that
+# "VERSSED" or "ANDERSSON" device names do not count.
+_RSS = re.compile(r"RSS(?![A-Za-z])")
 # A bot word alone is too vague to trust ("BOT", "Reader", "Check" show up in real UAs).
 _BARE_WORDS = frozenset({"bot", "bots", "proxy", "reader", "feed", "check", "capture", "test", "status", "url"})
 
 _WEAK_TOOLS = (
     "java|python|ruby|php|perl|dart|node|go|got|requests|hyper|ab|wrk|hey|k6|siege|locust|vegeta|"
     "zombie|splash|monit|sentry|jakarta|rss|http|lua|rust|deno|bun|rest|api|client|test|bot|"
-    "word|excel|powerpoint|outlook-ios|ptst"
+    "word|excel|powerpoint|ptst"
 )
 # HTTP client libraries, command-line tools, scanners and service probes.  Anchored to token
 # edges so that "HTC_Ruby", "FirePHP" or "HotJava" (real phones / extensions) do not match.
@@ -135,7 +141,8 @@ _TOOLS = re.compile(
     r"apache-httpclient|httpclient|http-client|http_client|httpcomponents|libwww-perl|"
     r"www-mechanize|mechanize|node-fetch|node\.js|axios|undici|zombie\.js|"
     r"guzzle|guzzlehttp|scrapy|httpie|postmanruntime|insomnia|rest-client|restsharp|faraday|typhoeus|"
-    r"httparty|reqwest|cpp-httplib|powershell|winhttp|wininet|"
+    r"httparty|reqwest|cpp-httplib|powershell|winhttp|wininet|googleweblight|burpcollaborator|"
+    r"taginspector|thumbor|reeder|readkit|swcd|"
     r"microsoft url control|microsoft office existence|microsoft-webdav|"
     r"phantomjs|puppeteer|playwright|selenium|webdriver|slimerjs|htmlunit|jsdom|"
     r"browserkit|prerender|rendertron|browserless|nutch|heritrix|httrack|"
@@ -143,7 +150,7 @@ _TOOLS = re.compile(
     r"nmap|nikto|sqlmap|masscan|zgrab|nuclei|dirbuster|gobuster|wpscan|acunetix|netsparker|"
     r"openvas|nessus|qualys|burp|zmeu|"
     r"feedparser|feedly|newsblur|inoreader|"
-    r"mediapartners-google|adsbot|googleother|apis-google|microsoft office|"
+    r"mediapartners-google|adsbot|googleother|apis-google|"
     r"facebookexternalhit|facebookcatalog|facebot|whatsapp|telegram|skypeuripreview|"
     r"embedly|iframely|outbrain|"
     r"anthropic-ai|claude-web|claude-user|chatgpt-user|oai-searchbot|perplexity-user|cohere-ai|"
@@ -156,7 +163,8 @@ _TOOLS = re.compile(
     r"lavf|libvlc|gstreamer|ffmpeg|winhttprequest"
     r")(?=[\s/;:,)(_.\-+]|$)"
     # Name prefixes: "python-requests", "Google-Site-Verification", "wkhtmltopdf", "lwp-trivial".
-    r"|(?<![a-z0-9])(?:python-|lwp-|lwp::|wkhtmlto|webkit2png|imgsizer|webscreenie|webthumb|websnapr|"
+    r"|[a-z]-google(?![a-z])"
+    r"|(?<![a-z0-9])(?:python-|python/|grpc-|lwp-|lwp::|wkhtmlto|webkit2png|imgsizer|webscreenie|webthumb|websnapr|"
     r"networkingextension|androiddownloadmanager|google-(?!tv)|google (?!tv|wap|pixel|talk|nexus|earth|chrome))"
     # Generic words ("Java", "Ruby", "Dart", "got") are also phone models and app names; they
     # only count as a product with a version ("Java/1.8.0_45") or as the whole UA's first word.
@@ -187,7 +195,7 @@ _COMPATIBLE_HUMAN = frozenset(
     "msie konqueror opera u windows linux x11 macintosh ibrowse icab omniweb netpositive avantgo "
     "blazer polaris ncbrowser uam mspie ms sitekiosk ibm netbox antfresco antgalio lotus-notes "
     "aol-iweng ubuntu risc hp intel ics gecko n en-us - offbyone clever crw msid msie8.0 msie9.0 "
-    "+msie+6.0 +msie+7.0 ms-office fw staffsstudent staffsstudentpc googletoolbar csquery netfront "
+    "+msie+6.0 +msie+7.0 ms-office amiga-aweb fw staffsstudent staffsstudentpc googletoolbar csquery netfront "
     "obigo teleca webpro access playstation nintendo wii".split()
 ) | {""}
 
@@ -204,7 +212,7 @@ _NON_MOZILLA_HUMAN_PREFIX = re.compile(
     r"playstation|nintendo|xbox|roku|appletv|hbbtv|smart-?tv|webos|web0s|netcast|viera|"
     r"bravia|philips|nook|kindle|silk|ipad|iphone|ipod|android|windows|macintosh|linux|"
     r"appname|exampleapp|brew-applet|bunjalloo|hotjava|applewebkit|opr/|palmscape|xiino|amaya|"
-    r"ncsa_mosaic|vms_mosaic|mosaic|treo|com\.[a-z]+\.)"
+    r"ncsa_mosaic|vms_mosaic|mosaic|treo|com\.[a-z]+\.|quicktime|googleapp)"
 )
 # Device / OS / engine markers that app and feature-phone UAs carry even when they do not start
 # with a browser name ("ExampleApp/1 Dalvik/2.1.0 (Linux; U; Android 6.0.1; vivo 1610)").
@@ -213,9 +221,16 @@ _DEVICE_MARKERS = re.compile(
     r"windows phone|\(windows|\(win(?:10|11|7|8)|midp|cldc|symbianos|series ?40|series ?60|"
     r"blackberry|j2me|nokia|samsung|up\.browser|opera mini|ucweb|maui|wap[- ]?browser|"
     r"[_ -]browser\b|browser/|hbbtv|applewebkit|gecko/|presto/|trident/|khtml|nintendo|"
-    r"playstation|\(macintosh"
+    r"playstation|\(macintosh|android\)"
 )
 
+_LONE_COMMENT = re.compile(r"mozilla/[\d.]+\s*\(([^()]*)\)\s*$")
+_PLATFORM_WORDS = re.compile(
+    r"win|mac|linux|x11|android|iphone|ipad|ipod|ios|bsd|sunos|solaris|irix|hp-ux|aix|os/2|"
+    r"amiga|beos|haiku|risc|cros|ubuntu|fedora|debian|nintendo|playstation|xbox|tv|kindle|"
+    r"mobile|tablet|blackberry|bb10|symbian|series|j2me|midp|msie|compatible|en-|i386|i686|x86|"
+    r"ppc|arm|mips|sparc|alpha|;|\bu\b"
+)
 _MOZILLA_ONLY = re.compile(r"mozilla/[\d.]+\s*(?:\(\s*(?:compatible\s*;?\s*)?\))?\s*$")
 # A browser UA has a platform comment: "Mozilla/5.0 (Windows NT 10.0; ...)".
 _MOZILLA_PLATFORM = re.compile(r"mozilla/[\d.]+\s*(?:\[[^\]]*\]\s*)?\(")
@@ -229,8 +244,12 @@ _TRAILING_VERSION = re.compile(r"[-_.]?v?\d+(?:\.\d+)*$")
 
 
 def _strip(user_agent: str) -> str:
-    # Logs and test fixtures sometimes keep the surrounding quotes of the header value.
-    return user_agent.strip().strip("\"'").strip()
+    # Logs and test fixtures sometimes keep the surrounding quotes of the header value, or
+    # even the header name itself ("User-Agent: Mozilla/5.0 ...").
+    ua = user_agent.strip().strip("\"'").strip()
+    if ua[:11].lower() == "user-agent:":
+        ua = ua[11:].strip()
+    return ua
 
 
 def _token_span(text: str, pos: int) -> tuple[int, int]:
@@ -294,6 +313,7 @@ _SKIPPED_CRAWLER_PATTERNS = frozenset(
         "Magellan",
         "Synapse",
         "splash Version\\/",
+        "Viber",
     }
 )
 
@@ -401,11 +421,17 @@ def _bot_word_label(ua: str, low: str) -> str | None:
     # nothing; blank those out (keeping offsets) before looking at the tokens.
     blanked = _URL_OR_EMAIL.sub(lambda match: " " * len(match.group(0)), low)
     for match in _BOT_WORDS.finditer(blanked):
+        if match.group(0) == "bot" and _BOT_INSIDE_WORD.match(ua, match.end()):
+            # "fuboTV", "turbotabbee", "Botswana": "bot" runs on into a lower-case word.
+            continue
         start, end = _token_span(blanked, match.start())
         token = blanked[start:end]
         if token in _BARE_WORDS or _BOT_WORD_FALSE_FRIENDS.search(token):
             continue
         return _label(ua[start:end])
+    match = _RSS.search(ua)
+    if match:
+        return _label(_token_at(ua, match.start()))
     return None
 
 
@@ -447,8 +473,11 @@ def _classify(ua: str) -> str | None:
     if not is_mozilla:
         # People use apps and old phones whose UAs do not start with "Mozilla/", but those name
         # a device, an OS or a browser engine; everything else is a script or a tool.
-        if _NON_MOZILLA_HUMAN_PREFIX.match(low) or (len(ua) >= 8 and _DEVICE_MARKERS.search(low)):
-            return None
+        # A tool that prepends its own name to a browser UA ("Thumbor/6.7.5, Mozilla/5.0 ...")
+        # separates the two with a comma; apps and phones that embed a browser UA do not.
+        if len(ua) >= 8 and ", mozilla/" not in low:
+            if _NON_MOZILLA_HUMAN_PREFIX.match(low) or _DEVICE_MARKERS.search(low):
+                return None
         return _first_product(ua)
 
     if _MOZILLA_ONLY.match(low) or len(ua) < 25:
@@ -458,6 +487,10 @@ def _classify(ua: str) -> str | None:
         return _first_product(ua[compatible.start(1) :])
     if not _MOZILLA_PLATFORM.match(low) and not _BROWSER_ENGINE.search(low):
         return _GENERIC_LABEL
+    # "Mozilla/5.0 (Morningscore/1.0)": a lone comment that names no platform at all.
+    lone = _LONE_COMMENT.match(low)
+    if lone and not _PLATFORM_WORDS.search(lone.group(1)):
+        return _first_product(ua[lone.start(1) :])
     return None
 
 

@@ -18,4 +18,4 @@ class SaltSource(Protocol):
 def visitor_hash(salt: bytes, site: str, ip: str, user_agent: str) -> str:
     # The NUL separators keep ("1.2.3.4", "5 UA") and ("1.2.3.45", " UA") apart.
     message = f"{site}\x00{ip}\x00{user_agent}".encode("utf-8", "surrogateescape")
-    return hmac.new(salt, message, sha256).hexdigest()[:32]
+    return hmac.digest(salt, message, sha256)[:16].hex()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import operator
+import time
 from collections import Counter
 from dataclasses import fields
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,10 +39,19 @@ _POSTGRES_INSERT = "INSERT INTO events ({}) VALUES ({}) ON CONFLICT (id) DO NOTH
 )
 
 
+@lru_cache(maxsize=4096)
+def _second(second: int) -> tuple[str, str, int]:
+    t = time.gmtime(second)
+    return time.strftime("%Y-%m-%d %H:%M:%S", t), time.strftime("%Y-%m-%d", t), t.tm_hour
+
+
 def _sqlite_row(e: Event) -> tuple[Any, ...]:
-    when = datetime.fromtimestamp(e.ts, UTC)
-    # The text forms SQLAlchemy's SQLite DateTime and Date types read back.
-    return (e.id, when.strftime("%Y-%m-%d %H:%M:%S.%f"), when.strftime("%Y-%m-%d"), when.hour, *_rest_of(e))
+    # The text forms SQLAlchemy's SQLite DateTime and Date types read back; formatting is cached
+    # per second because strftime costs more than the insert itself.
+    second = int(e.ts)
+    stamp, day, hour = _second(second)
+    micros = min(int((e.ts - second) * 1_000_000), 999_999)
+    return (e.id, f"{stamp}.{micros:06d}", day, hour, *_rest_of(e))
 
 
 def _postgres_row(e: Event) -> tuple[Any, ...]:
