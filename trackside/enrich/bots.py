@@ -107,7 +107,7 @@ _BOT_WORDS = re.compile(
     "bot|crawl|spider|scrap|fetch|preview|monitor|check|validat|archiv|harvest|extract|grabber|"
     "collector|analys|analyz|scanner|probe|pinger|uptime|slurp|indexer|linkexpand|unfurl|"
     "screenshot|headless|sitemap|webcopier|downloader|lighthouse|pagespeed|auditor|robot|"
-    "benchmark|sucker|siphon|leech|sniffer|transcoder|"
+    "benchmark|sucker|siphon|leech|sniffer|transcoder|measurement|"
     "(?<![a-z0-9])(?:seo|rss|feed|reader|proxy|capture|offline|research|survey|tester|"
     "search ?engine|websearch|metasearch|link ?test|link ?check|site ?test|site ?check|"
     "health|ping|verif|detect|lookup|resolver|sucuri|whois|http|url|web ?(?:tool|stat))"
@@ -130,8 +130,7 @@ _BARE_WORDS = frozenset({"bot", "bots", "proxy", "reader", "feed", "check", "cap
 
 _WEAK_TOOLS = (
     "java|python|ruby|php|perl|dart|node|go|got|requests|hyper|ab|wrk|hey|k6|siege|locust|vegeta|"
-    "zombie|splash|monit|sentry|jakarta|rss|http|lua|rust|deno|bun|rest|api|client|test|bot|"
-    "word|excel|powerpoint|ptst"
+    "zombie|splash|monit|sentry|jakarta|rss|http|lua|rust|deno|bun|bot|word|excel|powerpoint"
 )
 # HTTP client libraries, command-line tools, scanners and service probes.  Anchored to token
 # edges so that "HTC_Ruby", "FirePHP" or "HotJava" (real phones / extensions) do not match.
@@ -142,7 +141,8 @@ _TOOLS = re.compile(
     r"www-mechanize|mechanize|node-fetch|node\.js|axios|undici|zombie\.js|"
     r"guzzle|guzzlehttp|scrapy|httpie|postmanruntime|insomnia|rest-client|restsharp|faraday|typhoeus|"
     r"httparty|reqwest|cpp-httplib|powershell|winhttp|wininet|googleweblight|burpcollaborator|"
-    r"taginspector|thumbor|reeder|readkit|swcd|"
+    r"taginspector|thumbor|reeder/|readkit|swcd|ddg_android|cloudflare|http client|gradle|"
+    r"web services client|geckotrail|"
     r"microsoft url control|microsoft office existence|microsoft-webdav|"
     r"phantomjs|puppeteer|playwright|selenium|webdriver|slimerjs|htmlunit|jsdom|"
     r"browserkit|prerender|rendertron|browserless|nutch|heritrix|httrack|"
@@ -168,16 +168,16 @@ _TOOLS = re.compile(
     r"networkingextension|androiddownloadmanager|google-(?!tv)|google (?!tv|wap|pixel|talk|nexus|earth|chrome))"
     # Generic words ("Java", "Ruby", "Dart", "got") are also phone models and app names; they
     # only count as a product with a version ("Java/1.8.0_45") or as the whole UA's first word.
-    r"|(?:^|(?<=[\s;(]))(?:" + _WEAK_TOOLS + r")(?:[/ ]v?\d|$)|^(?:" + _WEAK_TOOLS + r")(?=[\s;(-])"
+    r"|(?:^|(?<=[\s;(]))(?:" + _WEAK_TOOLS + r")(?:/v?\d|$)|^(?:" + _WEAK_TOOLS + r")(?=[\s;(-])"
 )
 
 # Headless and instrumented browsers keep an otherwise perfect browser UA but add a marker.
 _HEADLESS = re.compile(
     "headless|phantomjs|puppeteer|playwright|selenium|webdriver|lighthouse|slimerjs|"
-    "pagespeed|gtmetrix|ptst/|dareboost|debugbear|speedcurve|sitespeed|webpagetest|"
+    "pagespeed|gtmetrix|ptst[/ ][0-9]|dareboost|debugbear|speedcurve|sitespeed|webpagetest|"
     "catchpoint|dejaclick|dmbrowser|neustar wpm|rigor|dynatrace|ruxit|appdynamics|"
     "keynote|gomez|uptrends|alertra|prerender|rendertron|"
-    r"firefox mutant|iplabel|gecko\) splash|"
+    r"firefox mutant|iplabel|(?<=gecko\) )splash|"
     # Anything but a browser name after "(KHTML, like Gecko;" is a renderer naming itself.
     r"\(khtml, ?like gecko[;,] ?(?!safari|gzip|2345|chrome|version|opera|hevc|mobile)[a-z]"
 )
@@ -199,6 +199,10 @@ _COMPATIBLE_HUMAN = frozenset(
     "obigo teleca webpro access playstation nintendo wii".split()
 ) | {""}
 
+# Browser components whose own names trip the bot rules: Firefox for Android fetches icons
+# and previews as "MozacFetch/<version>" on behalf of the person browsing.
+_HUMAN_CLIENTS = ("mozacfetch/",)
+
 # Non-"Mozilla/" user agents that people really send: Opera Presto, Android/iOS app stacks,
 # feature phones and WAP browsers, text browsers, consoles and TVs.
 _NON_MOZILLA_HUMAN_PREFIX = re.compile(
@@ -212,7 +216,7 @@ _NON_MOZILLA_HUMAN_PREFIX = re.compile(
     r"playstation|nintendo|xbox|roku|appletv|hbbtv|smart-?tv|webos|web0s|netcast|viera|"
     r"bravia|philips|nook|kindle|silk|ipad|iphone|ipod|android|windows|macintosh|linux|"
     r"appname|exampleapp|brew-applet|bunjalloo|hotjava|applewebkit|opr/|palmscape|xiino|amaya|"
-    r"ncsa_mosaic|vms_mosaic|mosaic|treo|com\.[a-z]+\.|quicktime|googleapp)"
+    r"ncsa_mosaic|vms_mosaic|mosaic|treo|com\.[a-z]+\.|quicktime|googleapp|microsoft office/)"
 )
 # Device / OS / engine markers that app and feature-phone UAs carry even when they do not start
 # with a browser name ("ExampleApp/1 Dalvik/2.1.0 (Linux; U; Android 6.0.1; vivo 1610)").
@@ -224,10 +228,10 @@ _DEVICE_MARKERS = re.compile(
     r"playstation|\(macintosh|android\)"
 )
 
-_LONE_COMMENT = re.compile(r"mozilla/[\d.]+\s*\(([^()]*)\)\s*$")
+_FIRST_COMMENT = re.compile(r"mozilla/[\d.]+\s*\(([^()]*)\)")
 _PLATFORM_WORDS = re.compile(
     r"win|mac|linux|x11|android|iphone|ipad|ipod|ios|bsd|sunos|solaris|irix|hp-ux|aix|os/2|"
-    r"amiga|beos|haiku|risc|cros|ubuntu|fedora|debian|nintendo|playstation|xbox|tv|kindle|"
+    r"amiga|beos|haiku|risc|cros|ubuntu|fedora|debian|nintendo|playstation|ps\d|psp|wii|3ds|xbox|tv|kindle|"
     r"mobile|tablet|blackberry|bb10|symbian|series|j2me|midp|msie|compatible|en-|i386|i686|x86|"
     r"ppc|arm|mips|sparc|alpha|;|\bu\b"
 )
@@ -237,7 +241,7 @@ _MOZILLA_PLATFORM = re.compile(r"mozilla/[\d.]+\s*(?:\[[^\]]*\]\s*)?\(")
 _BROWSER_ENGINE = re.compile(r"applewebkit|gecko|trident|presto|khtml|msie|edge?/|opr/|chrome|safari|firefox")
 
 # The model slot of an Android platform comment, up to the closing parenthesis.
-_ANDROID_MODEL = re.compile(r"\(linux;[^)]*?android[^;)]*;([^;)]*)")
+_ANDROID_MODEL = re.compile(r"\(linux;[^)]*?android[^;)]*;(?:\s*[a-z]{2}(?:[-_][a-z]{2,4})?;)?([^;)]*)")
 _URL_OR_EMAIL = re.compile(r"\+?https?://\S*|\bwww\.\S*|\S+@\S+|[\w.-]+\.(?:com|net|org|io|html?)\b[^\s;)]*")
 _FIRST_PRODUCT = re.compile(r"[A-Za-z][\w.-]{1,40}")
 _TRAILING_VERSION = re.compile(r"[-_.]?v?\d+(?:\.\d+)*$")
@@ -415,23 +419,25 @@ _CRAWLER_LIST = _compile_crawler_patterns()
 
 
 def _bot_word_label(ua: str, low: str) -> str | None:
+    match = _RSS.search(ua)
+    if match:
+        return _label(_token_at(ua, match.start()))
     if not _BOT_WORDS.search(low):
         return None
     # Bot words inside a URL ("+http://www.google.com/bot.html") or an e-mail address name
     # nothing; blank those out (keeping offsets) before looking at the tokens.
     blanked = _URL_OR_EMAIL.sub(lambda match: " " * len(match.group(0)), low)
     for match in _BOT_WORDS.finditer(blanked):
-        if match.group(0) == "bot" and _BOT_INSIDE_WORD.match(ua, match.end()):
-            # "fuboTV", "turbotabbee", "Botswana": "bot" runs on into a lower-case word.
+        if match.group(0) == "bot" and (
+            ua[match.start() : match.end()] not in ("bot", "Bot", "BOT") or _BOT_INSIDE_WORD.match(ua, match.end())
+        ):
+            # "fuboTV", "turbotabbee", "Botswana": these letters are part of other words.
             continue
         start, end = _token_span(blanked, match.start())
         token = blanked[start:end]
         if token in _BARE_WORDS or _BOT_WORD_FALSE_FRIENDS.search(token):
             continue
         return _label(ua[start:end])
-    match = _RSS.search(ua)
-    if match:
-        return _label(_token_at(ua, match.start()))
     return None
 
 
@@ -450,9 +456,11 @@ def _mask_device_model(ua: str, low: str) -> tuple[str, str]:
 
 
 def _classify(ua: str) -> str | None:
-    ua, low = _mask_device_model(ua, _lower(ua))
+    masked, low = _mask_device_model(ua, _lower(ua))
+    if low.startswith(_HUMAN_CLIENTS):
+        return None
 
-    label = _bot_word_label(ua, low)
+    label = _bot_word_label(masked, low)
     if label:
         return label
 
@@ -487,10 +495,10 @@ def _classify(ua: str) -> str | None:
         return _first_product(ua[compatible.start(1) :])
     if not _MOZILLA_PLATFORM.match(low) and not _BROWSER_ENGINE.search(low):
         return _GENERIC_LABEL
-    # "Mozilla/5.0 (Morningscore/1.0)": a lone comment that names no platform at all.
-    lone = _LONE_COMMENT.match(low)
-    if lone and not _PLATFORM_WORDS.search(lone.group(1)):
-        return _first_product(ua[lone.start(1) :])
+    # "Mozilla/5.0 (Morningscore/1.0)": the platform comment names no platform at all.
+    platform = _FIRST_COMMENT.match(low)
+    if platform and not _PLATFORM_WORDS.search(platform.group(1)):
+        return _first_product(ua[platform.start(1) :])
     return None
 
 
