@@ -72,6 +72,57 @@ def serve(no_capture: bool, **flags: Any) -> None:
     uvicorn.run("sidecar.app:create_app", factory=True, workers=settings.workers, **options)
 
 
+@main.command()
+@click.option("--redis-url", help="Redis URL [TRACKSIDE_REDIS_URL]")
+@click.option("--database-url", help="Database the batches go to [TRACKSIDE_DATABASE_URL]")
+@click.option("--burst", is_flag=True, help="Drain the queue, then exit")
+def worker(redis_url: str | None, database_url: str | None, burst: bool) -> None:
+    """Run the ARQ worker: persist batches, roll up closed days, prune."""
+    import importlib
+
+    from arq.worker import run_worker
+
+    settings = _settings(redis_url=redis_url, database_url=database_url)
+    if settings.redis_url is None:
+        click.echo("trackside: TRACKSIDE_REDIS_URL is required for a worker (embedded mode needs none)", err=True)
+        sys.exit(2)
+    _logging(settings.log_level)
+    # Found by name, as arq's CLI would: the sidecar package never imports the worker's code.
+    options = importlib.import_module("rollups.worker").worker_options(settings)
+    run_worker(type("WorkerSettings", (), options), burst=burst)
+
+
+@main.command()
+@click.option("--day", help="Roll up this UTC day (YYYY-MM-DD), even if it was rolled up before")
+@click.option("--backfill", is_flag=True, help="Roll up every closed day that needs it")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def rollup(day: str | None, backfill: bool, database_url: str | None) -> None:
+    """Roll up closed UTC days into daily rows (the worker and the embedded mode do this on a schedule)."""
+    from trackside.rollup import pending_days, rollup_day, utc_today
+    from trackside.storage.engine import create_engine
+
+    settings = _settings(database_url=database_url)
+    one = _day(day, "--day")
+    if (one is None) == (not backfill):
+        raise click.UsageError("give either --day YYYY-MM-DD or --backfill")
+    if one is not None and one >= utc_today():
+        raise click.BadParameter("only closed days (before today, UTC) can be rolled up", param_hint="--day")
+    window = settings.view_window_minutes * 60.0
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            days = [one] if one is not None else await pending_days(engine)
+            with click.progressbar(days, label="rolling up", show_pos=True, item_show_func=str) as bar:
+                for d in bar:
+                    await rollup_day(engine, d, window, force=one is not None)
+            click.echo(f"rolled up {len(days)} day(s)")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
 @main.command("migrate")
 @click.option("--database-url", help="Database to migrate [TRACKSIDE_DATABASE_URL]")
 def migrate_command(database_url: str | None) -> None:

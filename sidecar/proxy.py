@@ -198,7 +198,9 @@ class ProxyApp:
                 return
 
 
-async def plain_response(send: Send, status: int, message: str, *, error: str | None = None, close: bool = False) -> None:
+async def plain_response(
+    send: Send, status: int, message: str, *, error: str | None = None, close: bool = False
+) -> None:
     body = (message + "\n").encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
     if error:

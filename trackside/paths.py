@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 MAX_PATH = 512
-_ID_LIKE = re.compile(r"^(?:\d+|[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|[0-9a-f]{16,}|.{41,})$", re.I)
+_ID_LIKE = re.compile(
+    r"^(?:\d+|[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|[0-9a-f]{16,}|.{41,})$", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +25,9 @@ def compile_pattern(text: str) -> Pattern:
     parts = []
     for segment in text.strip("/").split("/"):
         if segment.startswith("[...") and segment.endswith("]"):
-            parts.append(r"(?P<%s>.+)" % _group(segment[4:-1]))
+            parts.append(rf"(?P<{_group(segment[4:-1])}>.+)")
         elif segment.startswith("[") and segment.endswith("]"):
-            parts.append(r"(?P<%s>[^/]+)" % _group(segment[1:-1]))
+            parts.append(rf"(?P<{_group(segment[1:-1])}>[^/]+)")
         else:
             parts.append(re.escape(segment))
     return Pattern(text, re.compile("^/" + "/".join(parts) + "/?$"))

@@ -11,6 +11,8 @@ import logging
 from trackside.buffer import EventBuffer, Flusher
 from trackside.capture import Capturer
 from trackside.metrics import Metrics
+from trackside.queue import RedisWriter
+from trackside.rollup import prune, rollup_pending
 from trackside.settings import Settings
 from trackside.spool import Spool
 from trackside.storage.engine import create_engine
@@ -20,6 +22,8 @@ from trackside.storage.writes import DatabaseWriter
 logger = logging.getLogger("trackside.pipeline")
 
 SALT_REFRESH_SECONDS = 60.0
+# Embedded mode's schedule: how often closed days are rolled up and old data pruned.
+SCHEDULE_SECONDS = 600.0
 
 
 class Pipeline:
@@ -30,7 +34,11 @@ class Pipeline:
         self.salts = DatabaseSalts(self.engine)
         self.buffer = EventBuffer(settings.buffer_size, self.metrics)
         self.spool = Spool(settings.spool_dir)
-        self.writer = DatabaseWriter(self.engine)
+        self.writer: DatabaseWriter | RedisWriter
+        if settings.redis_url is None:
+            self.writer = DatabaseWriter(self.engine)
+        else:
+            self.writer = RedisWriter(settings.redis_url, settings.queue_name)
         self.flusher = Flusher(
             self.buffer, self.writer, self.spool, self.metrics, settings.flush_interval, settings.flush_batch
         )
@@ -52,6 +60,9 @@ class Pipeline:
             logger.warning("cannot load the daily salts yet (%s)", type(exc).__name__)
         self.flusher.start()
         self._tasks.append(asyncio.create_task(self._keep_salts(), name="trackside-salts"))
+        if self.settings.redis_url is None:
+            # Embedded mode runs the worker's schedule in process (in Redis mode the workers' cron does).
+            self._tasks.append(asyncio.create_task(self._schedule(), name="trackside-schedule"))
 
     async def _keep_salts(self) -> None:
         while True:
@@ -62,11 +73,23 @@ class Pipeline:
             except Exception as exc:
                 logger.warning("salt refresh failed (%s); retrying in a minute", type(exc).__name__)
 
+    async def _schedule(self) -> None:
+        window = self.settings.view_window_minutes * 60.0
+        while True:
+            try:
+                await rollup_pending(self.engine, window)
+                await prune(self.engine, self.settings.raw_retention_days, self.settings.daily_retention_days)
+            except Exception:
+                logger.exception("scheduled rollup failed; retrying in %ss", SCHEDULE_SECONDS)
+            await asyncio.sleep(SCHEDULE_SECONDS)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.flusher.stop()
+        if isinstance(self.writer, RedisWriter):
+            await self.writer.close()
         self.capturer.countries.close()
         await self.engine.dispose()

@@ -11,91 +11,60 @@ Every figure's meaning:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trackside import events as ev
-from trackside.storage.reads import bot_hits, day_events
-from trackside.views import derive_day
-
-
-def _days(since: date, until: date) -> list[date]:
-    return [since + timedelta(days=i) for i in range((until - since).days + 1)]
+from trackside.figures import load_days, sum_days
+from trackside.storage.reads import bot_hits
 
 
 async def build_report(engine: AsyncEngine, since: date, until: date, window_seconds: float) -> dict[str, Any]:
-    page_views = page_views_auth = api_calls = 0
-    by_label: Counter[str] = Counter()
-    devices: Counter[str] = Counter()
-    browsers: Counter[str] = Counter()
-    countries: Counter[str] = Counter()
-    referrers: Counter[str] = Counter()
-    errors: Counter[str] = Counter()
-    site_events: Counter[str] = Counter()
-    visitors: set[str] = set()
-    visitors_auth: set[str] = set()
-    looks: dict[tuple[str, str], list[Any]] = defaultdict(list)
     async with engine.connect() as conn:
-        for day in _days(since, until):
-            events = await day_events(conn, day)
-            for e in events:
-                if e.nav == ev.NAV_API:
-                    api_calls += 1
-                if e.kind == ev.ERROR:
-                    errors[e.error_type or "unknown"] += 1
-                if e.event_name:
-                    site_events[e.event_name] += 1
-            derived = derive_day(events, window_seconds)
-            for pv in derived.page_views:
-                e = pv.event
-                page_views += 1
-                by_label[e.label] += 1
-                devices[e.device] += 1
-                browsers[e.browser] += 1
-                if e.country:
-                    countries[e.country] += 1
-                if e.referrer:
-                    referrers[e.referrer] += 1
-                visitors.add(pv.who)
-                if pv.user:
-                    page_views_auth += 1
-                    visitors_auth.add(pv.who)
-            for look in derived.looks:
-                looks[(look.content_kind, look.content_id)].append(look)
+        totals = sum_days(await load_days(conn, since, until, window_seconds))
         bots = await bot_hits(conn, since, until)
-
     content: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (kind, item), item_looks in looks.items():
-        signed_in = [lk for lk in item_looks if lk.user]
+    for (kind, item), figures in totals.items.items():
+        if not figures["views"]:
+            continue  # an item with impressions only has no views to report here
         content[kind].append(
             {
                 "id": item,
-                "views": len(item_looks),
-                "views_authenticated": len(signed_in),
-                "unique_viewers": len({lk.who for lk in item_looks}),
-                "unique_viewers_authenticated": len({lk.who for lk in signed_in}),
+                "views": figures["views"],
+                "views_authenticated": figures["views_authenticated"],
+                "unique_viewers": figures["unique_viewers"],
+                "unique_viewers_authenticated": figures["unique_viewers_authenticated"],
             }
         )
     for items in content.values():
         items.sort(key=lambda row: (-row["views"], row["id"]))
+    dims = totals.dims
+    counts = totals.counts
+
+    def dim(name: str) -> dict[str, int]:
+        return _ranked(dims.get(name, Counter()))
+
     return {
         "since": since.isoformat(),
         "until": until.isoformat(),
-        "page_views": {"total": page_views, "authenticated": page_views_auth, "by_label": _ranked(by_label)},
-        "unique_visitors": len(visitors),
-        "unique_visitors_authenticated": len(visitors_auth),
-        "content": dict(content),
-        "api_calls": api_calls,
-        "errors": _ranked(errors),
-        "signups": site_events.get("signup", 0),
-        "uploads": site_events.get("upload", 0),
-        "site_events": _ranked(site_events),
-        "devices": _ranked(devices),
-        "browsers": _ranked(browsers),
-        "countries": _ranked(countries),
-        "referrers": _ranked(referrers),
+        "page_views": {
+            "total": counts["page_views"],
+            "authenticated": counts["page_views_authenticated"],
+            "by_label": dim("label"),
+        },
+        "unique_visitors": totals.unique_visitors,
+        "unique_visitors_authenticated": totals.unique_visitors_authenticated,
+        "content": dict(sorted(content.items())),
+        "api_calls": counts["api_calls"],
+        "errors": dim("error"),
+        "signups": counts["signups"],
+        "uploads": counts["uploads"],
+        "site_events": dim("event"),
+        "devices": dim("device"),
+        "browsers": dim("browser"),
+        "countries": dim("country"),
+        "referrers": dim("referrer"),
         "bots": _ranked(Counter(bots)),
     }
 

@@ -130,6 +130,11 @@ class Settings:
     flush_interval: float = 1.0
     flush_batch: int = 5_000
     spool_dir: str = "./trackside-spool"
+    # Retention: raw events (only once rolled up), and daily rows (0 keeps them forever).
+    raw_retention_days: int = 7
+    daily_retention_days: int = 0
+    # Scale-out: the ARQ queue the sidecars feed and the workers drain.
+    queue_name: str = "trackside:queue"
     log_level: str = "info"
 
     @classmethod
@@ -207,6 +212,8 @@ _INTS = {
     "upstream_connections",
     "buffer_size",
     "flush_batch",
+    "raw_retention_days",
+    "daily_retention_days",
 }
 _FLOATS = {"connect_timeout", "upstream_timeout", "client_timeout", "flush_interval"}
 _TUPLES = {"label_rules", "event_rules", "bot_allowlist", "players"}

@@ -54,6 +54,7 @@ class Look:
 class DayViews:
     page_views: list[PageView]
     looks: list[Look]
+    impressions: list[PageView]  # an item shown in a feed, a search result or a widget
 
 
 class _Users:
@@ -98,9 +99,14 @@ def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
     authors: dict[tuple[str, str], str] = {}
     open_looks: dict[tuple[str, str, str], tuple[float, Look]] = {}
     looks: list[Look] = []
+    impressions: list[PageView] = []
     for e in ordered:
         if e.content_kind and e.content_id and e.author_id:
             authors.setdefault((e.content_kind, e.content_id), e.author_id)
+        if e.kind == ev.IMPRESSION:
+            if e.content_kind and e.content_id:
+                impressions.append(PageView(e, users.user_for(e, window_seconds)))
+            continue
         if e.kind == ev.PAGE_VIEW:
             if e.nav == ev.NAV_RSC and _echoes_document(documents.get((e.visitor, e.path)), e.ts):
                 continue
@@ -118,10 +124,12 @@ def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
         open_looks[key] = (e.ts, look)
         looks.append(look)
 
-    counted = [
-        look for look in looks if look.user is None or authors.get((look.content_kind, look.content_id)) != look.user
-    ]
-    return DayViews(page_views, counted)
+    def by_author(kind: str, item: str, user: str | None) -> bool:
+        return user is not None and authors.get((kind, item)) == user
+
+    counted = [lk for lk in looks if not by_author(lk.content_kind, lk.content_id, lk.user)]
+    shown = [im for im in impressions if not by_author(im.event.content_kind or "", im.event.content_id or "", im.user)]
+    return DayViews(page_views, counted, shown)
 
 
 def _echoes_document(document_times: list[float] | None, ts: float) -> bool:

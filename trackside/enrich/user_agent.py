@@ -16,7 +16,9 @@ class UserAgentInfo:
 
 
 @lru_cache(maxsize=8192)
-def parse_user_agent(user_agent: str, players: tuple[str, ...] = ("Makapix-Player", "PixelFrame", "Divoom")) -> UserAgentInfo:
+def parse_user_agent(
+    user_agent: str, players: tuple[str, ...] = ("Makapix-Player", "PixelFrame", "Divoom")
+) -> UserAgentInfo:
     lowered = user_agent.lower()
     ua = parse(user_agent)
     browser = (ua.browser.family or "Other")[:64]

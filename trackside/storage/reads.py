@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.events import Event
-from trackside.storage.writes import BOT_HITS, EVENTS
+from trackside.storage.tables import BOT_HITS, EVENTS
 
 _COLUMNS = [c for c in EVENTS.c if c.name not in ("day", "hour")]
 

@@ -14,10 +14,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trackside.storage.tables import SaltRow
+from trackside.storage.tables import SALTS
 
 logger = logging.getLogger("trackside.salts")
-SALTS = SaltRow.__table__  # type: ignore[attr-defined]
 
 
 class DatabaseSalts:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, SmallInteger, String
+from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, SmallInteger, String
 from sqlmodel import Field, SQLModel
 
 
@@ -79,3 +79,96 @@ class SpoolBatchRow(SQLModel, table=True):
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
     applied_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class RollupDayRow(SQLModel, table=True):
+    """A UTC day's rollup state: rolled (and when), or dirty (events arrived since)."""
+
+    __tablename__ = "rollup_days"
+
+    day: date = Field(primary_key=True)
+    dirty: bool
+    rolled_at: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    events: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class DailySiteRow(SQLModel, table=True):
+    """One row per closed UTC day for the whole site. `unique_visitors` counts signed-in users
+    plus anonymous visitors of that day; `users_sketch` is a HyperLogLog of the signed-in users,
+    mergeable across days."""
+
+    __tablename__ = "daily_site"
+
+    day: date = Field(primary_key=True)
+    page_views: int = Field(sa_column=Column(BigInteger, nullable=False))
+    page_views_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    unique_visitors: int = Field(sa_column=Column(BigInteger, nullable=False))
+    unique_visitors_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    signups: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uploads: int = Field(sa_column=Column(BigInteger, nullable=False))
+    api_calls: int = Field(sa_column=Column(BigInteger, nullable=False))
+    errors: int = Field(sa_column=Column(BigInteger, nullable=False))
+    impressions: int = Field(sa_column=Column(BigInteger, nullable=False))
+    bot_hits: int = Field(sa_column=Column(BigInteger, nullable=False))
+    users_sketch: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+
+
+class DailySiteDimRow(SQLModel, table=True):
+    """A day's breakdown of page views by one dimension (label, country, device, browser, os,
+    referrer, hour, utm_source), and of errors (error) and site events (event)."""
+
+    __tablename__ = "daily_site_dims"
+
+    day: date = Field(primary_key=True)
+    dim: str = Field(sa_column=Column(String(16), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    count_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    visitors: int = Field(sa_column=Column(BigInteger, nullable=False))
+    visitors_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class DailyContentRow(SQLModel, table=True):
+    """One row per content item and closed UTC day: views (looks), impressions, unique viewers."""
+
+    __tablename__ = "daily_content"
+    __table_args__ = (Index("ix_daily_content_item", "content_kind", "content_id", "day"),)
+
+    day: date = Field(primary_key=True)
+    content_kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    content_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    views: int = Field(sa_column=Column(BigInteger, nullable=False))
+    views_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    unique_viewers: int = Field(sa_column=Column(BigInteger, nullable=False))
+    unique_viewers_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    impressions: int = Field(sa_column=Column(BigInteger, nullable=False))
+    impressions_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    first_at: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    last_at: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    users_sketch: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+
+
+class DailyContentDimRow(SQLModel, table=True):
+    """A day's breakdown of one item's views by country, device, type (view kind) or referrer."""
+
+    __tablename__ = "daily_content_dims"
+
+    day: date = Field(primary_key=True)
+    content_kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    content_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    dim: str = Field(sa_column=Column(String(16), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    count_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+# SQLAlchemy Core handles of the tables, for the modules that write and read them.
+EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
+SALTS = SaltRow.__table__  # type: ignore[attr-defined]
+APPLIED = SpoolBatchRow.__table__  # type: ignore[attr-defined]
+ROLLUP_DAYS = RollupDayRow.__table__  # type: ignore[attr-defined]
+DAILY_SITE = DailySiteRow.__table__  # type: ignore[attr-defined]
+DAILY_SITE_DIMS = DailySiteDimRow.__table__  # type: ignore[attr-defined]
+DAILY_CONTENT = DailyContentRow.__table__  # type: ignore[attr-defined]
+DAILY_CONTENT_DIMS = DailyContentDimRow.__table__  # type: ignore[attr-defined]

@@ -5,22 +5,18 @@ from __future__ import annotations
 import operator
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import fields
+from datetime import UTC, date, datetime
 from functools import lru_cache
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.batch import Batch, BotKey
 from trackside.events import Event
-from trackside.storage.tables import BotHitRow, EventRow, SpoolBatchRow
-
-EVENTS = EventRow.__table__  # type: ignore[attr-defined]
-BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
-APPLIED = SpoolBatchRow.__table__  # type: ignore[attr-defined]
+from trackside.storage.tables import APPLIED, BOT_HITS, ROLLUP_DAYS
 
 
 def _insert(conn: AsyncConnection, table: Any) -> Any:
@@ -72,6 +68,7 @@ async def write_batch_on(conn: AsyncConnection, batch: Batch) -> int:
             await conn.exec_driver_sql(_POSTGRES_INSERT, [_postgres_row(e) for e in batch.events])
         else:
             await conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(e) for e in batch.events])
+        await mark_dirty(conn, {datetime.fromtimestamp(e.ts, UTC).date() for e in batch.events})
     if batch.bots:
         first_time = await conn.execute(
             _insert(conn, APPLIED).on_conflict_do_nothing(index_elements=["id"]),
@@ -91,6 +88,21 @@ async def add_bot_hits(conn: AsyncConnection, counts: Counter[BotKey]) -> None:
     )
     rows = [{"day": d, "bot": b, "label": label, "hits": n} for (d, b, label), n in counts.items()]
     await conn.execute(stmt, rows)
+
+
+async def mark_dirty(conn: AsyncConnection, days: Iterable[date]) -> None:
+    """New events for these days: a rolled day must be rolled again (its rows replaced).
+
+    An upsert, not an update: it waits for a rollup of the same day that is in progress (its row
+    lock), so an event that the rollup did not see always leaves the day dirty."""
+    rows = [{"day": d, "dirty": True, "events": 0} for d in sorted(set(days))]
+    if not rows:
+        return
+    stmt = _insert(conn, ROLLUP_DAYS)
+    await conn.execute(
+        stmt.on_conflict_do_update(index_elements=["day"], set_={"dirty": True}),  # type: ignore[attr-defined]
+        rows,
+    )
 
 
 class DatabaseWriter:

@@ -1,0 +1,43 @@
+"""The worker's jobs: thin glue around the core (storage, rollup, pruning)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq import Retry
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from trackside.batch import Batch
+from trackside.rollup import prune, rollup_pending
+from trackside.storage.salts import DatabaseSalts
+from trackside.storage.writes import write_batch
+
+logger = logging.getLogger("trackside.worker")
+
+# The database being away is worth waiting for; anything else is a bug and fails loudly.
+_TRANSIENT = (OSError, TimeoutError, OperationalError, DBAPIError, ConnectionError)
+
+
+async def persist_batch(ctx: dict[str, Any], wire: dict[str, Any]) -> int:
+    """Store one batch of events: insert-or-ignore on each event id, so a retry never counts twice."""
+    batch = Batch.from_wire(wire)
+    try:
+        return await write_batch(ctx["engine"], batch)
+    except _TRANSIENT as exc:
+        delay = min(30, 2 * ctx.get("job_try", 1))
+        logger.warning("database unavailable (%s): batch %s retried in %ss", type(exc).__name__, batch.id, delay)
+        raise Retry(defer=delay) from exc
+
+
+async def rollup_closed_days(ctx: dict[str, Any]) -> int:
+    settings = ctx["settings"]
+    results = await rollup_pending(ctx["engine"], settings.view_window_minutes * 60.0)
+    return sum(1 for r in results if not r.skipped)
+
+
+async def prune_old(ctx: dict[str, Any]) -> dict[str, int]:
+    settings = ctx["settings"]
+    result = await prune(ctx["engine"], settings.raw_retention_days, settings.daily_retention_days)
+    salts = await DatabaseSalts(ctx["engine"]).prune()
+    return {"raw_events": result.raw_events, "daily_rows": result.daily_rows, "salts": salts}

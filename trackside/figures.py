@@ -1,0 +1,183 @@
+"""A day's figures in one shape, whether read from daily rows (a rolled-up day) or computed from
+raw events (today, or a day not rolled up yet), and their sum over a range of days.
+
+Ranges add counts, but never unique counts: signed-in users are merged (exact sets and HyperLogLog
+sketches), and anonymous visitors are visitor-days (their id rotates daily), summed per day."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trackside.aggregate import SiteDay, aggregate_day
+from trackside.sketch import DistinctUsers
+from trackside.storage.daily import day_bot_hits, rolled_days
+from trackside.storage.reads import day_events
+from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DAILY_SITE, DAILY_SITE_DIMS
+from trackside.views import derive_day
+
+SITE_COUNTS = (
+    "page_views",
+    "page_views_authenticated",
+    "signups",
+    "uploads",
+    "api_calls",
+    "errors",
+    "impressions",
+    "bot_hits",
+)
+ITEM_COUNTS = ("views", "views_authenticated", "impressions", "impressions_authenticated")
+
+
+@dataclass(slots=True)
+class ItemFigures:
+    counts: Counter[str] = field(default_factory=Counter)  # ITEM_COUNTS
+    anonymous_viewers: int = 0  # this day's anonymous viewers (visitor-days)
+    viewers: int = 0  # this day's unique viewers, signed in or not
+    viewers_authenticated: int = 0
+    users: set[str] | None = None  # exact, for a live day
+    users_sketch: bytes | None = None  # for a rolled day
+    first_at: object = None
+    last_at: object = None
+    dims: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DayFigures:
+    day: date
+    rolled: bool
+    counts: Counter[str] = field(default_factory=Counter)  # SITE_COUNTS
+    unique_visitors: int = 0
+    unique_visitors_authenticated: int = 0
+    users: set[str] | None = None
+    users_sketch: bytes | None = None
+    # (dim, key) -> [count, count_authenticated, visitors, visitors_authenticated]
+    dims: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    items: dict[tuple[str, str], ItemFigures] = field(default_factory=dict)
+
+
+def figures_of(site: SiteDay) -> DayFigures:
+    out = DayFigures(site.day, rolled=False)
+    for name in SITE_COUNTS:
+        out.counts[name] = getattr(site, name)
+    out.unique_visitors = len(site.visitors)
+    out.unique_visitors_authenticated = len(site.visitors_authenticated)
+    out.users = set(site.users)
+    out.dims = {k: [d.count, d.count_authenticated, len(d.who), len(d.who_authenticated)] for k, d in site.dims.items()}
+    for key, item in site.items.items():
+        f = ItemFigures()
+        for name in ITEM_COUNTS:
+            f.counts[name] = getattr(item, name)
+        f.viewers = len(item.viewers)
+        f.viewers_authenticated = len(item.viewers_authenticated)
+        f.anonymous_viewers = f.viewers - f.viewers_authenticated
+        f.users = set(item.users)
+        f.first_at, f.last_at = item.first_at, item.last_at
+        f.dims = {k: list(v) for k, v in item.dims.items()}
+        out.items[key] = f
+    return out
+
+
+async def live_day(conn: AsyncConnection, day: date, window_seconds: float) -> DayFigures:
+    events = await day_events(conn, day)
+    site = aggregate_day(day, events, derive_day(events, window_seconds), await day_bot_hits(conn, day))
+    return figures_of(site)
+
+
+async def rolled_day(conn: AsyncConnection, day: date) -> DayFigures:
+    out = DayFigures(day, rolled=True)
+    row = (await conn.execute(select(DAILY_SITE).where(DAILY_SITE.c.day == day))).mappings().first()
+    if row is not None:
+        for name in SITE_COUNTS:
+            out.counts[name] = row[name]
+        out.unique_visitors = row["unique_visitors"]
+        out.unique_visitors_authenticated = row["unique_visitors_authenticated"]
+        out.users_sketch = row["users_sketch"]
+    for r in (await conn.execute(select(DAILY_SITE_DIMS).where(DAILY_SITE_DIMS.c.day == day))).mappings():
+        out.dims[(r["dim"], r["key"])] = [
+            r["count"],
+            r["count_authenticated"],
+            r["visitors"],
+            r["visitors_authenticated"],
+        ]
+    for r in (await conn.execute(select(DAILY_CONTENT).where(DAILY_CONTENT.c.day == day))).mappings():
+        f = ItemFigures()
+        for name in ITEM_COUNTS:
+            f.counts[name] = r[name]
+        f.viewers = r["unique_viewers"]
+        f.viewers_authenticated = r["unique_viewers_authenticated"]
+        f.anonymous_viewers = f.viewers - f.viewers_authenticated
+        f.users_sketch = r["users_sketch"]
+        f.first_at, f.last_at = r["first_at"], r["last_at"]
+        out.items[(r["content_kind"], r["content_id"])] = f
+    for r in (await conn.execute(select(DAILY_CONTENT_DIMS).where(DAILY_CONTENT_DIMS.c.day == day))).mappings():
+        item = out.items.get((r["content_kind"], r["content_id"]))
+        if item is not None:
+            item.dims[(r["dim"], r["key"])] = [r["count"], r["count_authenticated"]]
+    return out
+
+
+async def load_days(conn: AsyncConnection, first: date, last: date, window_seconds: float) -> list[DayFigures]:
+    """Every day of [first, last]: daily rows where the day is rolled up and clean, raw events
+    otherwise. A day is read one way or the other, whole: no gap, no overlap at the boundary."""
+    rolled = await rolled_days(conn, first, last)
+    days = []
+    day = first
+    while day <= last:
+        days.append(await rolled_day(conn, day) if day in rolled else await live_day(conn, day, window_seconds))
+        day += timedelta(days=1)
+    return days
+
+
+@dataclass(slots=True)
+class RangeTotals:
+    counts: Counter[str]
+    unique_visitors: int
+    unique_visitors_authenticated: int
+    dims: dict[str, Counter[str]]
+    dims_authenticated: dict[str, Counter[str]]
+    items: dict[tuple[str, str], dict[str, int]]
+
+
+def _merge_users(parts: list[tuple[set[str] | None, bytes | None]]) -> int:
+    users = DistinctUsers()
+    for exact, sketch in parts:
+        if exact:
+            users.add_users(exact)
+        users.add_sketch(sketch)
+    return users.estimate()
+
+
+def sum_days(days: list[DayFigures]) -> RangeTotals:
+    counts: Counter[str] = Counter()
+    dims: dict[str, Counter[str]] = defaultdict(Counter)
+    dims_auth: dict[str, Counter[str]] = defaultdict(Counter)
+    anonymous = 0
+    site_users: list[tuple[set[str] | None, bytes | None]] = []
+    item_parts: dict[tuple[str, str], list[ItemFigures]] = defaultdict(list)
+    for d in days:
+        counts.update(d.counts)
+        anonymous += d.unique_visitors - d.unique_visitors_authenticated
+        site_users.append((d.users, d.users_sketch))
+        for (dim, key), (count, count_auth, _, _) in d.dims.items():
+            dims[dim][key] += count
+            if count_auth:
+                dims_auth[dim][key] += count_auth
+        for key, item in d.items.items():
+            item_parts[key].append(item)
+    signed_in = _merge_users(site_users)
+    items: dict[tuple[str, str], dict[str, int]] = {}
+    for key, parts in item_parts.items():
+        total: Counter[str] = Counter()
+        for p in parts:
+            total.update(p.counts)
+        users = _merge_users([(p.users, p.users_sketch) for p in parts])
+        row = {name: total[name] for name in ITEM_COUNTS}
+        row["unique_viewers_authenticated"] = users
+        row["unique_viewers"] = users + sum(p.anonymous_viewers for p in parts)
+        items[key] = row
+    return RangeTotals(counts, signed_in + anonymous, signed_in, dict(dims), dict(dims_auth), items)

@@ -1,0 +1,51 @@
+"""Mergeable distinct counts of signed-in users: HyperLogLog (Apache DataSketches).
+
+A day's exact set of user ids is stored beside its rows as a sketch; any range of days merges its
+sketches, so distinct users over 7 or 30 days are estimated (relative standard error about 1.6%
+at lg_k=12, exact for small sets), never summed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import datasketches
+
+LG_K = 12
+# Two standard errors of the estimate at LG_K = 12 (RSE = 1.04 / sqrt(2^12) = 1.625%).
+RELATIVE_ERROR_BOUND = 2 * 1.04 / (2 ** (LG_K / 2))
+
+
+def sketch_of(users: Iterable[str]) -> bytes | None:
+    sketch = datasketches.hll_sketch(LG_K)
+    empty = True
+    for user in users:
+        sketch.update(user)
+        empty = False
+    return None if empty else sketch.serialize_compact()
+
+
+class DistinctUsers:
+    """Merges exact sets (days not rolled up yet) and stored sketches (days rolled up)."""
+
+    def __init__(self) -> None:
+        self._union = datasketches.hll_union(LG_K)
+        self._exact: set[str] = set()
+        self._has_sketch = False
+
+    def add_users(self, users: Iterable[str]) -> None:
+        self._exact.update(users)
+
+    def add_sketch(self, blob: bytes | None) -> None:
+        if blob:
+            self._union.update(datasketches.hll_sketch.deserialize(blob))
+            self._has_sketch = True
+
+    def estimate(self) -> int:
+        if not self._has_sketch:
+            return len(self._exact)  # nothing rolled up: the exact answer
+        if self._exact:
+            sketch = datasketches.hll_sketch(LG_K)
+            for user in self._exact:
+                sketch.update(user)
+            self._union.update(sketch)
+        return round(self._union.get_result().get_estimate())

@@ -1,0 +1,184 @@
+"""Daily rows: write a rolled-up day (replacing what was there), read rolled days back, track
+each day's rollup state, and prune raw events behind it."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trackside.aggregate import SiteDay
+from trackside.sketch import sketch_of
+from trackside.storage.tables import (
+    BOT_HITS,
+    DAILY_CONTENT,
+    DAILY_CONTENT_DIMS,
+    DAILY_SITE,
+    DAILY_SITE_DIMS,
+    EVENTS,
+    ROLLUP_DAYS,
+)
+
+_DAILY = (DAILY_SITE, DAILY_SITE_DIMS, DAILY_CONTENT, DAILY_CONTENT_DIMS)
+
+
+def _insert(conn: AsyncConnection, table: object) -> object:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)  # type: ignore[arg-type]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+async def lock_day(conn: AsyncConnection, day: date) -> tuple[bool, datetime | None]:
+    """Take the day's rollup lock for this transaction; return (dirty, rolled_at) as it stands.
+
+    The first statement of a rollup writes the day's row: on PostgreSQL that row lock makes a
+    second worker rolling the same day wait; on SQLite the write takes the database's write lock."""
+    stmt = _insert(conn, ROLLUP_DAYS)
+    stmt = stmt.values(day=day, dirty=True, events=0).on_conflict_do_update(  # type: ignore[attr-defined]
+        index_elements=["day"], set_={"day": day}
+    )
+    await conn.execute(stmt)
+    row = (
+        await conn.execute(select(ROLLUP_DAYS.c.dirty, ROLLUP_DAYS.c.rolled_at).where(ROLLUP_DAYS.c.day == day))
+    ).one()
+    return bool(row.dirty), row.rolled_at
+
+
+async def replace_day(conn: AsyncConnection, site: SiteDay, events: int) -> None:
+    day = site.day
+    for table in _DAILY:
+        await conn.execute(delete(table).where(table.c.day == day))
+    await conn.execute(
+        DAILY_SITE.insert(),
+        [
+            {
+                "day": day,
+                "page_views": site.page_views,
+                "page_views_authenticated": site.page_views_authenticated,
+                "unique_visitors": len(site.visitors),
+                "unique_visitors_authenticated": len(site.visitors_authenticated),
+                "signups": site.signups,
+                "uploads": site.uploads,
+                "api_calls": site.api_calls,
+                "errors": site.errors,
+                "impressions": site.impressions,
+                "bot_hits": site.bot_hits,
+                "users_sketch": sketch_of(site.users),
+            }
+        ],
+    )
+    dims = [
+        {
+            "day": day,
+            "dim": dim,
+            "key": key,
+            "count": d.count,
+            "count_authenticated": d.count_authenticated,
+            "visitors": len(d.who),
+            "visitors_authenticated": len(d.who_authenticated),
+        }
+        for (dim, key), d in site.dims.items()
+    ]
+    if dims:
+        await conn.execute(DAILY_SITE_DIMS.insert(), dims)
+    items = []
+    item_dims = []
+    for (kind, item_id), item in site.items.items():
+        items.append(
+            {
+                "day": day,
+                "content_kind": kind,
+                "content_id": item_id,
+                "views": item.views,
+                "views_authenticated": item.views_authenticated,
+                "unique_viewers": len(item.viewers),
+                "unique_viewers_authenticated": len(item.viewers_authenticated),
+                "impressions": item.impressions,
+                "impressions_authenticated": item.impressions_authenticated,
+                "first_at": item.first_at,
+                "last_at": item.last_at,
+                "users_sketch": sketch_of(item.users),
+            }
+        )
+        for (dim, key), (count, count_auth) in item.dims.items():
+            item_dims.append(
+                {
+                    "day": day,
+                    "content_kind": kind,
+                    "content_id": item_id,
+                    "dim": dim,
+                    "key": key[:255],
+                    "count": count,
+                    "count_authenticated": count_auth,
+                }
+            )
+    for start in range(0, len(items), 1000):
+        await conn.execute(DAILY_CONTENT.insert(), items[start : start + 1000])
+    for start in range(0, len(item_dims), 1000):
+        await conn.execute(DAILY_CONTENT_DIMS.insert(), item_dims[start : start + 1000])
+    await conn.execute(
+        update(ROLLUP_DAYS).where(ROLLUP_DAYS.c.day == day).values(dirty=False, rolled_at=_now(), events=events)
+    )
+
+
+async def days_needing_rollup(conn: AsyncConnection, before: date) -> list[date]:
+    """Closed days (before `before`) that have raw events and were never rolled, or are dirty."""
+    raw_days = select(EVENTS.c.day).where(EVENTS.c.day < before).distinct()
+    clean = select(ROLLUP_DAYS.c.day).where(ROLLUP_DAYS.c.dirty.is_(False), ROLLUP_DAYS.c.rolled_at.is_not(None))
+    rows = (await conn.execute(raw_days.where(EVENTS.c.day.not_in(clean)))).scalars().all()
+    dirty = (
+        (
+            await conn.execute(
+                select(ROLLUP_DAYS.c.day).where(
+                    ROLLUP_DAYS.c.day < before, ROLLUP_DAYS.c.dirty.is_(True), ROLLUP_DAYS.c.rolled_at.is_not(None)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return sorted(set(rows) | set(dirty))
+
+
+async def rolled_days(conn: AsyncConnection, first: date, last: date) -> set[date]:
+    """Days in [first, last] whose daily rows are complete: rolled and clean."""
+    rows = await conn.execute(
+        select(ROLLUP_DAYS.c.day).where(
+            ROLLUP_DAYS.c.day >= first,
+            ROLLUP_DAYS.c.day <= last,
+            ROLLUP_DAYS.c.dirty.is_(False),
+            ROLLUP_DAYS.c.rolled_at.is_not(None),
+        )
+    )
+    return set(rows.scalars().all())
+
+
+async def day_bot_hits(conn: AsyncConnection, day: date) -> int:
+    total = (await conn.execute(select(func.sum(BOT_HITS.c.hits)).where(BOT_HITS.c.day == day))).scalar()
+    return int(total or 0)
+
+
+async def prune_raw(conn: AsyncConnection, before: date) -> int:
+    """Delete raw events of days before `before` that are rolled up and clean: never anything else."""
+    clean = select(ROLLUP_DAYS.c.day).where(
+        ROLLUP_DAYS.c.dirty.is_(False), ROLLUP_DAYS.c.rolled_at.is_not(None), ROLLUP_DAYS.c.day < before
+    )
+    result = await conn.execute(delete(EVENTS).where(and_(EVENTS.c.day < before, EVENTS.c.day.in_(clean))))
+    return max(result.rowcount, 0)
+
+
+async def prune_daily(conn: AsyncConnection, before: date) -> int:
+    removed = 0
+    for table in (*_DAILY, BOT_HITS):
+        result = await conn.execute(delete(table).where(table.c.day < before))
+        removed += max(result.rowcount, 0)
+    return removed
+
+
+async def read_site_day(conn: AsyncConnection, day: date) -> dict[str, object] | None:
+    row = (await conn.execute(select(DAILY_SITE).where(DAILY_SITE.c.day == day))).mappings().first()
+    return dict(row) if row else None
