@@ -244,7 +244,7 @@ _BOT_WORDS = re.compile(_alternation(_BOT_WORDS_ANYWHERE) + r"|(?<![a-z0-9])" + 
 # Tokens that merely contain such a word: phone brands and models ("CUBOT", "IDbot553"),
 # toolbars, browser-side proxies and apps that ride along real browsers.
 _BOT_WORD_FALSE_FRIENDS = re.compile(
-    r"cubot|botech|idbot\d|xbot(?:_|$)|m_bot_tab|caboto|seoul|seon|proxyless|ossproxy|autoproxy|"
+    r"^(?:cubot|botech|idbot\d|xbot(?:_|$)|m_bot_tab|caboto)|seoul|seon|proxyless|ossproxy|autoproxy|"
     r"feedback|offlineaccess|mozacfetch|^(?:proxy|https?|url|health|ping)$|^http[-_ ]?pgdl"
 )
 # Checked on the original case right after "bot": a lower-case letter means another word
@@ -253,8 +253,8 @@ _BOT_INSIDE_WORD = re.compile(r"(?!s(?![a-z]))[a-z]")
 # Feed readers append "RSS" to their names ("QuiteRSS", "FreshRSS"); upper case only, so that
 # "VERSSED" or "ANDERSSON" device names do not count.
 _RSS = re.compile(r"RSS(?![A-Za-z])")
-# A bot word alone is too vague to trust ("BOT", "Reader", "Check" show up in real UAs).
-_BARE_WORDS = frozenset({"bot", "bots", "proxy", "reader", "feed", "check", "capture", "test", "url"})
+# These words alone are too vague to trust ("Reader", "Check" show up in real UAs).
+_BARE_WORDS = frozenset({"proxy", "reader", "feed", "check", "capture", "test", "url"})
 
 # HTTP client libraries, command-line tools, scanners, link expanders and service probes.
 _TOOL_NAMES = (
@@ -437,6 +437,23 @@ def _label(token: str) -> str:
     return _CANONICAL.get(token.lower(), token)[:_MAX_LABEL]
 
 
+# Labels that say what a program does rather than who runs it.
+_GENERIC_TOKENS = frozenset(
+    {"bot", "crawler", "spider", "robot", "fetcher", "scanner", "checker", "monitor", "preview", "proxy"}
+)
+_PREVIOUS_WORD = re.compile(r"([A-Za-z0-9][\w.-]*)\s+$")
+
+
+def _name_label(label: str, ua: str, low: str) -> str:
+    """Prefer the UA's leading product name to a generic word ("Sogou web spider/4.0")."""
+    generic = label == _GENERIC_LABEL or label.lower().rsplit("-", 1)[-1] in _GENERIC_TOKENS
+    if generic and not low.startswith("mozilla/"):
+        named = _first_product(ua)
+        if named != _GENERIC_LABEL:
+            return named
+    return label
+
+
 def _first_product(ua: str) -> str:
     match = _FIRST_PRODUCT.match(ua)
     return _label(match.group(0)) if match else _GENERIC_LABEL
@@ -518,6 +535,11 @@ def _bot_word_label(ua: str, low: str) -> str | None:
         token = blanked[start:end]
         if token in _BARE_WORDS or _BOT_WORD_FALSE_FRIENDS.search(token):
             continue
+        if token in _GENERIC_TOKENS:
+            # "Kangaroo Bot/1.0", "Seekport Crawler": the name is the word before.
+            previous = _PREVIOUS_WORD.search(ua, 0, start)
+            if previous and previous.group(1).lower() not in ("web", "compatible"):
+                return _label(f"{previous.group(1)}-{ua[start:end]}")
         return _label(ua[start:end])
     return None
 
@@ -543,7 +565,7 @@ def _classify(ua: str) -> str | None:
 
     label = _bot_word_label(masked, low)
     if label:
-        return label
+        return _name_label(label, ua, low)
 
     match = _CRAWLER_LIST_AT_START.match(ua) or _CRAWLER_LIST.search(ua)
     if match:
