@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sidecar.proxy import ProxyApp
+from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
 from trackside.capture import CaptureMiddleware
 from trackside.pipeline import Pipeline
 from trackside.settings import Settings
@@ -31,18 +32,22 @@ class SidecarApp:
         self.metrics = self.pipeline.metrics
         self.proxy = ProxyApp(settings, self.metrics)
         self.entry = CaptureMiddleware(self.proxy, self.pipeline.capturer) if settings.capture else self.proxy
+        self.stats = StatsEndpoints(settings, self.pipeline.engine, self.pipeline.capturer.tokens)
         self.own = Starlette(
             routes=[
                 Route("/_trackside/health", self.health),
                 Route("/_trackside/ready", self.ready),
                 Route("/_trackside/metrics", self.metrics_json),
+                *self.stats.routes(),
             ]
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
-        elif scope["path"].startswith(OWN_PREFIX):
+        elif scope["path"].startswith(OWN_PREFIX) or STATS_PATHS.match(scope["path"]):
+            # Trackside's own routes and the stats endpoints it answers for the site: never proxied
+            # as such, never counted.
             await self.own(scope, receive, send)
         else:
             await self.entry(scope, receive, send)
@@ -63,6 +68,7 @@ class SidecarApp:
             elif message["type"] == "lifespan.shutdown":
                 await self.pipeline.stop()
                 await self.proxy.shutdown()
+                await self.stats.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

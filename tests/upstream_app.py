@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import gzip
 
+import jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.responses import StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -97,6 +104,29 @@ async def chunked(request: Request) -> StreamingResponse:
     return StreamingResponse(parts(), media_type="text/plain")
 
 
+async def post_stats(request: Request) -> Response:
+    # The site's own stats endpoint: it knows reactions, comments and the numeric id, and it
+    # decides who may read them (here: anyone with a token but "intruder").
+    auth = request.headers.get("authorization", "")
+    if not auth.startswith("Bearer "):
+        return JSONResponse({"detail": "Not authenticated"}, status_code=401)
+    if jwt.decode(auth[7:], options={"verify_signature": False}).get("sub") == "intruder":
+        return JSONResponse({"detail": "Not your post"}, status_code=403)
+    post_id = request.path_params["id"]
+    if post_id == "999":
+        return JSONResponse({"detail": "Post not found"}, status_code=404)
+    return JSONResponse(
+        {
+            "post_id": int(post_id) if post_id.isdigit() else post_id,
+            "public_sqid": "a1" if post_id == "1" else post_id,
+            "total_reactions": 3,
+            "reactions_by_emoji": {"heart": 3},
+            "total_comments": 2,
+            "total_views": 999,
+        }
+    )
+
+
 async def ws(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=websocket.scope["subprotocols"][0] if websocket.scope["subprotocols"] else None)
     while True:
@@ -123,6 +153,7 @@ app = Starlette(
         Route("/hop", hop),
         Route("/chunked", chunked),
         WebSocketRoute("/ws", ws),
+        Route("/api/post/{id}/stats", post_stats),
         Route("/api/{rest:path}", api, methods=["GET", "POST", "HEAD"]),
         Route("/{rest:path}", page, methods=["GET", "HEAD"]),
     ]

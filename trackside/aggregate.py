@@ -14,7 +14,7 @@ from trackside.views import DayViews
 
 # Breakdowns of page views kept per day. Each key is bounded: labels are grouped at capture.
 SITE_DIMS = ("label", "country", "device", "browser", "os", "referrer", "hour", "utm_source")
-CONTENT_DIMS = ("country", "device", "type", "referrer")
+CONTENT_DIMS = ("country", "device", "type", "referrer", "hour")
 
 
 @dataclass(slots=True)
@@ -115,6 +115,7 @@ def aggregate_day(day: date, events: list[ev.Event], views: DayViews, bot_hits: 
             ("device", first.device),
             ("type", first.view_type or "view"),
             ("referrer", first.referrer),
+            ("hour", f"{at.hour:02d}"),
         ):
             if key:
                 counts = item.dims.setdefault((dim, key), [0, 0])
@@ -129,10 +130,11 @@ def aggregate_day(day: date, events: list[ev.Event], views: DayViews, bot_hits: 
         item.impressions += 1
         if im.user:
             item.impressions_authenticated += 1
-        counts = item.dims.setdefault(("type", e.view_type or "impression"), [0, 0])
-        counts[0] += 1
-        if im.user:
-            counts[1] += 1
+        for dim, key in (("type", e.view_type or "impression"), ("impression_hour", f"{_at(e.ts).hour:02d}")):
+            counts = item.dims.setdefault((dim, key), [0, 0])
+            counts[0] += 1
+            if im.user:
+                counts[1] += 1
     return out
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trackside import events as ev
+from trackside.beacon import IMPRESSION, PAGEVIEW, WIDGET, Beacon, item_path
 from trackside.classify import classify
 from trackside.enrich.auth import TokenVerifier
 from trackside.enrich.bots import bot_name
@@ -23,6 +25,7 @@ from trackside.enrich.geo import CountryLookup
 from trackside.enrich.referrer import referrer_domain, utm
 from trackside.enrich.user_agent import parse_user_agent
 from trackside.enrich.visitor import SaltSource, visitor_hash
+from trackside.items import ItemError, parse_items_hint
 from trackside.metrics import Metrics
 from trackside.paths import MAX_PATH, ContentMatcher, EventRules, Labeler
 from trackside.settings import Settings, parse_event_rule
@@ -55,6 +58,7 @@ HINT_PREFIX = b"x-trackside-"
 HINT_USER = b"x-trackside-user"
 HINT_AUTHOR = b"x-trackside-author"
 HINT_EVENT = b"x-trackside-event"
+HINT_ITEMS = b"x-trackside-items"
 # Set by the sidecar's own 502/504 answers; kept visible to clients, like goatcounter's header.
 SIDECAR_ERROR = b"x-trackside-error"
 
@@ -149,7 +153,7 @@ class Capturer:
             source, medium, campaign = utm(query.decode("latin-1"))
         country_header = headers.get(self.countries.header) if self.countries.header else None
         self.sink.put(
-            ev.Event(
+            event := ev.Event(
                 id=ev.new_event_id(started),
                 ts=started,
                 kind=kind,
@@ -176,6 +180,98 @@ class Capturer:
                 duration_ms=round(duration * 1000, 3),
             )
         )
+        items = hints.get(HINT_ITEMS)
+        if items is not None and kind != ev.ERROR and status < 400:
+            self._hinted_impressions(event, items)
+
+    def _hinted_impressions(self, shown: ev.Event, value: str) -> None:
+        """`X-Trackside-Items`: one impression per item the response showed (`;search` for search results)."""
+        try:
+            items, view = parse_items_hint(value, self.settings.content_rules.keys())
+        except ItemError:
+            self.metrics.inc("bad_items_hint")
+            return
+        for kind, item in items:
+            # NAV_OTHER: an impression is not an API call, whatever response carried the hint.
+            self.sink.put(
+                replace(
+                    shown,
+                    id=ev.new_event_id(shown.ts),
+                    kind=ev.IMPRESSION,
+                    nav=ev.NAV_OTHER,
+                    content_kind=kind,
+                    content_id=item,
+                    view_type=view,
+                    author_id=None,
+                    referrer=None,
+                    event_name=None,
+                )
+            )
+
+    def record_beacon(self, scope: Scope, beacon: Beacon, verified: bool, started: float) -> str | None:
+        """The events of one checked beacon (a client page view, impressions, widget views), enriched as
+        a request is. Returns why nothing was stored (`do-not-track`, `bot`, `no-known-items`), else None."""
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name in WANTED_HEADERS or name == self._country_header:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+        if self.settings.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
+            self.metrics.inc("skipped_do_not_track")
+            return "do-not-track"
+        shown: list[tuple[str, str | None, str | None]]  # (path, content kind, content id)
+        if beacon.type == WIDGET:
+            shown = [(item_path(k, i, self.settings.content_rules), k, i) for k, i in beacon.items]
+        elif beacon.type == IMPRESSION:
+            shown = [(beacon.path, k, i) for k, i in beacon.items]
+        else:
+            shown = [(beacon.path, *(self.content.match(beacon.path) or (None, None)))]
+        if not shown:
+            return "no-known-items"
+        ua = headers.get("user-agent", "")
+        bot = bot_name(ua, self.settings.bot_allowlist)
+        if bot is not None:
+            self.sink.put_bot(ev.BotHit(started, bot, self.labeler.label(shown[0][0])))
+            return "bot"
+        client = scope.get("client")
+        ip = self.client_ip.resolve(client[0] if client else None, headers.get("x-forwarded-for"))
+        info = parse_user_agent(ua, self.settings.players)
+        visitor = visitor_hash(self.salt(datetime.fromtimestamp(started, UTC).date()), self.settings.site, ip, ua)
+        country = self.countries.country(ip, headers.get(self.countries.header) if self.countries.header else None)
+        # The page's referrer comes from the page (document.referrer), not from the beacon request.
+        referrer = None
+        if beacon.type != IMPRESSION:
+            referrer = referrer_domain(beacon.referrer, headers.get("x-forwarded-host") or headers.get("host"))
+        source = medium = campaign = None
+        if beacon.type == PAGEVIEW and beacon.query:
+            source, medium, campaign = utm(beacon.query)
+        for path, content_kind, content_id in shown:
+            self.sink.put(
+                ev.Event(
+                    id=ev.new_event_id(started),
+                    ts=started,
+                    kind=ev.IMPRESSION if beacon.type == IMPRESSION else ev.PAGE_VIEW,
+                    nav=ev.NAV_BEACON,
+                    method=scope["method"][:8],
+                    path=path,
+                    label=self.labeler.label(path),
+                    status=204,
+                    visitor=visitor,
+                    device=info.device,
+                    browser=info.browser,
+                    os=info.os,
+                    user_id=self.tokens.user_from_header(headers.get("authorization")),
+                    content_kind=content_kind,
+                    content_id=content_id,
+                    view_type=beacon.view_type,
+                    country=country,
+                    referrer=referrer,
+                    utm_source=source,
+                    utm_medium=medium,
+                    utm_campaign=campaign,
+                    unverified=not verified,
+                )
+            )
+        return None
 
 
 def _hint(hints: dict[bytes, str], name: bytes) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from trackside.aggregate import SiteDay, aggregate_day
 from trackside.sketch import DistinctUsers
 from trackside.storage.daily import day_bot_hits, rolled_days
-from trackside.storage.reads import day_events
+from trackside.storage.reads import day_events, item_day_events
 from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DAILY_SITE, DAILY_SITE_DIMS
 from trackside.views import derive_day
 
@@ -105,15 +106,7 @@ async def rolled_day(conn: AsyncConnection, day: date) -> DayFigures:
             r["visitors_authenticated"],
         ]
     for r in (await conn.execute(select(DAILY_CONTENT).where(DAILY_CONTENT.c.day == day))).mappings():
-        f = ItemFigures()
-        for name in ITEM_COUNTS:
-            f.counts[name] = r[name]
-        f.viewers = r["unique_viewers"]
-        f.viewers_authenticated = r["unique_viewers_authenticated"]
-        f.anonymous_viewers = f.viewers - f.viewers_authenticated
-        f.users_sketch = r["users_sketch"]
-        f.first_at, f.last_at = r["first_at"], r["last_at"]
-        out.items[(r["content_kind"], r["content_id"])] = f
+        out.items[(r["content_kind"], r["content_id"])] = _item_row(r)
     for r in (await conn.execute(select(DAILY_CONTENT_DIMS).where(DAILY_CONTENT_DIMS.c.day == day))).mappings():
         item = out.items.get((r["content_kind"], r["content_id"]))
         if item is not None:
@@ -133,6 +126,56 @@ async def load_days(conn: AsyncConnection, first: date, last: date, window_secon
     return days
 
 
+async def item_days(
+    conn: AsyncConnection, kind: str, item: str, first: date, last: date, window_seconds: float
+) -> list[tuple[date, ItemFigures | None]]:
+    """One item's figures for every day of [first, last] (None: nothing that day), read the same
+    way as `load_days`: daily rows for rolled days, the item's raw events otherwise."""
+    rolled = await rolled_days(conn, first, last)
+    rows: dict[date, ItemFigures] = {}
+    if rolled:
+        where = (
+            DAILY_CONTENT.c.content_kind == kind,
+            DAILY_CONTENT.c.content_id == item,
+            DAILY_CONTENT.c.day >= first,
+            DAILY_CONTENT.c.day <= last,
+        )
+        for r in (await conn.execute(select(DAILY_CONTENT).where(*where))).mappings():
+            rows[r["day"]] = _item_row(r)
+        dims_where = (
+            DAILY_CONTENT_DIMS.c.content_kind == kind,
+            DAILY_CONTENT_DIMS.c.content_id == item,
+            DAILY_CONTENT_DIMS.c.day >= first,
+            DAILY_CONTENT_DIMS.c.day <= last,
+        )
+        for r in (await conn.execute(select(DAILY_CONTENT_DIMS).where(*dims_where))).mappings():
+            if r["day"] in rows:
+                rows[r["day"]].dims[(r["dim"], r["key"])] = [r["count"], r["count_authenticated"]]
+    out: list[tuple[date, ItemFigures | None]] = []
+    day = first
+    while day <= last:
+        if day in rolled:
+            out.append((day, rows.get(day)))
+        else:
+            events = await item_day_events(conn, day, kind, item)
+            figures = figures_of(aggregate_day(day, events, derive_day(events, window_seconds))) if events else None
+            out.append((day, figures.items.get((kind, item)) if figures else None))
+        day += timedelta(days=1)
+    return out
+
+
+def _item_row(r: Any) -> ItemFigures:
+    f = ItemFigures()
+    for name in ITEM_COUNTS:
+        f.counts[name] = r[name]
+    f.viewers = r["unique_viewers"]
+    f.viewers_authenticated = r["unique_viewers_authenticated"]
+    f.anonymous_viewers = f.viewers - f.viewers_authenticated
+    f.users_sketch = r["users_sketch"]
+    f.first_at, f.last_at = r["first_at"], r["last_at"]
+    return f
+
+
 @dataclass(slots=True)
 class RangeTotals:
     counts: Counter[str]
@@ -143,7 +186,7 @@ class RangeTotals:
     items: dict[tuple[str, str], dict[str, int]]
 
 
-def _merge_users(parts: list[tuple[set[str] | None, bytes | None]]) -> int:
+def merge_users(parts: list[tuple[set[str] | None, bytes | None]]) -> int:
     users = DistinctUsers()
     for exact, sketch in parts:
         if exact:
@@ -169,13 +212,13 @@ def sum_days(days: list[DayFigures]) -> RangeTotals:
                 dims_auth[dim][key] += count_auth
         for key, item in d.items.items():
             item_parts[key].append(item)
-    signed_in = _merge_users(site_users)
+    signed_in = merge_users(site_users)
     items: dict[tuple[str, str], dict[str, int]] = {}
     for key, parts in item_parts.items():
         total: Counter[str] = Counter()
         for p in parts:
             total.update(p.counts)
-        users = _merge_users([(p.users, p.users_sketch) for p in parts])
+        users = merge_users([(p.users, p.users_sketch) for p in parts])
         row = {name: total[name] for name in ITEM_COUNTS}
         row["unique_viewers_authenticated"] = users
         row["unique_viewers"] = users + sum(p.anonymous_viewers for p in parts)

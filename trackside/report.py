@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.figures import load_days, sum_days
+from trackside.storage.engine import snapshot
 from trackside.storage.reads import bot_hits
 
 
 async def build_report(engine: AsyncEngine, since: date, until: date, window_seconds: float) -> dict[str, Any]:
-    async with engine.connect() as conn:
+    async with snapshot(engine) as conn:
         totals = sum_days(await load_days(conn, since, until, window_seconds))
         bots = await bot_hits(conn, since, until)
     content: dict[str, list[dict[str, Any]]] = defaultdict(list)

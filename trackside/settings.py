@@ -133,6 +133,13 @@ class Settings:
     # Retention: raw events (only once rolled up), and daily rows (0 keeps them forever).
     raw_retention_days: int = 7
     daily_retention_days: int = 0
+    # Stats endpoints: who may read them, and where ownership and roles come from.
+    admin_token: str | None = None
+    whoami_url: str | None = None
+    owner_url: str | None = None
+    owner_field: str = "owner_id"
+    stats_overlay: tuple[str, ...] = ("artwork",)
+    stats_cache_seconds: int = 300
     # Scale-out: the ARQ queue the sidecars feed and the workers drain.
     queue_name: str = "trackside:queue"
     log_level: str = "info"
@@ -161,6 +168,13 @@ class Settings:
             _check_url(getattr(self, name), PREFIX + name.upper())
         for rule in self.routes:
             _check_url(rule.upstream, PREFIX + "ROUTES")
+        for name in ("whoami_url", "owner_url"):
+            if getattr(self, name) is not None:
+                _check_url(getattr(self, name), PREFIX + name.upper())
+        if self.owner_url is not None and "{id}" not in self.owner_url:
+            raise ConfigError("TRACKSIDE_OWNER_URL must contain {id}, e.g. http://api:8000/api/p/{id}")
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ConfigError("TRACKSIDE_ADMIN_TOKEN must be at least 16 characters")
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ConfigError(
                 "TRACKSIDE_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
@@ -195,8 +209,9 @@ class Settings:
     def __repr__(self) -> str:
         # Never print secrets (arq's RedisSettings prints the password; we don't).
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in _SUMMARY}
-        if self.jwt_secret:
-            shown["jwt_secret"] = "***"
+        for secret in ("jwt_secret", "admin_token"):
+            if getattr(self, secret):
+                shown[secret] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
@@ -214,9 +229,10 @@ _INTS = {
     "flush_batch",
     "raw_retention_days",
     "daily_retention_days",
+    "stats_cache_seconds",
 }
 _FLOATS = {"connect_timeout", "upstream_timeout", "client_timeout", "flush_interval"}
-_TUPLES = {"label_rules", "event_rules", "bot_allowlist", "players"}
+_TUPLES = {"label_rules", "event_rules", "bot_allowlist", "players", "stats_overlay"}
 
 
 def _parse(key: str, raw: str, name: str) -> Any:
@@ -244,7 +260,7 @@ def _parse(key: str, raw: str, name: str) -> Any:
             return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
         if key == "content_rules":
             return _parse_content_rules(raw)
-        if key in ("redis_url", "jwt_secret", "geoip_db", "country_header"):
+        if key in ("redis_url", "jwt_secret", "geoip_db", "country_header", "admin_token", "whoami_url", "owner_url"):
             return raw or None
         return raw
     except ValueError as exc:

@@ -13,7 +13,8 @@ from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.reads import bot_hits, day_events
 from trackside.storage.salts import DatabaseSalts
-from trackside.storage.writes import EVENTS, write_batch
+from trackside.storage.tables import EVENTS
+from trackside.storage.writes import write_batch
 
 MIDNIGHT = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 

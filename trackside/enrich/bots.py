@@ -28,6 +28,9 @@ import crawleruseragents
 __all__ = ["bot_name"]
 
 _MAX_LABEL = 64
+# Real UAs stay well under this (the longest, in-app browsers, reach ~400 characters); cutting
+# longer ones bounds the work a hostile client can ask for with an 8 KB header.
+_MAX_UA = 512
 _GENERIC_LABEL = "unknown-bot"
 
 # Characters that make up a product token such as "Slackbot-LinkExpanding" or "ia_archiver".
@@ -97,7 +100,6 @@ def _expand_pattern(pattern: str) -> list[str]:
 
 _LEADING_CLASS = re.compile(r"\[([A-Za-z0-9]{2,4})\]")
 _LEADING_GROUP = re.compile(r"\(((?:[\w ]+\|)+[\w ]+)\)")
-_CLASS_SKELETON = re.compile(r"\[(\w)\w*\]")
 
 
 def _split_literal_prefix(pattern: str) -> tuple[str, str]:
@@ -232,7 +234,7 @@ _BOT_WORDS_ANYWHERE = (
     "bot|crawl|spider|scrap|fetch|preview|monitor|check|validat|archiv|harvest|extract|grabber|"
     "collector|analys|analyz|scanner|probe|pinger|uptime|slurp|indexer|linkexpand|unfurl|"
     "screenshot|headless|sitemap|webcopier|downloader|lighthouse|pagespeed|auditor|robot|"
-    "benchmark|sucker|siphon|leech|sniffer|transcoder|measurement"
+    "benchmark|sucker|siphon|leech|sniffer|transcoder|measurement|classifier|synthetics"
 )
 # Shorter or more ordinary words must start a token ("SEO-Checker", "RSS Reader", not "VERSSED").
 _BOT_WORDS_AT_TOKEN_START = (
@@ -245,7 +247,7 @@ _BOT_WORDS = re.compile(_alternation(_BOT_WORDS_ANYWHERE) + r"|(?<![a-z0-9])" + 
 # toolbars, browser-side proxies and apps that ride along real browsers.
 _BOT_WORD_FALSE_FRIENDS = re.compile(
     r"^(?:cubot|botech|idbot\d|xbot(?:_|$)|m_bot_tab|caboto)|seoul|seon|proxyless|ossproxy|autoproxy|"
-    r"feedback|offlineaccess|mozacfetch|^(?:proxy|https?|url|health|ping)$|^http[-_ ]?pgdl"
+    r"feedback|offlineaccess|mozacfetch|camscanner|^(?:proxy|https?|url|health|ping)$|^http[-_ ]?pgdl"
 )
 # Checked on the original case right after "bot": a lower-case letter means another word
 # ("fuboTV", "turbotabbee"), except the plural "bots".
@@ -264,7 +266,7 @@ _TOOL_NAMES = (
     r"guzzle|guzzlehttp|scrapy|httpie|postmanruntime|insomnia|rest-client|restsharp|faraday|typhoeus|"
     r"httparty|reqwest|cpp-httplib|powershell|winhttp|wininet|winhttprequest|googleweblight|"
     r"burpcollaborator|taginspector|thumbor|reeder/|readkit|swcd|ddg_android|cloudflare|http client|"
-    r"gradle|web services client|geckotrail|"
+    r"gradle|web services client|geckotrail|wechatdevtools|qcloudcdn|igetter|"
     r"microsoft url control|microsoft office existence|microsoft-webdav|"
     r"phantomjs|puppeteer|playwright|selenium|webdriver|slimerjs|htmlunit|jsdom|"
     r"browserkit|prerender|rendertron|browserless|nutch|heritrix|httrack|"
@@ -284,7 +286,7 @@ _TOOL_NAMES = (
 # Name prefixes: "python-requests", "Google-Site-Verification", "wkhtmltopdf", "lwp-trivial".
 _TOOL_PREFIXES = (
     r"python-|python/|grpc-|lwp-|lwp::|wkhtmlto|webkit2png|imgsizer|webscreenie|webthumb|websnapr|"
-    r"networkingextension|androiddownloadmanager|google-(?!tv)|"
+    r"androiddownloadmanager|google-(?!tv)|"
     r"google (?!tv|wap|pixel|talk|nexus|earth|chrome)"
 )
 # Generic words ("Java", "Ruby", "Dart", "got") are also phone models and app names; they only
@@ -312,7 +314,7 @@ _HEADLESS = re.compile(
         "headless|phantomjs|puppeteer|playwright|selenium|webdriver|lighthouse|slimerjs|"
         "pagespeed|gtmetrix|ptst[/ ][0-9]|dareboost|debugbear|speedcurve|sitespeed|webpagetest|"
         "catchpoint|dejaclick|dmbrowser|neustar wpm|rigor|dynatrace|ruxit|appdynamics|"
-        "keynote|gomez|uptrends|alertra|prerender|rendertron|firefox mutant|iplabel"
+        "keynote|gomez|uptrends|alertra|prerender|rendertron|firefox mutant|iplabel|cypress/"
     )
     + r"|(?<=gecko\) )splash"
     # Anything but a browser name after "(KHTML, like Gecko;" is a renderer naming itself.
@@ -321,9 +323,14 @@ _HEADLESS = re.compile(
 
 # A URL or an e-mail address is how crawlers tell site owners who they are; browsers never do,
 # except a handful of old embedded browser components that advertise their vendor.
-_URL = re.compile(r"https?:/|\bwww\.[a-z0-9-]+\.[a-z]|\+https?|[a-z0-9]\.(?:com|net|org|io)\b")
+# A product named like a domain ("Miniature.io/6.0") is a name, not a URL: hence the look-ahead.
+_URL = re.compile(r"https?:/|\bwww\.[a-z0-9-]+\.[a-z]|\+https?|[a-z0-9]\.(?:com|net|org|io)\b(?!/\d)")
 _URL_FROM_BROWSER = re.compile(r"bsalsa\.com|avantbrowser\.com|qtweb\.net|orcabrowser\.com|docs\.google\.com")
-_EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}|\s(?:at|\[at\])\s.+\s(?:dot|\[dot\])\s")
+# The look-behinds make each run of characters a single candidate, which keeps the scan linear.
+_EMAIL = re.compile(
+    r"(?<![a-z0-9._%+-])[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}"
+    r"|\s(?:at|\[at\])\s[^\n]{1,80}?\s(?:dot|\[dot\])\s"
+)
 
 # After "(compatible;" real browsers name themselves as one of these; anything else
 # ("(compatible; Qwantify/1.0", "(compatible; evc-batch") is a program imitating old MSIE.
@@ -332,7 +339,7 @@ _COMPATIBLE_HUMAN = frozenset(
     "msie konqueror opera u windows linux x11 macintosh ibrowse icab omniweb netpositive avantgo "
     "blazer polaris ncbrowser uam mspie ms sitekiosk ibm netbox antfresco antgalio lotus-notes "
     "aol-iweng ubuntu risc hp intel ics gecko n en-us - offbyone clever crw msid msie8.0 msie9.0 "
-    "+msie+6.0 +msie+7.0 ms-office amiga-aweb fw staffsstudent staffsstudentpc googletoolbar csquery netfront "
+    "+msie+6.0 +msie+7.0 ms-office amiga-aweb fw googletoolbar csquery netfront "
     "obigo teleca webpro access playstation nintendo wii".split()
 ) | {""}
 
@@ -382,12 +389,15 @@ _PLATFORM_WORDS = re.compile(
 )
 _MOZILLA_ONLY = re.compile(r"mozilla/[\d.]+\s*(?:\(\s*(?:compatible\s*;?\s*)?\))?\s*$")
 # A browser UA has a platform comment: "Mozilla/5.0 (Windows NT 10.0; ...)".
-_MOZILLA_PLATFORM = re.compile(r"mozilla/[\d.]+\s*(?:\[[^\]]*\]\s*)?\(")
+_MOZILLA_PLATFORM = re.compile(r"mozilla/[\d.]+[\w.-]*\s*(?:\[[^\]]*\][^(]*)?\(")
 _BROWSER_ENGINE = re.compile(r"applewebkit|gecko|trident|presto|khtml|msie|edge?/|opr/|chrome|safari|firefox")
 
 # The model slot of an Android platform comment, up to the closing parenthesis.
 _ANDROID_MODEL = re.compile(r"\(linux;[^)]*?android[^;)]*;(?:\s*[a-z]{2}(?:[-_][a-z]{2,4})?;)?([^;)]*)")
-_URL_OR_EMAIL = re.compile(r"\+?https?://\S*|\bwww\.\S*|\S+@\S+|[\w.-]+\.(?:com|net|org|io|html?)\b[^\s;)]*")
+_URL_OR_EMAIL = re.compile(
+    r"\+?https?://\S*|\bwww\.\S*|(?<!\S)\S+@\S+|(?<![\w.-])[\w.-]+\.(?:com|net|org|io|html?)\b[^\s;)]*"
+)
+_PREPENDED_TO_BROWSER = re.compile(r"[,|] ?mozilla/")
 _FIRST_PRODUCT = re.compile(r"[A-Za-z][\w.-]{1,40}")
 _TRAILING_VERSION = re.compile(r"[-_.]?v?\d+(?:\.\d+)*$")
 
@@ -430,7 +440,7 @@ def _lower(text: str) -> str:
 
 def _label(token: str) -> str:
     # A version glued on with "." or "-" ("Bot-1.2", "Nutch-1.4") would split one bot's counter.
-    token = token.strip("._-")
+    token = token[: _MAX_LABEL * 2].strip("._-")
     token = _TRAILING_VERSION.sub("", token).strip("._-") or token
     if len(token) < 2:
         return _GENERIC_LABEL
@@ -449,6 +459,22 @@ def _name_label(label: str, ua: str, low: str) -> str:
     generic = label == _GENERIC_LABEL or label.lower().rsplit("-", 1)[-1] in _GENERIC_TOKENS
     if generic and not low.startswith("mozilla/"):
         named = _first_product(ua)
+        if named != _GENERIC_LABEL:
+            return named
+    return label
+
+
+def _named_product(label: str, ua: str, low: str) -> str:
+    """Replace a generic or domain-like label by the product after "(compatible;", if any.
+
+    "Mozilla/5.0 (compatible; YandexImages/3.0; +http://yandex.com/bots)" is caught through its
+    URL, but "YandexImages" is what the counter should say.
+    """
+    if label != _GENERIC_LABEL and "." not in label:
+        return label
+    compatible = _COMPATIBLE.search(low)
+    if compatible and compatible.group(1).rstrip(";,") not in _COMPATIBLE_HUMAN:
+        named = _first_product(ua[compatible.start(1) :])
         if named != _GENERIC_LABEL:
             return named
     return label
@@ -497,8 +523,10 @@ def _compile_crawler_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         if entry["pattern"] in _SKIPPED_CRAWLER_PATTERNS:
             continue
         for pattern in _expand_pattern(entry["pattern"]):
-            skeleton = _CLASS_SKELETON.sub(r"\1", pattern).lower()
-            if _COVERED_BY_BOT_WORDS.search(skeleton):
+            # Only a bot word in the literal head is certain to be present in every match.
+            # A bot word inside a domain ("yandex\\.com\\/bots") is not, since URLs are ignored.
+            head, _ = _split_literal_prefix(pattern.lstrip("^"))
+            if _COVERED_BY_BOT_WORDS.search(re.split(r"[./]", head, maxsplit=1)[0].lower()):
                 continue
             if pattern.startswith("^"):
                 at_start.append(pattern[1:])
@@ -507,7 +535,7 @@ def _compile_crawler_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     return re.compile(_patterns_to_regex(anywhere)), re.compile(_patterns_to_regex(at_start))
 
 
-# Patterns that spell out a bot word ("Googlebot\\/", "[Ss]pider") only match UAs that the bot
+# Patterns that start with a bot word ("Googlebot\\/", "AhrefsBot") only match UAs that the bot
 # word rule, which runs first, has already labelled; leaving them out halves the regex.
 _COVERED_BY_BOT_WORDS = re.compile(_BOT_WORDS_ANYWHERE)
 _CRAWLER_LIST, _CRAWLER_LIST_AT_START = _compile_crawler_patterns()
@@ -569,7 +597,7 @@ def _classify(ua: str) -> str | None:
 
     match = _CRAWLER_LIST_AT_START.match(ua) or _CRAWLER_LIST.search(ua)
     if match:
-        return _label(_token_at(ua, match.start()))
+        return _named_product(_label(_token_at(ua, match.start())), ua, low)
 
     match = _HEADLESS.search(low) or _TOOLS.search(low)
     if match:
@@ -579,19 +607,19 @@ def _classify(ua: str) -> str | None:
 
     is_mozilla = low.startswith("mozilla/")
     if (_URL.search(low) and not _URL_FROM_BROWSER.search(low)) or _EMAIL.search(low):
-        return _GENERIC_LABEL if is_mozilla else _first_product(ua)
+        return _named_product(_GENERIC_LABEL, ua, low) if is_mozilla else _first_product(ua)
 
     if not is_mozilla:
         # People use apps and old phones whose UAs do not start with "Mozilla/", but those name
         # a device, an OS or a browser engine; everything else is a script or a tool.
         # A tool that prepends its own name to a browser UA ("Thumbor/6.7.5, Mozilla/5.0 ...")
-        # separates the two with a comma; apps and phones that embed a browser UA do not.
-        if len(ua) >= 8 and ", mozilla/" not in low:
+        # separates the two with a comma or a bar; apps and phones that embed one do not.
+        if len(ua) >= 8 and not _PREPENDED_TO_BROWSER.search(low):
             if _NON_MOZILLA_HUMAN_PREFIX.match(low) or _DEVICE_MARKERS.search(low):
                 return None
         return _first_product(ua)
 
-    if _MOZILLA_ONLY.match(low) or len(ua) < 25:
+    if _MOZILLA_ONLY.match(low) or len(ua) < 20:
         return _GENERIC_LABEL
     compatible = _COMPATIBLE.search(low)
     if compatible and compatible.group(1).rstrip(";,") not in _COMPATIBLE_HUMAN:
@@ -611,7 +639,7 @@ def _bot_name_cached(user_agent: str, allowlist: tuple[str, ...]) -> str | None:
     # The site's own players and apps often look like bare HTTP clients; never count them.
     if any(entry and entry.lower() in lowered for entry in allowlist):
         return None
-    ua = _strip(user_agent)
+    ua = _strip(user_agent)[:_MAX_UA]
     if not ua:
         return "empty"
     return _classify(ua)

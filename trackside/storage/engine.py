@@ -1,16 +1,20 @@
-"""The database engine: one place knows SQLite pragmas and pool settings."""
+"""The database engine: one place knows SQLite pragmas, transactions and pool settings."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     if database_url.startswith("sqlite"):
-        engine = create_async_engine(database_url, connect_args={"timeout": 30}, **kwargs)
+        # isolation_level=None hands transactions to us: pysqlite would otherwise issue BEGIN only
+        # before a write, so a read of several statements would see several states of the file.
+        engine = create_async_engine(database_url, connect_args={"timeout": 30, "isolation_level": None}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -22,5 +26,20 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
+
         return engine
     return create_async_engine(database_url, pool_size=5, max_overflow=5, pool_pre_ping=True, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection whose reads all see one state of the database, even while a rollup and a
+    prune commit in between (they move a day from raw events to daily rows)."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            yield conn

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from calendar import timegm
 from datetime import date
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Result, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.events import Event
@@ -15,7 +16,28 @@ _COLUMNS = [c for c in EVENTS.c if c.name not in ("day", "hour")]
 
 
 async def day_events(conn: AsyncConnection, day: date) -> list[Event]:
-    result = await conn.execute(select(*_COLUMNS).where(EVENTS.c.day == day))
+    return _events(await conn.execute(select(*_COLUMNS).where(EVENTS.c.day == day)))
+
+
+async def item_day_events(conn: AsyncConnection, day: date, kind: str, item: str) -> list[Event]:
+    """What one item's looks of a day depend on: its own events, and the signed-in events of the
+    visitors who looked at it (they lend a user to those visitors' anonymous requests)."""
+    own = _events(
+        await conn.execute(
+            select(*_COLUMNS).where(EVENTS.c.day == day, EVENTS.c.content_kind == kind, EVENTS.c.content_id == item)
+        )
+    )
+    visitors = sorted({e.visitor for e in own})
+    seen = {e.id for e in own}
+    for start in range(0, len(visitors), 500):
+        query = select(*_COLUMNS).where(
+            EVENTS.c.day == day, EVENTS.c.user_id.is_not(None), EVENTS.c.visitor.in_(visitors[start : start + 500])
+        )
+        own.extend(e for e in _events(await conn.execute(query)) if e.id not in seen)
+    return own
+
+
+def _events(result: Result[Any]) -> list[Event]:
     out = []
     for row in result.mappings():
         data = dict(row)
@@ -32,3 +54,23 @@ async def bot_hits(conn: AsyncConnection, since: date, until: date) -> dict[str,
         .group_by(BOT_HITS.c.bot)
     )
     return {bot: int(n) for bot, n in (await conn.execute(query)).all()}
+
+
+async def bot_hits_by_day(conn: AsyncConnection, since: date, until: date) -> dict[date, int]:
+    query = (
+        select(BOT_HITS.c.day, func.sum(BOT_HITS.c.hits))
+        .where(BOT_HITS.c.day >= since, BOT_HITS.c.day <= until)
+        .group_by(BOT_HITS.c.day)
+    )
+    return {day: int(n) for day, n in (await conn.execute(query)).all()}
+
+
+async def latest_author(conn: AsyncConnection, kind: str, item: str) -> str | None:
+    """The item's author as the upstream last hinted it (`X-Trackside-Author`)."""
+    query = (
+        select(EVENTS.c.author_id)
+        .where(EVENTS.c.content_kind == kind, EVENTS.c.content_id == item, EVENTS.c.author_id.is_not(None))
+        .order_by(EVENTS.c.ts.desc())
+        .limit(1)
+    )
+    return (await conn.execute(query)).scalar()

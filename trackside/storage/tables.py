@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, SmallInteger, String
+from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, SmallInteger, String, text
 from sqlmodel import Field, SQLModel
 
 
@@ -19,6 +19,13 @@ class EventRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_events_day_kind", "day", "kind"),
         Index("ix_events_content", "content_kind", "content_id", "ts"),
+        Index(
+            "ix_events_signed_in_visitor",
+            "day",
+            "visitor",
+            sqlite_where=text("user_id IS NOT NULL"),
+            postgresql_where=text("user_id IS NOT NULL"),
+        ),
     )
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))

@@ -1,0 +1,234 @@
+"""The stats endpoints the site's panels read, served by the sidecar before proxying:
+`GET /api/post/{id}/stats`, `GET /api/blog-post/{id}/stats`, `GET /api/admin/sitewide-stats`.
+
+Where the site's API answers the same path with fields only it knows (reactions, comments, the
+numeric id), it is asked first, with the caller's own token: its 401/403/404 stand, and the view
+figures are laid over its 200. Where it has no such endpoint (blog posts), Trackside answers
+alone and authorizes itself: moderators, or the item's owner. Authorization always comes before
+the cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from trackside.authz import Authorizer, Caller, Unauthorized
+from trackside.enrich.auth import TokenVerifier
+from trackside.settings import Settings
+from trackside.stats.cache import MemoryCache, RedisCache, StatsCache, generation
+from trackside.stats.item import item_stats
+from trackside.stats.site import site_stats
+from trackside.storage.engine import snapshot
+from trackside.storage.reads import latest_author
+
+logger = logging.getLogger("trackside.stats")
+
+NO_STORE = {"cache-control": "private, no-store"}
+_ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+STATS_PATHS = re.compile(r"^/api/(?:post/[^/]+/stats|blog-post/[^/]+/stats|admin/sitewide-stats)/?$")
+ID_FIELD = {"artwork": "post_id", "blog_post": "blog_post_id"}
+
+
+def error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=NO_STORE)
+
+
+def parse_refresh(request: Request) -> bool:
+    raw = request.query_params.get("refresh", "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ValueError("refresh must be true or false")
+    return raw in ("true", "1")
+
+
+class StatsEndpoints:
+    def __init__(self, settings: Settings, engine: AsyncEngine, tokens: TokenVerifier) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
+        self.authorizer = Authorizer(settings, tokens, self.client)
+        self.cache: StatsCache = (
+            MemoryCache() if settings.redis_url is None else RedisCache(settings.redis_url, settings.queue_name + ":")
+        )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/post/{id}/stats", self.artwork, methods=["GET"]),
+            Route("/api/blog-post/{id}/stats", self.blog_post, methods=["GET"]),
+            Route("/api/admin/sitewide-stats", self.sitewide, methods=["GET"]),
+        ]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        if isinstance(self.cache, RedisCache):
+            await self.cache.close()
+
+    async def artwork(self, request: Request) -> Response:
+        return await self.item(request, "artwork")
+
+    async def blog_post(self, request: Request) -> Response:
+        return await self.item(request, "blog_post")
+
+    async def _caller(self, request: Request) -> Caller | JSONResponse:
+        try:
+            return await self.authorizer.caller(request.headers.get("authorization"))
+        except Unauthorized as exc:
+            return error(401, str(exc))
+        except httpx.HTTPError:
+            return error(502, "the site's who-am-I endpoint did not answer")
+
+    async def item(self, request: Request, kind: str) -> Response:
+        caller = await self._caller(request)
+        if isinstance(caller, JSONResponse):
+            return caller
+        try:
+            refresh = parse_refresh(request)
+        except ValueError as exc:
+            return error(400, str(exc))
+        raw_id = request.path_params["id"]
+        upstream: dict[str, Any] | None = None
+        content_id = raw_id
+        if kind in self.settings.stats_overlay:
+            answer = await self._ask_upstream(request)
+            if not isinstance(answer, dict):
+                return answer
+            upstream = answer
+            content_id = str(answer.get("public_sqid") or answer.get("sqid") or raw_id)
+        if not _ITEM_ID.match(content_id):
+            return error(404, f"no such {kind}")
+        owner: str | None = None
+        if upstream is None:
+            owner_known, owner = await self._owner(request, kind, content_id)
+            if owner_known is None:
+                return error(404, f"no such {kind}")
+            if not caller.is_moderator and (caller.user is None or caller.user != owner):
+                return error(403, "only the owner or a moderator may read these stats")
+        figures = await self._cached(
+            f"{kind}:{content_id}",
+            caller,
+            refresh,
+            lambda conn, now: item_stats(
+                conn, kind, content_id, now=now, window_seconds=self.settings.view_window_minutes * 60.0
+            ),
+        )
+        if figures is None:
+            if upstream is None and owner is None:
+                return error(404, f"no such {kind}")
+            figures = await self._empty_item(kind, content_id)
+        body = dict(upstream or {})
+        body.setdefault(ID_FIELD[kind], raw_id)
+        body["content_id"] = content_id
+        body.update(figures)
+        return JSONResponse(body, headers=NO_STORE)
+
+    async def _empty_item(self, kind: str, content_id: str) -> dict[str, Any]:
+        # A known item with nothing in 30 days: the same shape, all zeros.
+        from trackside.stats.item import DAYS
+        from trackside.stats.series import day_range, hour_label, hour_starts, iso
+
+        now = datetime.now(UTC)
+        out: dict[str, Any] = {}
+        for suffix in ("", "_authenticated"):
+            out.update(
+                {
+                    "total_views" + suffix: 0,
+                    "unique_viewers" + suffix: 0,
+                    "total_impressions" + suffix: 0,
+                    "views_by_country" + suffix: {},
+                    "views_by_device" + suffix: {},
+                    "views_by_type" + suffix: {},
+                    "top_referrers" + suffix: {},
+                    "daily_views" + suffix: [
+                        {"date": d.isoformat(), "views": 0, "unique_viewers": 0, "impressions": 0}
+                        for d in day_range(now.date(), DAYS)
+                    ],
+                    "hourly_views" + suffix: [
+                        {"hour": hour_label(h), "views": 0, "impressions": 0} for h in hour_starts(now)
+                    ],
+                }
+            )
+        out.update({"first_view_at": None, "last_view_at": None, "computed_at": iso(now)})
+        return out
+
+    async def sitewide(self, request: Request) -> Response:
+        caller = await self._caller(request)
+        if isinstance(caller, JSONResponse):
+            return caller
+        try:
+            refresh = parse_refresh(request)
+        except ValueError as exc:
+            return error(400, str(exc))
+        if not caller.is_moderator:
+            return error(403, "only moderators may read sitewide stats")
+        figures = await self._cached(
+            "site",
+            caller,
+            refresh,
+            lambda conn, now: site_stats(conn, now=now, window_seconds=self.settings.view_window_minutes * 60.0),
+        )
+        return JSONResponse(figures, headers=NO_STORE)
+
+    async def _cached(self, name: str, caller: Caller, refresh: bool, compute: Any) -> dict[str, Any] | None:
+        now = datetime.now(UTC)
+        async with snapshot(self.engine) as conn:
+            key = f"stats:{name}:{now.date().isoformat()}:{await generation(conn)}"
+            if not (refresh and await self.cache.allow_refresh(caller.key)):
+                hit = await self.cache.get(key)
+                if hit is not None:
+                    return json.loads(hit)
+            figures = await compute(conn, now)
+        await self.cache.set(key, json.dumps(figures), self.settings.stats_cache_seconds)
+        return figures
+
+    async def _ask_upstream(self, request: Request) -> dict[str, Any] | Response:
+        url = self.settings.api_url.rstrip("/") + request.url.path
+        headers = {"authorization": request.headers.get("authorization", ""), "accept": "application/json"}
+        try:
+            answer = await self.client.get(url, headers=headers, params=dict(request.query_params))
+        except httpx.TimeoutException:
+            return error(504, "the site's API timed out")
+        except httpx.HTTPError:
+            return error(502, "the site's API did not answer")
+        if answer.status_code != 200:
+            # The site's verdict (401, 403, 404, ...) stands, as it gave it.
+            return Response(
+                answer.content,
+                status_code=answer.status_code,
+                media_type=answer.headers.get("content-type"),
+                headers=NO_STORE,
+            )
+        try:
+            body = answer.json()
+        except ValueError:
+            return error(502, "the site's API answered with something that is not JSON")
+        return body if isinstance(body, dict) else error(502, "the site's API answered with a non-object")
+
+    async def _owner(self, request: Request, kind: str, content_id: str) -> tuple[bool | None, str | None]:
+        """(known, owner): known is None when the item does not exist as far as we can tell."""
+        if self.settings.owner_url:
+            url = self.settings.owner_url.replace("{id}", content_id)
+            headers = {"authorization": request.headers.get("authorization", "")}
+            try:
+                answer = await self.client.get(url, headers=headers)
+            except httpx.HTTPError:
+                return True, None  # unknown owner: only moderators get through
+            if answer.status_code == 404:
+                return None, None
+            if answer.status_code == 200:
+                try:
+                    value = answer.json().get(self.settings.owner_field)
+                except (ValueError, AttributeError):
+                    value = None
+                return True, str(value) if value is not None else None
+            return True, None
+        async with self.engine.connect() as conn:
+            author = await latest_author(conn, kind, content_id)
+        return True, author

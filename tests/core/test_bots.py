@@ -1,0 +1,176 @@
+"""Bot detection: every sample UA on its own, aggregate quality, labels, allowlist, caching."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.core.ua_samples import BOT_UAS, BROWSER_UAS
+from trackside.enrich import bots
+from trackside.enrich.bots import bot_name
+
+# What a counter key may look like: short, printable, no whitespace.
+LABEL = re.compile(r"^\S{1,64}$")
+
+
+def _case_id(kind: str, index: int, ua: str) -> str:
+    # Readable and unique ids so that a failure names the UA without dumping 200 characters.
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", ua).strip("-")[:48] or "blank"
+    return f"{kind}{index:03d}-{slug}"
+
+
+BOT_CASES = [pytest.param(ua, id=_case_id("bot", i, ua)) for i, ua in enumerate(BOT_UAS)]
+BROWSER_CASES = [pytest.param(ua, id=_case_id("browser", i, ua)) for i, ua in enumerate(BROWSER_UAS)]
+
+
+@pytest.mark.parametrize("ua", BOT_CASES)
+def test_bot_is_flagged_with_a_usable_label(ua):
+    label = bot_name(ua)
+    assert label is not None, ua
+    assert LABEL.match(label), label
+
+
+@pytest.mark.parametrize("ua", BROWSER_CASES)
+def test_browser_is_not_flagged(ua):
+    assert bot_name(ua) is None, ua
+
+
+def test_samples_are_broad_and_disjoint():
+    assert len(BOT_UAS) >= 200
+    assert len(BROWSER_UAS) >= 300
+    assert len(set(BOT_UAS)) == len(BOT_UAS)
+    assert len(set(BROWSER_UAS)) == len(BROWSER_UAS)
+    assert not set(BOT_UAS) & set(BROWSER_UAS)
+
+
+def test_recall_and_false_positive_rate():
+    caught = sum(bot_name(ua) is not None for ua in BOT_UAS)
+    flagged = sum(bot_name(ua) is not None for ua in BROWSER_UAS)
+    assert caught / len(BOT_UAS) >= 0.95
+    assert flagged / len(BROWSER_UAS) <= 0.005
+
+
+@pytest.mark.parametrize(
+    ("ua", "label"),
+    [
+        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "Googlebot"),
+        (
+            "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/126.0.6478.126 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Googlebot",
+        ),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; bingbot/2.0; "
+            "+http://www.bing.com/bingbot.htm) Chrome/116.0.1938.76 Safari/537.36",
+            "bingbot",
+        ),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+            "GPTBot",
+        ),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+            "ClaudeBot",
+        ),
+        ("anthropic-ai", "anthropic-ai"),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; "
+            "+https://perplexity.ai/perplexitybot)",
+            "PerplexityBot",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 "
+            "(compatible; Bytespider; spider-feedback@bytedance.com)",
+            "Bytespider",
+        ),
+        ("CCBot/2.0 (https://commoncrawl.org/faq/)", "CCBot"),
+        ("Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)", "YandexBot"),
+        ("Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)", "Baiduspider"),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            "Version/13.1.1 Safari/605.1.15 (Applebot/0.1; +http://www.apple.com/go/applebot)",
+            "Applebot",
+        ),
+        ("DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)", "DuckDuckBot"),
+        ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", "facebookexternalhit"),
+        ("Twitterbot/1.0", "Twitterbot"),
+        ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "Slackbot-LinkExpanding"),
+        ("Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)", "Discordbot"),
+        ("TelegramBot (like TwitterBot)", "TelegramBot"),
+        ("WhatsApp/2.23.20.0", "WhatsApp"),
+        ("LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)", "LinkedInBot"),
+        ("Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)", "SemrushBot"),
+        ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", "AhrefsBot"),
+        ("Mozilla/5.0 (compatible; MJ12bot/v1.4.8; http://mj12bot.com/)", "MJ12bot"),
+        ("Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)", "UptimeRobot"),
+        ("curl/8.4.0", "curl"),
+        ("Wget/1.21.4", "Wget"),
+        ("python-requests/2.31.0", "python-requests"),
+        ("Go-http-client/2.0", "Go-http-client"),
+        ("okhttp/4.12.0", "okhttp"),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.6099.109 "
+            "Safari/537.36",
+            "HeadlessChrome",
+        ),
+        ("Sogou web spider/4.0(+http://www.sogou.com/docs/help/webmasters.htm#07)", "Sogou"),
+        ("Mozilla/5.0", "unknown-bot"),
+    ],
+)
+def test_well_known_labels(ua, label):
+    assert bot_name(ua) == label
+
+
+@pytest.mark.parametrize("ua", ["", " ", "\t \n"])
+def test_empty_user_agent(ua):
+    assert bot_name(ua) == "empty"
+
+
+def test_allowlist_wins_over_every_rule():
+    own = ("Makapix-Player", "PixelFrame", "Divoom", "okhttp")
+    for ua in (
+        "okhttp/4.12.0",  # the site's own Android app
+        "Makapix-Player/1.4.2 (ESP32-S3; fw 2024.05)",
+        "makapix-player/1.0 curl/8.4.0",  # case-insensitive, and beats the curl rule
+        "PixelFrame/2.0 CFNetwork/1490.0.4 Darwin/23.2.0",
+        "Divoom-Pixoo/64 python-requests/2.31.0",
+    ):
+        assert bot_name(ua, own) is None, ua
+    # Only the listed clients are exempt; other tools and crawlers are still counted.
+    assert bot_name("okhttp/4.12.0") == "okhttp"
+    assert bot_name("curl/8.4.0", own) == "curl"
+    assert bot_name("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", own) == "Googlebot"
+    # An empty entry must not exempt everything.
+    assert bot_name("curl/8.4.0", ("",)) == "curl"
+
+
+def test_yandex_browser_is_not_the_yandex_crawler():
+    browser = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 "
+        "YaBrowser/24.4.0.0 Safari/537.36"
+    )
+    assert bot_name(browser) is None
+    assert bot_name("Mozilla/5.0 (compatible; YandexImages/3.0; +http://yandex.com/bots)") == "YandexImages"
+
+
+def test_device_model_names_are_not_bot_words():
+    # Phones called "Spider 8", "CUBOT MAX" or "GOT-W29" are still phones.
+    tail = "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36"
+    for model in ("Spider 8", "CUBOT MAX", "GOT-W29", "motorola one hyper", "ECHO JAVA"):
+        assert bot_name(f"Mozilla/5.0 (Linux; Android 13; {model}) {tail}") is None, model
+
+
+def test_labels_stay_short_for_absurd_input():
+    label = bot_name("X" * 500 + "bot/1.0")
+    assert label is not None
+    assert LABEL.match(label)
+    assert bot_name("Mozilla/5.0 (compatible; " + "A" * 300 + "/1.0)") is not None
+
+
+def test_results_are_cached():
+    ua = "Mozilla/5.0 (compatible; CacheProbeBot/1.0; +https://example.org/bot)"
+    assert bot_name(ua) == "CacheProbeBot"
+    hits = bots._bot_name_cached.cache_info().hits
+    assert bot_name(ua) == "CacheProbeBot"
+    assert bots._bot_name_cached.cache_info().hits == hits + 1

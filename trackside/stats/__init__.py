@@ -1,0 +1,1 @@
+"""Statistics read from daily rows (closed, rolled-up days) and raw events (the rest)."""

@@ -1,0 +1,97 @@
+"""Sitewide stats: the shape the site's metrics panel reads (`makapix-reference.md` section 4.2,
+the original `_30d` version), every page-view figure with its `_authenticated` twin, bots apart.
+
+- page views: navigations the proxy (or the snippet) saw, back and reload included; bots never.
+- unique visitors: signed-in users merged over the 30 days plus anonymous visitor-days.
+- daily series: 30 UTC days ending today, zero-filled; hourly: the last 24 UTC hours."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trackside.figures import DayFigures, load_days, merge_users
+from trackside.stats.series import hour_label, hour_starts, iso, top
+from trackside.storage.reads import bot_hits, bot_hits_by_day
+
+DAYS = 30
+
+DEFINITIONS = {
+    "page_views": "every navigation seen (documents, Next.js data and RSC fetches, snippet beacons); bots never",
+    "unique_visitors": "signed-in users merged over the period plus anonymous visitor-days",
+    "api_calls": "requests routed to the API",
+    "errors": "5xx answers (upstream or the sidecar's 502/504) and 404 pages",
+    "authenticated": "the same figure for signed-in visitors only",
+    "bot_traffic": "requests from bots, kept apart from every other figure",
+}
+
+
+async def site_stats(conn: AsyncConnection, *, now: datetime, window_seconds: float) -> dict[str, Any]:
+    today = now.astimezone(UTC).date()
+    first = today - timedelta(days=DAYS - 1)
+    days = await load_days(conn, first, today, window_seconds)
+    by_day = {d.day: d for d in days}
+    out: dict[str, Any] = {}
+    dims: dict[tuple[str, bool], Counter[str]] = {}
+    for d in days:
+        for (dim, key), (count, count_auth, _, _) in d.dims.items():
+            dims.setdefault((dim, False), Counter())[key] += count
+            dims.setdefault((dim, True), Counter())[key] += count_auth
+    users = merge_users([(d.users, d.users_sketch) for d in days])
+    anonymous = sum(d.unique_visitors - d.unique_visitors_authenticated for d in days)
+
+    def total(name: str) -> int:
+        return sum(d.counts[name] for d in days)
+
+    out["total_page_views_30d"] = total("page_views")
+    out["total_page_views_30d_authenticated"] = total("page_views_authenticated")
+    out["unique_visitors_30d"] = users + anonymous
+    out["unique_visitors_30d_authenticated"] = users
+    out["new_signups_30d"] = total("signups")
+    out["new_posts_30d"] = total("uploads")
+    out["total_api_calls_30d"] = total("api_calls")
+    out["total_errors_30d"] = total("errors")
+    out["total_impressions_30d"] = total("impressions")
+    out["daily_views"] = _series(days, lambda d: d.counts["page_views"])
+    out["daily_views_authenticated"] = _series(days, lambda d: d.counts["page_views_authenticated"])
+    out["daily_unique_visitors"] = _series(days, lambda d: d.unique_visitors)
+    out["daily_unique_visitors_authenticated"] = _series(days, lambda d: d.unique_visitors_authenticated)
+    out["daily_signups"] = _series(days, lambda d: d.counts["signups"])
+    out["daily_posts"] = _series(days, lambda d: d.counts["uploads"])
+    out["daily_api_calls"] = _series(days, lambda d: d.counts["api_calls"])
+    out["daily_errors"] = _series(days, lambda d: d.counts["errors"])
+    for suffix, column in (("", 0), ("_authenticated", 1)):
+        out["hourly_views" + suffix] = _hourly(by_day, now, column)
+        out["hourly_unique_visitors" + suffix] = _hourly(by_day, now, column + 2)
+    for suffix, auth in (("", False), ("_authenticated", True)):
+        out["views_by_page" + suffix] = top(dims.get(("label", auth), Counter()), 20)
+        out["views_by_country" + suffix] = top(dims.get(("country", auth), Counter()), 10)
+        out["views_by_device" + suffix] = top(dims.get(("device", auth), Counter()))
+        out["views_by_browser" + suffix] = top(dims.get(("browser", auth), Counter()), 10)
+        out["top_referrers" + suffix] = top(dims.get(("referrer", auth), Counter()), 10)
+    out["errors_by_type"] = top(dims.get(("error", False), Counter()))
+    bots_daily = await bot_hits_by_day(conn, first, today)
+    out["bot_traffic"] = {
+        "total_30d": sum(bots_daily.values()),
+        "by_bot": top(Counter(await bot_hits(conn, first, today)), 20),
+        "daily": [{"date": d.day.isoformat(), "count": bots_daily.get(d.day, 0)} for d in days],
+    }
+    out["computed_at"] = iso(now)
+    out["definitions"] = DEFINITIONS
+    return out
+
+
+def _series(days: list[DayFigures], value: Any) -> list[dict[str, Any]]:
+    return [{"date": d.day.isoformat(), "count": int(value(d))} for d in days]
+
+
+def _hourly(by_day: dict[Any, DayFigures], now: datetime, column: int) -> list[dict[str, Any]]:
+    points = []
+    for start in hour_starts(now):
+        d = by_day.get(start.date())
+        value = d.dims.get(("hour", f"{start.hour:02d}"), [0, 0, 0, 0])[column] if d else 0
+        points.append({"hour": hour_label(start), "count": value})
+    return points
