@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from sidecar.api_routes import TracksideApi
 from sidecar.proxy import ProxyApp
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
 from trackside.capture import CaptureMiddleware
@@ -39,6 +40,7 @@ class SidecarApp:
                 Route("/_trackside/ready", self.ready),
                 Route("/_trackside/metrics", self.metrics_json),
                 *self.stats.routes(),
+                *TracksideApi(self.stats).routes(),
             ]
         )
 

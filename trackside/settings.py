@@ -118,6 +118,13 @@ class Settings:
     bot_allowlist: tuple[str, ...] = DEFAULT_PLAYERS
     players: tuple[str, ...] = DEFAULT_PLAYERS
     honor_dnt: bool = False
+    # Beacons and the web snippet: origins that may send beacons (empty: any), whether a beacon
+    # without a valid page token is refused (else stored as unverified), how long a page token
+    # lives, and whether the sidecar injects the snippet into the HTML documents it serves.
+    beacon_origins: tuple[str, ...] = ()
+    beacon_require_token: bool = False
+    beacon_token_minutes: int = 30
+    inject_snippet: bool = False
     # Proxy limits.
     max_header_bytes: int = 32 * 1024
     max_body_bytes: int = 100 * 1024 * 1024
@@ -184,7 +191,14 @@ class Settings:
             raise ConfigError(f"TRACKSIDE_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"TRACKSIDE_PORT must be 0-65535, got {self.port}")
-        for name in ("workers", "view_window_minutes", "buffer_size", "flush_batch", "max_header_bytes"):
+        for name in (
+            "workers",
+            "view_window_minutes",
+            "buffer_size",
+            "flush_batch",
+            "max_header_bytes",
+            "beacon_token_minutes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TRACKSIDE_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.geoip_db is not None and not os.path.isfile(self.geoip_db):
@@ -217,7 +231,15 @@ class Settings:
 
 _SUMMARY = {"frontend_url", "api_url", "host", "port", "workers", "database_url", "redis_url", "capture"}
 
-_BOOLS = {"api_strip_prefix", "auto_migrate", "capture", "store_assets", "honor_dnt"}
+_BOOLS = {
+    "api_strip_prefix",
+    "auto_migrate",
+    "capture",
+    "store_assets",
+    "honor_dnt",
+    "beacon_require_token",
+    "inject_snippet",
+}
 _INTS = {
     "port",
     "workers",
@@ -229,10 +251,11 @@ _INTS = {
     "flush_batch",
     "raw_retention_days",
     "daily_retention_days",
+    "beacon_token_minutes",
     "stats_cache_seconds",
 }
 _FLOATS = {"connect_timeout", "upstream_timeout", "client_timeout", "flush_interval"}
-_TUPLES = {"label_rules", "event_rules", "bot_allowlist", "players", "stats_overlay"}
+_TUPLES = {"label_rules", "event_rules", "bot_allowlist", "players", "stats_overlay", "beacon_origins"}
 
 
 def _parse(key: str, raw: str, name: str) -> Any:

@@ -9,6 +9,10 @@ Rules (DESIGN.md, "Capture"):
 - A look (a content view) is one visitor on one item: every page view and API read of that item
   within `window` of the look's first request belongs to it, however many there are.
 - The author's own looks are not views (the author is known from any upstream hint for the item).
+- A beacon page view (the web snippet's) of a path the same visitor's navigation through the proxy
+  reached within `BEACON_ECHO_SECONDS` is that navigation, seen twice: each proxied navigation
+  absorbs one beacon. A widget beacon is a look at the item, not a page view of this site.
+  Beacons without a valid page token are set aside (`DayViews.unverified`), in no figure.
 
 The unit is one UTC day. The anonymous visitor id rotates with the daily salt, so a look cannot
 span midnight anyway, and deriving per day makes live reads and rollups agree exactly."""
@@ -18,12 +22,16 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trackside import events as ev
+from trackside.items import WIDGET
 
 # How close an RSC fetch must come before a document load of the same path to be its echo.
 RSC_ECHO_SECONDS = 5.0
+# How close a snippet's page-view beacon must come to a proxied navigation of the same path to be it.
+BEACON_ECHO_SECONDS = 10.0
+_PROXIED = (ev.NAV_DOCUMENT, ev.NAV_DATA, ev.NAV_RSC)
 
 
 @dataclass(slots=True)
@@ -55,6 +63,7 @@ class DayViews:
     page_views: list[PageView]
     looks: list[Look]
     impressions: list[PageView]  # an item shown in a feed, a search result or a widget
+    unverified: list[ev.Event] = field(default_factory=list)  # beacons without a valid page token
 
 
 class _Users:
@@ -88,7 +97,11 @@ class _Users:
 def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
     """Page views and looks of one UTC day's raw events (any order; bots are never here)."""
     ordered = sorted(events, key=lambda e: (e.ts, e.id))
+    unverified = [e for e in ordered if e.unverified]
+    if unverified:
+        ordered = [e for e in ordered if not e.unverified]
     users = _Users(ordered)
+    proxied = _Navigations(ordered)
 
     documents: dict[tuple[str, str], list[float]] = defaultdict(list)
     for e in ordered:
@@ -110,7 +123,10 @@ def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
         if e.kind == ev.PAGE_VIEW:
             if e.nav == ev.NAV_RSC and _echoes_document(documents.get((e.visitor, e.path)), e.ts):
                 continue
-            page_views.append(PageView(e, users.user_for(e, window_seconds)))
+            if e.nav == ev.NAV_BEACON and e.view_type is None and proxied.claim(e.visitor, e.path, e.ts):
+                continue
+            if e.view_type != WIDGET:
+                page_views.append(PageView(e, users.user_for(e, window_seconds)))
         if e.kind not in (ev.PAGE_VIEW, ev.API_CALL) or not e.content_kind or not e.content_id:
             continue
         key = (e.visitor, e.content_kind, e.content_id)
@@ -129,7 +145,36 @@ def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
 
     counted = [lk for lk in looks if not by_author(lk.content_kind, lk.content_id, lk.user)]
     shown = [im for im in impressions if not by_author(im.event.content_kind or "", im.event.content_id or "", im.user)]
-    return DayViews(page_views, counted, shown)
+    return DayViews(page_views, counted, shown, unverified)
+
+
+class _Navigations:
+    """Navigations the proxy saw (document, data, RSC), by visitor and path: each absorbs at most
+    one beacon page view, the nearest within `BEACON_ECHO_SECONDS`, so two real navigations to one
+    path (one proxied, one served from the router's cache) still count twice."""
+
+    def __init__(self, events: Iterable[ev.Event]) -> None:
+        self._times: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for e in events:
+            if e.kind == ev.PAGE_VIEW and e.nav in _PROXIED:
+                self._times[(e.visitor, e.path)].append(e.ts)
+        self._claimed: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+    def claim(self, visitor: str, path: str, ts: float) -> bool:
+        times = self._times.get((visitor, path))
+        if not times:
+            return False
+        claimed = self._claimed[(visitor, path)]
+        best: int | None = None
+        i = bisect.bisect_left(times, ts - BEACON_ECHO_SECONDS)
+        while i < len(times) and times[i] <= ts + BEACON_ECHO_SECONDS:
+            if i not in claimed and (best is None or abs(times[i] - ts) < abs(times[best] - ts)):
+                best = i
+            i += 1
+        if best is None:
+            return False
+        claimed.add(best)
+        return True
 
 
 def _echoes_document(document_times: list[float] | None, ts: float) -> bool:

@@ -247,14 +247,14 @@ _BOT_WORDS = re.compile(_alternation(_BOT_WORDS_ANYWHERE) + r"|(?<![a-z0-9])" + 
 # toolbars, browser-side proxies and apps that ride along real browsers.
 _BOT_WORD_FALSE_FRIENDS = re.compile(
     r"^(?:cubot|botech|idbot\d|xbot(?:_|$)|m_bot_tab|caboto)|seoul|seon|proxyless|ossproxy|autoproxy|"
-    r"feedback|offlineaccess|mozacfetch|camscanner|^(?:proxy|https?|url|health|ping)$|^http[-_ ]?pgdl"
+    r"feedback|checkout|offlineaccess|mozacfetch|camscanner|^(?:proxy|https?|url|health|ping)$|^http[-_ ]?pgdl"
 )
 # Checked on the original case right after "bot": a lower-case letter means another word
 # ("fuboTV", "turbotabbee"), except the plural "bots".
 _BOT_INSIDE_WORD = re.compile(r"(?!s(?![a-z]))[a-z]")
 # Feed readers append "RSS" to their names ("QuiteRSS", "FreshRSS"); upper case only, so that
 # "VERSSED" or "ANDERSSON" device names do not count.
-_RSS = re.compile(r"RSS(?![A-Za-z])")
+_RSS = re.compile(r"(?<=[a-z])RSS(?![A-Za-z0-9])")
 # These words alone are too vague to trust ("Reader", "Check" show up in real UAs).
 _BARE_WORDS = frozenset({"proxy", "reader", "feed", "check", "capture", "test", "url"})
 
@@ -395,7 +395,7 @@ _BROWSER_ENGINE = re.compile(r"applewebkit|gecko|trident|presto|khtml|msie|edge?
 # The model slot of an Android platform comment, up to the closing parenthesis.
 _ANDROID_MODEL = re.compile(r"\(linux;[^)]*?android[^;)]*;(?:\s*[a-z]{2}(?:[-_][a-z]{2,4})?;)?([^;)]*)")
 _URL_OR_EMAIL = re.compile(
-    r"\+?https?://\S*|\bwww\.\S*|(?<!\S)\S+@\S+|(?<![\w.-])[\w.-]+\.(?:com|net|org|io|html?)\b[^\s;)]*"
+    r"\+?https?://\S*|\bwww\.\S*|(?<!\S)\S+@\S+|(?<![\w.-])[\w.-]+\.(?:com|net|org|io|html?)\b(?!/\d)[^\s;)]*"
 )
 _PREPENDED_TO_BROWSER = re.compile(r"[,|] ?mozilla/")
 _FIRST_PRODUCT = re.compile(r"[A-Za-z][\w.-]{1,40}")
@@ -606,7 +606,9 @@ def _classify(ua: str) -> str | None:
         return _label(_token_at(ua, position))
 
     is_mozilla = low.startswith("mozilla/")
-    if (_URL.search(low) and not _URL_FROM_BROWSER.search(low)) or _EMAIL.search(low):
+    # The "@" / " at " test is a cheap guard: most UAs have neither, and the e-mail regex is not.
+    has_email = ("@" in low or " at " in low or "[at]" in low) and _EMAIL.search(low)
+    if (_URL.search(low) and not _URL_FROM_BROWSER.search(low)) or has_email:
         return _named_product(_GENERIC_LABEL, ua, low) if is_mozilla else _first_product(ua)
 
     if not is_mozilla:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from calendar import timegm
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Result, func, select
@@ -74,3 +74,10 @@ async def latest_author(conn: AsyncConnection, kind: str, item: str) -> str | No
         .limit(1)
     )
     return (await conn.execute(query)).scalar()
+
+
+async def recent_page_views(conn: AsyncConnection, since_ts: float) -> list[tuple[str, str]]:
+    """(visitor, label) of the page views stored since `since_ts` (Unix seconds)."""
+    since = datetime.fromtimestamp(since_ts, UTC).replace(tzinfo=None)
+    query = select(EVENTS.c.visitor, EVENTS.c.label).where(EVENTS.c.ts >= since, EVENTS.c.kind == "page_view")
+    return [(row.visitor, row.label) for row in await conn.execute(query)]

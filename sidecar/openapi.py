@@ -1,0 +1,162 @@
+"""The OpenAPI document of everything Trackside answers: the site-compatible stats endpoints and
+Trackside's own API. Written by hand, small enough to read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trackside.stats.item import DEFINITIONS as ITEM_DEFINITIONS
+from trackside.stats.query import DEFINITIONS as QUERY_DEFINITIONS
+from trackside.stats.query import DIMENSIONS, SITE_METRICS
+from trackside.stats.site import DEFINITIONS as SITE_DEFINITIONS
+
+_BEARER = [{"bearer": []}]
+_ERRORS = {
+    "400": {"description": "a bad parameter; `detail` names it"},
+    "401": {"description": "no token, or one that does not verify"},
+    "403": {"description": "neither the item's owner nor a moderator"},
+    "404": {"description": "no such item"},
+}
+
+
+def _json(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _refresh() -> dict[str, Any]:
+    return {
+        "name": "refresh",
+        "in": "query",
+        "schema": {"type": "boolean"},
+        "description": "recompute instead of reading the 5-minute cache (at most once per 10 s per caller)",
+    }
+
+
+def _item(kind: str, field: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": f"{kind} stats over 30 UTC days: the owner or a moderator",
+            "description": "; ".join(f"{k}: {v}" for k, v in ITEM_DEFINITIONS.items()),
+            "security": _BEARER,
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": f"the public id as in the page path (or the site's `{field}`)",
+                },
+                _refresh(),
+            ],
+            "responses": {"200": _json(f"{field}, every figure with its _authenticated twin"), **_ERRORS},
+        }
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    period = {
+        "name": "period",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "today, yesterday, 7d, 30d, or FROM,TO (YYYY-MM-DD, UTC days)",
+    }
+    csv = {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Trackside",
+            "version": "1",
+            "description": "Traffic statistics. Days are UTC. Bots are never part of any figure but bot_hits. "
+            + "; ".join(f"{k}: {v}" for k, v in QUERY_DEFINITIONS.items()),
+        },
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/api/post/{id}/stats": _item("Artwork", "post_id"),
+            "/api/blog-post/{id}/stats": _item("Blog post", "blog_post_id"),
+            "/api/admin/sitewide-stats": {
+                "get": {
+                    "summary": "Sitewide stats over 30 UTC days: moderators",
+                    "description": "; ".join(f"{k}: {v}" for k, v in SITE_DEFINITIONS.items()),
+                    "security": _BEARER,
+                    "parameters": [_refresh()],
+                    "responses": {"200": _json("the `_30d` figures, series and breakdowns"), **_ERRORS},
+                }
+            },
+            "/_trackside/api/v1/query": {
+                "get": {
+                    "summary": "Metrics by dimensions (moderators)",
+                    "security": _BEARER,
+                    "parameters": [
+                        {
+                            "name": "metrics",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "comma-separated: " + ", ".join(SITE_METRICS) + ", unique_viewers",
+                        },
+                        {
+                            "name": "dimensions",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "comma-separated, at most one besides day: " + ", ".join(DIMENSIONS),
+                        },
+                        {
+                            "name": "filters",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": 'JSON: [["is" | "is_not", dimension, [values]]]',
+                        },
+                        period,
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+                        csv,
+                    ],
+                    "responses": {"200": _json("results: [{dimensions, metrics}], meta"), **_ERRORS},
+                },
+                "post": {
+                    "summary": "The same query as a JSON body",
+                    "security": _BEARER,
+                    "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                    "responses": {"200": _json("results: [{dimensions, metrics}], meta"), **_ERRORS},
+                },
+            },
+            "/_trackside/api/v1/popular": {
+                "get": {
+                    "summary": "Most viewed content of a kind (moderators)",
+                    "security": _BEARER,
+                    "parameters": [
+                        {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                        period,
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                        csv,
+                    ],
+                    "responses": {"200": _json("items: [{id, views, unique_viewers, impressions}]"), **_ERRORS},
+                }
+            },
+            "/_trackside/api/v1/realtime": {
+                "get": {
+                    "summary": "Visitors in the last 5 minutes (moderators)",
+                    "security": _BEARER,
+                    "responses": {"200": _json("visitors, page_views, top_pages"), **_ERRORS},
+                }
+            },
+            "/_trackside/api/v1/site": {
+                "get": {
+                    "summary": "The sitewide figures, uncached (moderators)",
+                    "security": _BEARER,
+                    "responses": {"200": _json("as /api/admin/sitewide-stats"), **_ERRORS},
+                }
+            },
+            "/_trackside/api/v1/items/{kind}/{id}": {
+                "get": {
+                    "summary": "One item's figures, uncached (moderators)",
+                    "security": _BEARER,
+                    "parameters": [
+                        {"name": "kind", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": _json("as /api/post/{id}/stats, without the site's fields"), **_ERRORS},
+                }
+            },
+        },
+    }

@@ -1,0 +1,267 @@
+"""The query API: metrics by dimensions, with filters, a period and pagination, in the spirit of
+Plausible's Stats API v2. Answered from the same per-day figures as every other read (daily rows
+for rolled days, raw events otherwise).
+
+What a figure means over a range: counts add up; `visitors` of the whole site (no dimension, or
+by day) merges signed-in users and adds anonymous visitor-days; `visitors` broken down by another
+dimension is the sum of each day's distinct visitors (visitor-days); a content item's
+`unique_viewers` merges signed-in users and adds anonymous visitor-days."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from trackside.figures import DayFigures, merge_users
+
+SITE_METRICS = (
+    "page_views",
+    "visitors",
+    "content_views",
+    "impressions",
+    "api_calls",
+    "errors",
+    "signups",
+    "uploads",
+    "bot_hits",
+)
+PAGE_DIMENSIONS = {
+    "label": "label",
+    "page": "label",
+    "country": "country",
+    "device": "device",
+    "browser": "browser",
+    "os": "os",
+    "referrer": "referrer",
+    "hour": "hour",
+    "utm_source": "utm_source",
+}
+OTHER_DIMENSIONS = ("day", "content", "error_type", "authenticated")
+DIMENSIONS = (*PAGE_DIMENSIONS, *OTHER_DIMENSIONS)
+CONTENT_METRICS = ("content_views", "unique_viewers", "impressions")
+MAX_DAYS = 400
+MAX_LIMIT = 1000
+
+DEFINITIONS = {
+    "page_views": "navigations seen (documents, Next.js data and RSC fetches, snippet beacons); bots never",
+    "visitors": "site-wide: signed-in users merged plus anonymous visitor-days; by another dimension: visitor-days",
+    "content_views": "looks at content items (one visitor, one item, within the view window); author excluded",
+    "unique_viewers": "per content item: signed-in users merged plus anonymous visitor-days",
+    "impressions": "items shown in feeds, search results or widgets",
+    "api_calls": "requests routed to the API",
+    "errors": "5xx answers and 404 pages",
+    "bot_hits": "requests from bots, never part of any other metric",
+}
+
+
+class QueryError(ValueError):
+    """A bad parameter: the message names it (400)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    metrics: tuple[str, ...]
+    dimensions: tuple[str, ...]
+    first: date
+    last: date
+    filters: tuple[tuple[str, str, tuple[str, ...]], ...]
+    limit: int
+    offset: int
+    order_desc: bool
+
+
+def period_range(period: Any, today: date) -> tuple[date, date]:
+    if period in (None, "30d"):
+        return today - timedelta(days=29), today
+    if period == "7d":
+        return today - timedelta(days=6), today
+    if period == "today":
+        return today, today
+    if period == "yesterday":
+        return today - timedelta(days=1), today - timedelta(days=1)
+    if isinstance(period, str) and "," in period:
+        period = dict(zip(("from", "to"), period.split(",", 1), strict=True))
+    if isinstance(period, dict) and set(period) == {"from", "to"}:
+        try:
+            first, last = date.fromisoformat(str(period["from"])), date.fromisoformat(str(period["to"]))
+        except ValueError:
+            raise QueryError("period", "dates are YYYY-MM-DD") from None
+        if last < first:
+            raise QueryError("period", "'to' is before 'from'")
+        if (last - first).days >= MAX_DAYS:
+            raise QueryError("period", f"at most {MAX_DAYS} days")
+        return first, last
+    raise QueryError("period", "one of today, yesterday, 7d, 30d, or {from, to} (YYYY-MM-DD)")
+
+
+def parse_query(raw: dict[str, Any], today: date) -> Query:
+    if not isinstance(raw, dict):
+        raise QueryError("body", "a JSON object is expected")
+    unknown = set(raw) - {"metrics", "dimensions", "filters", "period", "limit", "offset", "order"}
+    if unknown:
+        raise QueryError(sorted(unknown)[0], "unknown parameter")
+    metrics = _names(raw.get("metrics", ["page_views", "visitors"]), "metrics")
+    dimensions = _names(raw.get("dimensions", []), "dimensions")
+    for m in metrics:
+        if m not in SITE_METRICS and m not in CONTENT_METRICS:
+            raise QueryError("metrics", f"unknown metric {m!r}; known: {', '.join(SITE_METRICS + CONTENT_METRICS)}")
+    for d in dimensions:
+        if d not in DIMENSIONS:
+            raise QueryError("dimensions", f"unknown dimension {d!r}; known: {', '.join(DIMENSIONS)}")
+    non_time = [d for d in dimensions if d != "day"]
+    if len(non_time) > 1:
+        raise QueryError("dimensions", "at most one dimension besides 'day'")
+    if len(set(dimensions)) != len(dimensions):
+        raise QueryError("dimensions", "a dimension is repeated")
+    grouped = non_time[0] if non_time else None
+    if grouped == "content":
+        bad = [m for m in metrics if m not in CONTENT_METRICS]
+        if bad:
+            raise QueryError("metrics", f"{bad[0]!r} is not a content metric; by content: {', '.join(CONTENT_METRICS)}")
+    elif grouped in PAGE_DIMENSIONS or grouped == "authenticated":
+        bad = [m for m in metrics if m not in ("page_views", "visitors")]
+        if bad:
+            raise QueryError("metrics", f"{bad[0]!r} cannot be broken down by {grouped}; use page_views or visitors")
+    elif grouped == "error_type":
+        if metrics != ("errors",):
+            raise QueryError("metrics", "by error_type the metric is errors")
+    elif any(m in ("unique_viewers",) for m in metrics):
+        raise QueryError("metrics", "unique_viewers needs the content dimension")
+    filters = []
+    raw_filters = raw.get("filters", [])
+    if not isinstance(raw_filters, list):
+        raise QueryError("filters", "a list of [operator, dimension, [values]]")
+    for f in raw_filters:
+        if not (isinstance(f, list) and len(f) == 3 and f[0] in ("is", "is_not") and isinstance(f[2], list)):
+            raise QueryError("filters", 'each filter is ["is" or "is_not", dimension, [values]]')
+        if f[1] != grouped:
+            raise QueryError("filters", "a filter applies to the dimension being broken down")
+        filters.append((f[0], f[1], tuple(str(v) for v in f[2])))
+    first, last = period_range(raw.get("period"), today)
+    limit = _int(raw.get("limit", 100), "limit", 1, MAX_LIMIT)
+    offset = _int(raw.get("offset", 0), "offset", 0, 10**9)
+    order = raw.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise QueryError("order", "asc or desc")
+    return Query(metrics, tuple(dimensions), first, last, tuple(filters), limit, offset, order == "desc")
+
+
+def _names(value: Any, param: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise QueryError(param, "a list of names")
+    if param == "metrics" and not value:
+        raise QueryError(param, "at least one metric")
+    return tuple(value)
+
+
+def _int(value: Any, param: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise QueryError(param, "an integer") from None
+    if not low <= number <= high:
+        raise QueryError(param, f"between {low} and {high}")
+    return number
+
+
+def run_query(q: Query, days: list[DayFigures]) -> dict[str, Any]:
+    grouped = next((d for d in q.dimensions if d != "day"), None)
+    by_day = "day" in q.dimensions
+    rows: dict[tuple[str, ...], dict[str, int]] = {}
+    buckets: list[tuple[str, list[DayFigures]]] = [(d.day.isoformat(), [d]) for d in days] if by_day else [("", days)]
+    for day_key, part in buckets:
+        for key, values in _group(grouped, part, q.metrics).items():
+            if not _kept(q.filters, key):
+                continue
+            dims = tuple(k for k in ((day_key,) if by_day else ()) + ((key,) if grouped else ()))
+            rows[dims] = values
+    ordered = (
+        sorted(rows.items(), key=lambda kv: kv[0])
+        if by_day and not grouped
+        else sorted(rows.items(), key=lambda kv: (-kv[1][q.metrics[0]] if q.order_desc else kv[1][q.metrics[0]], kv[0]))
+    )
+    page = ordered[q.offset : q.offset + q.limit]
+    return {
+        "results": [{"dimensions": list(k), "metrics": [v[m] for m in q.metrics]} for k, v in page],
+        "meta": {
+            "metrics": list(q.metrics),
+            "dimensions": list(q.dimensions),
+            "period": {"from": q.first.isoformat(), "to": q.last.isoformat()},
+            "total_rows": len(ordered),
+            "limit": q.limit,
+            "offset": q.offset,
+            "definitions": {m: DEFINITIONS[m] for m in q.metrics if m in DEFINITIONS},
+        },
+    }
+
+
+def _kept(filters: tuple[tuple[str, str, tuple[str, ...]], ...], key: str) -> bool:
+    for op, _, values in filters:
+        if (key in values) != (op == "is"):
+            return False
+    return True
+
+
+def _group(grouped: str | None, days: list[DayFigures], metrics: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    if grouped is None:
+        return {"": _site_totals(days)}
+    if grouped == "content":
+        return _content(days)
+    if grouped == "authenticated":
+        pv = sum(d.counts["page_views"] for d in days)
+        pv_auth = sum(d.counts["page_views_authenticated"] for d in days)
+        users = merge_users([(d.users, d.users_sketch) for d in days])
+        anonymous = sum(d.unique_visitors - d.unique_visitors_authenticated for d in days)
+        return {
+            "true": {"page_views": pv_auth, "visitors": users},
+            "false": {"page_views": pv - pv_auth, "visitors": anonymous},
+        }
+    dim = "error" if grouped == "error_type" else PAGE_DIMENSIONS[grouped]
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    for d in days:
+        for (name, key), (count, _, visitors, _) in d.dims.items():
+            if name == dim:
+                out[key]["page_views"] += count
+                out[key]["visitors"] += visitors
+                out[key]["errors"] += count
+    return {k: {m: v[m] for m in metrics} for k, v in out.items()}
+
+
+def _site_totals(days: list[DayFigures]) -> dict[str, int]:
+    users = merge_users([(d.users, d.users_sketch) for d in days])
+    anonymous = sum(d.unique_visitors - d.unique_visitors_authenticated for d in days)
+    return {
+        "page_views": sum(d.counts["page_views"] for d in days),
+        "visitors": users + anonymous,
+        "content_views": sum(i.counts["views"] for d in days for i in d.items.values()),
+        "impressions": sum(d.counts["impressions"] for d in days),
+        "api_calls": sum(d.counts["api_calls"] for d in days),
+        "errors": sum(d.counts["errors"] for d in days),
+        "signups": sum(d.counts["signups"] for d in days),
+        "uploads": sum(d.counts["uploads"] for d in days),
+        "bot_hits": sum(d.counts["bot_hits"] for d in days),
+    }
+
+
+def _content(days: list[DayFigures]) -> dict[str, dict[str, int]]:
+    parts: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for d in days:
+        for key, item in d.items.items():
+            parts[key].append(item)
+    out = {}
+    for (kind, item), figures in parts.items():
+        users = merge_users([(f.users, f.users_sketch) for f in figures])
+        out[f"{kind}:{item}"] = {
+            "content_views": sum(f.counts["views"] for f in figures),
+            "unique_viewers": users + sum(f.anonymous_viewers for f in figures),
+            "impressions": sum(f.counts["impressions"] for f in figures),
+        }
+    return out
