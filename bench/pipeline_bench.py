@@ -227,17 +227,21 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def worker_argv(variant: str) -> list[str]:
-    """`default` is `trackside worker` exactly; `poll=X` the same options with arq's poll_delay set to X."""
+    """`default` is `trackside worker` exactly; `poll=X`, `jobs=N` or `poll=X+jobs=N` the same worker options
+    with arq's `poll_delay` / `max_jobs` changed."""
     if variant == "default":
         return [sys.executable, "-m", "sidecar", "worker"]
-    key, _, value = variant.partition("=")
-    if key != "poll":
-        raise SystemExit(f"unknown worker variant {variant!r} (default, poll=SECONDS)")
-    return [sys.executable, str(Path(__file__).resolve()), "--run-worker", "--poll-delay", value]
+    argv = [sys.executable, str(Path(__file__).resolve()), "--run-worker"]
+    for part in variant.split("+"):
+        key, _, value = part.partition("=")
+        if key not in ("poll", "jobs") or not value:
+            raise SystemExit(f"unknown worker variant {variant!r} (default, poll=SECONDS, jobs=N, poll=X+jobs=N)")
+        argv += ["--poll-delay" if key == "poll" else "--max-jobs", value]
+    return argv
 
 
-def run_worker_here(poll_delay: float) -> None:
-    """`--run-worker`: `trackside worker` with one arq option changed (the variant the drain bench compares)."""
+def run_worker_here(poll_delay: float | None, max_jobs: int | None) -> None:
+    """`--run-worker`: `trackside worker` with arq options changed (the variants the drain bench compares)."""
     import logging
 
     from arq.worker import run_worker
@@ -247,7 +251,12 @@ def run_worker_here(poll_delay: float) -> None:
 
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_worker(type("WorkerSettings", (), worker_options(settings)), poll_delay=poll_delay)
+    options = worker_options(settings)
+    if poll_delay is not None:
+        options["poll_delay"] = poll_delay
+    if max_jobs is not None:
+        options["max_jobs"] = max_jobs
+    run_worker(type("WorkerSettings", (), options))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -274,7 +283,7 @@ def enqueue(redis_url: str, queue: str, batches: int, size: int, ts: Callable[[]
 
 def drain(backend: str, variant: str, args: argparse.Namespace, tmp: Path, dbs: Databases) -> dict[str, Any]:
     total = args.batches * args.batch_size
-    url = dbs.new(backend, f"drain-{backend}-{variant.replace('=', '')}")
+    url = dbs.new(backend, f"drain-{backend}-{_slug(variant)}")
     migrate(url)
     redis = RedisProc(tmp)
     queue = "bench:" + uuid.uuid4().hex[:8]
@@ -286,12 +295,12 @@ def drain(backend: str, variant: str, args: argparse.Namespace, tmp: Path, dbs: 
     assert redis.client.zcard(queue) == args.batches
     env = child_env(TRACKSIDE_REDIS_URL=redis.url, TRACKSIDE_DATABASE_URL=url, TRACKSIDE_QUEUE_NAME=queue,
                     TRACKSIDE_LOG_LEVEL="warning")  # fmt: skip
-    d = tmp / f"worker-{backend}-{variant.replace('=', '')}"
+    d = tmp / f"worker-{backend}-{_slug(variant)}"
     d.mkdir()
     profile = None
     argv = worker_argv(variant)
     if args.profile_worker:
-        profile = Path(args.out).parent / f"profile-drain-{backend}-{variant.replace('=', '')}.txt"
+        profile = Path(args.out).parent / f"profile-drain-{backend}-{_slug(variant)}.txt"
         argv = [PY_SPY, "record", "--format", "raw", "--rate", "250", "-o", str(profile), "--", *argv]
     t_spawn = time.monotonic()
     proc = pb.REGISTRY.start(argv, d / "worker.log", cwd=REPO, env=env)
@@ -340,7 +349,7 @@ def drain(backend: str, variant: str, args: argparse.Namespace, tmp: Path, dbs: 
 
 # Where the worker's time goes, by the function a sample is inside of (inclusive; a sample may count in several).
 PROFILE_GROUPS = {
-    "msgpack unpack (arq job)": "unpackb",
+    "arq deserialize_job_raw (msgpack unpack)": "deserialize_job_raw",
     "arq args_to_string (repr of the whole batch for a log line)": "args_to_string",
     "Batch.from_wire": "from_wire (trackside/batch.py",
     "rows for the driver (_postgres_row/_sqlite_row)": "_row (trackside/storage/writes.py",
@@ -367,7 +376,7 @@ def summarize_profile(path: Path) -> dict[str, Any]:
         for name, needle in PROFILE_GROUPS.items():
             if needle in stack:
                 groups[name] += n
-        leaf = stack.rsplit(";", 1)[-1]
+        leaf = stack.rsplit(";", 1)[-1] or stack.rstrip(";").rsplit(";", 1)[-1]
         own[leaf] = own.get(leaf, 0) + n
     if not total:
         return {"samples": 0}
@@ -613,8 +622,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-worker", action="store_true",
                    help="drain: run each worker under py-spy; raw stacks next to --out, a summary in the JSON")
     p.add_argument("--run-worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--poll-delay", type=float, default=0.5, help=argparse.SUPPRESS)
+    p.add_argument("--poll-delay", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--max-jobs", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def _slug(variant: str) -> str:
+    return variant.replace("=", "").replace("+", "-")
 
 
 def _items(csv: str) -> Iterator[str]:
@@ -624,7 +638,7 @@ def _items(csv: str) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.run_worker:
-        run_worker_here(args.poll_delay)
+        run_worker_here(args.poll_delay, args.max_jobs)
         return 0
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, pb._on_signal)
@@ -636,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "args": {k: v for k, v in vars(args).items() if k not in ("run_worker", "poll_delay")},
+        "args": {k: v for k, v in vars(args).items() if k not in ("run_worker", "poll_delay", "max_jobs")},
     }
     try:
         if "drain" in parts:

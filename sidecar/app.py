@@ -10,12 +10,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.api_routes import TracksideApi
+from sidecar.beacon import BeaconApp
+from sidecar.inject import SnippetInjector
 from sidecar.proxy import ProxyApp
+from sidecar.snippet import SnippetFile
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
 from trackside.capture import CaptureMiddleware
+from trackside.page_token import PageTokens
 from trackside.pipeline import Pipeline
 from trackside.settings import Settings
 
@@ -32,7 +36,14 @@ class SidecarApp:
         self.pipeline = Pipeline(settings)
         self.metrics = self.pipeline.metrics
         self.proxy = ProxyApp(settings, self.metrics)
-        self.entry = CaptureMiddleware(self.proxy, self.pipeline.capturer) if settings.capture else self.proxy
+        capturer = self.pipeline.capturer
+        tokens = PageTokens(capturer.salts, settings.site, settings.beacon_token_minutes * 60.0)
+        self.snippet = SnippetFile()
+        self.beacon = BeaconApp(settings, capturer, tokens)
+        served: ASGIApp = self.proxy
+        if settings.inject_snippet:
+            served = SnippetInjector(self.proxy, self.snippet.url, tokens, capturer)
+        self.entry = CaptureMiddleware(served, capturer) if settings.capture else served
         self.stats = StatsEndpoints(settings, self.pipeline.engine, self.pipeline.capturer.tokens)
         self.own = Starlette(
             routes=[
@@ -47,6 +58,10 @@ class SidecarApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
+        elif scope["type"] == "http" and self.beacon.handles(scope["path"]):
+            await self.beacon(scope, receive, send)  # beacons are reports, not requests to count
+        elif scope["type"] == "http" and self.snippet.handles(scope["path"]):
+            await self.snippet(scope, receive, send)
         elif scope["path"].startswith(OWN_PREFIX) or STATS_PATHS.match(scope["path"]):
             # Trackside's own routes and the stats endpoints it answers for the site: never proxied
             # as such, never counted.

@@ -60,7 +60,7 @@ class BeaconApp:
         started = time.time()
         method = scope["method"]
         image = scope["path"] == COMPACT_ROUTE and method in ("GET", "HEAD")
-        headers = {name: value.decode("latin-1") for name, value in scope["headers"] if name in _READ}
+        headers = {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in _READ}
         origin = headers.get("origin") or _origin_of(headers.get("referer"))
         own_host = headers.get("x-forwarded-host") or headers.get("host")
         allowed = origin_allowed(origin, own_host, self.allowed)

@@ -1,7 +1,8 @@
 """Snippet injection (`TRACKSIDE_INJECT_SNIPPET=1`, off by default): HTML documents the sidecar
 serves get `<script src="/_trackside/s.<hash>.js" data-token="..." defer></script>` before `</head>`
 (or `</body>` when there is no `</head>`), so that client-side navigations that reach no server are
-counted too, once each.
+counted too, once each. Prefetched and prerendered documents get it as well: the snippet reports a
+page only once it is shown, which the proxy, seeing only the prefetch, cannot tell.
 
 Streaming: the body is never held whole; only the last six bytes of a chunk wait for the next one,
 in case the anchor tag is split between them. Compression: a document request asks the upstream for
@@ -156,8 +157,6 @@ def _is_document(headers: list[tuple[bytes, bytes]]) -> bool:
             dest = value
         elif name == b"accept":
             accept = value
-        elif name in (b"purpose", b"sec-purpose") and b"prefetch" in value.lower():
-            return False  # a prefetch is not shown yet; its token would be stale when it is
     if dest is not None:
         return dest in (b"document", b"iframe")
     return accept is not None and b"text/html" in accept

@@ -28,7 +28,7 @@ from trackside.stats.cache import MemoryCache, RedisCache, StatsCache, generatio
 from trackside.stats.item import item_stats
 from trackside.stats.site import site_stats
 from trackside.storage.engine import snapshot
-from trackside.storage.reads import latest_author
+from trackside.storage.reads import content_alias, latest_author
 
 logger = logging.getLogger("trackside.stats")
 
@@ -102,6 +102,10 @@ class StatsEndpoints:
                 return answer
             upstream = answer
             content_id = str(answer.get("public_sqid") or answer.get("sqid") or raw_id)
+        if content_id == raw_id:
+            # The site's own (numeric) id, as its API hinted it beside the public one.
+            async with self.engine.connect() as conn:
+                content_id = await content_alias(conn, kind, raw_id) or raw_id
         if not _ITEM_ID.match(content_id):
             return error(404, f"no such {kind}")
         owner: str | None = None

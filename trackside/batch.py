@@ -17,6 +17,7 @@ class Batch:
     id: str = field(default_factory=new_event_id)
     events: list[Event] = field(default_factory=list)
     bots: Counter[BotKey] = field(default_factory=Counter)
+    aliases: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, site's id) -> public id
 
     def __len__(self) -> int:
         return len(self.events) + sum(self.bots.values())
@@ -27,6 +28,7 @@ class Batch:
             "id": self.id,
             "events": [e.to_dict() for e in self.events],
             "bots": [[d.isoformat(), b, label, n] for (d, b, label), n in self.bots.items()],
+            "aliases": [[kind, alias, item] for (kind, alias), item in self.aliases.items()],
         }
 
     @classmethod
@@ -34,4 +36,6 @@ class Batch:
         bots: Counter[BotKey] = Counter()
         for d, b, label, n in data.get("bots", []):
             bots[(date.fromisoformat(d), str(b), str(label))] += int(n)
-        return cls(id=str(data["id"]), events=[Event.from_dict(e) for e in data.get("events", [])], bots=bots)
+        aliases = {(str(k), str(a)): str(i) for k, a, i in data.get("aliases", [])}
+        events = [Event.from_dict(e) for e in data.get("events", [])]
+        return cls(id=str(data["id"]), events=events, bots=bots, aliases=aliases)

@@ -87,7 +87,7 @@ def query_fields(query: str) -> dict[str, object]:
 def parse_beacon(fields: Mapping[str, object], kinds: Collection[str]) -> Beacon:
     """The compact beacon's fields; `kinds` are the site's content kinds (items of others are skipped)."""
     kind = fields.get("t")
-    if kind not in TYPES:
+    if not isinstance(kind, str) or kind not in TYPES:
         raise BeaconError("t must be pageview, impression or widget")
     token = _text(fields, "k", MAX_REFERRER)
     referrer = _text(fields, "r", MAX_REFERRER)
@@ -100,9 +100,8 @@ def parse_beacon(fields: Mapping[str, object], kinds: Collection[str]) -> Beacon
     view = fields.get("v")
     if view is None:
         view = LISTING
-    if view not in IMPRESSION_TYPES:
+    if not isinstance(view, str) or view not in IMPRESSION_TYPES:
         raise BeaconError("v must be listing or search")
-    assert isinstance(view, str)
     return Beacon(IMPRESSION, path, query, referrer, _items(fields, kinds), view, token)
 
 

@@ -32,6 +32,7 @@ class EventBuffer:
         self.metrics = metrics
         self.events: list[Event] = []
         self.bots: Counter[BotKey] = Counter()
+        self.aliases: dict[tuple[str, str], str] = {}
         self.wakeup = asyncio.Event()
         self.batch_size = capacity
 
@@ -48,10 +49,15 @@ class EventBuffer:
         self.bots[(datetime.fromtimestamp(hit.ts, UTC).date(), hit.bot, hit.label)] += 1
         self.metrics.inc("bot_hits")
 
+    def put_alias(self, kind: str, alias: str, item: str) -> None:
+        if len(self.aliases) < 10_000:
+            self.aliases[(kind, alias)] = item
+
     def take(self, limit: int) -> Batch:
         events, self.events = self.events[:limit], self.events[limit:]
         bots, self.bots = self.bots, Counter()
-        return Batch(events=events, bots=bots)
+        aliases, self.aliases = self.aliases, {}
+        return Batch(events=events, bots=bots, aliases=aliases)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -89,7 +95,7 @@ class Flusher:
     async def flush(self) -> None:
         """Write everything buffered now, spooling what the writer cannot take."""
         await self._replay()
-        while len(self.buffer) or self.buffer.bots:
+        while len(self.buffer) or self.buffer.bots or self.buffer.aliases:
             batch = self.buffer.take(self.batch)
             await self._send(batch)
 

@@ -58,6 +58,7 @@ HINT_PREFIX = b"x-trackside-"
 HINT_USER = b"x-trackside-user"
 HINT_AUTHOR = b"x-trackside-author"
 HINT_EVENT = b"x-trackside-event"
+HINT_ITEM_ID = b"x-trackside-item-id"  # the site's own id of the item this response shows
 HINT_ITEMS = b"x-trackside-items"
 # Set by the sidecar's own 502/504 answers; kept visible to clients, like goatcounter's header.
 SIDECAR_ERROR = b"x-trackside-error"
@@ -67,6 +68,8 @@ class EventSink(Protocol):
     def put(self, event: ev.Event) -> None: ...
 
     def put_bot(self, hit: ev.BotHit) -> None: ...
+
+    def put_alias(self, kind: str, alias: str, item: str) -> None: ...
 
 
 class Capturer:
@@ -142,6 +145,9 @@ class Capturer:
             found = self.content.match(page_path)
             if found is not None:
                 content_kind, content_id = found
+                alias = _hint(hints, HINT_ITEM_ID)
+                if alias is not None:
+                    self.sink.put_alias(content_kind, alias, content_id)
         event_name = _hint(hints, HINT_EVENT)
         if event_name is None and 200 <= status < 300:
             event_name = self.event_rules.match(method, path)

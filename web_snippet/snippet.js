@@ -112,7 +112,8 @@
     scan();
   }
 
-  if (home) {
+  function start() {
+    if (!home) return scan();
     ['pushState', 'replaceState'].forEach(function (name) {
       var original = history[name];
       history[name] = function () {
@@ -123,9 +124,10 @@
     });
     w.addEventListener('popstate', pageview);
     pageview();
-  } else {
-    scan();
   }
+  // A prerendered page runs its scripts before anyone sees it: it counts once it is shown.
+  if (d.prerendering) d.addEventListener('prerenderingchange', start, { once: true });
+  else start();
   if (w.MutationObserver) {
     new MutationObserver(function () {
       clearTimeout(scanTimer);

@@ -259,3 +259,20 @@ async def test_cache_is_per_item_after_authorization_and_refresh_is_rate_limited
     assert refreshed["total_page_views_30d"] == first["total_page_views_30d"] + 1
     assert limited == refreshed  # a second refresh within 10 s is served from the cache
     assert denied.status_code == 403  # the cache never answers before authorization
+
+
+async def test_numeric_id_found_through_the_upstream_item_id_hint(seeded):
+    settings, _ = seeded
+    async with run_sidecar(settings) as (url, app):
+        async with httpx.AsyncClient(base_url=url) as c:
+            unknown = await c.get("/api/post/42/stats", headers=MOD)
+            # The site's API answers the artwork's read with its numeric id in a hint header.
+            read = await c.get("/api/p/a1?item-id=42", headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64) "
+                                                                 "Gecko/20100101 Firefox/128.0"})
+            assert "x-trackside-item-id" not in read.headers
+            await app.pipeline.flusher.flush()
+            known = await c.get("/api/post/42/stats", headers=MOD)
+    assert unknown.status_code == 200 and unknown.json()["total_views"] == 0
+    assert known.json()["post_id"] == 42
+    assert known.json()["content_id"] == "a1"
+    assert known.json()["total_views"] == 7  # the six seeded looks and this new one

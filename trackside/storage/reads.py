@@ -10,7 +10,7 @@ from sqlalchemy import Result, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.events import Event
-from trackside.storage.tables import BOT_HITS, EVENTS
+from trackside.storage.tables import BOT_HITS, CONTENT_ALIASES, EVENTS
 
 _COLUMNS = [c for c in EVENTS.c if c.name not in ("day", "hour")]
 
@@ -81,3 +81,10 @@ async def recent_page_views(conn: AsyncConnection, since_ts: float) -> list[tupl
     since = datetime.fromtimestamp(since_ts, UTC).replace(tzinfo=None)
     query = select(EVENTS.c.visitor, EVENTS.c.label).where(EVENTS.c.ts >= since, EVENTS.c.kind == "page_view")
     return [(row.visitor, row.label) for row in await conn.execute(query)]
+
+
+async def content_alias(conn: AsyncConnection, kind: str, alias: str) -> str | None:
+    query = select(CONTENT_ALIASES.c.content_id).where(
+        CONTENT_ALIASES.c.content_kind == kind, CONTENT_ALIASES.c.alias == alias
+    )
+    return (await conn.execute(query)).scalar()

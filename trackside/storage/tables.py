@@ -169,6 +169,16 @@ class DailyContentDimRow(SQLModel, table=True):
     count_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class ContentAliasRow(SQLModel, table=True):
+    """The site's own id of a content item (e.g. its numeric post id) beside the public one."""
+
+    __tablename__ = "content_aliases"
+
+    content_kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    alias: str = Field(sa_column=Column(String(64), primary_key=True))
+    content_id: str = Field(sa_column=Column(String(128), nullable=False))
+
+
 # SQLAlchemy Core handles of the tables, for the modules that write and read them.
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
@@ -179,3 +189,4 @@ DAILY_SITE = DailySiteRow.__table__  # type: ignore[attr-defined]
 DAILY_SITE_DIMS = DailySiteDimRow.__table__  # type: ignore[attr-defined]
 DAILY_CONTENT = DailyContentRow.__table__  # type: ignore[attr-defined]
 DAILY_CONTENT_DIMS = DailyContentDimRow.__table__  # type: ignore[attr-defined]
+CONTENT_ALIASES = ContentAliasRow.__table__  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.batch import Batch, BotKey
 from trackside.events import Event
-from trackside.storage.tables import APPLIED, BOT_HITS, ROLLUP_DAYS
+from trackside.storage.tables import APPLIED, BOT_HITS, CONTENT_ALIASES, ROLLUP_DAYS
 
 
 def _insert(conn: AsyncConnection, table: Any) -> Any:
@@ -69,6 +69,13 @@ async def write_batch_on(conn: AsyncConnection, batch: Batch) -> int:
         else:
             await conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(e) for e in batch.events])
         await mark_dirty(conn, {datetime.fromtimestamp(e.ts, UTC).date() for e in batch.events})
+    if batch.aliases:
+        stmt = _insert(conn, CONTENT_ALIASES)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["content_kind", "alias"], set_={"content_id": stmt.excluded.content_id}
+        )
+        rows = [{"content_kind": k, "alias": a[:64], "content_id": i} for (k, a), i in batch.aliases.items()]
+        await conn.execute(stmt, rows)
     if batch.bots:
         first_time = await conn.execute(
             _insert(conn, APPLIED).on_conflict_do_nothing(index_elements=["id"]),
