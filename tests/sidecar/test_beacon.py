@@ -8,6 +8,7 @@ import re
 import time
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -409,13 +410,35 @@ _json = st.recursive(
 )
 _fields = st.dictionaries(st.sampled_from(["t", "p", "r", "i", "v", "k", "path", "referrer", "token", "x"]), _json,
                           max_size=7)
-_bodies = st.one_of(_fields.map(orjson.dumps), _json.map(orjson.dumps), st.binary(max_size=300),
-                    st.just(b"{" * 2000), st.just(b"[" * 5000))
+# Nearly valid beacons, so that many are stored and the stored ones are checked, not only the refusals.
+_path = st.one_of(
+    st.from_regex(r"/[a-z0-9/_%.~-]{0,40}(\?[a-z_=&]{0,20})?", fullmatch=True),
+    st.text(max_size=30).map(lambda t: "/" + t),
+    _text,
+)
+_item = st.one_of(st.from_regex(r"(artwork|blog_post|gallery):[A-Za-z0-9._~%-]{1,12}", fullmatch=True), _text)
+_items = st.one_of(st.lists(_item, max_size=6), st.lists(_item, max_size=6).map(",".join), _json)
+_beaconish = st.fixed_dictionaries(
+    {"t": st.sampled_from(["pageview", "impression", "widget"])},
+    optional={"p": _path, "r": st.one_of(_text, _json), "i": _items, "v": st.sampled_from(["listing", "search"]) | _json,
+              "k": st.text(max_size=70)},
+)
+_page_viewish = st.fixed_dictionaries({"path": _path}, optional={"referrer": _text, "token": _json})
+_bodies = st.one_of(_beaconish.map(orjson.dumps), _page_viewish.map(orjson.dumps), _fields.map(orjson.dumps),
+                    _json.map(orjson.dumps), st.binary(max_size=300), st.just(b"{" * 2000), st.just(b"[" * 5000))
+_queries = st.one_of(
+    _beaconish.map(lambda f: urlencode({k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in f.items()})),
+    _fields.map(lambda f: "&".join(f"{k}={v}" for k, v in f.items())),
+    st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+).map(lambda q: q.encode("latin-1", "replace"))
+_header_values = {
+    b"content-type": st.sampled_from([b"text/plain;charset=UTF-8", b"application/json", b"", b"text/html"]),
+    b"user-agent": st.sampled_from([FIREFOX.encode(), IPHONE.encode(), GOOGLEBOT.encode(), b""]),
+}
 _headers = st.lists(
-    st.tuples(
-        st.sampled_from([b"content-type", b"user-agent", b"origin", b"referer", b"dnt", b"sec-gpc", b"host",
-                         b"x-trackside-token", b"content-length", b"x-forwarded-for", b"authorization"]),
-        st.binary(max_size=60),
+    st.sampled_from([b"content-type", b"user-agent", b"origin", b"referer", b"dnt", b"sec-gpc", b"host",
+                     b"x-trackside-token", b"content-length", b"x-forwarded-for", b"authorization"]).flatmap(
+        lambda name: st.tuples(st.just(name), _header_values.get(name, st.binary(max_size=60)) | st.binary(max_size=20))
     ),
     max_size=6,
 )
@@ -443,10 +466,9 @@ def _fits_the_schema(e: ev.Event) -> None:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    method=st.sampled_from(["POST", "GET", "HEAD", "PUT", "OPTIONS"]),
-    path=st.sampled_from(["/_trackside/b", "/api/track/page-view"]),
-    query=st.one_of(_fields.map(lambda f: "&".join(f"{k}={v}" for k, v in f.items()).encode("utf-8", "replace")),
-                    st.binary(max_size=200)),
+    method=st.sampled_from(["POST", "POST", "POST", "GET", "GET", "HEAD", "PUT", "OPTIONS"]),
+    path=st.sampled_from(["/_trackside/b", "/_trackside/b", "/api/track/page-view"]),
+    query=_queries,
     body=_bodies,
     headers=_headers,
 )
