@@ -1,6 +1,8 @@
 # Trackside: one image for `trackside serve` and `trackside worker`.
 # Build stage: wheels for Trackside and its dependencies (some compile: asyncpg, uvloop, httptools).
 FROM python:3.11-slim AS build
+# Build tools only; their exact versions do not matter (they never reach the runtime image).
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -16,7 +18,7 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /data --create-home trackside
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER trackside
+USER 10001
 WORKDIR /data
 ENV TRACKSIDE_HOST=0.0.0.0 \
     TRACKSIDE_PORT=8080 \

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ from trackside.storage.writes import write_batch
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("TRACKSIDE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+GC_THRESHOLDS = gc.get_threshold()
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 log = pb.log
 
@@ -339,6 +341,7 @@ def drain(backend: str, variant: str, args: argparse.Namespace, tmp: Path, dbs: 
         events_per_s=round(total / (t_empty - ready)),
         events_per_s_incl_startup=round(total / (t_empty - t_spawn)),
         worker_cpu_s=round(cpu, 2),
+        load_avg_1m=os.getloadavg()[0],
         worker_cpu_us_per_event=round(cpu / total * 1e6, 1),
     )
     if profile is not None and profile.exists():
@@ -361,11 +364,21 @@ PROFILE_GROUPS = {
 }
 
 
-def summarize_profile(path: Path) -> dict[str, Any]:
+# Where rollup_day's time goes (inclusive).
+ROLLUP_GROUPS = {
+    "reading the day's events (day_events)": "day_events (",
+    "driver fetch (asyncpg/aiosqlite)": "fetch",
+    "deriving views (derive_day)": "derive_day (",
+    "aggregating (aggregate_day)": "aggregate_day (",
+    "writing daily rows (replace_day)": "replace_day (",
+}
+
+
+def summarize_profile(path: Path, groups_of: dict[str, str] = PROFILE_GROUPS) -> dict[str, Any]:
     """py-spy raw output (`frame;frame;... count` per line) -> inclusive shares of PROFILE_GROUPS and the top
     self-time frames."""
     total = 0
-    groups = dict.fromkeys(PROFILE_GROUPS, 0)
+    groups = dict.fromkeys(groups_of, 0)
     own: dict[str, int] = {}
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -373,7 +386,7 @@ def summarize_profile(path: Path) -> dict[str, Any]:
             continue
         n = int(count)
         total += n
-        for name, needle in PROFILE_GROUPS.items():
+        for name, needle in groups_of.items():
             if needle in stack:
                 groups[name] += n
         leaf = stack.rsplit(";", 1)[-1] or stack.rstrip(";").rsplit(";", 1)[-1]
@@ -421,14 +434,41 @@ def rollup_one_day(backend: str, args: argparse.Namespace, dbs: Databases) -> di
                     await conn.exec_driver_sql("ANALYZE events")
             _reset_peak_rss()
             rss0 = _rss_kb("VmRSS")
-            t0 = time.perf_counter()
-            result = await rollup_day(engine, day, 1800.0)
-            rollup_s = time.perf_counter() - t0
+            spy = profile = None
+            if args.profile_rollup:
+                profile = Path(args.out).parent / f"profile-rollup-{backend}.txt"
+                spy = subprocess.Popen([PY_SPY, "record", "--pid", str(os.getpid()), "--format", "raw", "--rate",
+                                        "100", "--nonblocking", "-o", str(profile)], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, preexec_fn=pb._die_with_parent)  # fmt: skip
+                await asyncio.sleep(1.0)  # py-spy attached
+            if args.rollup_gc == "off":
+                gc.disable()
+            elif args.rollup_gc == "freeze":
+                gc.collect()
+                gc.freeze()
+                gc.set_threshold(50_000, 20, 100)
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                result = await rollup_day(engine, day, 1800.0)
+            finally:
+                rollup_s = time.perf_counter() - t0
+                rollup_cpu_s = time.process_time() - c0
+                gc.enable()
+                gc.unfreeze()
+                gc.set_threshold(*GC_THRESHOLDS)
             peak = _rss_kb("VmHWM")
-            return {
-                "backend": backend, "day": day.isoformat(), "events": n, "rolled_events": result.events,
+            summary = {}
+            if spy is not None and profile is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+                if profile.exists():
+                    summary = {"profile": {"file": str(profile), **summarize_profile(profile, ROLLUP_GROUPS)}}
+            return {**summary,
+                "backend": backend, "gc": args.rollup_gc, "day": day.isoformat(), "events": n,
+                "rolled_events": result.events,
                 "insert_s": round(insert_s, 2), "insert_events_per_s": round(n / insert_s),
                 "rollup_s": round(rollup_s, 2), "rollup_s_per_million": round(rollup_s / n * 1e6, 2),
+                "rollup_cpu_s_this_process": round(rollup_cpu_s, 2), "load_avg_1m": os.getloadavg()[0],
                 "rollup_peak_rss_mb": round(peak / 1024), "rollup_rss_growth_mb": round((peak - rss0) / 1024),
             }  # fmt: skip
         finally:
@@ -571,23 +611,24 @@ def markdown(report: dict[str, Any]) -> str:
     lines: list[str] = []
     if report.get("drain"):
         lines += ["### Worker drain (pre-queued batches, one worker)", "",
-                  "| backend | worker | events | events/s | incl. start-up | worker CPU µs/event | stored |",
-                  "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
+                  "| backend | worker | events | events/s | incl. start-up | worker CPU µs/event | stored | load avg |",
+                  "|---|---|---:|---:|---:|---:|---|---:|"]  # fmt: skip
         for r in report["drain"]:
             lines.append(
                 f"| {r['backend']} | {r['worker']} | {r['events']:,} | {r.get('events_per_s', 'n/a'):,} | "
                 f"{r.get('events_per_s_incl_startup', 'n/a'):,} | {r.get('worker_cpu_us_per_event', 'n/a')} | "
-                f"{'exact' if r['stored'] == r['events'] else r['stored']} |"
+                f"{'exact' if r['stored'] == r['events'] else r['stored']} | {r.get('load_avg_1m', 0):.1f} |"
             )
         lines.append("")
     if report.get("rollup"):
         lines += ["### Rollup of one closed day", "",
-                  "| backend | raw events | insert events/s | rollup s | s per million | peak RSS MB |",
-                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+                  "| backend | GC | raw events | insert events/s | rollup s | s per million | CPU s (Python side) "
+                  "| peak RSS MB | load avg |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in report["rollup"]:
             lines.append(
-                f"| {r['backend']} | {r['events']:,} | {r['insert_events_per_s']:,} | {r['rollup_s']} | "
-                f"{r['rollup_s_per_million']} | {r['rollup_peak_rss_mb']} |"
+                f"| {r['backend']} | {r['gc']} | {r['events']:,} | {r['insert_events_per_s']:,} | {r['rollup_s']} | "
+                f"{r['rollup_s_per_million']} | {r['rollup_cpu_s_this_process']} | {r['rollup_peak_rss_mb']} | "
+                f"{r['load_avg_1m']:.1f} |"
             )
         lines.append("")
     if report.get("sidecar"):
@@ -612,6 +653,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-timeout", type=float, default=300)
     p.add_argument("--rollup-events", type=int, default=1_000_000)
     p.add_argument("--rollup-chunk", type=int, default=20_000)
+    p.add_argument("--rollup-gc", choices=("on", "off", "freeze"), default="on",
+                   help="rollup: Python's cyclic GC as is (on), disabled, or frozen with a higher threshold")
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--sidecar-workers", type=int, default=1)
@@ -619,6 +662,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sidecar-worker", default="default", help="worker variant for the sidecar run")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline.json"))
     p.add_argument("--keep-tmp", action="store_true")
+    p.add_argument("--profile-rollup", action="store_true",
+                   help="rollup: sample this process with py-spy during rollup_day; summary in the JSON")
     p.add_argument("--profile-worker", action="store_true",
                    help="drain: run each worker under py-spy; raw stacks next to --out, a summary in the JSON")
     p.add_argument("--run-worker", action="store_true", help=argparse.SUPPRESS)

@@ -3,24 +3,28 @@ through capture into the proxy."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.api_routes import TracksideApi
 from sidecar.beacon import BeaconApp
+from sidecar.dashboard_routes import Dashboard
 from sidecar.inject import SnippetInjector
+from sidecar.prometheus import CONTENT_TYPE, SidecarCollector, render
 from sidecar.proxy import ProxyApp
 from sidecar.snippet import SnippetFile
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
 from trackside.capture import CaptureMiddleware
 from trackside.page_token import PageTokens
 from trackside.pipeline import Pipeline
+from trackside.queue import RedisWriter
 from trackside.settings import Settings
 
 logger = logging.getLogger("trackside.sidecar")
@@ -49,9 +53,10 @@ class SidecarApp:
             routes=[
                 Route("/_trackside/health", self.health),
                 Route("/_trackside/ready", self.ready),
-                Route("/_trackside/metrics", self.metrics_json),
+                Route("/_trackside/metrics", self.metrics_endpoint),
                 *self.stats.routes(),
                 *TracksideApi(self.stats).routes(),
+                *Dashboard().routes(),
             ]
         )
 
@@ -99,10 +104,28 @@ class SidecarApp:
             status_code=200 if ready else 503,
         )
 
-    async def metrics_json(self, request: Request) -> JSONResponse:
-        counts = self.metrics.snapshot()
-        counts["events_buffered"] = len(self.pipeline.buffer)
-        counts["spooled_batches"] = self.pipeline.spool.pending
+    async def gauges(self) -> dict[str, float]:
+        values: dict[str, float] = {
+            "events_buffered": len(self.pipeline.buffer),
+            "spooled_batches": self.pipeline.spool.pending,
+        }
+        writer = self.pipeline.writer
+        if isinstance(writer, RedisWriter):
+            try:
+                values["queue_depth"] = await asyncio.wait_for(writer.queue_depth(), 1.0)
+            except Exception:  # Redis away: the gauge is missing, the scrape still answers
+                pass
+        return values
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """Prometheus' text format for a Prometheus scraper (it asks for text/plain or
+        OpenMetrics) or `?format=prometheus`; JSON for everyone else."""
+        accept = request.headers.get("accept", "")
+        gauges = await self.gauges()
+        if request.query_params.get("format") == "prometheus" or "openmetrics" in accept or "text/plain" in accept:
+            return Response(render(SidecarCollector(self.metrics, lambda: gauges)), media_type=CONTENT_TYPE)
+        counts: dict[str, float] = dict(self.metrics.snapshot())
+        counts.update(gauges)
         return JSONResponse(counts)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -128,6 +129,7 @@ class ProxyApp:
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.session is not None
+        self.metrics.inc("requests")
         method = scope["method"]
         url, headers, _, refusal = self.upstream_request(scope)
         if refusal is not None:
@@ -139,10 +141,12 @@ class ProxyApp:
         body_error: list[_BodyError] = []
         data = self._body(receive, body_error) if has_body or chunked else None
         started = False
+        t0 = time.perf_counter()
         try:
             async with self.session.request(
                 method, URL(url, encoded=True), headers=headers, data=data, allow_redirects=False, compress=None
             ) as resp:
+                self.metrics.observe_upstream(time.perf_counter() - t0)
                 await send(
                     {
                         "type": "http.response.start",

@@ -379,7 +379,7 @@ _FUZZ_APP = BeaconApp(_FUZZ_SETTINGS, _CAPTURER, PageTokens(_Salts(), "default",
 async def _call(method: str, path: str, query: bytes, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
     scope = {
         "type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
-        "headers": headers, "client": ("203.0.113.9", 5000), "scheme": "http", "http_version": "1.1",
+        "headers": [(b"user-agent", FIREFOX.encode()), *headers], "client": ("203.0.113.9", 5000),
     }
     chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)] or [b""]
     messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
@@ -420,14 +420,42 @@ _item = st.one_of(st.from_regex(r"(artwork|blog_post|gallery):[A-Za-z0-9._~%-]{1
 _items = st.one_of(st.lists(_item, max_size=6), st.lists(_item, max_size=6).map(",".join), _json)
 _beaconish = st.fixed_dictionaries(
     {"t": st.sampled_from(["pageview", "impression", "widget"])},
-    optional={"p": _path, "r": st.one_of(_text, _json), "i": _items, "v": st.sampled_from(["listing", "search"]) | _json,
-              "k": st.text(max_size=70)},
+    optional={
+        "p": _path,
+        "r": st.one_of(_text, _json),
+        "i": _items,
+        "v": st.sampled_from(["listing", "search"]) | _json,
+        "k": st.text(max_size=70),
+    },
+)
+_good = st.fixed_dictionaries(
+    {
+        "t": st.sampled_from(["pageview", "impression", "widget"]),
+        "p": st.from_regex(r"/([a-z0-9_%.~-]{1,12}/?){0,4}(\?[a-z_=&]{0,20})?", fullmatch=True),
+    },
+    optional={
+        "r": st.sampled_from(["", "https://www.Reddit.com/r/x", "not a url", "http://[::1", "https://a.example:8080/"]),
+        "i": st.lists(st.from_regex(r"(artwork|blog_post|gallery):[A-Za-z0-9._~%-]{1,12}", fullmatch=True),
+                      min_size=1, max_size=5),
+        "v": st.sampled_from(["listing", "search"]),
+        "k": st.text(max_size=70),
+    },
 )
 _page_viewish = st.fixed_dictionaries({"path": _path}, optional={"referrer": _text, "token": _json})
-_bodies = st.one_of(_beaconish.map(orjson.dumps), _page_viewish.map(orjson.dumps), _fields.map(orjson.dumps),
-                    _json.map(orjson.dumps), st.binary(max_size=300), st.just(b"{" * 2000), st.just(b"[" * 5000))
+_bodies = st.one_of(
+    _good.map(orjson.dumps),
+    _good.map(orjson.dumps),
+    _beaconish.map(orjson.dumps),
+    _page_viewish.map(orjson.dumps),
+    _fields.map(orjson.dumps),
+    _json.map(orjson.dumps),
+    st.binary(max_size=300),
+    st.just(b"{" * 2000),
+    st.just(b"[" * 5000),
+)
 _queries = st.one_of(
-    _beaconish.map(lambda f: urlencode({k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in f.items()})),
+    _good.map(lambda f: urlencode({k: ",".join(v) if isinstance(v, list) else v for k, v in f.items()})),
+    _beaconish.map(lambda f: urlencode({k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in f.items()})),
     _fields.map(lambda f: "&".join(f"{k}={v}" for k, v in f.items())),
     st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
 ).map(lambda q: q.encode("latin-1", "replace"))

@@ -1,0 +1,898 @@
+// Trackside's built-in dashboard: plain JavaScript, no library, no build step.
+// Every figure comes from /_trackside/api/v1/ with the moderator's token (kept in sessionStorage).
+// Every string from the API reaches the page through textContent or an attribute, never as HTML:
+// page labels and referrers are whatever visitors sent.
+'use strict';
+
+(() => {
+  const API = 'api/v1/'; // relative to /_trackside/
+  const TOKEN_KEY = 'trackside.token';
+  const MODE_KEY = 'trackside.mode';
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  const KINDS = { artwork: 'Artwork', blog_post: 'Blog post' };
+  const KINDS_PLURAL = { artwork: 'Popular artworks', blog_post: 'Popular blog posts' };
+  const REALTIME_EVERY_MS = 30000;
+  const UNIQUE_NOTE = 'unique visitors = signed-in users merged + anonymous visitor-days';
+
+  const state = {
+    token: sessionStorage.getItem(TOKEN_KEY) || '',
+    mode: sessionStorage.getItem(MODE_KEY) === 'auth' ? 'auth' : 'all',
+    page: null, // {view: 'overview'} or {view: 'item', kind, id}
+    data: null, // what the current page loaded
+    seq: 0,
+    timer: null,
+  };
+
+  // ------------------------------------------------------------------------------------------ DOM helpers
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    setAttrs(el, attrs);
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  function svg(tag, attrs, parent) {
+    const el = document.createElementNS(SVG_NS, tag);
+    setAttrs(el, attrs);
+    if (parent) parent.append(el);
+    return el;
+  }
+
+  function setAttrs(el, attrs) {
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === 'text') el.textContent = String(value);
+      else if (key === 'class') el.setAttribute('class', value);
+      else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+      else el.setAttribute(key, value === true ? '' : String(value));
+    }
+  }
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+
+  // ------------------------------------------------------------------------------------------ formatting
+
+  const numberFormat = new Intl.NumberFormat('en');
+  const compactFormat = new Intl.NumberFormat('en', { notation: 'compact', maximumFractionDigits: 1 });
+  const dayFormat = new Intl.DateTimeFormat('en', { month: 'short', day: 'numeric', timeZone: 'UTC' });
+  const longDayFormat = new Intl.DateTimeFormat('en', {
+    weekday: 'short', month: 'short', day: 'numeric', year: 'numeric', timeZone: 'UTC',
+  });
+  const timeFormat = new Intl.DateTimeFormat('en-GB', { hour: '2-digit', minute: '2-digit', timeZone: 'UTC' });
+  const stampFormat = new Intl.DateTimeFormat('en', {
+    month: 'short', day: 'numeric', year: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+    timeZone: 'UTC',
+  });
+  let regionNames = null;
+  try {
+    regionNames = new Intl.DisplayNames(['en'], { type: 'region' });
+  } catch (e) {
+    regionNames = null;
+  }
+
+  const num = (n) => numberFormat.format(Number(n) || 0);
+  const compact = (n) => compactFormat.format(Number(n) || 0);
+  const plural = (n, one, many) => `${num(n)} ${Number(n) === 1 ? one : many}`;
+  const dayOf = (iso) => new Date(`${iso}T00:00:00Z`);
+  const shortDay = (iso) => dayFormat.format(dayOf(iso));
+  const longDay = (iso) => longDayFormat.format(dayOf(iso));
+  const hourOf = (iso) => timeFormat.format(new Date(iso));
+  const hourRange = (iso) => {
+    const start = new Date(iso);
+    return `${timeFormat.format(start)}–${timeFormat.format(new Date(start.getTime() + 3600e3))} UTC`;
+  };
+  const stamp = (iso) => (iso ? `${stampFormat.format(new Date(iso))} UTC` : '—');
+  const share = (n, total) => {
+    if (!total) return '';
+    const p = (100 * n) / total;
+    return p >= 10 || p === 0 ? `${Math.round(p)}%` : `${p.toFixed(1)}%`;
+  };
+
+  function countryName(code) {
+    if (!/^[A-Z]{2}$/.test(code) || !regionNames) return code;
+    try {
+      const name = regionNames.of(code);
+      return name && name !== code ? name : code;
+    } catch (e) {
+      return code;
+    }
+  }
+
+  const capital = (s) => (s ? s.charAt(0).toUpperCase() + s.slice(1) : s);
+  const ERROR_NAMES = {
+    upstream_5xx: 'Upstream 5xx',
+    upstream_unreachable: 'Upstream unreachable (502)',
+    upstream_timeout: 'Upstream timeout (504)',
+    not_found: 'Not found (404)',
+  };
+  const VIEW_TYPES = { view: 'Page view', listing: 'Feed / listing', search: 'Search result', widget: 'Widget' };
+
+  // ------------------------------------------------------------------------------------------ API
+
+  class AuthError extends Error {
+    constructor(status, detail) {
+      super(detail || `HTTP ${status}`);
+      this.status = status;
+      this.detail = detail;
+    }
+  }
+
+  async function api(path, { missingOk = false } = {}) {
+    const response = await fetch(API + path, {
+      headers: { Authorization: `Bearer ${state.token}`, Accept: 'application/json' },
+      cache: 'no-store',
+      credentials: 'omit',
+    });
+    if (response.status === 401 || response.status === 403) {
+      let detail = '';
+      try {
+        detail = String((await response.json()).detail || '');
+      } catch (e) {
+        detail = '';
+      }
+      throw new AuthError(response.status, detail);
+    }
+    if (missingOk && (response.status === 404 || response.status === 400)) return null;
+    if (!response.ok) throw new Error(`${path.split('?')[0]} answered HTTP ${response.status}`);
+    return response.json();
+  }
+
+  // Each figure in the chosen mode: its `_authenticated` twin when signed-in is on and a twin exists.
+  function pick(data, name) {
+    if (!data) return undefined;
+    if (state.mode === 'auth' && Object.prototype.hasOwnProperty.call(data, `${name}_authenticated`)) {
+      return data[`${name}_authenticated`];
+    }
+    return data[name];
+  }
+  const hasTwin = (data, name) => Boolean(data) && Object.prototype.hasOwnProperty.call(data, `${name}_authenticated`);
+
+  // ------------------------------------------------------------------------------------------ charts
+
+  // Charts are drawn at their container's pixel width (crisp text at any size) and redrawn on resize.
+  const drawers = new Map();
+  const resizer = new ResizeObserver((entries) => {
+    for (const entry of entries) {
+      const draw = drawers.get(entry.target);
+      const width = Math.round(entry.contentRect.width);
+      if (draw && width > 0 && width !== draw.width) {
+        draw.width = width;
+        draw(width);
+      }
+    }
+  });
+
+  function mount(wrap, draw) {
+    drawers.set(wrap, draw);
+    resizer.observe(wrap);
+  }
+
+  function unmountAll() {
+    for (const el of drawers.keys()) resizer.unobserve(el);
+    drawers.clear();
+  }
+
+  function niceScale(max, count = 4) {
+    const top = Math.max(1, max);
+    const raw = top / count;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const norm = raw / mag;
+    let step = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * mag;
+    step = Math.max(1, Math.ceil(step));
+    const end = Math.ceil(top / step) * step;
+    const ticks = [];
+    for (let t = 0; t <= end; t += step) ticks.push(t);
+    return { end, ticks };
+  }
+
+  function emptyState(text, sub) {
+    return h('div', { class: 'empty', 'data-empty': '1' },
+      h('div', { class: 'empty-mark', 'aria-hidden': 'true' }),
+      h('p', { class: 'empty-title', text: text || 'No data yet' }),
+      sub ? h('p', { class: 'empty-sub', text: sub }) : null);
+  }
+
+  function tooltip(wrap) {
+    const tip = h('div', { class: 'tip', role: 'status', hidden: true });
+    wrap.append(tip);
+    return {
+      show(x, y, title, rows) {
+        tip.replaceChildren(h('div', { class: 'tip-title', text: title }));
+        for (const [label, value, cls] of rows) {
+          tip.append(h('div', { class: 'tip-row' },
+            h('span', { class: `swatch ${cls || ''}` }), h('span', { class: 'tip-label', text: label }),
+            h('span', { class: 'tip-value', text: value })));
+        }
+        tip.hidden = false;
+        const width = wrap.clientWidth;
+        const tw = tip.offsetWidth;
+        let left = x + 14;
+        if (left + tw > width - 4) left = Math.max(4, x - tw - 14);
+        tip.style.left = `${left}px`;
+        tip.style.top = `${Math.max(0, y - 10)}px`;
+      },
+      hide() {
+        tip.hidden = true;
+      },
+    };
+  }
+
+  function xLabelEvery(count, innerWidth, minGap) {
+    return Math.max(1, Math.ceil(count / Math.max(1, Math.floor(innerWidth / minGap))));
+  }
+
+  // A line chart over days: `points` [{key, values: {series: n}}], `series` [{id, name, cls, area, dots}].
+  function lineChart({ name, points, series, label, height = 260, emptyText, emptySub }) {
+    const wrap = h('div', { class: 'chart', 'data-chart': name });
+    const total = points.reduce((sum, p) => sum + series.reduce((s, se) => s + (p.values[se.id] || 0), 0), 0);
+    if (!total) {
+      wrap.append(emptyState(emptyText, emptySub));
+      return wrap;
+    }
+    const holder = h('div', { class: 'svg-holder' });
+    wrap.append(holder);
+    const tip = tooltip(wrap);
+    const chartId = `c${Math.random().toString(36).slice(2, 8)}`;
+
+    mount(wrap, (width) => {
+      const H = width < 520 ? Math.round(height * 0.8) : height;
+      const max = Math.max(...points.flatMap((p) => series.map((se) => p.values[se.id] || 0)));
+      const scale = niceScale(max);
+      const m = { l: 12 + 7 * compact(scale.end).length, r: 14, t: 14, b: 30 };
+      const iw = width - m.l - m.r;
+      const ih = H - m.t - m.b;
+      const n = points.length;
+      const x = (i) => m.l + (n === 1 ? iw / 2 : (i * iw) / (n - 1));
+      const y = (v) => m.t + ih - (v / scale.end) * ih;
+      const root = svg('svg', {
+        width, height: H, viewBox: `0 0 ${width} ${H}`, role: 'img', 'aria-label': label, class: 'chart-svg',
+      });
+      const defs = svg('defs', {}, root);
+      for (const se of series.filter((s) => s.area)) {
+        const grad = svg('linearGradient', { id: `${chartId}-${se.id}`, x1: 0, y1: 0, x2: 0, y2: 1 }, defs);
+        svg('stop', { offset: '0%', class: `stop-top ${se.cls}` }, grad);
+        svg('stop', { offset: '100%', class: `stop-bottom ${se.cls}` }, grad);
+      }
+      const grid = svg('g', { class: 'grid' }, root);
+      for (const t of scale.ticks) {
+        svg('line', { x1: m.l, x2: width - m.r, y1: y(t), y2: y(t), class: t === 0 ? 'baseline' : 'gridline' }, grid);
+        svg('text', { x: m.l - 8, y: y(t) + 4, 'text-anchor': 'end', class: 'tick', text: compact(t) }, grid);
+      }
+      const every = xLabelEvery(n, iw, 64);
+      for (let i = n - 1; i >= 0; i -= every) {
+        const anchor = i === n - 1 ? 'end' : i === 0 ? 'start' : 'middle';
+        svg('text', { x: x(i), y: H - 9, 'text-anchor': anchor, class: 'tick', text: shortDay(points[i].key) }, grid);
+      }
+      const guide = svg('line', { x1: 0, x2: 0, y1: m.t, y2: m.t + ih, class: 'guide', visibility: 'hidden' }, root);
+      const dots = [];
+      for (const se of series) {
+        const g = svg('g', { class: `series ${se.cls}`, 'data-series': se.id }, root);
+        const coords = points.map((p, i) => [x(i), y(p.values[se.id] || 0)]);
+        const line = coords.map(([px, py], i) => `${i ? 'L' : 'M'}${px.toFixed(1)},${py.toFixed(1)}`).join('');
+        if (se.area) {
+          const area = `${line}L${x(n - 1).toFixed(1)},${y(0)}L${x(0).toFixed(1)},${y(0)}Z`;
+          svg('path', { d: area, class: 'area', fill: `url(#${chartId}-${se.id})` }, g);
+        }
+        svg('path', { d: line, class: se.dashed ? 'line dashed' : 'line' }, g);
+        dots.push(coords.map(([px, py], i) => svg('circle', {
+          cx: px, cy: py, r: se.dots ? 2.6 : 3, class: se.dots ? 'pt' : 'pt pt-quiet',
+          'data-key': points[i].key, 'data-value': points[i].values[se.id] || 0,
+        }, g)));
+      }
+      const overlay = svg('rect', { x: m.l - 6, y: 0, width: iw + 12, height: H, class: 'overlay' }, root);
+      let active = -1;
+      const focus = (i) => {
+        if (i === active) return;
+        if (active >= 0) dots.forEach((list) => list[active].classList.remove('on'));
+        active = i;
+        if (i < 0) {
+          guide.setAttribute('visibility', 'hidden');
+          tip.hide();
+          return;
+        }
+        dots.forEach((list) => list[i].classList.add('on'));
+        guide.setAttribute('x1', x(i));
+        guide.setAttribute('x2', x(i));
+        guide.setAttribute('visibility', 'visible');
+        const top = Math.min(...series.map((se) => y(points[i].values[se.id] || 0)));
+        tip.show(x(i), top, longDay(points[i].key),
+          series.map((se) => [se.name, num(points[i].values[se.id] || 0), se.cls]));
+      };
+      const move = (event) => {
+        const box = root.getBoundingClientRect();
+        const px = event.clientX - box.left;
+        const i = n === 1 ? 0 : Math.round(((px - m.l) / iw) * (n - 1));
+        focus(Math.max(0, Math.min(n - 1, i)));
+      };
+      overlay.addEventListener('pointermove', move);
+      overlay.addEventListener('pointerdown', move);
+      overlay.addEventListener('pointerleave', () => focus(-1));
+      active = -1;
+      holder.replaceChildren(root);
+    });
+    return wrap;
+  }
+
+  // A bar chart: `points` [{key, value, title, detail}], x labels from `tickLabel(point, i)` (null: none).
+  function barChart({ name, points, label, height = 220, tickLabel, minGap = 44, valueName, emptyText, emptySub,
+    cls = 'c1', extra }) {
+    const wrap = h('div', { class: 'chart', 'data-chart': name });
+    if (!points.some((p) => p.value)) {
+      wrap.append(emptyState(emptyText, emptySub));
+      return wrap;
+    }
+    const holder = h('div', { class: 'svg-holder' });
+    wrap.append(holder);
+    const tip = tooltip(wrap);
+    mount(wrap, (width) => {
+      const H = width < 520 ? Math.round(height * 0.85) : height;
+      const max = Math.max(...points.map((p) => p.value));
+      const scale = niceScale(max);
+      const m = { l: 12 + 7 * compact(scale.end).length, r: 10, t: 14, b: 30 };
+      const iw = width - m.l - m.r;
+      const ih = H - m.t - m.b;
+      const n = points.length;
+      const step = iw / n;
+      const bw = Math.max(2, Math.min(28, step * 0.66));
+      const y = (v) => m.t + ih - (v / scale.end) * ih;
+      const root = svg('svg', {
+        width, height: H, viewBox: `0 0 ${width} ${H}`, role: 'img', 'aria-label': label, class: 'chart-svg',
+      });
+      const grid = svg('g', { class: 'grid' }, root);
+      for (const t of scale.ticks) {
+        svg('line', { x1: m.l, x2: width - m.r, y1: y(t), y2: y(t), class: t === 0 ? 'baseline' : 'gridline' }, grid);
+        svg('text', { x: m.l - 8, y: y(t) + 4, 'text-anchor': 'end', class: 'tick', text: compact(t) }, grid);
+      }
+      const every = xLabelEvery(n, iw, minGap);
+      for (let i = n - 1; i >= 0; i -= every) {
+        const text = tickLabel ? tickLabel(points[i], i) : null;
+        if (text) svg('text', { x: m.l + step * (i + 0.5), y: H - 9, 'text-anchor': 'middle', class: 'tick', text }, grid);
+      }
+      const g = svg('g', { class: `series ${cls}`, 'data-series': 'value' }, root);
+      const bars = points.map((p, i) => {
+        const bh = p.value ? Math.max(2, y(0) - y(p.value)) : 0;
+        return svg('rect', {
+          x: (m.l + step * i + (step - bw) / 2).toFixed(1), y: (y(0) - bh).toFixed(1), width: bw.toFixed(1),
+          height: bh.toFixed(1), rx: Math.min(3, bw / 3), class: 'bar', 'data-key': p.key, 'data-value': p.value,
+        }, g);
+      });
+      const hits = svg('g', { class: 'hits' }, root);
+      points.forEach((p, i) => {
+        const slot = svg('rect', { x: m.l + step * i, y: m.t, width: step, height: ih + 4, class: 'overlay' }, hits);
+        const show = () => {
+          bars.forEach((b, j) => b.classList.toggle('dim', j !== i));
+          const rows = [[valueName, num(p.value), cls]];
+          if (extra) rows.push(...extra(p));
+          tip.show(m.l + step * (i + 0.5), y(p.value), p.title, rows);
+        };
+        slot.addEventListener('pointerenter', show);
+        slot.addEventListener('pointerdown', show);
+      });
+      hits.addEventListener('pointerleave', () => {
+        bars.forEach((b) => b.classList.remove('dim'));
+        tip.hide();
+      });
+      holder.replaceChildren(root);
+    });
+    return wrap;
+  }
+
+  // A tiny trend line for a KPI card: no axes, drawn in a 100x28 box stretched to the card.
+  function sparkline(values, cls) {
+    if (!values || !values.some((v) => v)) return h('div', { class: 'spark spark-empty' });
+    const max = Math.max(...values);
+    const n = values.length;
+    const pts = values.map((v, i) => `${((i / Math.max(1, n - 1)) * 100).toFixed(2)},${(26 - (v / max) * 24).toFixed(2)}`);
+    const root = svg('svg', { viewBox: '0 0 100 28', preserveAspectRatio: 'none', class: `spark ${cls || 'c1'}`,
+      'aria-hidden': 'true' });
+    svg('path', { d: `M${pts.join('L')}L100,28L0,28Z`, class: 'spark-area' }, root);
+    svg('path', { d: `M${pts.join('L')}`, class: 'spark-line' }, root);
+    return root;
+  }
+
+  // ------------------------------------------------------------------------------------------ panels
+
+  // A horizontal bar list of a {key: count} map, largest first.
+  function barList({ name, data, limit = 8, label = (k) => k, mono = false, emptyText = 'No data yet', tone }) {
+    const entries = Object.entries(data || {})
+      .map(([k, v]) => [k, Number(v) || 0])
+      .filter(([, v]) => v > 0)
+      .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    if (!entries.length) {
+      return h('div', { class: 'list-empty', 'data-list': name, 'data-empty': '1' }, h('span', { text: emptyText }));
+    }
+    const total = entries.reduce((s, [, v]) => s + v, 0);
+    const max = entries[0][1];
+    const list = h('ol', { class: `bars ${tone || ''}`, 'data-list': name });
+    entries.forEach(([key, value], i) => {
+      const fill = h('span', { class: 'fill', 'aria-hidden': 'true' });
+      fill.style.width = `${Math.max(1.5, (100 * value) / max)}%`;
+      const shown = label(key);
+      const row = h('li', { class: i >= limit ? 'bar-row more' : 'bar-row', 'data-key': key, 'data-value': value,
+        title: `${shown}: ${num(value)} (${share(value, total)})` },
+      fill,
+      h('span', { class: mono ? 'bar-label mono' : 'bar-label' }, shown),
+      h('span', { class: 'bar-share', text: share(value, total) }),
+      h('span', { class: 'bar-value', text: num(value) }));
+      list.append(row);
+    });
+    if (entries.length <= limit) return list;
+    const more = h('button', { type: 'button', class: 'link-button', text: `Show all ${entries.length}` });
+    more.addEventListener('click', () => {
+      const open = list.classList.toggle('open');
+      more.textContent = open ? 'Show fewer' : `Show all ${entries.length}`;
+    });
+    return h('div', {}, list, more);
+  }
+
+  function countryLabel(code) {
+    const name = countryName(code);
+    if (name === code) return h('span', { text: code });
+    return h('span', {}, h('span', { class: 'code', text: code }), name);
+  }
+
+  function card({ title, sub, note, cls, body, action, name }) {
+    return h('section', { class: `card ${cls || ''}`, 'data-panel': name },
+      h('header', { class: 'card-head' },
+        h('div', {}, h('h2', { text: title }), sub ? h('p', { class: 'card-sub', text: sub }) : null),
+        action || null),
+      body,
+      note ? h('p', { class: 'card-note', text: note }) : null);
+  }
+
+  function help(text) {
+    if (!text) return null;
+    return h('span', { class: 'help', tabindex: '0', role: 'note', 'aria-label': text },
+      h('span', { class: 'help-mark', text: '?', 'aria-hidden': 'true' }),
+      h('span', { class: 'help-tip', text }));
+  }
+
+  // A KPI card. `split` false: the figure has no signed-in twin (it stays the all-visitors figure).
+  function kpi({ name, title, value, note, definition, spark, sparkCls, split = true, live = false }) {
+    const notSplit = state.mode === 'auth' && !split;
+    return h('div', { class: `kpi${notSplit ? ' not-split' : ''}${live ? ' live' : ''}`, 'data-kpi': name },
+      h('div', { class: 'kpi-head' },
+        live ? h('span', { class: 'pulse', 'aria-hidden': 'true' }) : null,
+        h('span', { class: 'kpi-title', text: title }), help(definition),
+        notSplit ? h('span', { class: 'tag', text: 'all visitors' }) : null),
+      h('div', { class: 'kpi-value', text: value }),
+      h('div', { class: 'kpi-note', text: note || '' }),
+      spark ? sparkline(spark, sparkCls) : null);
+  }
+
+  const counts = (series, field = 'count') => (series || []).map((p) => Number(p[field]) || 0);
+
+  function modeBanner() {
+    if (state.mode !== 'auth') return null;
+    return h('div', { class: 'banner' },
+      h('strong', { text: 'Signed-in visitors only. ' }),
+      'Every figure with a signed-in twin shows it; figures marked “all visitors” have none.');
+  }
+
+  // ------------------------------------------------------------------------------------------ pages
+
+  function renderOverview(data) {
+    const { site, realtime, popular } = data;
+    const defs = site.definitions || {};
+    const auth = state.mode === 'auth';
+    const who = auth ? 'signed-in visitors' : 'all visitors';
+    const daily = pick(site, 'daily_views') || [];
+    const dailyVisitors = pick(site, 'daily_unique_visitors') || [];
+    const visitorsByDay = new Map(dailyVisitors.map((p) => [p.date, p.count]));
+    const hourly = pick(site, 'hourly_views') || [];
+    const hourlyVisitors = new Map((pick(site, 'hourly_unique_visitors') || []).map((p) => [p.hour, p.count]));
+
+    const kpis = h('section', { class: 'kpis', 'aria-label': 'Key figures, last 30 days' },
+      kpi({ name: 'page_views', title: 'Page views', value: num(pick(site, 'total_page_views_30d')),
+        note: `30 days · ${who}`, definition: defs.page_views, spark: counts(daily) }),
+      kpi({ name: 'unique_visitors', title: 'Unique visitors', value: num(pick(site, 'unique_visitors_30d')),
+        note: auth ? 'signed-in users, merged' : 'users merged + visitor-days',
+        definition: `${defs.unique_visitors || ''}. ${UNIQUE_NOTE}.`, spark: counts(dailyVisitors), sparkCls: 'c2' }),
+      kpi({ name: 'signups', title: 'Signups', value: num(site.new_signups_30d), note: '30 days',
+        definition: 'accounts created: the signup routes answered 2xx', spark: counts(site.daily_signups),
+        sparkCls: 'c3', split: false }),
+      kpi({ name: 'uploads', title: 'Uploads', value: num(site.new_posts_30d), note: '30 days',
+        definition: 'posts created: the upload routes answered 2xx', spark: counts(site.daily_posts),
+        sparkCls: 'c3', split: false }),
+      kpi({ name: 'api_calls', title: 'API calls', value: num(site.total_api_calls_30d), note: '30 days',
+        definition: defs.api_calls, spark: counts(site.daily_api_calls), sparkCls: 'c4', split: false }),
+      kpi({ name: 'errors', title: 'Errors', value: num(site.total_errors_30d), note: '30 days',
+        definition: defs.errors, spark: counts(site.daily_errors), sparkCls: 'c5', split: false }),
+      kpi({ name: 'realtime', title: 'Visitors now', value: realtime ? num(realtime.visitors) : '—',
+        note: realtime ? `${plural(realtime.page_views, 'page view', 'page views')} · last 5 min` : 'unavailable',
+        definition: realtime && realtime.definition, split: false, live: true }));
+
+    const dailyChart = lineChart({
+      name: 'daily',
+      label: `Page views and unique visitors per day, last 30 days, ${who}`,
+      points: daily.map((p) => ({ key: p.date, values: { views: p.count, visitors: visitorsByDay.get(p.date) || 0 } })),
+      series: [
+        { id: 'views', name: 'Page views', cls: 'c1', area: true, dots: true },
+        { id: 'visitors', name: 'Unique visitors', cls: 'c2' },
+      ],
+      emptyText: 'No page views yet',
+      emptySub: auth ? 'No signed-in visitor in the last 30 days.' : 'Figures appear here as visitors arrive.',
+    });
+    const hourlyChart = barChart({
+      name: 'hourly',
+      label: `Page views per hour, last 24 hours (UTC), ${who}`,
+      points: hourly.map((p) => ({ key: p.hour, value: p.count, title: hourRange(p.hour) })),
+      tickLabel: (p) => hourOf(p.key),
+      valueName: 'Page views',
+      extra: (p) => [['Unique visitors', num(hourlyVisitors.get(p.key) || 0), 'c2']],
+      emptyText: 'No page views in the last 24 hours',
+    });
+    const legend = h('div', { class: 'legend' },
+      h('span', {}, h('span', { class: 'swatch c1' }), 'Page views'),
+      h('span', {}, h('span', { class: 'swatch c2 line' }), 'Unique visitors'));
+
+    const popularPanels = Object.keys(KINDS).filter((kind) => popular[kind]).map((kind) => card({
+      name: `popular-${kind}`,
+      title: KINDS_PLURAL[kind],
+      sub: auth ? 'last 30 days · all visitors (no signed-in split)' : 'last 30 days',
+      body: popularTable(kind, popular[kind].items || []),
+    }));
+
+    const bots = site.bot_traffic || { total_30d: 0, by_bot: {}, daily: [] };
+    const botPanel = h('section', { class: 'bots', 'data-panel': 'bots', 'aria-label': 'Bot traffic' },
+      h('header', { class: 'bots-head' },
+        h('div', {},
+          h('h2', {}, 'Bot traffic ', h('span', { class: 'tag tag-bot', text: 'excluded from every other figure' })),
+          h('p', { class: 'card-sub', text: `${capital(defs.bot_traffic || 'requests from bots')}. Crawlers, monitors and scrapers never count as page views, visitors, errors or API calls above.` })),
+        h('div', { class: 'bots-total' },
+          h('span', { class: 'kpi-value', 'data-bots-total': '1', text: num(bots.total_30d) }),
+          h('span', { class: 'kpi-note', text: 'bot requests · 30 days' }))),
+      h('div', { class: 'bots-body' },
+        barChart({
+          name: 'bots', cls: 'c6', valueName: 'Bot requests', height: 150, minGap: 64,
+          label: 'Bot requests per day, last 30 days',
+          points: (bots.daily || []).map((p) => ({ key: p.date, value: p.count, title: longDay(p.date) })),
+          tickLabel: (p) => shortDay(p.key),
+          emptyText: 'No bot traffic yet',
+        }),
+        barList({ name: 'bots', data: bots.by_bot, limit: 8, tone: 'tone-bot', emptyText: 'No bots seen yet' })));
+
+    return h('div', { class: 'page' },
+      modeBanner(),
+      kpis,
+      h('div', { class: 'grid charts' },
+        card({ name: 'daily', cls: 'wide', title: 'Views, last 30 days', sub: `per UTC day · ${who}`,
+          action: legend, body: dailyChart, note: UNIQUE_NOTE }),
+        card({ name: 'hourly', title: 'Last 24 hours', sub: `page views per hour (UTC) · ${who}`, body: hourlyChart })),
+      h('div', { class: 'grid three' },
+        card({ name: 'pages', title: 'Top pages', sub: 'page views by route', body:
+          barList({ name: 'pages', data: pick(site, 'views_by_page'), limit: 10, mono: true }) }),
+        card({ name: 'countries', title: 'Countries', sub: 'page views', body:
+          barList({ name: 'countries', data: pick(site, 'views_by_country'), label: countryLabel }) }),
+        card({ name: 'referrers', title: 'Referrers', sub: 'page views arriving from another site', body:
+          barList({ name: 'referrers', data: pick(site, 'top_referrers'), mono: true,
+            emptyText: 'No referrers yet' }) })),
+      h('div', { class: 'grid three' },
+        card({ name: 'devices', title: 'Devices', sub: 'page views', body:
+          barList({ name: 'devices', data: pick(site, 'views_by_device'), label: capital }) }),
+        card({ name: 'browsers', title: 'Browsers', sub: 'page views', body:
+          barList({ name: 'browsers', data: pick(site, 'views_by_browser') }) }),
+        card({ name: 'errors', title: 'Errors by type', sub: auth ? '30 days · all visitors (no signed-in split)'
+          : '30 days', note: defs.errors ? capital(defs.errors) : null, body:
+          barList({ name: 'errors', data: site.errors_by_type, label: (k) => ERROR_NAMES[k] || k, tone: 'tone-error',
+            emptyText: 'No errors' }) })),
+      popularPanels.length ? h('div', { class: 'grid two' }, popularPanels) : null,
+      botPanel,
+      definitions(defs, { unique_visitors: UNIQUE_NOTE, ...(realtime ? { realtime: realtime.definition } : {}) }));
+  }
+
+  function popularTable(kind, items) {
+    if (!items.length) {
+      return h('div', { class: 'list-empty', 'data-list': `popular-${kind}`, 'data-empty': '1' },
+        h('span', { text: 'No views yet' }));
+    }
+    const max = Math.max(...items.map((i) => i.views));
+    const body = h('tbody', {});
+    items.forEach((item, i) => {
+      const href = `#/item/${encodeURIComponent(kind)}/${encodeURIComponent(item.id)}`;
+      const fill = h('span', { class: 'fill', 'aria-hidden': 'true' });
+      fill.style.width = `${Math.max(2, (100 * item.views) / max)}%`;
+      body.append(h('tr', { 'data-key': item.id, 'data-value': item.views },
+        h('td', { class: 'rank', text: i + 1 }),
+        h('td', { class: 'item-cell' }, fill, h('a', { href, class: 'mono', text: item.id })),
+        h('td', { class: 'num', text: num(item.views) }),
+        h('td', { class: 'num muted', text: num(item.unique_viewers) }),
+        h('td', { class: 'num muted', text: num(item.impressions) })));
+    });
+    return h('table', { class: 'popular', 'data-list': `popular-${kind}` },
+      h('thead', {}, h('tr', {},
+        h('th', { class: 'rank', text: '#' }), h('th', { text: KINDS[kind] }), h('th', { class: 'num', text: 'Views' }),
+        h('th', { class: 'num', text: 'Unique' }), h('th', { class: 'num', text: 'Impr.' }))),
+      body);
+  }
+
+  function definitions(defs, extra) {
+    const all = { ...defs, ...extra };
+    const names = Object.keys(all).filter((k) => all[k]);
+    if (!names.length) return null;
+    const list = h('dl', { class: 'defs' });
+    for (const name of names) {
+      list.append(h('dt', { text: capital(name.replace(/_/g, ' ')) }), h('dd', { text: capital(String(all[name])) }));
+    }
+    return h('details', { class: 'definitions', 'data-panel': 'definitions' },
+      h('summary', { text: 'What the figures mean' }), list);
+  }
+
+  function renderItem({ kind, id, item }) {
+    const kindName = KINDS[kind] || kind;
+    const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' },
+      h('a', { href: '#/', text: 'Overview' }), h('span', { class: 'sep', text: '/' }),
+      h('span', { text: KINDS_PLURAL[kind] ? `${kindName}s` : kindName }), h('span', { class: 'sep', text: '/' }),
+      h('span', { class: 'mono', text: id }));
+    if (!item) {
+      return h('div', { class: 'page', 'data-item': `${kind}/${id}` }, crumbs,
+        h('h1', { class: 'item-title' }, `${kindName} `, h('span', { class: 'mono', text: id })),
+        h('section', { class: 'card' }, emptyState('No data yet',
+          `No views or impressions of this ${kindName.toLowerCase()} in the last 30 days.`)));
+    }
+    const defs = item.definitions || {};
+    const auth = state.mode === 'auth';
+    const who = auth ? 'signed-in viewers' : 'all viewers';
+    const daily = pick(item, 'daily_views') || [];
+    const hourly = pick(item, 'hourly_views') || [];
+    const kpis = h('section', { class: 'kpis kpis-item', 'aria-label': `${kindName} key figures` },
+      kpi({ name: 'views', title: 'Views', value: num(pick(item, 'total_views')), note: `30 days · ${who}`,
+        definition: defs.views, spark: counts(daily, 'views') }),
+      kpi({ name: 'unique_viewers', title: 'Unique viewers', value: num(pick(item, 'unique_viewers')),
+        note: auth ? 'signed-in users, merged' : 'users merged + visitor-days',
+        definition: `${defs.unique_viewers || ''}. ${UNIQUE_NOTE.replace('visitors', 'viewers')}.`,
+        spark: counts(daily, 'unique_viewers'), sparkCls: 'c2' }),
+      kpi({ name: 'impressions', title: 'Impressions', value: num(pick(item, 'total_impressions')),
+        note: `30 days · ${who}`, definition: defs.impressions, spark: counts(daily, 'impressions'), sparkCls: 'c3',
+        split: hasTwin(item, 'total_impressions') }),
+      kpi({ name: 'first_view', title: 'First view', value: item.first_view_at ? shortDay(item.first_view_at.slice(0, 10)) : '—',
+        note: stamp(item.first_view_at), split: false }),
+      kpi({ name: 'last_view', title: 'Last view', value: item.last_view_at ? shortDay(item.last_view_at.slice(0, 10)) : '—',
+        note: stamp(item.last_view_at), split: false }));
+    const chart = lineChart({
+      name: 'daily',
+      label: `Views, unique viewers and impressions per day of ${kindName} ${id}, last 30 days`,
+      points: daily.map((p) => ({ key: p.date, values: { views: p.views, viewers: p.unique_viewers,
+        impressions: p.impressions } })),
+      series: [
+        { id: 'views', name: 'Views', cls: 'c1', area: true, dots: true },
+        { id: 'viewers', name: 'Unique viewers', cls: 'c2' },
+        { id: 'impressions', name: 'Impressions', cls: 'c3', dashed: true },
+      ],
+      emptyText: auth ? 'No signed-in views yet' : 'No views yet',
+    });
+    const hours = barChart({
+      name: 'hourly',
+      label: `Views per hour of ${kindName} ${id}, last 24 hours (UTC)`,
+      points: hourly.map((p) => ({ key: p.hour, value: p.views, impressions: p.impressions, title: hourRange(p.hour) })),
+      tickLabel: (p) => hourOf(p.key),
+      valueName: 'Views',
+      extra: (p) => [['Impressions', num(p.impressions), 'c3']],
+      emptyText: 'No views in the last 24 hours',
+    });
+    const legend = h('div', { class: 'legend' },
+      h('span', {}, h('span', { class: 'swatch c1' }), 'Views'),
+      h('span', {}, h('span', { class: 'swatch c2 line' }), 'Unique viewers'),
+      h('span', {}, h('span', { class: 'swatch c3 line dashed' }), 'Impressions'));
+    return h('div', { class: 'page', 'data-item': `${kind}/${id}` },
+      crumbs,
+      h('h1', { class: 'item-title' }, `${kindName} `, h('span', { class: 'mono', text: id })),
+      modeBanner(),
+      kpis,
+      h('div', { class: 'grid charts' },
+        card({ name: 'daily', cls: 'wide', title: 'Views, last 30 days', sub: `per UTC day · ${who}`, action: legend,
+          body: chart, note: 'unique viewers = signed-in users merged + anonymous visitor-days; impressions are not views' }),
+        card({ name: 'hourly', title: 'Last 24 hours', sub: `views per hour (UTC) · ${who}`, body: hours })),
+      h('div', { class: 'grid four' },
+        card({ name: 'countries', title: 'Countries', sub: 'views', body:
+          barList({ name: 'countries', data: pick(item, 'views_by_country'), label: countryLabel }) }),
+        card({ name: 'devices', title: 'Devices', sub: 'views', body:
+          barList({ name: 'devices', data: pick(item, 'views_by_device'), label: capital }) }),
+        card({ name: 'types', title: 'How it was seen', sub: 'views and impressions by type', body:
+          barList({ name: 'types', data: pick(item, 'views_by_type'), label: (k) => VIEW_TYPES[k] || k }) }),
+        card({ name: 'referrers', title: 'Referrers', sub: 'views arriving from another site', body:
+          barList({ name: 'referrers', data: pick(item, 'top_referrers'), mono: true, emptyText: 'No referrers yet' }) })),
+      definitions(defs, { unique_viewers: UNIQUE_NOTE.replace(/visitors/g, 'viewers') }));
+  }
+
+  // ------------------------------------------------------------------------------------------ shell
+
+  function renderShell() {
+    const bar = $('#topbar');
+    const toggle = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Visitors' },
+      ...[['all', 'All visitors'], ['auth', 'Signed-in']].map(([mode, text]) => h('button', {
+        type: 'button', 'data-mode': mode, 'aria-pressed': String(state.mode === mode), text,
+        onclick: () => setMode(mode),
+      })));
+    bar.replaceChildren(
+      h('a', { class: 'brand', href: '#/' }, h('span', { class: 'brand-mark', 'aria-hidden': 'true' }), 'Trackside'),
+      h('span', { class: 'brand-sub', text: 'last 30 days · UTC' }),
+      h('div', { class: 'spacer' }),
+      toggle,
+      h('button', { type: 'button', class: 'ghost', 'data-action': 'refresh', text: 'Refresh', onclick: () => load() }),
+      h('button', { type: 'button', class: 'ghost', 'data-action': 'signout', text: 'Sign out', onclick: signOut }));
+    bar.hidden = false;
+  }
+
+  function setMode(mode) {
+    if (state.mode === mode) return;
+    state.mode = mode;
+    sessionStorage.setItem(MODE_KEY, mode);
+    for (const b of document.querySelectorAll('.segmented button')) {
+      b.setAttribute('aria-pressed', String(b.dataset.mode === mode));
+    }
+    draw();
+  }
+
+  function footer(computedAt) {
+    const foot = $('#foot');
+    foot.replaceChildren(
+      h('span', { text: computedAt ? `Computed ${stamp(computedAt)}` : '' }),
+      h('span', { text: 'Trackside · own routes are never proxied nor counted' }));
+    foot.hidden = false;
+  }
+
+  function draw() {
+    const app = $('#app');
+    unmountAll();
+    app.removeAttribute('data-ready');
+    if (!state.data) return;
+    const page = state.data.view === 'item' ? renderItem(state.data) : renderOverview(state.data);
+    app.replaceChildren(page);
+    footer(state.data.view === 'item' ? state.data.item && state.data.item.computed_at : state.data.site.computed_at);
+    document.body.dataset.mode = state.mode;
+    app.dataset.ready = state.data.view;
+  }
+
+  function parseRoute() {
+    const match = /^#\/item\/([^/]+)\/([^/]+)\/?$/.exec(location.hash);
+    if (match) {
+      try {
+        return { view: 'item', kind: decodeURIComponent(match[1]), id: decodeURIComponent(match[2]) };
+      } catch (e) {
+        return { view: 'overview' };
+      }
+    }
+    return { view: 'overview' };
+  }
+
+  function loading() {
+    const app = $('#app');
+    app.removeAttribute('data-ready');
+    if (!app.querySelector('.page')) {
+      app.replaceChildren(h('div', { class: 'loading', role: 'status' }, h('span', { class: 'spinner' }), 'Loading figures…'));
+    } else {
+      app.classList.add('busy');
+    }
+  }
+
+  async function load() {
+    if (!state.token) {
+      showLogin();
+      return;
+    }
+    const seq = ++state.seq;
+    const route = parseRoute();
+    state.page = route;
+    renderShell();
+    loading();
+    try {
+      let data;
+      if (route.view === 'item') {
+        const item = KINDS[route.kind] || /^[a-z_]+$/.test(route.kind)
+          ? await api(`items/${encodeURIComponent(route.kind)}/${encodeURIComponent(route.id)}`, { missingOk: true })
+          : null;
+        data = { view: 'item', kind: route.kind, id: route.id, item };
+      } else {
+        const [site, realtime, ...popular] = await Promise.all([
+          api('site'),
+          api('realtime').catch((e) => (e instanceof AuthError ? Promise.reject(e) : null)),
+          ...Object.keys(KINDS).map((kind) => api(`popular?kind=${kind}&period=30d&limit=10`, { missingOk: true })),
+        ]);
+        data = { view: 'overview', site, realtime, popular: Object.fromEntries(Object.keys(KINDS).map((k, i) => [k, popular[i]])) };
+      }
+      if (seq !== state.seq) return;
+      state.data = data;
+      $('#app').classList.remove('busy');
+      draw();
+      window.scrollTo({ top: 0 });
+      schedule();
+    } catch (error) {
+      if (seq !== state.seq) return;
+      $('#app').classList.remove('busy');
+      if (error instanceof AuthError) {
+        signOut(null, reason(error));
+      } else {
+        showError(error);
+      }
+    }
+  }
+
+  function reason(error) {
+    const detail = error.detail ? `: ${error.detail}` : '';
+    if (error.status === 403) return `This token may not read the dashboard (403${detail}). A moderator's token is needed.`;
+    return `The token was refused (401${detail}).`;
+  }
+
+  function schedule() {
+    clearInterval(state.timer);
+    state.timer = setInterval(async () => {
+      if (document.hidden || !state.data || state.data.view !== 'overview') return;
+      try {
+        const realtime = await api('realtime');
+        state.data.realtime = realtime;
+        const card = $('[data-kpi="realtime"]');
+        if (card) {
+          $('.kpi-value', card).textContent = num(realtime.visitors);
+          $('.kpi-note', card).textContent = `${plural(realtime.page_views, 'page view', 'page views')} · last 5 min`;
+        }
+      } catch (error) {
+        if (error instanceof AuthError) signOut(null, reason(error));
+      }
+    }, REALTIME_EVERY_MS);
+  }
+
+  function showError(error) {
+    const app = $('#app');
+    app.replaceChildren(h('section', { class: 'card error-card', role: 'alert' },
+      h('h2', { text: 'The figures could not be loaded' }),
+      h('p', { class: 'card-sub', text: String(error && error.message ? error.message : error) }),
+      h('button', { type: 'button', class: 'primary', text: 'Try again', onclick: () => load() })));
+    app.dataset.ready = 'error';
+  }
+
+  function signOut(event, why) {
+    clearInterval(state.timer);
+    state.token = '';
+    state.data = null;
+    state.seq += 1;
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin(why);
+  }
+
+  function showLogin(why) {
+    unmountAll();
+    $('#topbar').hidden = true;
+    $('#foot').hidden = true;
+    const input = h('input', {
+      id: 'token', name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false', required: true,
+      placeholder: 'eyJhbGciOiJIUzI1NiIs…', 'aria-describedby': 'token-help',
+    });
+    const form = h('form', { class: 'login', 'aria-labelledby': 'login-title', novalidate: true },
+      h('div', { class: 'brand big' }, h('span', { class: 'brand-mark', 'aria-hidden': 'true' }), 'Trackside'),
+      h('h1', { id: 'login-title', text: 'Moderator sign-in' }),
+      why ? h('p', { class: 'login-error', role: 'alert', text: why }) : null,
+      h('label', { for: 'token', text: 'Access token' }),
+      input,
+      h('p', { id: 'token-help', class: 'login-help', text:
+        'Paste a moderator’s access token (a JWT of the site) or the static admin token. It stays in this tab only '
+        + '(sessionStorage) and is sent only to this sidecar’s API.' }),
+      h('button', { type: 'submit', class: 'primary', text: 'Open the dashboard' }));
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const token = input.value.trim().replace(/^Bearer\s+/i, '');
+      if (!token) {
+        showLogin('Paste a token first.');
+        return;
+      }
+      state.token = token;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      load();
+    });
+    const app = $('#app');
+    app.replaceChildren(h('div', { class: 'login-wrap' }, form));
+    app.dataset.ready = 'login';
+    input.focus();
+  }
+
+  window.addEventListener('hashchange', () => {
+    if (state.token) load();
+  });
+
+  if (state.token) load();
+  else showLogin();
+})();

@@ -1,0 +1,60 @@
+"""The sidecar's own metrics in Prometheus' text format at `/_trackside/metrics`.
+
+Counters come from the pipeline's plain in-process counters (`trackside.metrics.Metrics`), read at
+scrape time, so the request path pays for one dict increment, not for a Prometheus object. Each
+server process answers for itself (uvicorn workers share the port): scrape with a short interval,
+or run one worker per container."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from trackside.metrics import Metrics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Counter name in Metrics -> (Prometheus name, help).
+COUNTERS = {
+    "requests": ("trackside_requests", "Requests proxied"),
+    "events_captured": ("trackside_events_captured", "Events captured into the buffer"),
+    "events_written": ("trackside_events_written", "Events handed to the database or the queue"),
+    "events_spooled": ("trackside_events_spooled", "Events written to the spool because storage or Redis was away"),
+    "events_dropped": ("trackside_events_dropped", "Events dropped: the buffer was full or the spool unwritable"),
+    "batches_replayed": ("trackside_batches_replayed", "Spooled batches replayed"),
+    "bot_hits": ("trackside_bot_hits", "Bot requests, kept as counters only"),
+    "upstream_unreachable": ("trackside_upstream_unreachable", "502 answers: the upstream could not be reached"),
+    "upstream_timeout": ("trackside_upstream_timeout", "504 answers: the upstream was too slow"),
+    "capture_failed": ("trackside_capture_failed", "Requests whose event could not be built (a bug)"),
+}
+
+
+class SidecarCollector(Collector):
+    def __init__(self, metrics: Metrics, gauges: Callable[[], dict[str, float]]) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        counts = self.metrics.snapshot()
+        for key, (name, help_text) in COUNTERS.items():
+            yield CounterMetricFamily(name, help_text, value=counts.get(key, 0))
+        skipped = CounterMetricFamily("trackside_skipped", "Requests kept as no event, by reason", labels=["reason"])
+        for key, value in sorted(counts.items()):
+            if key.startswith("skipped_"):
+                skipped.add_metric([key[len("skipped_") :]], value)
+        yield skipped
+        for name, value in self.gauges().items():
+            yield GaugeMetricFamily("trackside_" + name, name.replace("_", " "), value=value)
+        buckets, total, count = self.metrics.latency_histogram()
+        yield HistogramMetricFamily(
+            "trackside_upstream_seconds", "Time to the upstream's response headers", buckets=buckets, sum_value=total
+        )
+
+
+def render(collector: SidecarCollector) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry)
