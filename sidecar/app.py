@@ -23,6 +23,7 @@ from sidecar.snippet import SnippetFile
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
 from trackside.capture import CaptureMiddleware
 from trackside.page_token import PageTokens
+from trackside.logs import configure_logging
 from trackside.pipeline import Pipeline
 from trackside.queue import RedisWriter
 from trackside.settings import Settings
@@ -130,5 +131,9 @@ class SidecarApp:
 
 
 def create_app(settings: Settings | None = None) -> SidecarApp:
-    """The sidecar app; with no settings, read them from `TRACKSIDE_*` (for `--factory` and workers)."""
-    return SidecarApp(settings or Settings.from_env())
+    """The sidecar app; with no settings, read them from `TRACKSIDE_*` (for `--factory` and the
+    server's worker processes, which also set up their own logging)."""
+    if settings is None:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format)
+    return SidecarApp(settings)

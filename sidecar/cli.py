@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from trackside.errors import ConfigError
+from trackside.logs import configure_logging
 from trackside.settings import Settings
 
 
@@ -24,8 +25,8 @@ def _settings(**overrides: Any) -> Settings:
         sys.exit(2)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @click.group()
@@ -55,7 +56,7 @@ def serve(no_capture: bool, **flags: Any) -> None:
     from trackside.storage.migrate import migrate
 
     settings = _settings(capture=False if no_capture else None, **flags)
-    _logging(settings.log_level)
+    _logging(settings)
     log = logging.getLogger("trackside.sidecar")
     if settings.auto_migrate:
         try:
@@ -69,6 +70,7 @@ def serve(no_capture: bool, **flags: Any) -> None:
     mode = "embedded (no Redis)" if settings.redis_url is None else "Redis"
     log.info("Trackside %s mode: %r", mode, settings)
     options = uvicorn_options(settings)
+    options["log_config"] = None  # keep the logging configured above (text or JSON)
     uvicorn.run("sidecar.app:create_app", factory=True, workers=settings.workers, **options)
 
 
@@ -86,7 +88,7 @@ def worker(redis_url: str | None, database_url: str | None, burst: bool) -> None
     if settings.redis_url is None:
         click.echo("trackside: TRACKSIDE_REDIS_URL is required for a worker (embedded mode needs none)", err=True)
         sys.exit(2)
-    _logging(settings.log_level)
+    _logging(settings)
     # Found by name, as arq's CLI would: the sidecar package never imports the worker's code.
     options = importlib.import_module("rollups.worker").worker_options(settings)
     run_worker(type("WorkerSettings", (), options), burst=burst)

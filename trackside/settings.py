@@ -150,6 +150,7 @@ class Settings:
     # Scale-out: the ARQ queue the sidecars feed and the workers drain.
     queue_name: str = "trackside:queue"
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -180,6 +181,10 @@ class Settings:
                 _check_url(getattr(self, name), PREFIX + name.upper())
         if self.owner_url is not None and "{id}" not in self.owner_url:
             raise ConfigError("TRACKSIDE_OWNER_URL must contain {id}, e.g. http://api:8000/api/p/{id}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"TRACKSIDE_LOG_FORMAT must be text or json, got {self.log_format!r}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError(f"TRACKSIDE_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("TRACKSIDE_ADMIN_TOKEN must be at least 16 characters")
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
