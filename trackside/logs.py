@@ -35,3 +35,6 @@ def configure_logging(level: str, fmt: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # httpx logs every URL it asks for at INFO; the stats endpoints' calls to the site carry the
+    # caller's query string, which is nobody's business in a log.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

@@ -269,7 +269,7 @@
       }
       const guide = svg('line', { x1: 0, x2: 0, y1: m.t, y2: m.t + ih, class: 'guide', visibility: 'hidden' }, root);
       const dots = [];
-      for (const se of series) {
+      for (const se of [...series].reverse()) { // the first series is the main one: drawn last, on top
         const g = svg('g', { class: `series ${se.cls}`, 'data-series': se.id }, root);
         const coords = points.map((p, i) => [x(i), y(p.values[se.id] || 0)]);
         const line = coords.map(([px, py], i) => `${i ? 'L' : 'M'}${px.toFixed(1)},${py.toFixed(1)}`).join('');
@@ -278,8 +278,9 @@
           svg('path', { d: area, class: 'area', fill: `url(#${chartId}-${se.id})` }, g);
         }
         svg('path', { d: line, class: se.dashed ? 'line dashed' : 'line' }, g);
-        dots.push(coords.map(([px, py], i) => svg('circle', {
-          cx: px, cy: py, r: se.dots ? 2.6 : 3, class: se.dots ? 'pt' : 'pt pt-quiet',
+        dots.unshift(coords.map(([px, py], i) => svg('circle', {
+          cx: px, cy: py, r: se.dots ? 2.6 : 3,
+          class: `pt${se.dots ? '' : ' pt-quiet'}${points[i].values[se.id] ? '' : ' pt-zero'}`,
           'data-key': points[i].key, 'data-value': points[i].values[se.id] || 0,
         }, g)));
       }
@@ -298,8 +299,7 @@
         guide.setAttribute('x1', x(i));
         guide.setAttribute('x2', x(i));
         guide.setAttribute('visibility', 'visible');
-        const top = Math.min(...series.map((se) => y(points[i].values[se.id] || 0)));
-        tip.show(x(i), top, longDay(points[i].key),
+        tip.show(x(i), m.t + 8, longDay(points[i].key),
           series.map((se) => [se.name, num(points[i].values[se.id] || 0), se.cls]));
       };
       const move = (event) => {
@@ -367,7 +367,7 @@
           bars.forEach((b, j) => b.classList.toggle('dim', j !== i));
           const rows = [[valueName, num(p.value), cls]];
           if (extra) rows.push(...extra(p));
-          tip.show(m.l + step * (i + 0.5), y(p.value), p.title, rows);
+          tip.show(m.l + step * (i + 0.5), Math.min(y(p.value), m.t + ih / 2), p.title, rows);
         };
         slot.addEventListener('pointerenter', show);
         slot.addEventListener('pointerdown', show);
@@ -379,6 +379,20 @@
       holder.replaceChildren(root);
     });
     return wrap;
+  }
+
+  // Three small figures under a 24-hour chart: the total, the busiest hour, the current hour.
+  function hourSummary(points, noun) {
+    const total = points.reduce((sum, p) => sum + p.value, 0);
+    const busiest = points.reduce((best, p) => (p.value > (best ? best.value : 0) ? p : best), null);
+    const current = points.length ? points[points.length - 1] : null;
+    const stat = (label, value, sub) => h('div', { class: 'stat' },
+      h('span', { class: 'stat-label', text: label }), h('span', { class: 'stat-value', text: value }),
+      h('span', { class: 'stat-sub', text: sub }));
+    return h('div', { class: 'stats', 'data-summary': 'hourly' },
+      stat('24 hours', num(total), noun),
+      stat('Busiest hour', busiest ? hourOf(busiest.key) : '—', busiest ? `${num(busiest.value)} ${noun} · UTC` : 'none yet'),
+      stat('This hour', current ? num(current.value) : '0', current ? `since ${hourOf(current.key)} UTC` : ''));
   }
 
   // A tiny trend line for a KPI card: no axes, drawn in a 100x28 box stretched to the card.
@@ -517,10 +531,11 @@
       emptyText: 'No page views yet',
       emptySub: auth ? 'No signed-in visitor in the last 30 days.' : 'Figures appear here as visitors arrive.',
     });
+    const hourPoints = hourly.map((p) => ({ key: p.hour, value: p.count, title: hourRange(p.hour) }));
     const hourlyChart = barChart({
       name: 'hourly',
       label: `Page views per hour, last 24 hours (UTC), ${who}`,
-      points: hourly.map((p) => ({ key: p.hour, value: p.count, title: hourRange(p.hour) })),
+      points: hourPoints,
       tickLabel: (p) => hourOf(p.key),
       valueName: 'Page views',
       extra: (p) => [['Unique visitors', num(hourlyVisitors.get(p.key) || 0), 'c2']],
@@ -562,7 +577,8 @@
       h('div', { class: 'grid charts' },
         card({ name: 'daily', cls: 'wide', title: 'Views, last 30 days', sub: `per UTC day · ${who}`,
           action: legend, body: dailyChart, note: UNIQUE_NOTE }),
-        card({ name: 'hourly', title: 'Last 24 hours', sub: `page views per hour (UTC) · ${who}`, body: hourlyChart })),
+        card({ name: 'hourly', title: 'Last 24 hours', sub: `page views per hour (UTC) · ${who}`,
+          body: h('div', {}, hourlyChart, hourSummary(hourPoints, 'page views')) })),
       h('div', { class: 'grid three' },
         card({ name: 'pages', title: 'Top pages', sub: 'page views by route', body:
           barList({ name: 'pages', data: pick(site, 'views_by_page'), limit: 10, mono: true }) }),
@@ -665,10 +681,12 @@
       ],
       emptyText: auth ? 'No signed-in views yet' : 'No views yet',
     });
+    const hourPoints = hourly.map((p) => ({ key: p.hour, value: p.views, impressions: p.impressions,
+      title: hourRange(p.hour) }));
     const hours = barChart({
       name: 'hourly',
       label: `Views per hour of ${kindName} ${id}, last 24 hours (UTC)`,
-      points: hourly.map((p) => ({ key: p.hour, value: p.views, impressions: p.impressions, title: hourRange(p.hour) })),
+      points: hourPoints,
       tickLabel: (p) => hourOf(p.key),
       valueName: 'Views',
       extra: (p) => [['Impressions', num(p.impressions), 'c3']],
@@ -686,7 +704,8 @@
       h('div', { class: 'grid charts' },
         card({ name: 'daily', cls: 'wide', title: 'Views, last 30 days', sub: `per UTC day · ${who}`, action: legend,
           body: chart, note: 'unique viewers = signed-in users merged + anonymous visitor-days; impressions are not views' }),
-        card({ name: 'hourly', title: 'Last 24 hours', sub: `views per hour (UTC) · ${who}`, body: hours })),
+        card({ name: 'hourly', title: 'Last 24 hours', sub: `views per hour (UTC) · ${who}`,
+          body: h('div', {}, hours, hourSummary(hourPoints, 'views')) })),
       h('div', { class: 'grid four' },
         card({ name: 'countries', title: 'Countries', sub: 'views', body:
           barList({ name: 'countries', data: pick(item, 'views_by_country'), label: countryLabel }) }),

@@ -42,6 +42,8 @@ def test_client_ip(peer, xff, client):
         ("https://makapix.club/p/a1", "makapix.club", None),
         ("https://www.makapix.club/", "makapix.club:443", None),
         ("not a url", "makapix.club", None),
+        ("http://81.2.69.142:8080/x", "makapix.club", None),
+        ("http://[2a02:ff40::1]/x", "makapix.club", None),
         ("", "makapix.club", None),
         (None, "makapix.club", None),
     ],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
@@ -21,6 +22,9 @@ def referrer_domain(referer: str | None, own_host: str | None) -> str | None:
     if not host:
         return None
     host = host.lower().rstrip(".")
+    if _is_address(host):
+        # An address is no domain, and it may be a person's: never stored (a domain is public).
+        return None
     if host.startswith("www."):
         host = host[4:]
     if own_host:
@@ -30,6 +34,14 @@ def referrer_domain(referer: str | None, own_host: str | None) -> str | None:
         if host == own:
             return None
     return host[:255] or None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host.replace(":", "").isalnum() and host.count(":") >= 1 and not host.replace(":", "").isalpha()
+    return True
 
 
 def utm(query: str) -> tuple[str | None, str | None, str | None]:
