@@ -495,13 +495,17 @@ def _rss_kb(key: str) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 WRK_SCRIPT = """
+-- Alternate a page (a document page view) and an API call; spread the requests over VISITORS client
+-- addresses (X-Forwarded-For from a trusted proxy), so no visitor floods and every request is an event.
 local paths = {"/page", "/api/item"}
 local accept = {"text/html", "application/json"}
 local i = 0
 request = function()
   i = i + 1
   local k = (i % 2) + 1
-  return wrk.format("GET", paths[k], {["User-Agent"] = "%s", ["Accept"] = accept[k]})
+  local v = math.random(0, VISITORS - 1)
+  local ip = "10." .. math.floor(v / 65536) .. "." .. (math.floor(v / 256) % 256) .. "." .. (v % 256)
+  return wrk.format("GET", paths[k], {["User-Agent"] = "UA", ["Accept"] = accept[k], ["X-Forwarded-For"] = ip})
 end
 """
 
@@ -512,6 +516,8 @@ def sidecar_at_full_rate(args: argparse.Namespace, tmp: Path, dbs: Databases) ->
     d = tmp / "sidecar-run"
     d.mkdir()
     (d / "www").mkdir()
+    for path in (tmp, d, d / "www"):
+        path.chmod(0o755)  # nginx workers drop to user nobody when run as root: they must read the files
     pb.write_content(d / "www")
     up_port = pb.free_port()
     upstream = pb.start_nginx("upstream", d, pb.upstream_conf(d / "upstream", up_port, d / "www"), up_port, [])
@@ -519,7 +525,8 @@ def sidecar_at_full_rate(args: argparse.Namespace, tmp: Path, dbs: Databases) ->
     queue = "bench:" + uuid.uuid4().hex[:8]
     port = pb.free_port()
     env = child_env(TRACKSIDE_REDIS_URL=redis.url, TRACKSIDE_DATABASE_URL=url, TRACKSIDE_QUEUE_NAME=queue,
-                    TRACKSIDE_LOG_LEVEL="warning", TRACKSIDE_SPOOL_DIR=str(d / "spool"))  # fmt: skip
+                    TRACKSIDE_LOG_LEVEL="warning", TRACKSIDE_SPOOL_DIR=str(d / "spool"),
+                    TRACKSIDE_TRUSTED_PROXIES="127.0.0.1")  # fmt: skip
     serve = [sys.executable, "-m", "sidecar", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--frontend-url", upstream.base_url, "--api-url", upstream.base_url,
              "--workers", str(args.sidecar_workers)]  # fmt: skip
@@ -533,7 +540,7 @@ def sidecar_at_full_rate(args: argparse.Namespace, tmp: Path, dbs: Databases) ->
             raise RuntimeError(f"sidecar: {reason}: {pb.tail(d / 'sidecar.log')}")
         worker = pb.REGISTRY.start(worker_argv(args.sidecar_worker), d / "worker.log", cwd=REPO, env=env)
         script = d / "mixed.lua"
-        script.write_text(WRK_SCRIPT.replace("%s", pb.BROWSER_UA))
+        script.write_text(WRK_SCRIPT.replace("VISITORS", str(args.visitors)).replace('"UA"', f'"{pb.BROWSER_UA}"'))
         argv = [pb.wrk_bin(), "-t2", f"-c{args.connections}", f"-d{args.duration:g}s", "--latency",
                 "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}/page"]  # fmt: skip
         cpu0 = {name: pb.cpu_seconds(pb.process_tree(p.pid)) for name, p in (("sidecar", sidecar), ("worker", worker))}
@@ -585,7 +592,7 @@ def sidecar_at_full_rate(args: argparse.Namespace, tmp: Path, dbs: Databases) ->
         "depth_slope_jobs_per_s": round(slope, 2), "drained_s_after_load": drained_after, "final_depth": final_depth,
         "events_captured_before_stop": captured, "events_dropped": metrics_before_stop.get("events_dropped", 0),
         "events_spooled": metrics_before_stop.get("events_spooled", 0), "stored": stored,
-        "cpu_s": cpu, "depth_samples": samples,
+        "cpu_s": cpu, "sidecar_metrics": metrics_before_stop, "depth_samples": samples,
     }  # fmt: skip
     result["all_stored"] = final_depth == 0 and stored >= captured and stored >= (res.get("requests") or 0)
     log(f"  sidecar: {result['rps']} req/s, max depth {result['max_depth']}, stored {stored}, wrk {result['requests']}")
@@ -658,6 +665,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--sidecar-workers", type=int, default=1)
+    p.add_argument("--visitors", type=int, default=5000, help="sidecar: distinct client addresses wrk sends")
     p.add_argument("--sidecar-backend", default="postgres")
     p.add_argument("--sidecar-worker", default="default", help="worker variant for the sidecar run")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline.json"))

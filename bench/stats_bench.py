@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
 import gc
 import json
@@ -96,6 +95,7 @@ WINDOW = 30 * 60.0
 TARGET_SEED_MS = 200.0
 TARGET_QUERY_MS = 1000.0
 T0 = time.monotonic()
+LOAD0 = os.getloadavg()
 
 
 def log(msg: str) -> None:
@@ -109,21 +109,66 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 DEVICES = (
-    ("desktop", "Chrome", "Windows", 30), ("mobile", "Mobile Safari", "iOS", 25), ("mobile", "Chrome Mobile", "Android", 22),
-    ("desktop", "Safari", "Mac OS X", 10), ("desktop", "Firefox", "Linux", 5), ("desktop", "Edge", "Windows", 5),
+    ("desktop", "Chrome", "Windows", 30),
+    ("mobile", "Mobile Safari", "iOS", 25),
+    ("mobile", "Chrome Mobile", "Android", 22),
+    ("desktop", "Safari", "Mac OS X", 10),
+    ("desktop", "Firefox", "Linux", 5),
+    ("desktop", "Edge", "Windows", 5),
     ("tablet", "Mobile Safari", "iOS", 3),
-)  # fmt: skip
+)
 COUNTRIES = (
-    ("US", 28), ("DE", 8), ("GB", 7), ("JP", 7), ("FR", 5), ("BR", 5), ("CA", 4), ("KR", 3), ("IT", 3), ("ES", 3),
-    ("NL", 2), ("PL", 2), ("SE", 2), ("AU", 2), ("MX", 2), ("IN", 2), ("RU", 2), ("TW", 1), ("FI", 1), ("CH", 1),
+    ("US", 28),
+    ("DE", 8),
+    ("GB", 7),
+    ("JP", 7),
+    ("FR", 5),
+    ("BR", 5),
+    ("CA", 4),
+    ("KR", 3),
+    ("IT", 3),
+    ("ES", 3),
+    ("NL", 2),
+    ("PL", 2),
+    ("SE", 2),
+    ("AU", 2),
+    ("MX", 2),
+    ("IN", 2),
+    ("RU", 2),
+    ("TW", 1),
+    ("FI", 1),
+    ("CH", 1),
     (None, 10),
-)  # fmt: skip
-REFERRERS = ("google.com", "reddit.com", "t.co", "bsky.app", "news.ycombinator.com", "discord.com", "duckduckgo.com",
-             "mastodon.social", "youtube.com", "bing.com")  # fmt: skip
-PAGES = (("/", "/"), ("/new", "/new"), ("/search", "/search"), ("/about", "/about"), ("/hashtags/pixelart", "/hashtags/[tag]"),
-         ("/hashtags/gif", "/hashtags/[tag]"), ("/u/alice", "/u/[user]"), ("/u/bob/likes", "/u/[user]/[tab]"))  # fmt: skip
-APIS = (("/api/post/recent", "/api/post/recent"), ("/api/user/alice", "/api/user/[user]"), ("/api/notifications", "/api"),
-        ("/api/hashtags", "/api"), ("/api/post/x1/reactions", "/api/post/[post]/[action]"))  # fmt: skip
+)
+REFERRERS = (
+    "google.com",
+    "reddit.com",
+    "t.co",
+    "bsky.app",
+    "news.ycombinator.com",
+    "discord.com",
+    "duckduckgo.com",
+    "mastodon.social",
+    "youtube.com",
+    "bing.com",
+)
+PAGES = (
+    ("/", "/"),
+    ("/new", "/new"),
+    ("/search", "/search"),
+    ("/about", "/about"),
+    ("/hashtags/pixelart", "/hashtags/[tag]"),
+    ("/hashtags/gif", "/hashtags/[tag]"),
+    ("/u/alice", "/u/[user]"),
+    ("/u/bob/likes", "/u/[user]/[tab]"),
+)
+APIS = (
+    ("/api/post/recent", "/api/post/recent"),
+    ("/api/user/alice", "/api/user/[user]"),
+    ("/api/notifications", "/api"),
+    ("/api/hashtags", "/api"),
+    ("/api/post/x1/reactions", "/api/post/[post]/[action]"),
+)
 
 
 def _cum(weights: list[float]) -> list[float]:
@@ -168,7 +213,12 @@ class EventFactory:
         arts = rng.choices(range(len(self.artworks)), cum_weights=self.art_cum, k=count)
         blogs = rng.choices(range(len(self.blog_posts)), cum_weights=self.blog_cum, k=max(count // 20, 1))
         nblogs = len(blogs)
-        artworks, blog_posts, art_author, blog_author = self.artworks, self.blog_posts, self.art_author, self.blog_author
+        artworks, blog_posts, art_author, blog_author = (
+            self.artworks,
+            self.blog_posts,
+            self.art_author,
+            self.blog_author,
+        )
         devices = self.devices
         raw: list[tuple[Any, ...]] = []
         append = raw.append
@@ -231,8 +281,35 @@ class EventFactory:
                 kind_, nav, vtype = "impression", "beacon", ("listing" if r() < 0.8 else "search")
                 a = arts[n]
                 ckind, cid = "artwork", artworks[a]
-            append((ts, kind_, nav, method, path, label, status, vids[v], device, browser, os_name, uid, author,
-                    ckind, cid, vtype, country, ref, utm_s, utm_m, utm_c, err, name, round(r() * 80, 3), False))  # fmt: skip
+            append(
+                (
+                    ts,
+                    kind_,
+                    nav,
+                    method,
+                    path,
+                    label,
+                    status,
+                    vids[v],
+                    device,
+                    browser,
+                    os_name,
+                    uid,
+                    author,
+                    ckind,
+                    cid,
+                    vtype,
+                    country,
+                    ref,
+                    utm_s,
+                    utm_m,
+                    utm_c,
+                    err,
+                    name,
+                    round(r() * 80, 3),
+                    False,
+                )
+            )
         raw.sort(key=lambda t: t[0])  # a live sidecar writes in time order
         getrandbits = rng.getrandbits
         out = []
@@ -351,8 +428,15 @@ def midnight(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
-async def seed(args: argparse.Namespace, backend: str, url: str, factory: EventFactory, report: dict[str, Any],
-               deadline: float, measure_unrolled: Any) -> None:  # fmt: skip
+async def seed(
+    args: argparse.Namespace,
+    backend: str,
+    url: str,
+    factory: EventFactory,
+    report: dict[str, Any],
+    deadline: float,
+    measure_unrolled: Any,
+) -> None:
     today = datetime.now(UTC).date()
     now = time.time()
     seeding: dict[str, Any] = report.setdefault("seeding", {})
@@ -372,14 +456,22 @@ async def seed(args: argparse.Namespace, backend: str, url: str, factory: EventF
             gen += time.monotonic() - g
             await ins.insert(rows)
         del rows
-        seeding["older_days"] = {"days": len(older), "events": per * len(older), "seconds": time.monotonic() - t,
-                                 "generate_seconds": gen}  # fmt: skip
+        seeding["older_days"] = {
+            "days": len(older),
+            "events": per * len(older),
+            "seconds": time.monotonic() - t,
+            "generate_seconds": gen,
+        }
         await bots(engine, older + [today - timedelta(days=d) for d in range(args.raw_days)])
         t = time.monotonic()
         done = await rollup_pending(engine, WINDOW, today=today)
         took = time.monotonic() - t
-        seeding["older_rollup"] = {"days": len(done), "events": sum(r.events for r in done), "seconds": took,
-                                   "seconds_per_million": took / max(sum(r.events for r in done), 1) * 1e6}  # fmt: skip
+        seeding["older_rollup"] = {
+            "days": len(done),
+            "events": sum(r.events for r in done),
+            "seconds": took,
+            "seconds_per_million": took / max(sum(r.events for r in done), 1) * 1e6,
+        }
         t = time.monotonic()
         pruned = await prune(engine, 7, 0, today=today)
         seeding["older_prune"] = {"raw_events": pruned.raw_events, "seconds": time.monotonic() - t}
@@ -393,8 +485,9 @@ async def seed(args: argparse.Namespace, backend: str, url: str, factory: EventF
             day = today - timedelta(days=d)
             count = per_day + (args.events - per_day * args.raw_days if d == 0 else 0)
             g = time.monotonic()
-            rows = factory.day_rows(day, count, visitors_for(args, count), now if d == 0 else midnight(day) + 86400,
-                                    backend)  # fmt: skip
+            rows = factory.day_rows(
+                day, count, visitors_for(args, count), now if d == 0 else midnight(day) + 86400, backend
+            )
             i = time.monotonic()
             gen += i - g
             await ins.insert(rows)
@@ -424,12 +517,17 @@ async def seed(args: argparse.Namespace, backend: str, url: str, factory: EventF
         if measure_unrolled is not None:
             await measure_unrolled()
         t = time.monotonic()
-        done = await rollup_pending(engine, WINDOW, today=today,
-                                    progress=lambda r: log(f"{backend}: rolled up {r.day}: {r.events} events"))  # fmt: skip
+        done = await rollup_pending(
+            engine, WINDOW, today=today, progress=lambda r: log(f"{backend}: rolled up {r.day}: {r.events} events")
+        )
         took = time.monotonic() - t
         events = sum(r.events for r in done)
-        seeding["raw_rollup"] = {"days": len(done), "events": events, "seconds": took,
-                                 "seconds_per_million": took / max(events, 1) * 1e6}  # fmt: skip
+        seeding["raw_rollup"] = {
+            "days": len(done),
+            "events": events,
+            "seconds": took,
+            "seconds_per_million": took / max(events, 1) * 1e6,
+        }
         seeding["table_rows_after_rollup"] = await table_rows(engine)
         if backend == "postgres":
             await ins.analyze()
@@ -474,8 +572,17 @@ def bearer(sub: str, roles: list[str]) -> dict[str, str]:
 
 
 def make_settings(url: str, upstream: str, spool: Path, overlay: tuple[str, ...]) -> Settings:
-    return Settings(frontend_url=upstream, api_url=upstream, jwt_secret=SECRET, admin_token=ADMIN, database_url=url,
-                    spool_dir=str(spool), log_level="warning", stats_overlay=overlay, auto_migrate=False)  # fmt: skip
+    return Settings(
+        frontend_url=upstream,
+        api_url=upstream,
+        jwt_secret=SECRET,
+        admin_token=ADMIN,
+        database_url=url,
+        spool_dir=str(spool),
+        log_level="warning",
+        stats_overlay=overlay,
+        auto_migrate=False,
+    )
 
 
 async def wait_schedule_idle(timeout: float) -> float:
@@ -509,13 +616,24 @@ class Timer:
         left = self.deadline - time.monotonic()
         if left <= 1:
             return {"ms": None, "status": None, "skipped": "time budget spent"}
+        load = os.getloadavg()[0]
+        cpu = time.process_time()
         t = time.perf_counter()
         try:
             r = await self.client.request(method, path, headers=headers, json=body, timeout=min(left, 1800.0))
         except httpx.TimeoutException:
             return {"ms": None, "status": None, "skipped": "timed out (time budget)"}
         ms = (time.perf_counter() - t) * 1000
-        out = {"ms": round(ms, 1), "status": r.status_code, "bytes": len(r.content)}
+        # CPU of this process (sidecar and client both run here; the database server's is not included): a figure
+        # that other load on the machine does not inflate the way it does wall time.
+        cpu_ms = (time.process_time() - cpu) * 1000
+        out = {
+            "ms": round(ms, 1),
+            "cpu_ms": round(cpu_ms, 1),
+            "load1": load,
+            "status": r.status_code,
+            "bytes": len(r.content),
+        }
         if r.status_code != 200:
             out["error"] = r.text[:200]
         return out
@@ -539,6 +657,7 @@ async def time_seed_endpoint(timer: Timer, name: str, path: str, repeats: int) -
         "endpoint": name,
         "path": path,
         "cold_ms": cold[0] if cold else None,
+        "cold_cpu_ms": first.get("cpu_ms"),
         "cold_refresh_ms": warm,
         "cold_refresh_median_ms": statistics.median(warm) if warm else None,
         "cached_ms": statistics.median(_ms(cached)) if _ms(cached) else None,
@@ -548,12 +667,28 @@ async def time_seed_endpoint(timer: Timer, name: str, path: str, repeats: int) -
 
 
 QUERIES = (
-    ("query: page_views+visitors by day, 30d", {"metrics": ["page_views", "visitors"], "dimensions": ["day"], "period": "30d"}),
-    ("query: page_views+visitors by label, 30d", {"metrics": ["page_views", "visitors"], "dimensions": ["label"], "period": "30d"}),
-    ("query: page_views+visitors by country, 30d", {"metrics": ["page_views", "visitors"], "dimensions": ["country"], "period": "30d"}),
-    ("query: content views by content, limit 20, 30d",
-     {"metrics": ["content_views", "unique_viewers", "impressions"], "dimensions": ["content"], "period": "30d", "limit": 20}),
-)  # fmt: skip
+    (
+        "query: page_views+visitors by day, 30d",
+        {"metrics": ["page_views", "visitors"], "dimensions": ["day"], "period": "30d"},
+    ),
+    (
+        "query: page_views+visitors by label, 30d",
+        {"metrics": ["page_views", "visitors"], "dimensions": ["label"], "period": "30d"},
+    ),
+    (
+        "query: page_views+visitors by country, 30d",
+        {"metrics": ["page_views", "visitors"], "dimensions": ["country"], "period": "30d"},
+    ),
+    (
+        "query: content views by content, limit 20, 30d",
+        {
+            "metrics": ["content_views", "unique_viewers", "impressions"],
+            "dimensions": ["content"],
+            "period": "30d",
+            "limit": 20,
+        },
+    ),
+)
 
 
 async def time_query(timer: Timer, name: str, method: str, path: str, body: Any, repeats: int) -> dict[str, Any]:
@@ -565,6 +700,7 @@ async def time_query(timer: Timer, name: str, method: str, path: str, body: Any,
         "path": path,
         "body": body,
         "cold_ms": ms[0] if ms else None,
+        "cold_cpu_ms": calls[0].get("cpu_ms"),
         "cold_refresh_ms": ms[1:],
         "cold_refresh_median_ms": statistics.median(ms[1:]) if ms[1:] else None,
         "cached_ms": None,  # the query API has no cache: every call computes
@@ -574,7 +710,9 @@ async def time_query(timer: Timer, name: str, method: str, path: str, body: Any,
 
 
 @contextlib.asynccontextmanager
-async def sidecar(url: str, upstream: str, tmp: Path, overlay: tuple[str, ...]) -> AsyncIterator[tuple[str, float, float]]:
+async def sidecar(
+    url: str, upstream: str, tmp: Path, overlay: tuple[str, ...]
+) -> AsyncIterator[tuple[str, float, float]]:
     t = time.monotonic()
     spool = Path(tempfile.mkdtemp(dir=tmp, prefix="spool-"))
     async with run_sidecar(make_settings(url, upstream, spool, overlay)) as (base, _app):
@@ -592,8 +730,16 @@ def top_items(factory: EventFactory) -> dict[str, str]:
     }
 
 
-async def measure_endpoints(url: str, upstream: str, tmp: Path, items: dict[str, str], args: argparse.Namespace,
-                            deadline: float, scenario: str, queries: bool) -> dict[str, Any]:  # fmt: skip
+async def measure_endpoints(
+    url: str,
+    upstream: str,
+    tmp: Path,
+    items: dict[str, str],
+    args: argparse.Namespace,
+    deadline: float,
+    scenario: str,
+    queries: bool,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"scenario": scenario, "rows": []}
     async with sidecar(url, upstream, tmp, ("artwork",)) as (base, started, waited):
         out["sidecar_start_seconds"] = started
@@ -612,17 +758,28 @@ async def measure_endpoints(url: str, upstream: str, tmp: Path, items: dict[str,
                 out["rows"].append(await time_seed_endpoint(timer, name, path, args.repeats))
             if queries:
                 for name, body in QUERIES:
-                    out["rows"].append(await time_query(timer, name, "POST", "/_trackside/api/v1/query", body,
-                                                        args.query_repeats))  # fmt: skip
-                out["rows"].append(await time_query(timer, "popular artworks, 30d, limit 10", "GET",
-                                                    "/_trackside/api/v1/popular?kind=artwork&period=30d&limit=10",
-                                                    None, args.query_repeats))  # fmt: skip
+                    out["rows"].append(
+                        await time_query(timer, name, "POST", "/_trackside/api/v1/query", body, args.query_repeats)
+                    )
+                out["rows"].append(
+                    await time_query(
+                        timer,
+                        "popular artworks, 30d, limit 10",
+                        "GET",
+                        "/_trackside/api/v1/popular?kind=artwork&period=30d&limit=10",
+                        None,
+                        args.query_repeats,
+                    )
+                )
     if args.overlay_off and time.monotonic() < deadline:
         async with sidecar(url, upstream, tmp, ()) as (base, _, _):
             async with httpx.AsyncClient(base_url=base) as client:
                 timer = Timer(client, deadline)
-                for name, key in (("artwork (top, no overlay)", "artwork_top"), ("artwork (rank 100, no overlay)", "artwork_rank100")):
-                    out["rows"].append(await time_seed_endpoint(timer, name, f"/api/post/{items[key]}/stats", 1))  # fmt: skip
+                for name, key in (
+                    ("artwork (top, no overlay)", "artwork_top"),
+                    ("artwork (rank 100, no overlay)", "artwork_rank100"),
+                ):
+                    out["rows"].append(await time_seed_endpoint(timer, name, f"/api/post/{items[key]}/stats", 1))
     return out
 
 
@@ -641,6 +798,7 @@ async def measure_in_process(url: str, items: dict[str, str], deadline: float) -
             if time.monotonic() > deadline:
                 break
             now = datetime.now(UTC)
+            cpu = time.process_time()
             t = time.perf_counter()
             async with snapshot(engine) as conn:
                 if kind is None:
@@ -648,9 +806,19 @@ async def measure_in_process(url: str, items: dict[str, str], deadline: float) -
                 else:
                     await item_stats(conn, kind, item, now=now, window_seconds=WINDOW)
             ms = (time.perf_counter() - t) * 1000
+            cpu_ms = (time.process_time() - cpu) * 1000
             log(f"  {name} (7 raw days, in process): {ms:.0f} ms")
-            rows.append({"endpoint": name + " [in process]", "cold_ms": round(ms, 1), "cold_refresh_ms": [],
-                         "cold_refresh_median_ms": None, "cached_ms": None, "target_ms": TARGET_SEED_MS})  # fmt: skip
+            rows.append(
+                {
+                    "endpoint": name + " [in process]",
+                    "cold_ms": round(ms, 1),
+                    "cold_cpu_ms": round(cpu_ms, 1),
+                    "cold_refresh_ms": [],
+                    "cold_refresh_median_ms": None,
+                    "cached_ms": None,
+                    "target_ms": TARGET_SEED_MS,
+                }
+            )
     finally:
         await engine.dispose()
     return {"scenario": "7 raw days read live (before rollup), computed in process", "rows": rows}
@@ -661,8 +829,9 @@ async def measure_in_process(url: str, items: dict[str, str], deadline: float) -
 # --------------------------------------------------------------------------------------------------------------
 
 
-async def profile(url: str, backend: str, items: dict[str, str], results_dir: Path, deadline: float,
-                  full: bool) -> dict[str, Any]:  # fmt: skip
+async def profile(
+    url: str, backend: str, items: dict[str, str], results_dir: Path, deadline: float, full: bool
+) -> dict[str, Any]:
     engine = create_engine(url)
     out: dict[str, Any] = {}
     now = datetime.now(UTC)
@@ -673,8 +842,12 @@ async def profile(url: str, backend: str, items: dict[str, str], results_dir: Pa
             # Today, live: the phases of `live_day`.
             t = time.perf_counter()
             cols = ", ".join(c.name for c in EVENTS.c if c.name not in ("day", "hour"))
-            driver_rows = (await conn.exec_driver_sql(f"SELECT {cols} FROM events WHERE day = {param(backend)}",
-                                                      (today if backend == "postgres" else today.isoformat(),))).all()  # fmt: skip
+            driver_rows = (
+                await conn.exec_driver_sql(
+                    f"SELECT {cols} FROM events WHERE day = {param(backend)}",
+                    (today if backend == "postgres" else today.isoformat(),),
+                )
+            ).all()
             out["today_driver_fetch_s"] = time.perf_counter() - t
             out["today_events"] = len(driver_rows)
             del driver_rows
@@ -734,9 +907,15 @@ async def profile(url: str, backend: str, items: dict[str, str], results_dir: Pa
                 t = time.perf_counter()
                 await item_days(conn, kind, items[key], first, today, WINDOW)
                 whole = time.perf_counter() - t
-                out[f"item_{key}"] = {"events_read": len(evs), "own_events": own, "visitors": visitors,
-                                      "visitor_chunk_queries": (visitors + 499) // 500, "item_day_events_s": took,
-                                      "derive_aggregate_s": derive, "item_days_30_s": whole}  # fmt: skip
+                out[f"item_{key}"] = {
+                    "events_read": len(evs),
+                    "own_events": own,
+                    "visitors": visitors,
+                    "visitor_chunk_queries": (visitors + 499) // 500,
+                    "item_day_events_s": took,
+                    "derive_aggregate_s": derive,
+                    "item_days_30_s": whole,
+                }
             # What SQL-side aggregation of today would cost: the GROUP BYs the live day needs, in the database.
             out["sql_side"] = await sql_side(conn, backend, today)
         if full and time.monotonic() < deadline:
@@ -755,13 +934,22 @@ async def sql_side(conn: Any, backend: str, today: date) -> dict[str, Any]:
     estimate of the floor of an SQL-side live day; RSC echoes, beacon claims and lent users are not applied)."""
     day = today if backend == "postgres" else today.isoformat()
     p = param(backend)
+    where = f"FROM events WHERE day = {p}"
+    pv = f"{where} AND kind = 'page_view'"
     queries = {
-        "site totals (count, distinct visitors/users by kind)": f"SELECT kind, count(*), count(DISTINCT visitor), count(DISTINCT user_id) FROM events WHERE day = {p} GROUP BY kind",
-        "page views by label (count, distinct visitors)": f"SELECT label, count(*), count(DISTINCT visitor) FROM events WHERE day = {p} AND kind = 'page_view' GROUP BY label",
-        "page views by country": f"SELECT country, count(*), count(DISTINCT visitor) FROM events WHERE day = {p} AND kind = 'page_view' GROUP BY country",
-        "page views by hour": f"SELECT hour, count(*), count(DISTINCT visitor) FROM events WHERE day = {p} AND kind = 'page_view' GROUP BY hour",
-        "content looks approx (distinct visitor per item)": f"SELECT content_kind, content_id, count(DISTINCT visitor) FROM events WHERE day = {p} AND content_id IS NOT NULL GROUP BY content_kind, content_id",
-    }  # fmt: skip
+        "site totals (count, distinct visitors/users by kind)": (
+            f"SELECT kind, count(*), count(DISTINCT visitor), count(DISTINCT user_id) {where} GROUP BY kind"
+        ),
+        "page views by label (count, distinct visitors)": (
+            f"SELECT label, count(*), count(DISTINCT visitor) {pv} GROUP BY label"
+        ),
+        "page views by country": f"SELECT country, count(*), count(DISTINCT visitor) {pv} GROUP BY country",
+        "page views by hour": f"SELECT hour, count(*), count(DISTINCT visitor) {pv} GROUP BY hour",
+        "content looks approx (distinct visitor per item)": (
+            f"SELECT content_kind, content_id, count(DISTINCT visitor) {where} AND content_id IS NOT NULL "
+            "GROUP BY content_kind, content_id"
+        ),
+    }
     out = {}
     for name, sql in queries.items():
         t = time.perf_counter()
@@ -770,8 +958,9 @@ async def sql_side(conn: Any, backend: str, today: date) -> dict[str, Any]:
     return out
 
 
-async def pyinstrument_profiles(engine: Any, backend: str, items: dict[str, str], results_dir: Path,
-                                now: datetime) -> dict[str, str]:  # fmt: skip
+async def pyinstrument_profiles(
+    engine: Any, backend: str, items: dict[str, str], results_dir: Path, now: datetime
+) -> dict[str, str]:
     try:
         from pyinstrument import Profiler
     except ImportError:
@@ -779,8 +968,11 @@ async def pyinstrument_profiles(engine: Any, backend: str, items: dict[str, str]
     out = {}
     for name, run in (
         ("site_stats", lambda conn: site_stats(conn, now=now, window_seconds=WINDOW)),
-        ("item_stats_top_artwork", lambda conn: item_stats(conn, "artwork", items["artwork_top"], now=now, window_seconds=WINDOW)),
-    ):  # fmt: skip
+        (
+            "item_stats_top_artwork",
+            lambda conn: item_stats(conn, "artwork", items["artwork_top"], now=now, window_seconds=WINDOW),
+        ),
+    ):
         profiler = Profiler(interval=0.005, async_mode="enabled")
         async with snapshot(engine) as conn:
             profiler.start()
@@ -816,12 +1008,14 @@ async def run_backend(args: argparse.Namespace, backend: str, tmp: Path, deadlin
             await seed(args, backend, url, factory, report, deadline, unrolled)
             log(f"{backend}: seeded: {report['seeding'].get('table_rows_after_rollup')}")
             if time.monotonic() < deadline:
-                report["rolled"] = await measure_endpoints(url, upstream, tmp, items, args, deadline,
-                                                           "6 closed days rolled up, today raw", True)  # fmt: skip
+                report["rolled"] = await measure_endpoints(
+                    url, upstream, tmp, items, args, deadline, "6 closed days rolled up, today raw", True
+                )
             if args.profile and time.monotonic() < deadline:
                 log(f"{backend}: profiling")
-                report["profile"] = await profile(url, backend, items, Path(args.out).parent, deadline,
-                                                  args.events <= 2_000_000 or args.full_profile)  # fmt: skip
+                report["profile"] = await profile(
+                    url, backend, items, Path(args.out).parent, deadline, args.events <= 2_000_000 or args.full_profile
+                )
         if backend == "sqlite":
             db = Path(url.split(":///", 1)[1])
             report["sqlite_bytes"] = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
@@ -832,7 +1026,9 @@ async def run_backend(args: argparse.Namespace, backend: str, tmp: Path, deadlin
         if backend == "postgres":
             with contextlib.suppress(Exception):
                 async with create_engine(url).connect() as conn:
-                    report["postgres_bytes"] = (await conn.execute(text("SELECT pg_database_size(current_database())"))).scalar()
+                    report["postgres_bytes"] = (
+                        await conn.execute(text("SELECT pg_database_size(current_database())"))
+                    ).scalar()
             await drop_pg_database(url)
         else:
             for p in tmp.glob("stats-bench.db*"):
@@ -846,8 +1042,9 @@ def fmt(ms: Any) -> str:
 
 def markdown(reports: list[dict[str, Any]]) -> str:
     lines = [
-        "| backend | scenario | endpoint | cold ms (first) | cold ms (refresh, median) | cached ms | target | pass |",
-        "|---|---|---|---:|---:|---:|---:|:---:|",
+        "| backend | scenario | endpoint | cold ms (first) | its CPU ms | cold ms (refresh, median) | cached ms "
+        "| target | pass |",
+        "|---|---|---|---:|---:|---:|---:|---:|:---:|",
     ]
     for rep in reports:
         for key in ("rolled", "unrolled"):
@@ -861,6 +1058,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
                 cached = row["cached_ms"] if row["cached_ms"] is not None else None
                 lines.append(
                     f"| {rep['backend']} | {scenario} | {row['endpoint']} | {fmt(cold)} | "
+                    f"{fmt(row.get('cold_cpu_ms'))} | "
                     f"{fmt(row['cold_refresh_median_ms'])} | {fmt(cached) if cached is not None else 'no cache'} | "
                     f"{row['target_ms']:.0f} | {ok} |"
                 )
@@ -868,8 +1066,11 @@ def markdown(reports: list[dict[str, Any]]) -> str:
 
 
 def seeding_table(reports: list[dict[str, Any]]) -> str:
-    lines = ["| backend | raw events | insert s | events/s | rollup s (6 raw days) | rollup s per M events | older days rollup s per M |",
-             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| backend | raw events | insert s | events/s | rollup s (6 raw days) | rollup s per M events "
+        "| older days rollup s per M |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for rep in reports:
         s = rep.get("seeding", {})
         raw, rr, orr = s.get("raw", {}), s.get("raw_rollup", {}), s.get("older_rollup", {})
@@ -900,8 +1101,12 @@ def watchdog(seconds: float) -> threading.Timer:
 
 def git_commit() -> str | None:
     with contextlib.suppress(Exception):
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5).stdout.strip() or None  # fmt: skip
+        return (
+            subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     return None
 
 
@@ -923,6 +1128,8 @@ async def main(args: argparse.Namespace) -> int:
     result = {
         "when": datetime.now(UTC).isoformat(),
         "git_commit": git_commit(),
+        "load_average_at_start": LOAD0,
+        "load_average_at_end": os.getloadavg(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "config": {k: v for k, v in vars(args).items()},
         "elapsed_seconds": time.monotonic() - T0,
@@ -943,8 +1150,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--raw-days", type=int, default=7, help="days of raw events, today included")
     p.add_argument("--rolled-days", type=int, default=30, help="older days seeded small and rolled up")
     p.add_argument("--rolled-events-per-day", type=int, default=100_000)
-    p.add_argument("--visitors-per-day", type=int, default=0,
-                   help="distinct visitors on a raw day (default: events per day / 4.76, 300k at 10M)")  # fmt: skip
+    p.add_argument(
+        "--visitors-per-day",
+        type=int,
+        default=0,
+        help="distinct visitors on a raw day (default: events per day / 4.76, 300k at 10M)",
+    )
     p.add_argument("--artworks", type=int, default=20_000)
     p.add_argument("--blog-posts", type=int, default=500)
     p.add_argument("--users", type=int, default=60_000, help="signed-in user pool (5% of visitors are signed in)")
@@ -952,13 +1163,24 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2, help="cold calls per seed endpoint (the first + refreshes)")
     p.add_argument("--query-repeats", type=int, default=1, help="calls per query API request (none is cached)")
-    p.add_argument("--unrolled", action=argparse.BooleanOptionalAction, default=None,
-                   help="also time the seed endpoints before the closed raw days are rolled up (default: <= 2M events)")  # fmt: skip
-    p.add_argument("--overlay-off", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time artworks with TRACKSIDE_STATS_OVERLAY empty")  # fmt: skip
+    p.add_argument(
+        "--unrolled",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time the seed endpoints before the closed raw days are rolled up (default: <= 2M events)",
+    )
+    p.add_argument(
+        "--overlay-off",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time artworks with TRACKSIDE_STATS_OVERLAY empty",
+    )
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--full-profile", action="store_true",
-                   help="pyinstrument profiles and a whole load_days even above 2M events (each costs a live day)")
+    p.add_argument(
+        "--full-profile",
+        action="store_true",
+        help="pyinstrument profiles and a whole load_days even above 2M events (each costs a live day)",
+    )
     p.add_argument("--max-seconds", type=float, default=1800.0, help="time budget of the whole run")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "stats.json"))
     args = p.parse_args()

@@ -19,11 +19,12 @@ from sidecar.dashboard_routes import Dashboard
 from sidecar.inject import SnippetInjector
 from sidecar.prometheus import CONTENT_TYPE, SidecarCollector, render
 from sidecar.proxy import ProxyApp
+from sidecar.server import configure as configure_server
 from sidecar.snippet import SnippetFile
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
 from trackside.capture import CaptureMiddleware
-from trackside.page_token import PageTokens
 from trackside.logs import configure_logging
+from trackside.page_token import PageTokens
 from trackside.pipeline import Pipeline
 from trackside.queue import RedisWriter
 from trackside.settings import Settings
@@ -136,4 +137,5 @@ def create_app(settings: Settings | None = None) -> SidecarApp:
     if settings is None:
         settings = Settings.from_env()
         configure_logging(settings.log_level, settings.log_format)
+        configure_server(settings)
     return SidecarApp(settings)

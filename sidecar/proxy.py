@@ -108,6 +108,9 @@ class ProxyApp:
             if name in drop:
                 continue
             headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        if _has_dot_segment(scope["path"]):
+            # `/../` would climb out of the route (or the upstream's root): refused, as nginx does.
+            return url, headers, target.is_api, "400 invalid path"
         if size > self.settings.max_header_bytes:
             return url, headers, target.is_api, "431 request headers too large"
         if content_length is not None and transfer_encoding is not None:
@@ -200,6 +203,10 @@ class ProxyApp:
                 yield chunk
             if not message.get("more_body", False):
                 return
+
+
+def _has_dot_segment(path: str) -> bool:
+    return "/." in path and any(segment in (".", "..") for segment in path.split("/"))
 
 
 async def plain_response(

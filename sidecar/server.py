@@ -1,18 +1,98 @@
-"""How the sidecar runs under uvicorn: one place, used by `trackside serve` and the tests."""
+"""How the sidecar runs under uvicorn: one place, used by `trackside serve` and the tests.
+
+uvicorn's HTTP protocol has no deadline for a request's headers and no cap on their size while
+they arrive: a client that sends one byte a minute holds a connection forever (slowloris), and
+one that never ends its headers grows a buffer without bound. `GuardedHttpToolsProtocol` adds
+both, as nginx's `client_header_timeout` and `large_client_header_buffers` do."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from trackside.settings import Settings
 
 
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    # Class attributes: set from the settings in each server process (see `configure`).
+    header_timeout: float = 30.0
+    max_header_bytes: int = 32 * 1024
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_bytes = 0
+        self._in_headers = True
+        self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.header_timeout, self._headers_too_slow
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes + 65536:
+                self._refuse(b"431 Request Header Fields Too Large", b"request headers too large\n")
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self._in_headers and not self.transport.is_closing():
+            if self._header_bytes:
+                self._refuse(b"408 Request Timeout", b"request headers timed out\n")
+            else:
+                self.transport.close()  # an idle connection that never asked: just close it
+
+    def _refuse(self, status: bytes, body: bytes) -> None:
+        self._cancel_header_timer()
+        self._in_headers = False
+        if not self.transport.is_closing():
+            self.transport.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\nconnection: close\r\n\r\n"
+                + body
+            )
+            self.transport.close()
+
+
+def configure(settings: Settings) -> None:
+    """Apply the limits to the protocol class in this process (the server's workers each call it)."""
+    GuardedHttpToolsProtocol.header_timeout = settings.client_timeout
+    GuardedHttpToolsProtocol.max_header_bytes = settings.max_header_bytes
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    configure(settings)
     return {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GuardedHttpToolsProtocol,
         "lifespan": "on",
         # The access log would print client IPs: Trackside never writes a raw IP anywhere.
         "access_log": False,

@@ -88,6 +88,7 @@ class Capturer:
         self.countries = CountryLookup(settings.geoip_db, settings.country_header)
         self._country_header = self.countries.header.encode() if self.countries.header else None
         self._fallback_salts: dict[date, bytes] = {}
+        self._flood: dict[str, list[int]] = {}  # visitor -> [minute, requests in it]
 
     def salt(self, day: date) -> bytes:
         salt = self.salts.salt_for(day)
@@ -102,6 +103,18 @@ class Capturer:
             fallback = self._fallback_salts[day]
         self.metrics.inc("salt_fallback")
         return fallback
+
+    def is_flood(self, visitor: str, started: float) -> bool:
+        """One visitor's requests beyond `flood_per_minute` in a minute are no person's: they are
+        kept as bot counters (bot "flood"), never as page views or API calls."""
+        minute = int(started // 60)
+        entry = self._flood.get(visitor)
+        if entry is None or entry[0] != minute:
+            if len(self._flood) > 100_000:
+                self._flood.clear()
+            entry = self._flood[visitor] = [minute, 0]
+        entry[1] += 1
+        return entry[1] > self.settings.flood_per_minute
 
     def record(
         self,
@@ -137,6 +150,10 @@ class Capturer:
         client = scope.get("client")
         ip = self.client_ip.resolve(client[0] if client else None, headers.get("x-forwarded-for"))
         day = datetime.fromtimestamp(started, UTC).date()
+        visitor = visitor_hash(self.salt(day), self.settings.site, ip, ua)
+        if self.is_flood(visitor, started):
+            self.sink.put_bot(ev.BotHit(started, "flood", label))
+            return
         info = parse_user_agent(ua, self.settings.players)
         user = self.tokens.user_from_header(headers.get("authorization")) or _hint(hints, HINT_USER)
         kind = c.kind or "asset"
@@ -168,7 +185,7 @@ class Capturer:
                 path=page_path,
                 label=label,
                 status=status,
-                visitor=visitor_hash(self.salt(day), self.settings.site, ip, ua),
+                visitor=visitor,
                 device=info.device,
                 browser=info.browser,
                 os=info.os,

@@ -118,6 +118,8 @@ class Settings:
     bot_allowlist: tuple[str, ...] = DEFAULT_PLAYERS
     players: tuple[str, ...] = DEFAULT_PLAYERS
     honor_dnt: bool = False
+    # More requests than this from one visitor in one minute are a flood: counted as bot traffic.
+    flood_per_minute: int = 300
     # Beacons and the web snippet: origins that may send beacons (empty: any), whether a beacon
     # without a valid page token is refused (else stored as unverified), how long a page token
     # lives, and whether the sidecar injects the snippet into the HTML documents it serves.
@@ -258,6 +260,7 @@ _INTS = {
     "daily_retention_days",
     "beacon_token_minutes",
     "stats_cache_seconds",
+    "flood_per_minute",
 }
 _FLOATS = {"connect_timeout", "upstream_timeout", "client_timeout", "flush_interval"}
 _TUPLES = {"label_rules", "event_rules", "bot_allowlist", "players", "stats_overlay", "beacon_origins"}

@@ -382,7 +382,7 @@
   }
 
   // Three small figures under a 24-hour chart: the total, the busiest hour, the current hour.
-  function hourSummary(points, noun) {
+  function hourSummary(points, one, many) {
     const total = points.reduce((sum, p) => sum + p.value, 0);
     const busiest = points.reduce((best, p) => (p.value > (best ? best.value : 0) ? p : best), null);
     const current = points.length ? points[points.length - 1] : null;
@@ -390,8 +390,8 @@
       h('span', { class: 'stat-label', text: label }), h('span', { class: 'stat-value', text: value }),
       h('span', { class: 'stat-sub', text: sub }));
     return h('div', { class: 'stats', 'data-summary': 'hourly' },
-      stat('24 hours', num(total), noun),
-      stat('Busiest hour', busiest ? hourOf(busiest.key) : '—', busiest ? `${num(busiest.value)} ${noun} · UTC` : 'none yet'),
+      stat('24 hours', num(total), Number(total) === 1 ? one : many),
+      stat('Busiest hour', busiest ? hourOf(busiest.key) : '—', busiest ? `${plural(busiest.value, one, many)} · UTC` : 'none yet'),
       stat('This hour', current ? num(current.value) : '0', current ? `since ${hourOf(current.key)} UTC` : ''));
   }
 
@@ -462,7 +462,7 @@
     if (!text) return null;
     return h('span', { class: 'help', tabindex: '0', role: 'note', 'aria-label': text },
       h('span', { class: 'help-mark', text: '?', 'aria-hidden': 'true' }),
-      h('span', { class: 'help-tip', text }));
+      h('span', { class: 'help-tip', text: capital(String(text)) }));
   }
 
   // A KPI card. `split` false: the figure has no signed-in twin (it stays the all-visitors figure).
@@ -471,10 +471,9 @@
     return h('div', { class: `kpi${notSplit ? ' not-split' : ''}${live ? ' live' : ''}`, 'data-kpi': name },
       h('div', { class: 'kpi-head' },
         live ? h('span', { class: 'pulse', 'aria-hidden': 'true' }) : null,
-        h('span', { class: 'kpi-title', text: title }), help(definition),
-        notSplit ? h('span', { class: 'tag', text: 'all visitors' }) : null),
+        h('span', { class: 'kpi-title', text: title }), help(definition)),
       h('div', { class: 'kpi-value', text: value }),
-      h('div', { class: 'kpi-note', text: note || '' }),
+      h('div', { class: 'kpi-note', title: note || null }, notSplit ? h('span', { class: 'tag', text: 'all visitors' }) : null, note || ''),
       spark ? sparkline(spark, sparkCls) : null);
   }
 
@@ -505,7 +504,8 @@
         note: `30 days · ${who}`, definition: defs.page_views, spark: counts(daily) }),
       kpi({ name: 'unique_visitors', title: 'Unique visitors', value: num(pick(site, 'unique_visitors_30d')),
         note: auth ? 'signed-in users, merged' : 'users merged + visitor-days',
-        definition: `${defs.unique_visitors || ''}. ${UNIQUE_NOTE}.`, spark: counts(dailyVisitors), sparkCls: 'c2' }),
+        definition: `${capital(defs.unique_visitors || UNIQUE_NOTE)}: a signed-in user counts once in 30 days, an `
+          + 'anonymous visitor once a day (their id rotates daily).', spark: counts(dailyVisitors), sparkCls: 'c2' }),
       kpi({ name: 'signups', title: 'Signups', value: num(site.new_signups_30d), note: '30 days',
         definition: 'accounts created: the signup routes answered 2xx', spark: counts(site.daily_signups),
         sparkCls: 'c3', split: false }),
@@ -578,7 +578,7 @@
         card({ name: 'daily', cls: 'wide', title: 'Views, last 30 days', sub: `per UTC day · ${who}`,
           action: legend, body: dailyChart, note: UNIQUE_NOTE }),
         card({ name: 'hourly', title: 'Last 24 hours', sub: `page views per hour (UTC) · ${who}`,
-          body: h('div', {}, hourlyChart, hourSummary(hourPoints, 'page views')) })),
+          body: h('div', {}, hourlyChart, hourSummary(hourPoints, 'page view', 'page views')) })),
       h('div', { class: 'grid three' },
         card({ name: 'pages', title: 'Top pages', sub: 'page views by route', body:
           barList({ name: 'pages', data: pick(site, 'views_by_page'), limit: 10, mono: true }) }),
@@ -660,7 +660,8 @@
         definition: defs.views, spark: counts(daily, 'views') }),
       kpi({ name: 'unique_viewers', title: 'Unique viewers', value: num(pick(item, 'unique_viewers')),
         note: auth ? 'signed-in users, merged' : 'users merged + visitor-days',
-        definition: `${defs.unique_viewers || ''}. ${UNIQUE_NOTE.replace('visitors', 'viewers')}.`,
+        definition: `${capital(defs.unique_viewers || UNIQUE_NOTE)}: a signed-in user counts once in 30 days, an `
+          + 'anonymous viewer once a day (their id rotates daily).',
         spark: counts(daily, 'unique_viewers'), sparkCls: 'c2' }),
       kpi({ name: 'impressions', title: 'Impressions', value: num(pick(item, 'total_impressions')),
         note: `30 days · ${who}`, definition: defs.impressions, spark: counts(daily, 'impressions'), sparkCls: 'c3',
@@ -705,7 +706,7 @@
         card({ name: 'daily', cls: 'wide', title: 'Views, last 30 days', sub: `per UTC day · ${who}`, action: legend,
           body: chart, note: 'unique viewers = signed-in users merged + anonymous visitor-days; impressions are not views' }),
         card({ name: 'hourly', title: 'Last 24 hours', sub: `views per hour (UTC) · ${who}`,
-          body: h('div', {}, hours, hourSummary(hourPoints, 'views')) })),
+          body: h('div', {}, hours, hourSummary(hourPoints, 'view', 'views')) })),
       h('div', { class: 'grid four' },
         card({ name: 'countries', title: 'Countries', sub: 'views', body:
           barList({ name: 'countries', data: pick(item, 'views_by_country'), label: countryLabel }) }),
@@ -896,6 +897,10 @@
       const token = input.value.trim().replace(/^Bearer\s+/i, '');
       if (!token) {
         showLogin('Paste a token first.');
+        return;
+      }
+      if (!/^[\x21-\x7e]+$/.test(token)) {
+        showLogin('That is not a token: a token has no spaces or other special characters.');
         return;
       }
       state.token = token;

@@ -56,8 +56,9 @@ def midnight(days_ago: int) -> float:
 
 
 def ev(ts: float, visitor: str, path: str, **kw: Any) -> Event:
-    values: dict[str, Any] = dict(kind="page_view", nav="document", method="GET", status=200, device="desktop",
-                                  browser="Firefox", os="Linux")
+    values: dict[str, Any] = dict(
+        kind="page_view", nav="document", method="GET", status=200, device="desktop", browser="Firefox", os="Linux"
+    )
     values.update(kw)
     label = values.pop("label", None)
     if path.startswith("/p/"):
@@ -85,10 +86,26 @@ def seed(now: float) -> Batch:
         ev(d5 + 960, "v3", "/x", label=XSS_LABEL, country="US", referrer=XSS_REFERRER),
         ev(d1 + 60, "v4", "/b/post1", country="DE", device="tablet"),
         ev(d1 + 120, "v4", "/", country="DE", device="tablet"),
-        ev(d1 + 180, "v4", "/api/auth/register", kind="api_call", nav="api", method="POST", status=201,
-           event_name="signup"),
-        ev(d1 + 240, "v4", "/api/post/upload", kind="api_call", nav="api", method="POST", status=201,
-           event_name="upload"),
+        ev(
+            d1 + 180,
+            "v4",
+            "/api/auth/register",
+            kind="api_call",
+            nav="api",
+            method="POST",
+            status=201,
+            event_name="signup",
+        ),
+        ev(
+            d1 + 240,
+            "v4",
+            "/api/post/upload",
+            kind="api_call",
+            nav="api",
+            method="POST",
+            status=201,
+            event_name="upload",
+        ),
         ev(d1 + 300, "v4", "/api/x", kind="error", nav="api", status=502, error_type="upstream_unreachable"),
         ev(d1 + 320, "v4", "/nope", kind="error", status=404, error_type="not_found"),
         # The last hours: in the 24-hour chart; the last two page views are in the realtime window too.
@@ -159,14 +176,22 @@ def browser_or_skip() -> tuple[str, str]:
 async def run_dashboard(node: str, chromium: str, url: str, tok: str, timeout: float = 120.0, **env: str) -> dict:
     """node dashboard.mjs, without blocking the event loop the sidecar runs on; its own process group, ended by id."""
     environ = {k: v for k, v in os.environ.items() if k not in ("TOKEN", "BAD_TOKEN", "FORBIDDEN_TOKEN", "ITEM")}
-    environ.update(DASHBOARD_URL=url, TOKEN=tok, CHROMIUM=chromium, DASHBOARD_TIMEOUT_MS=str(int(timeout * 1000) - 5000))
+    environ.update(
+        DASHBOARD_URL=url, TOKEN=tok, CHROMIUM=chromium, DASHBOARD_TIMEOUT_MS=str(int(timeout * 1000) - 5000)
+    )
     shots = os.environ.get("TRACKSIDE_TEST_SCREENSHOTS")
     if shots:
         environ["SCREENSHOT_DIR"] = shots
     environ.update(env)
     proc = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), cwd=helpers.E2E_DIR, env=environ, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        node,
+        str(SCRIPT),
+        cwd=helpers.E2E_DIR,
+        env=environ,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -237,8 +262,14 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
     settings, batch = seeded_settings
     async with run_sidecar(settings) as (url, _):
         got = await run_dashboard(
-            node, chromium, url + ROOT, token("mod1", ["user", "moderator"]),
-            BAD_TOKEN="not-a-token", FORBIDDEN_TOKEN=token("u7", ["user"]), ADMIN_TOKEN=ADMIN, ITEM="artwork/a1",
+            node,
+            chromium,
+            url + ROOT,
+            token("mod1", ["user", "moderator"]),
+            BAD_TOKEN="not-a-token",
+            FORBIDDEN_TOKEN=token("u7", ["user"]),
+            ADMIN_TOKEN=ADMIN,
+            ITEM="artwork/a1",
         )
         await asyncio.sleep(0.3)  # anything the page's requests could have become is flushed by now
         async with httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer " + ADMIN}) as c:
@@ -271,7 +302,7 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
     assert ov["kpis"]["realtime"]["note"] == "2 page views · last 5 min"
     assert "signed-in users merged" in ov["kpis"]["unique_visitors"]["help"]
     assert "anonymous visitor-days" in ov["kpis"]["unique_visitors"]["help"]
-    assert ov["kpis"]["page_views"]["help"].startswith("every navigation seen")
+    assert ov["kpis"]["page_views"]["help"].startswith("Every navigation seen")
     assert "unique visitors = signed-in users merged + anonymous visitor-days" in ov["notes"]
 
     days = last_days()
@@ -301,7 +332,11 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
     assert [r["label"] for r in lists["devices"]] == ["Desktop", "Tablet", "Mobile"]
     assert listed(lists["browsers"]) == [("Firefox", 11), ("Chrome", 1), ("Mobile Safari", 1)]
     assert listed(lists["referrers"]) == [
-        (XSS_REFERRER, 1), ("github.com", 1), ("news.ycombinator.com", 1), ("reddit.com", 1), ("twitter.com", 1),
+        (XSS_REFERRER, 1),
+        ("github.com", 1),
+        ("news.ycombinator.com", 1),
+        ("reddit.com", 1),
+        ("twitter.com", 1),
     ]
     assert lists["referrers"][0]["label"] == XSS_REFERRER
     assert listed(lists["errors"]) == [("not_found", 1), ("upstream_unreachable", 1)]
@@ -354,7 +389,9 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
     item = got["item"]
     assert item["hash"] == "#/item/artwork/a1" and item["title"] == "Artwork a1"
     assert {k: v["value"] for k, v in item["kpis"].items() if k in ("views", "unique_viewers", "impressions")} == {
-        "views": "3", "unique_viewers": "3", "impressions": "2",
+        "views": "3",
+        "unique_viewers": "3",
+        "impressions": "2",
     }
     a1 = [e for e in batch.events if e.content_id == "a1"]
     looks = [e for e in a1 if e.kind == "page_view"]  # every page view of a1 here is its own look
@@ -372,11 +409,11 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
     assert listed(item["lists"]["referrers"]) == [("github.com", 1)]
     item_si = got["item_signed_in"]
     assert {k: item_si["kpis"][k]["value"] for k in ("views", "unique_viewers", "impressions")} == {
-        "views": "1", "unique_viewers": "1", "impressions": "0",
+        "views": "1",
+        "unique_viewers": "1",
+        "impressions": "0",
     }
-    assert item_si["charts"]["daily"]["series"]["views"]["values"] == per_day(
-        [e for e in looks if e.user_id], days
-    )
+    assert item_si["charts"]["daily"]["series"]["views"]["values"] == per_day([e for e in looks if e.user_id], days)
     assert listed(item_si["lists"]["countries"]) == [("NL", 1)]
     assert got["item_reloaded"]["kpis"]["views"]["value"] == "3"  # the sign-in and the page survive a reload
     missing = got["missing_item"]
@@ -405,14 +442,28 @@ async def test_dashboard_empty_database(make_settings, upstream_url) -> None:
     assert got["problems"] == []
     ov = got["overview"]
     assert {k: v["value"] for k, v in ov["kpis"].items()} == {
-        "page_views": "0", "unique_visitors": "0", "signups": "0", "uploads": "0", "api_calls": "0", "errors": "0",
+        "page_views": "0",
+        "unique_visitors": "0",
+        "signups": "0",
+        "uploads": "0",
+        "api_calls": "0",
+        "errors": "0",
         "realtime": "0",
     }
     assert ov["charts"]["daily"]["empty"] and ov["charts"]["daily"]["svg"] == 0
     assert ov["charts"]["hourly"]["empty"] and ov["charts"]["bots"]["empty"]
     assert ov["empty_titles"] == ["No page views yet", "No page views in the last 24 hours", "No bot traffic yet"]
-    for name in ("pages", "countries", "referrers", "devices", "browsers", "errors", "bots",
-                 "popular-artwork", "popular-blog_post"):
+    for name in (
+        "pages",
+        "countries",
+        "referrers",
+        "devices",
+        "browsers",
+        "errors",
+        "bots",
+        "popular-artwork",
+        "popular-blog_post",
+    ):
         assert ov["lists"][name]["empty"], name
     assert ov["lists"]["errors"]["text"] == "No errors"
     assert ov["bots"]["total"] == "0"
