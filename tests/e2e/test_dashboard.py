@@ -300,7 +300,7 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
         "realtime": "2",  # v5 and vu in the last 5 minutes
     }
     assert ov["kpis"]["realtime"]["note"] == "2 page views · last 5 min"
-    assert "signed-in users merged" in ov["kpis"]["unique_visitors"]["help"]
+    assert "Signed-in users merged" in ov["kpis"]["unique_visitors"]["help"]
     assert "anonymous visitor-days" in ov["kpis"]["unique_visitors"]["help"]
     assert ov["kpis"]["page_views"]["help"].startswith("Every navigation seen")
     assert "unique visitors = signed-in users merged + anonymous visitor-days" in ov["notes"]
