@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,7 +22,7 @@ from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
 from trackside.authz import Unauthorized
 from trackside.figures import load_days
 from trackside.stats.item import item_stats
-from trackside.stats.query import QueryError, parse_query, run_query
+from trackside.stats.query import QueryError, parse_query, period_range, popular_items, run_query
 from trackside.stats.site import site_stats
 from trackside.storage.engine import snapshot
 from trackside.storage.reads import recent_page_views
@@ -50,6 +51,8 @@ class TracksideApi:
             caller = await self.stats.authorizer.caller(request.headers.get("authorization"))
         except Unauthorized as exc:
             return error(401, str(exc))
+        except httpx.HTTPError:
+            return error(502, "the site's who-am-I endpoint did not answer")
         if not caller.is_moderator:
             return error(403, "moderators only")
         return None
@@ -81,15 +84,7 @@ class TracksideApi:
         if kind not in self.settings.content_rules:
             return error(400, f"kind: one of {', '.join(self.settings.content_rules)}")
         try:
-            q = parse_query(
-                {
-                    "metrics": ["content_views", "unique_viewers", "impressions"],
-                    "dimensions": ["content"],
-                    "period": params.get("period", "7d"),
-                    "limit": 1000,
-                },
-                datetime.now(UTC).date(),
-            )
+            first, last = period_range(params.get("period", "7d"), datetime.now(UTC).date())
             limit = int(params.get("limit", "10"))
             if not 1 <= limit <= 100:
                 raise ValueError
@@ -98,19 +93,9 @@ class TracksideApi:
         except ValueError:
             return error(400, "limit: an integer between 1 and 100")
         async with snapshot(self.stats.engine) as conn:
-            days = await load_days(conn, q.first, q.last, self.window)
-        rows = [r for r in run_query(q, days)["results"] if r["dimensions"][0].startswith(kind + ":")]
-        items = [
-            {
-                "id": r["dimensions"][0].split(":", 1)[1],
-                "views": r["metrics"][0],
-                "unique_viewers": r["metrics"][1],
-                "impressions": r["metrics"][2],
-            }
-            for r in rows
-            if r["metrics"][0]
-        ][:limit]
-        result = {"kind": kind, "period": {"from": q.first.isoformat(), "to": q.last.isoformat()}, "items": items}
+            days = await load_days(conn, first, last, self.window)
+        items = popular_items(days, kind, limit)
+        result = {"kind": kind, "period": {"from": first.isoformat(), "to": last.isoformat()}, "items": items}
         if _wants_csv(request):
             return _csv_rows(["id", "views", "unique_viewers", "impressions"], [list(i.values()) for i in items])
         return JSONResponse(result, headers=NO_STORE)
@@ -135,8 +120,10 @@ class TracksideApi:
     async def site(self, request: Request) -> Response:
         if (denied := await self._moderator(request)) is not None:
             return denied
-        async with snapshot(self.stats.engine) as conn:
-            body = await site_stats(conn, now=datetime.now(UTC), window_seconds=self.window)
+        caller = await self.stats.authorizer.caller(request.headers.get("authorization"))
+        body = await self.stats._cached(
+            "site", caller, False, lambda conn, now: site_stats(conn, now=now, window_seconds=self.window)
+        )
         return JSONResponse(body, headers=NO_STORE)
 
     async def item(self, request: Request) -> Response:

@@ -9,7 +9,7 @@ import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -69,6 +69,8 @@ class SidecarApp:
             await self.beacon(scope, receive, send)  # beacons are reports, not requests to count
         elif scope["type"] == "http" and self.snippet.handles(scope["path"]):
             await self.snippet(scope, receive, send)
+        elif scope["path"] == OWN_PREFIX[:-1] and scope["type"] == "http":
+            await RedirectResponse(OWN_PREFIX, status_code=308)(scope, receive, send)
         elif scope["path"].startswith(OWN_PREFIX) or STATS_PATHS.match(scope["path"]):
             # Trackside's own routes and the stats endpoints it answers for the site: never proxied
             # as such, never counted.

@@ -82,7 +82,7 @@ def test_every_client_navigation_counts_once(next_server, api_server, e2e_databa
 
     beacons = [r for r in journey["requests"] if urlsplit(r["path"]).path == "/_trackside/b"]
     # One beacon per navigation, every one answered, and only these.
-    assert Counter(r["step"] for r in beacons) == Counter(JOURNEY_STEPS)
+    assert Counter(r["step"] for r in beacons) == Counter(list(JOURNEY_STEPS))
     assert {r["status"] for r in beacons} == {204} and {r["method"] for r in beacons} == {"POST"}
     # The navigation to /about made no request but the beacon: the proxy alone could not have seen it.
     about = [r for r in helpers.step_requests(journey, "to_about") if not r["path"].startswith("/_next/static/")]

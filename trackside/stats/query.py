@@ -265,3 +265,19 @@ def _content(days: list[DayFigures]) -> dict[str, dict[str, int]]:
             "impressions": sum(f.counts["impressions"] for f in figures),
         }
     return out
+
+
+def popular_items(days: list[DayFigures], kind: str, limit: int) -> list[dict[str, Any]]:
+    """The most viewed items of one kind: views, then unique viewers, then id."""
+    rows = [
+        {
+            "id": key.split(":", 1)[1],
+            "views": v["content_views"],
+            "unique_viewers": v["unique_viewers"],
+            "impressions": v["impressions"],
+        }
+        for key, v in _content(days).items()
+        if key.startswith(kind + ":") and v["content_views"]
+    ]
+    rows.sort(key=lambda r: (-r["views"], -r["unique_viewers"], r["id"]))
+    return rows[:limit]
