@@ -53,6 +53,11 @@ class SiteDay:
     errors: int = 0
     impressions: int = 0
     bot_hits: int = 0
+    signups_authenticated: int = 0
+    uploads_authenticated: int = 0
+    api_calls_authenticated: int = 0
+    errors_authenticated: int = 0
+    impressions_authenticated: int = 0
     dims: dict[tuple[str, str], DimCount] = field(default_factory=lambda: defaultdict(DimCount))
     items: dict[tuple[str, str], ItemDay] = field(default_factory=lambda: defaultdict(ItemDay))
 
@@ -64,17 +69,23 @@ def _at(ts: float) -> datetime:
 def aggregate_day(day: date, events: list[ev.Event], views: DayViews, bot_hits: int = 0) -> SiteDay:
     out = SiteDay(day, bot_hits=bot_hits)
     for e in events:
+        # These requests carry their own token (API calls do), so their user is their own.
+        signed_in = e.user_id is not None
         if e.nav == ev.NAV_API:
             out.api_calls += 1
+            out.api_calls_authenticated += signed_in
         if e.kind == ev.ERROR:
             out.errors += 1
-            _dim(out, "error", e.error_type or "unknown", None, "")
+            out.errors_authenticated += signed_in
+            _dim(out, "error", e.error_type or "unknown", e.user_id, "")
         if e.event_name:
             if e.event_name == "signup":
                 out.signups += 1
+                out.signups_authenticated += signed_in
             elif e.event_name == "upload":
                 out.uploads += 1
-            _dim(out, "event", e.event_name, None, "")
+                out.uploads_authenticated += signed_in
+            _dim(out, "event", e.event_name, e.user_id, "")
 
     for pv in views.page_views:
         e = pv.event
@@ -127,6 +138,7 @@ def aggregate_day(day: date, events: list[ev.Event], views: DayViews, bot_hits: 
         e = im.event
         item = out.items[(e.content_kind or "", e.content_id or "")]
         out.impressions += 1
+        out.impressions_authenticated += im.user is not None
         item.impressions += 1
         if im.user:
             item.impressions_authenticated += 1

@@ -267,6 +267,7 @@ class Capturer:
         source = medium = campaign = None
         if beacon.type == PAGEVIEW and beacon.query:
             source, medium, campaign = utm(beacon.query)
+        user = self.tokens.user_from_header(headers.get("authorization"))
         for path, content_kind, content_id in shown:
             self.sink.put(
                 ev.Event(
@@ -282,7 +283,7 @@ class Capturer:
                     device=info.device,
                     browser=info.browser,
                     os=info.os,
-                    user_id=self.tokens.user_from_header(headers.get("authorization")),
+                    user_id=user,
                     content_kind=content_kind,
                     content_id=content_id,
                     view_type=beacon.view_type,

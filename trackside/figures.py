@@ -30,6 +30,11 @@ SITE_COUNTS = (
     "errors",
     "impressions",
     "bot_hits",
+    "signups_authenticated",
+    "uploads_authenticated",
+    "api_calls_authenticated",
+    "errors_authenticated",
+    "impressions_authenticated",
 )
 ITEM_COUNTS = ("views", "views_authenticated", "impressions", "impressions_authenticated")
 

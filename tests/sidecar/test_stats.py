@@ -175,7 +175,10 @@ async def test_sitewide_stats(seeded):
     assert before["unique_visitors_30d_authenticated"] == 2
     assert before["new_signups_30d"] == 1
     assert before["total_api_calls_30d"] == 3
+    assert before["total_api_calls_30d_authenticated"] == 1  # u7's read of a1, with its token
     assert before["total_errors_30d"] == 1
+    assert before["total_errors_30d_authenticated"] == 0
+    assert before["new_signups_30d_authenticated"] == 0
     assert before["errors_by_type"] == {"upstream_unreachable": 1}
     assert before["views_by_page"] == {"/p/[post]": 7, "/b/[blog]": 1}
     assert before["views_by_page_authenticated"] == {"/p/[post]": 4}

@@ -26,6 +26,9 @@ DEFINITIONS = {
     "errors": "5xx answers (upstream or the sidecar's 502/504) and 404 pages",
     "authenticated": "the same figure for signed-in visitors only",
     "bot_traffic": "requests from bots, kept apart from every other figure",
+    "new_signups": "answered sign-up requests (route rules, or the site's X-Trackside-Event hint)",
+    "new_posts": "answered upload requests (route rules, or the site's X-Trackside-Event hint)",
+    "impressions": "items shown in feeds, search results or widgets; not page views",
 }
 
 
@@ -50,19 +53,22 @@ async def site_stats(conn: AsyncConnection, *, now: datetime, window_seconds: fl
     out["total_page_views_30d_authenticated"] = total("page_views_authenticated")
     out["unique_visitors_30d"] = users + anonymous
     out["unique_visitors_30d_authenticated"] = users
-    out["new_signups_30d"] = total("signups")
-    out["new_posts_30d"] = total("uploads")
-    out["total_api_calls_30d"] = total("api_calls")
-    out["total_errors_30d"] = total("errors")
-    out["total_impressions_30d"] = total("impressions")
-    out["daily_views"] = _series(days, lambda d: d.counts["page_views"])
-    out["daily_views_authenticated"] = _series(days, lambda d: d.counts["page_views_authenticated"])
+    for suffix in ("", "_authenticated"):
+        out["new_signups_30d" + suffix] = total("signups" + suffix)
+        out["new_posts_30d" + suffix] = total("uploads" + suffix)
+        out["total_api_calls_30d" + suffix] = total("api_calls" + suffix)
+        out["total_errors_30d" + suffix] = total("errors" + suffix)
+        out["total_impressions_30d" + suffix] = total("impressions" + suffix)
+        for series, name in (
+            ("views", "page_views"),
+            ("signups", "signups"),
+            ("posts", "uploads"),
+            ("api_calls", "api_calls"),
+            ("errors", "errors"),
+        ):
+            out[f"daily_{series}{suffix}"] = _series(days, lambda d, key=name + suffix: d.counts[key])
     out["daily_unique_visitors"] = _series(days, lambda d: d.unique_visitors)
     out["daily_unique_visitors_authenticated"] = _series(days, lambda d: d.unique_visitors_authenticated)
-    out["daily_signups"] = _series(days, lambda d: d.counts["signups"])
-    out["daily_posts"] = _series(days, lambda d: d.counts["uploads"])
-    out["daily_api_calls"] = _series(days, lambda d: d.counts["api_calls"])
-    out["daily_errors"] = _series(days, lambda d: d.counts["errors"])
     for suffix, column in (("", 0), ("_authenticated", 1)):
         out["hourly_views" + suffix] = _hourly(by_day, now, column)
         out["hourly_unique_visitors" + suffix] = _hourly(by_day, now, column + 2)
@@ -73,6 +79,7 @@ async def site_stats(conn: AsyncConnection, *, now: datetime, window_seconds: fl
         out["views_by_browser" + suffix] = top(dims.get(("browser", auth), Counter()), 10)
         out["top_referrers" + suffix] = top(dims.get(("referrer", auth), Counter()), 10)
     out["errors_by_type"] = top(dims.get(("error", False), Counter()))
+    out["errors_by_type_authenticated"] = top(dims.get(("error", True), Counter()))
     bots_daily = await bot_hits_by_day(conn, first, today)
     out["bot_traffic"] = {
         "total_30d": sum(bots_daily.values()),

@@ -68,6 +68,11 @@ async def replace_day(conn: AsyncConnection, site: SiteDay, events: int) -> None
                 "impressions": site.impressions,
                 "bot_hits": site.bot_hits,
                 "users_sketch": sketch_of(site.users),
+                "api_calls_authenticated": site.api_calls_authenticated,
+                "errors_authenticated": site.errors_authenticated,
+                "signups_authenticated": site.signups_authenticated,
+                "uploads_authenticated": site.uploads_authenticated,
+                "impressions_authenticated": site.impressions_authenticated,
             }
         ],
     )

@@ -118,6 +118,11 @@ class DailySiteRow(SQLModel, table=True):
     impressions: int = Field(sa_column=Column(BigInteger, nullable=False))
     bot_hits: int = Field(sa_column=Column(BigInteger, nullable=False))
     users_sketch: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    api_calls_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    errors_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    signups_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    uploads_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    impressions_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
 class DailySiteDimRow(SQLModel, table=True):
