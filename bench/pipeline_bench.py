@@ -406,7 +406,9 @@ def summarize_profile(path: Path, groups_of: dict[str, str] = PROFILE_GROUPS) ->
 # --------------------------------------------------------------------------------------------------------------
 
 
-def rollup_one_day(backend: str, args: argparse.Namespace, dbs: Databases) -> dict[str, Any]:
+def rollup_one_day(backend: str, args: argparse.Namespace, dbs: Databases) -> list[dict[str, Any]]:
+    """Insert `--rollup-events` raw events for one closed day once, then time `rollup_day` once per `--rollup-gc`
+    mode (the second and later runs with force=True: same work, the day's rows replaced)."""
     from trackside.rollup import rollup_day
 
     url = dbs.new(backend, f"rollup-{backend}")
@@ -417,66 +419,75 @@ def rollup_one_day(backend: str, args: argparse.Namespace, dbs: Databases) -> di
     rng = random.Random(5)
     n = args.rollup_events
 
-    async def run() -> dict[str, Any]:
+    async def insert(engine: Any) -> float:
+        insert_s = 0.0
+        written = 0
+        while written < n:
+            size = min(args.rollup_chunk, n - written)
+            batch = factory.batch(size, lambda: start + rng.uniform(0, 86_399.999))
+            t0 = time.perf_counter()
+            await write_batch(engine, batch)
+            insert_s += time.perf_counter() - t0
+            written += size
+        if backend == "postgres":
+            async with engine.begin() as conn:  # as autovacuum would have by now
+                await conn.exec_driver_sql("ANALYZE events")
+        return insert_s
+
+    async def roll(engine: Any, mode: str, force: bool) -> dict[str, Any]:
+        gc.collect()
+        _reset_peak_rss()
+        rss0 = _rss_kb("VmRSS")
+        spy = profile = None
+        if args.profile_rollup:
+            profile = Path(args.out).parent / f"profile-rollup-{backend}-gc{mode}.txt"
+            spy = subprocess.Popen([PY_SPY, "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", "100",
+                                    "--nonblocking", "-o", str(profile)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, preexec_fn=pb._die_with_parent)  # fmt: skip
+            await asyncio.sleep(1.0)  # py-spy attached
+        if mode == "off":
+            gc.disable()
+        elif mode == "freeze":
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            result = await rollup_day(engine, day, 1800.0, force=force)
+        finally:
+            rollup_s = time.perf_counter() - t0
+            rollup_cpu_s = time.process_time() - c0
+            gc.enable()
+            gc.unfreeze()
+            gc.set_threshold(*GC_THRESHOLDS)
+        peak = _rss_kb("VmHWM")
+        out: dict[str, Any] = {
+            "gc": mode, "rolled_events": result.events, "rollup_s": round(rollup_s, 2),
+            "rollup_s_per_million": round(rollup_s / n * 1e6, 2), "rollup_cpu_s_this_process": round(rollup_cpu_s, 2),
+            "load_avg_1m": os.getloadavg()[0], "rollup_peak_rss_mb": round(peak / 1024),
+            "rollup_rss_growth_mb": round((peak - rss0) / 1024),
+        }  # fmt: skip
+        if spy is not None and profile is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+            if profile.exists():
+                out["profile"] = {"file": str(profile), **summarize_profile(profile, ROLLUP_GROUPS)}
+        return out
+
+    async def run() -> list[dict[str, Any]]:
         engine = create_engine(url)
         try:
-            insert_s = 0.0
-            written = 0
-            while written < n:
-                size = min(args.rollup_chunk, n - written)
-                batch = factory.batch(size, lambda: start + rng.uniform(0, 86_399.999))
-                t0 = time.perf_counter()
-                await write_batch(engine, batch)
-                insert_s += time.perf_counter() - t0
-                written += size
-            if backend == "postgres":
-                async with engine.begin() as conn:  # as autovacuum would have by now
-                    await conn.exec_driver_sql("ANALYZE events")
-            _reset_peak_rss()
-            rss0 = _rss_kb("VmRSS")
-            spy = profile = None
-            if args.profile_rollup:
-                profile = Path(args.out).parent / f"profile-rollup-{backend}.txt"
-                spy = subprocess.Popen([PY_SPY, "record", "--pid", str(os.getpid()), "--format", "raw", "--rate",
-                                        "100", "--nonblocking", "-o", str(profile)], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, preexec_fn=pb._die_with_parent)  # fmt: skip
-                await asyncio.sleep(1.0)  # py-spy attached
-            if args.rollup_gc == "off":
-                gc.disable()
-            elif args.rollup_gc == "freeze":
-                gc.collect()
-                gc.freeze()
-                gc.set_threshold(50_000, 20, 100)
-            t0, c0 = time.perf_counter(), time.process_time()
-            try:
-                result = await rollup_day(engine, day, 1800.0)
-            finally:
-                rollup_s = time.perf_counter() - t0
-                rollup_cpu_s = time.process_time() - c0
-                gc.enable()
-                gc.unfreeze()
-                gc.set_threshold(*GC_THRESHOLDS)
-            peak = _rss_kb("VmHWM")
-            summary = {}
-            if spy is not None and profile is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
-                if profile.exists():
-                    summary = {"profile": {"file": str(profile), **summarize_profile(profile, ROLLUP_GROUPS)}}
-            return {**summary,
-                "backend": backend, "gc": args.rollup_gc, "day": day.isoformat(), "events": n,
-                "rolled_events": result.events,
-                "insert_s": round(insert_s, 2), "insert_events_per_s": round(n / insert_s),
-                "rollup_s": round(rollup_s, 2), "rollup_s_per_million": round(rollup_s / n * 1e6, 2),
-                "rollup_cpu_s_this_process": round(rollup_cpu_s, 2), "load_avg_1m": os.getloadavg()[0],
-                "rollup_peak_rss_mb": round(peak / 1024), "rollup_rss_growth_mb": round((peak - rss0) / 1024),
-            }  # fmt: skip
+            insert_s = await insert(engine)
+            common = {"backend": backend, "day": day.isoformat(), "events": n, "insert_s": round(insert_s, 2),
+                      "insert_events_per_s": round(n / insert_s)}  # fmt: skip
+            results = []
+            for i, mode in enumerate(_items(args.rollup_gc)):
+                results.append({**common, **await roll(engine, mode, force=i > 0)})
+                log(f"  rollup {backend} gc={mode}: {results[-1]['rollup_s']} s for {n} events")
+            return results
         finally:
             await engine.dispose()
 
-    result = asyncio.run(run())
-    log(f"  rollup {backend}: {result['rollup_s']} s for {n} events (insert {result['insert_events_per_s']}/s)")
-    return result
+    return asyncio.run(run())
 
 
 def _reset_peak_rss() -> None:
@@ -671,8 +682,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-timeout", type=float, default=300)
     p.add_argument("--rollup-events", type=int, default=1_000_000)
     p.add_argument("--rollup-chunk", type=int, default=20_000)
-    p.add_argument("--rollup-gc", choices=("on", "off", "freeze"), default="on",
-                   help="rollup: Python's cyclic GC as is (on), disabled, or frozen with a higher threshold")
+    p.add_argument("--rollup-gc", default="on,freeze",
+                   help="rollup: one timed run per mode: on (Python's GC as is), off (disabled), "
+                        "freeze (gc.freeze() + threshold 50,000)")
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--sidecar-workers", type=int, default=1)
@@ -714,14 +726,15 @@ def main(argv: list[str] | None = None) -> int:
     backends = list(_items(args.backends))
     report: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_avg_at_start": os.getloadavg()},
         "args": {k: v for k, v in vars(args).items() if k not in ("run_worker", "poll_delay", "max_jobs")},
     }
     try:
         if "drain" in parts:
             report["drain"] = [drain(b, v, args, tmp, dbs) for b in backends for v in _items(args.workers_variants)]
         if "rollup" in parts:
-            report["rollup"] = [rollup_one_day(b, args, dbs) for b in backends]
+            report["rollup"] = [r for b in backends for r in rollup_one_day(b, args, dbs)]
         if "sidecar" in parts:
             report["sidecar"] = [sidecar_at_full_rate(v, args, tmp, dbs) for v in _items(args.sidecar_worker_variants)]
     finally:

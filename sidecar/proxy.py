@@ -1,7 +1,11 @@
-"""The proxy: a bare ASGI app that streams requests to an upstream with aiohttp's client.
+"""The proxy: a bare ASGI app that streams requests to an upstream over pooled keep-alive
+connections (`sidecar.upstream_client`).
 
-Starlette's Request/Response objects cost more per request than the choice of server, so the
-proxied path is plain ASGI. Bodies stream both ways (nothing is held whole in memory), redirects
+Starlette's Request/Response objects cost more per request than the choice of server, and
+aiohttp's client several times what a plain HTTP/1.1 client costs, so the proxied path is plain
+ASGI over a small client of our own (WebSockets go through aiohttp).
+
+Bodies stream both ways (nothing is held whole in memory), redirects
 and compressed bodies pass untouched, connections to the upstreams are pooled. An unreachable
 upstream is a 502, a slow one a 504, each with a short plain body and `X-Trackside-Error`."""
 
@@ -11,21 +15,21 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import aiohttp
-from multidict import CIMultiDict
 from starlette.types import Message, Receive, Scope, Send
-from yarl import URL
 
 from sidecar.headers import FORWARDED, HOP_BY_HOP, connection_named, response_headers
-from sidecar.upstreams import Upstreams
+from sidecar.upstream_client import UpstreamError, UpstreamPool, UpstreamTimeout
+from sidecar.upstreams import Target, Upstreams
 from trackside.enrich.client_ip import ClientIP
 from trackside.metrics import Metrics
 from trackside.settings import Settings
 
 logger = logging.getLogger("trackside.proxy")
 
-_REQUEST_DROP = HOP_BY_HOP | {b"expect", b"content-length"}
+_REQUEST_DROP = HOP_BY_HOP | {b"expect", b"content-length", b"transfer-encoding"}
 
 
 class _BodyError(Exception):
@@ -40,7 +44,8 @@ class ProxyApp:
         self.metrics = metrics
         self.upstreams = Upstreams(settings)
         self.client_ip = ClientIP(settings.trusted_proxies)
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # for WebSockets only
+        self.pools: dict[str, UpstreamPool] = {}
 
     async def startup(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -60,6 +65,8 @@ class ProxyApp:
         )
 
     async def shutdown(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
         if self.session is not None:
             await self.session.close()
 
@@ -72,19 +79,34 @@ class ProxyApp:
             return
         await self.handle_http(scope, receive, send)
 
-    def upstream_request(self, scope: Scope) -> tuple[str, CIMultiDict[str], bool, str | None]:
-        """URL and headers for the upstream; whether the route is the API; a refusal if any."""
+    def pool_for(self, target: Target) -> UpstreamPool:
+        pool = self.pools.get(target.base)
+        if pool is None:
+            parts = urlsplit(target.base)
+            tls = parts.scheme == "https"
+            pool = UpstreamPool(
+                parts.hostname or "127.0.0.1",
+                parts.port or (443 if tls else 80),
+                limit=self.settings.upstream_connections,
+                connect_timeout=self.settings.connect_timeout,
+                tls=tls,
+            )
+            self.pools[target.base] = pool
+        return pool
+
+    def upstream_request(self, scope: Scope) -> tuple[Target, bytes, list[tuple[bytes, bytes]], str | None]:
+        """Target, request target and headers for the upstream, and a refusal if any."""
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         target, sent_path = self.upstreams.resolve(raw_path)
-        query = scope.get("query_string", b"").decode("latin-1")
-        url = target.base + sent_path + ("?" + query if query else "")
+        query: bytes = scope.get("query_string", b"")
+        request_target = sent_path.encode("latin-1") + (b"?" + query if query else b"")
 
         raw_headers = scope["headers"]
         drop = _REQUEST_DROP | connection_named(raw_headers)
         client = scope.get("client")
         peer = client[0] if client else ""
         trusted = self.client_ip.is_trusted(peer)
-        headers: CIMultiDict[str] = CIMultiDict()
+        headers: list[tuple[bytes, bytes]] = []
         host = forwarded_for = forwarded_proto = forwarded_host = None
         size = 0
         content_length = transfer_encoding = None
@@ -95,92 +117,108 @@ class ProxyApp:
             elif name == b"transfer-encoding":
                 transfer_encoding = value
             elif name == b"host":
-                host = value.decode("latin-1")
+                host = value
             if name in FORWARDED:
                 if trusted:
                     if name == b"x-forwarded-for":
-                        forwarded_for = value.decode("latin-1")
+                        forwarded_for = value
                     elif name == b"x-forwarded-proto":
-                        forwarded_proto = value.decode("latin-1")
+                        forwarded_proto = value
                     elif name == b"x-forwarded-host":
-                        forwarded_host = value.decode("latin-1")
+                        forwarded_host = value
                 continue
             if name in drop:
                 continue
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
+            headers.append((name, value))
+        refusal = None
         if _has_dot_segment(scope["path"]):
             # `/../` would climb out of the route (or the upstream's root): refused, as nginx does.
-            return url, headers, target.is_api, "400 invalid path"
-        if size > self.settings.max_header_bytes:
-            return url, headers, target.is_api, "431 request headers too large"
-        if content_length is not None and transfer_encoding is not None:
+            refusal = "400 invalid path"
+        elif size > self.settings.max_header_bytes:
+            refusal = "431 request headers too large"
+        elif content_length is not None and transfer_encoding is not None:
             # Request smuggling: two framings that a chain of servers may read differently.
-            return url, headers, target.is_api, "400 both Content-Length and Transfer-Encoding"
-        if content_length is not None:
+            refusal = "400 both Content-Length and Transfer-Encoding"
+        elif content_length is not None:
             if not content_length.isdigit():
-                return url, headers, target.is_api, "400 invalid Content-Length"
-            if int(content_length) > self.settings.max_body_bytes:
-                return url, headers, target.is_api, "413 request body too large"
-            headers["Content-Length"] = content_length.decode()
-        elif transfer_encoding is not None and transfer_encoding.strip().lower() != b"chunked":
-            return url, headers, target.is_api, "501 unsupported Transfer-Encoding"
-        headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-        headers["X-Forwarded-Proto"] = forwarded_proto or scope.get("scheme", "http")
+                refusal = "400 invalid Content-Length"
+            elif int(content_length) > self.settings.max_body_bytes:
+                refusal = "413 request body too large"
+            else:
+                headers.append((b"content-length", content_length))
+        elif transfer_encoding is not None:
+            if transfer_encoding.strip().lower() != b"chunked":
+                refusal = "501 unsupported Transfer-Encoding"
+            else:
+                headers.append((b"transfer-encoding", b"chunked"))
+        if host is None:
+            headers.append((b"host", urlsplit(target.base).netloc.encode("latin-1")))
+        peer_bytes = peer.encode("latin-1")
+        headers.append((b"x-forwarded-for", forwarded_for + b", " + peer_bytes if forwarded_for else peer_bytes))
+        headers.append((b"x-forwarded-proto", forwarded_proto or scope.get("scheme", "http").encode("latin-1")))
         if forwarded_host or host:
-            headers["X-Forwarded-Host"] = forwarded_host or host or ""
-        return url, headers, target.is_api, None
+            headers.append((b"x-forwarded-host", forwarded_host or host or b""))
+        return target, request_target, headers, refusal
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.session is not None
         self.metrics.inc("requests")
         method = scope["method"]
-        url, headers, _, refusal = self.upstream_request(scope)
+        target, request_target, headers, refusal = self.upstream_request(scope)
         if refusal is not None:
             status, _, message = refusal.partition(" ")
             await plain_response(send, int(status), message, close=True)
             return
-        has_body = "Content-Length" in headers and headers["Content-Length"] != "0"
-        chunked = any(name == b"transfer-encoding" for name, _ in scope["headers"])
+        chunked = False
+        has_body = False
+        for name, value in headers:
+            if name == b"content-length":
+                has_body = value != b"0"
+            elif name == b"transfer-encoding":
+                chunked = has_body = True
         body_error: list[_BodyError] = []
-        data = self._body(receive, body_error) if has_body or chunked else None
-        started = False
+        body = self._body(receive, body_error) if has_body else None
         t0 = time.perf_counter()
         try:
-            async with self.session.request(
-                method, URL(url, encoded=True), headers=headers, data=data, allow_redirects=False, compress=None
-            ) as resp:
-                self.metrics.observe_upstream(time.perf_counter() - t0)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": resp.status,
-                        "headers": response_headers(resp.raw_headers),
-                    }
-                )
-                started = True
-                if method == "HEAD":
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    return
-                async for chunk in resp.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if started:
-                # Too late for a status: abort the connection so the client sees a broken body,
-                # never a truncated one that looks complete.
-                self.metrics.inc("upstream_broken_stream")
-                raise
+            response = await self.pool_for(target).request(
+                method, request_target, headers, body, chunked=chunked, read_timeout=self.settings.upstream_timeout
+            )
+        except (UpstreamError, UpstreamTimeout, _BodyError) as exc:
             if body_error:
                 err = body_error[0]
                 await plain_response(send, err.status, err.message, close=True)
-                return
-            if isinstance(exc, TimeoutError):
+            elif isinstance(exc, UpstreamTimeout):
                 self.metrics.inc("upstream_timeout")
                 await plain_response(send, 504, "upstream timed out", error="upstream_timeout")
             else:
                 self.metrics.inc("upstream_unreachable")
-                logger.warning("upstream unreachable: %s", type(exc).__name__)
+                logger.warning("upstream unreachable: %s", exc)
                 await plain_response(send, 502, "upstream unreachable", error="upstream_unreachable")
+            return
+        self.metrics.observe_upstream(time.perf_counter() - t0)
+        finished = False
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": response_headers(response.headers),
+                }
+            )
+            if method != "HEAD":
+                async for chunk in response.body(self.settings.upstream_timeout):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finished = True
+        except (UpstreamError, UpstreamTimeout):
+            # Too late for a status: abort the connection so the client sees a broken body,
+            # never a truncated one that looks complete.
+            self.metrics.inc("upstream_broken_stream")
+            raise
+        finally:
+            if not finished:
+                response.discard()
+            elif method == "HEAD":
+                response.discard()
 
     async def _body(self, receive: Receive, errors: list[_BodyError]) -> AsyncIterator[bytes]:
         received = 0
@@ -190,15 +228,15 @@ class ProxyApp:
                 message: Message = await asyncio.wait_for(receive(), self.settings.client_timeout)
             except TimeoutError:
                 errors.append(_BodyError(408, "request body timed out"))
-                raise
+                raise errors[-1] from None
             if message["type"] == "http.disconnect":
                 errors.append(_BodyError(499, "client went away"))
-                raise ConnectionResetError("client disconnected")
+                raise errors[-1]
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > limit:
                 errors.append(_BodyError(413, "request body too large"))
-                raise ValueError("request body too large")
+                raise errors[-1]
             if chunk:
                 yield chunk
             if not message.get("more_body", False):

@@ -233,7 +233,7 @@ class Capturer:
 
     def record_beacon(self, scope: Scope, beacon: Beacon, verified: bool, started: float) -> str | None:
         """The events of one checked beacon (a client page view, impressions, widget views), enriched as
-        a request is. Returns why nothing was stored (`do-not-track`, `bot`, `no-known-items`), else None."""
+        a request is. Returns why nothing was stored (`do-not-track`, `bot`, `flood`, `no-known-items`), else None."""
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             if name in WANTED_HEADERS or name == self._country_header:
@@ -257,8 +257,12 @@ class Capturer:
             return "bot"
         client = scope.get("client")
         ip = self.client_ip.resolve(client[0] if client else None, headers.get("x-forwarded-for"))
-        info = parse_user_agent(ua, self.settings.players)
         visitor = visitor_hash(self.salt(datetime.fromtimestamp(started, UTC).date()), self.settings.site, ip, ua)
+        if self.is_flood(visitor, started):
+            # A script posting beacons in a loop: counters, never rows, like any other flood.
+            self.sink.put_bot(ev.BotHit(started, "flood", self.labeler.label(shown[0][0])))
+            return "flood"
+        info = parse_user_agent(ua, self.settings.players)
         country = self.countries.country(ip, headers.get(self.countries.header) if self.countries.header else None)
         # The page's referrer comes from the page (document.referrer), not from the beacon request.
         referrer = None

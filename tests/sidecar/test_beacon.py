@@ -281,6 +281,20 @@ async def test_do_not_track_bots_and_unknown_items_are_ignored_silently(upstream
     assert (await report_of(settings.database_url))["bots"] == {"Googlebot": 1}
 
 
+async def test_a_beacon_flood_is_kept_as_counters(upstream_site, make_settings):
+    settings = make_settings(frontend_url=upstream_site, api_url=upstream_site, flood_per_minute=5)
+    async with run_sidecar(settings) as (url, _):
+        async with httpx.AsyncClient(base_url=url) as c:
+            ignored = []
+            for n in range(8):
+                r = await c.post("/_trackside/b", content=beacon_body(t="pageview", p=f"/forged/{n}"),
+                                 headers={"user-agent": FIREFOX})
+                ignored.append(r.headers.get("x-trackside-ignored"))
+    assert ignored == [None] * 5 + ["flood"] * 3
+    assert len(await stored_events(settings.database_url)) == 5
+    assert (await report_of(settings.database_url))["bots"] == {"flood": 3}
+
+
 async def test_origin_restriction(upstream_site, make_settings):
     settings = make_settings(
         frontend_url=upstream_site, api_url=upstream_site, beacon_origins=("https://Partner.example/",)
@@ -370,7 +384,8 @@ class _Sink:
         pass
 
 
-_FUZZ_SETTINGS = Settings(database_url="sqlite+aiosqlite:///unused.db", honor_dnt=True)
+# One client sends every example: no flood limit here, so that valid examples keep being stored.
+_FUZZ_SETTINGS = Settings(database_url="sqlite+aiosqlite:///unused.db", honor_dnt=True, flood_per_minute=10**9)
 _SINK = _Sink()
 _CAPTURER = Capturer(_FUZZ_SETTINGS, _SINK, _Salts(), Metrics())
 _FUZZ_APP = BeaconApp(_FUZZ_SETTINGS, _CAPTURER, PageTokens(_Salts(), "default", 1800))
