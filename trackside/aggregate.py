@@ -87,6 +87,10 @@ def aggregate_day(day: date, events: list[ev.Event], views: DayViews, bot_hits: 
                 out.uploads_authenticated += signed_in
             _dim(out, "event", e.event_name, e.user_id, "")
 
+    for e in views.unverified:
+        # Beacons without a valid page token: kept apart from every figure, reported as such.
+        _dim(out, "unverified", e.view_type or e.kind, None, "")
+
     for pv in views.page_views:
         e = pv.event
         who = pv.who

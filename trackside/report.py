@@ -67,6 +67,7 @@ async def build_report(engine: AsyncEngine, since: date, until: date, window_sec
         "countries": dim("country"),
         "referrers": dim("referrer"),
         "bots": _ranked(Counter(bots)),
+        "unverified_beacons": dim("unverified"),
     }
 
 
@@ -109,4 +110,5 @@ def format_report(report: dict[str, Any]) -> str:
     block("Countries", report["countries"])
     block("Referrers", report["referrers"])
     block("Bots (apart from every figure above)", report["bots"])
+    block("Beacons without a valid page token (apart from every figure above)", report["unverified_beacons"])
     return "\n".join(lines)

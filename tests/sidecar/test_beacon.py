@@ -165,6 +165,7 @@ async def test_beacons_without_a_valid_token_count_apart(upstream_site, make_set
         assert app.metrics.counts["beacons_unverified"] == 4
     report = await report_of(settings.database_url)
     assert report["page_views"]["total"] == 1  # the document only
+    assert report["unverified_beacons"] == {"page_view": 4}  # reported apart
     assert [r["unverified"] for r in await stored_events(settings.database_url) if r["nav"] == "beacon"] == [1] * 4
 
 

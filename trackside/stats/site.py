@@ -29,6 +29,7 @@ DEFINITIONS = {
     "new_signups": "answered sign-up requests (route rules, or the site's X-Trackside-Event hint)",
     "new_posts": "answered upload requests (route rules, or the site's X-Trackside-Event hint)",
     "impressions": "items shown in feeds, search results or widgets; not page views",
+    "unverified_beacons": "snippet beacons without a valid page token (forged, or from other sites): in no figure",
 }
 
 
@@ -86,6 +87,7 @@ async def site_stats(conn: AsyncConnection, *, now: datetime, window_seconds: fl
         "by_bot": top(Counter(await bot_hits(conn, first, today)), 20),
         "daily": [{"date": d.day.isoformat(), "count": bots_daily.get(d.day, 0)} for d in days],
     }
+    out["unverified_beacons"] = top(dims.get(("unverified", False), Counter()))
     out["computed_at"] = iso(now)
     out["definitions"] = DEFINITIONS
     return out
