@@ -29,6 +29,10 @@ COUNTERS = {
     "upstream_unreachable": ("trackside_upstream_unreachable", "502 answers: the upstream could not be reached"),
     "upstream_timeout": ("trackside_upstream_timeout", "504 answers: the upstream was too slow"),
     "capture_failed": ("trackside_capture_failed", "Requests whose event could not be built (a bug)"),
+    "events_lost_unclean_shutdown": (
+        "trackside_events_lost_unclean_shutdown",
+        "Events captured by an earlier process that was killed before it could flush them",
+    ),
 }
 
 

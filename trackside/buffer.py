@@ -14,6 +14,7 @@ from typing import Protocol
 
 from trackside.batch import Batch, BotKey
 from trackside.events import BotHit, Event
+from trackside.ledger import Ledger
 from trackside.metrics import Metrics
 from trackside.spool import Spool
 
@@ -27,9 +28,10 @@ class BatchWriter(Protocol):
 class EventBuffer:
     """The capture sink: `put` and `put_bot` are synchronous and never block."""
 
-    def __init__(self, capacity: int, metrics: Metrics) -> None:
+    def __init__(self, capacity: int, metrics: Metrics, ledger: Ledger | None = None) -> None:
         self.capacity = capacity
         self.metrics = metrics
+        self.ledger = ledger
         self.events: list[Event] = []
         self.bots: Counter[BotKey] = Counter()
         self.aliases: dict[tuple[str, str], str] = {}
@@ -42,6 +44,8 @@ class EventBuffer:
             return
         self.events.append(event)
         self.metrics.inc("events_captured")
+        if self.ledger is not None:
+            self.ledger.add_captured()
         if len(self.events) >= self.batch_size:
             self.wakeup.set()
 
@@ -108,6 +112,7 @@ class Flusher:
             await self.writer.write(batch)
             self.metrics.inc("events_written", len(batch.events))
             self.metrics.inc("batches_written")
+            self._durable(batch)
         except Exception as exc:
             logger.warning("writer unavailable (%s): spooling %d events", type(exc).__name__, len(batch.events))
             self._spool(batch)
@@ -116,9 +121,14 @@ class Flusher:
         try:
             self.spool.append(batch)
             self.metrics.inc("events_spooled", len(batch.events))
+            self._durable(batch)
         except OSError:
             self.metrics.inc("events_dropped", len(batch.events))
             logger.exception("cannot write the spool: %d events lost", len(batch.events))
+
+    def _durable(self, batch: Batch) -> None:
+        if self.buffer.ledger is not None:
+            self.buffer.ledger.add_durable(len(batch.events))
 
     async def _replay(self) -> None:
         try:
@@ -138,3 +148,5 @@ class Flusher:
             await self._task
         await self.flush()
         self.spool.close()
+        if self.buffer.ledger is not None:
+            self.buffer.ledger.close()

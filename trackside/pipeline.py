@@ -10,6 +10,7 @@ import logging
 
 from trackside.buffer import EventBuffer, Flusher
 from trackside.capture import Capturer
+from trackside.ledger import Ledger, recover_lost
 from trackside.metrics import Metrics
 from trackside.queue import RedisWriter
 from trackside.rollup import prune, rollup_pending
@@ -32,7 +33,7 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.engine = create_engine(settings.database_url)
         self.salts = DatabaseSalts(self.engine)
-        self.buffer = EventBuffer(settings.buffer_size, self.metrics)
+        self.buffer = EventBuffer(settings.buffer_size, self.metrics)  # the ledger is opened at start
         self.spool = Spool(settings.spool_dir)
         self.writer: DatabaseWriter | RedisWriter
         if settings.redis_url is None:
@@ -50,6 +51,11 @@ class Pipeline:
             from trackside.storage.migrate import migrate  # alembic is heavy: import it only to use it
 
             await migrate(self.settings.database_url)
+        lost = recover_lost(self.settings.spool_dir)
+        if lost:
+            logger.warning("a process killed before it could flush lost %d captured events", lost)
+            self.metrics.inc("events_lost_unclean_shutdown", lost)
+        self.buffer.ledger = Ledger(self.settings.spool_dir)
         orphaned = self.spool.orphaned()
         if orphaned:
             logger.warning("found %d spooled batches from an earlier process: replaying them", orphaned)
