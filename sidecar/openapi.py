@@ -10,7 +10,7 @@ from trackside.stats.query import DEFINITIONS as QUERY_DEFINITIONS
 from trackside.stats.query import DIMENSIONS, SITE_METRICS
 from trackside.stats.site import DEFINITIONS as SITE_DEFINITIONS
 
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _ERRORS = {
     "400": {"description": "a bad parameter; `detail` names it"},
     "401": {"description": "no token, or one that does not verify"},

@@ -50,8 +50,8 @@ class SidecarCollector(Collector):
             if key.startswith("skipped_"):
                 skipped.add_metric([key[len("skipped_") :]], value)
         yield skipped
-        for name, value in self.gauges().items():
-            yield GaugeMetricFamily("trackside_" + name, name.replace("_", " "), value=value)
+        for gauge, level in self.gauges().items():
+            yield GaugeMetricFamily("trackside_" + gauge, gauge.replace("_", " "), value=level)
         buckets, total, count = self.metrics.latency_histogram()
         yield HistogramMetricFamily(
             "trackside_upstream_seconds", "Time to the upstream's response headers", buckets=buckets, sum_value=total

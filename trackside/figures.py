@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -47,8 +47,8 @@ class ItemFigures:
     viewers_authenticated: int = 0
     users: set[str] | None = None  # exact, for a live day
     users_sketch: bytes | None = None  # for a rolled day
-    first_at: object = None
-    last_at: object = None
+    first_at: datetime | None = None
+    last_at: datetime | None = None
     dims: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
 
@@ -215,11 +215,11 @@ def sum_days(days: list[DayFigures]) -> RangeTotals:
             dims[dim][key] += count
             if count_auth:
                 dims_auth[dim][key] += count_auth
-        for key, item in d.items.items():
-            item_parts[key].append(item)
+        for item_key, item in d.items.items():
+            item_parts[item_key].append(item)
     signed_in = merge_users(site_users)
     items: dict[tuple[str, str], dict[str, int]] = {}
-    for key, parts in item_parts.items():
+    for item_key, parts in item_parts.items():
         total: Counter[str] = Counter()
         for p in parts:
             total.update(p.counts)
@@ -227,5 +227,5 @@ def sum_days(days: list[DayFigures]) -> RangeTotals:
         row = {name: total[name] for name in ITEM_COUNTS}
         row["unique_viewers_authenticated"] = users
         row["unique_viewers"] = users + sum(p.anonymous_viewers for p in parts)
-        items[key] = row
+        items[item_key] = row
     return RangeTotals(counts, signed_in + anonymous, signed_in, dict(dims), dict(dims_auth), items)

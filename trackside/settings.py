@@ -210,8 +210,8 @@ class Settings:
                 raise ConfigError(f"TRACKSIDE_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.geoip_db is not None and not os.path.isfile(self.geoip_db):
             raise ConfigError(f"TRACKSIDE_GEOIP_DB: no such file {self.geoip_db!r}")
-        for rule in self.event_rules:
-            parse_event_rule(rule)
+        for event_rule in self.event_rules:
+            parse_event_rule(event_rule)
 
     def to_env(self) -> dict[str, str]:
         """The inverse of `from_env`, so worker processes started by the server rebuild the same object."""

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from trackside.batch import Batch
 from trackside.events import Event, new_event_id
-from trackside.figures import load_days, sum_days
+from trackside.figures import load_days
 from trackside.report import build_report
 from trackside.rollup import pending_days, prune, rollup_day, rollup_pending
 from trackside.sketch import RELATIVE_ERROR_BOUND
@@ -29,13 +29,37 @@ def at(day: date, seconds: float) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + seconds
 
 
-def ev(ts: float, *, visitor: str = "v1", user: str | None = None, path: str = "/p/a1", kind: str = "page_view",
-       nav: str = "document", author: str | None = None, country: str | None = "GB", name: str | None = None) -> Event:
+def ev(
+    ts: float,
+    *,
+    visitor: str = "v1",
+    user: str | None = None,
+    path: str = "/p/a1",
+    kind: str = "page_view",
+    nav: str = "document",
+    author: str | None = None,
+    country: str | None = "GB",
+    name: str | None = None,
+) -> Event:
     content = ("artwork", path.rsplit("/", 1)[1]) if path.startswith(("/p/", "/api/p/")) else (None, None)
     return Event(
-        id=new_event_id(ts), ts=ts, kind=kind, nav=nav, method="GET", path=path,
-        label="/p/[post]" if content[0] else path, status=200, visitor=visitor, device="desktop", browser="Firefox",
-        os="Linux", user_id=user, author_id=author, content_kind=content[0], content_id=content[1], country=country,
+        id=new_event_id(ts),
+        ts=ts,
+        kind=kind,
+        nav=nav,
+        method="GET",
+        path=path,
+        label="/p/[post]" if content[0] else path,
+        status=200,
+        visitor=visitor,
+        device="desktop",
+        browser="Firefox",
+        os="Linux",
+        user_id=user,
+        author_id=author,
+        content_kind=content[0],
+        content_id=content[1],
+        country=country,
         event_name=name,
     )
 
@@ -70,21 +94,21 @@ async def test_rollup_changes_no_figure_and_reruns_change_nothing(database_url):
         await write_batch(engine, Batch(events=journey(DAY1) + journey(DAY1 + timedelta(days=1))))
         await write_batch(engine, Batch(events=[ev(at(DAY1 + timedelta(days=2), 0))]))  # 00:00:00 of day 3
         before = await report(engine, DAY1, DAY1 + timedelta(days=2))
-        assert before["page_views"] == {"total": 15, "authenticated": 8,
-                                        "by_label": {"/p/[post]": 13, "/about": 2}}
+        assert before["page_views"] == {"total": 15, "authenticated": 8, "by_label": {"/p/[post]": 13, "/about": 2}}
         assert before["content"]["artwork"] == [
             # Per day: v1's first look (signed in as u7 through its API read), v1's second look 50 minutes
             # later (anonymous: no signed-in request within 30 minutes), v2, v4; plus v4 at 00:00 of day 3.
             # Unique viewers: u7 once across days, and the anonymous visitor-days v1, v2, v4, v1, v2, v4, v4.
-            {"id": "a1", "views": 9, "views_authenticated": 2, "unique_viewers": 8,
-             "unique_viewers_authenticated": 1},
+            {"id": "a1", "views": 9, "views_authenticated": 2, "unique_viewers": 8, "unique_viewers_authenticated": 1},
         ]
         assert before["signups"] == 2
 
         assert await pending_days(engine, TODAY) == [DAY1, DAY1 + timedelta(days=1), DAY1 + timedelta(days=2)]
         results = await rollup_pending(engine, WINDOW, TODAY)
         assert [(r.day, r.events, r.skipped) for r in results] == [
-            (DAY1, 9, False), (DAY1 + timedelta(days=1), 9, False), (DAY1 + timedelta(days=2), 1, False)
+            (DAY1, 9, False),
+            (DAY1 + timedelta(days=1), 9, False),
+            (DAY1 + timedelta(days=2), 1, False),
         ]
         after = await report(engine, DAY1, DAY1 + timedelta(days=2))
         assert after == before
@@ -156,9 +180,15 @@ async def test_thirty_days_of_signed_in_users_merge_not_sum(database_url):
             users = rng.sample(population, 150)
             seen.update(users)
             daily_sum += len(users)
-            await write_batch(engine, Batch(events=[
-                ev(at(day, 100 + i), visitor=f"x{offset}-{i}", user=u, path="/about") for i, u in enumerate(users)
-            ]))
+            await write_batch(
+                engine,
+                Batch(
+                    events=[
+                        ev(at(day, 100 + i), visitor=f"x{offset}-{i}", user=u, path="/about")
+                        for i, u in enumerate(users)
+                    ]
+                ),
+            )
         last = DAY1 + timedelta(days=29)
         await rollup_pending(engine, WINDOW, last)  # the last day stays raw: a mix of sketches and a set
         result = await report(engine, DAY1, last)

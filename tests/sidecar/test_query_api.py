@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.servers import run_sidecar
-from tests.sidecar.test_stats import ADMIN, MOD, bearer, seeded  # noqa: F401 - the fixture
+from tests.sidecar.test_stats import ADMIN, MOD, bearer
 from trackside.rollup import rollup_pending
 
 API = "/_trackside/api/v1"
@@ -25,20 +25,37 @@ async def test_query_site_totals_and_by_day(seeded):
     await rollup_pending(engine, 1800.0)
     async with run_sidecar(settings) as (url, _):
         async with httpx.AsyncClient(base_url=url, headers=MOD) as c:
-            totals = (await c.get(API + "/query", params={"metrics": "page_views,visitors,content_views,signups"})).json()
-            by_day = (await c.post(API + "/query", json={"metrics": ["page_views"], "dimensions": ["day"],
-                                                          "period": "7d"})).json()
+            totals = (
+                await c.get(API + "/query", params={"metrics": "page_views,visitors,content_views,signups"})
+            ).json()
+            by_day = (
+                await c.post(API + "/query", json={"metrics": ["page_views"], "dimensions": ["day"], "period": "7d"})
+            ).json()
             by_country = (await c.get(API + "/query", params={"metrics": "page_views", "dimensions": "country"})).json()
-            filtered = (await c.post(API + "/query", json={
-                "metrics": ["page_views"], "dimensions": ["country"], "filters": [["is_not", "country", ["NL"]]],
-            })).json()
-            content = (await c.post(API + "/query", json={
-                "metrics": ["content_views", "unique_viewers", "impressions"], "dimensions": ["content"],
-                "limit": 1,
-            })).json()
+            filtered = (
+                await c.post(
+                    API + "/query",
+                    json={
+                        "metrics": ["page_views"],
+                        "dimensions": ["country"],
+                        "filters": [["is_not", "country", ["NL"]]],
+                    },
+                )
+            ).json()
+            content = (
+                await c.post(
+                    API + "/query",
+                    json={
+                        "metrics": ["content_views", "unique_viewers", "impressions"],
+                        "dimensions": ["content"],
+                        "limit": 1,
+                    },
+                )
+            ).json()
             auth = (await c.get(API + "/query", params={"dimensions": "authenticated"})).json()
-            csv = await c.get(API + "/query", params={"metrics": "page_views", "dimensions": "country",
-                                                      "format": "csv"})
+            csv = await c.get(
+                API + "/query", params={"metrics": "page_views", "dimensions": "country", "format": "csv"}
+            )
     assert totals["results"] == [{"dimensions": [], "metrics": [8, 6, 7, 1]}]
     assert totals["meta"]["definitions"]["visitors"].startswith("site-wide: signed-in users merged")
     today = datetime.now(UTC).date()
@@ -122,5 +139,11 @@ async def test_bad_json_body_and_roles(seeded):
     assert item.status_code == 200 and item.json()["total_views"] == 6
     assert missing.status_code == 404
     paths = spec.json()["paths"]
-    assert set(paths) >= {"/api/post/{id}/stats", "/api/blog-post/{id}/stats", "/api/admin/sitewide-stats",
-                          "/_trackside/api/v1/query", "/_trackside/api/v1/popular", "/_trackside/api/v1/realtime"}
+    assert set(paths) >= {
+        "/api/post/{id}/stats",
+        "/api/blog-post/{id}/stats",
+        "/api/admin/sitewide-stats",
+        "/_trackside/api/v1/query",
+        "/_trackside/api/v1/popular",
+        "/_trackside/api/v1/realtime",
+    }

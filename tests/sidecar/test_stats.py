@@ -14,8 +14,6 @@ from tests.servers import run_sidecar
 from trackside.batch import Batch
 from trackside.events import Event, new_event_id
 from trackside.rollup import rollup_pending
-from trackside.storage.engine import create_engine
-from trackside.storage.migrate import migrate
 from trackside.storage.writes import write_batch
 
 SECRET = "stats-secret-stats-secret-stats-secret"
@@ -41,8 +39,9 @@ def midnight(days_ago: int) -> float:
 
 def ev(ts: float, visitor: str, **kw) -> Event:
     path = kw.pop("path", "/p/a1")
-    values = dict(kind="page_view", nav="document", method="GET", status=200, device="desktop", browser="Firefox",
-                  os="Linux")
+    values = dict(
+        kind="page_view", nav="document", method="GET", status=200, device="desktop", browser="Firefox", os="Linux"
+    )
     values.update(kw)
     if "content_kind" not in values and path.startswith(("/p/", "/api/p/")):
         values["content_kind"], values["content_id"] = "artwork", path.rsplit("/", 1)[1]
@@ -87,13 +86,26 @@ def expected_item(now: datetime) -> dict:
     hours = [current - timedelta(hours=23 - i) for i in range(24)]
 
     def daily(table):
-        return [{"date": d.isoformat(), "views": table.get(d, (0, 0, 0))[0], "unique_viewers": table.get(d, (0, 0, 0))[1],
-                 "impressions": table.get(d, (0, 0, 0))[2]} for d in days]
+        return [
+            {
+                "date": d.isoformat(),
+                "views": table.get(d, (0, 0, 0))[0],
+                "unique_viewers": table.get(d, (0, 0, 0))[1],
+                "impressions": table.get(d, (0, 0, 0))[2],
+            }
+            for d in days
+        ]
 
     def hourly(views, impressions):
         midnight_hour = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return [{"hour": h.strftime("%Y-%m-%dT%H:00:00+00:00"), "views": views if h == midnight_hour else 0,
-                 "impressions": impressions if h == midnight_hour else 0} for h in hours]
+        return [
+            {
+                "hour": h.strftime("%Y-%m-%dT%H:00:00+00:00"),
+                "views": views if h == midnight_hour else 0,
+                "impressions": impressions if h == midnight_hour else 0,
+            }
+            for h in hours
+        ]
 
     return {
         "post_id": 1,  # the site's numeric id, from its own answer
@@ -124,17 +136,6 @@ def expected_item(now: datetime) -> dict:
         "first_view_at": datetime.fromtimestamp(midnight(10) + 60, UTC).isoformat(),
         "last_view_at": datetime.fromtimestamp(midnight(0) + 2, UTC).isoformat(),
     }
-
-
-@pytest.fixture
-async def seeded(upstream_url, make_settings, database_url):
-    await migrate(database_url)
-    engine = create_engine(database_url)
-    await write_batch(engine, Batch(events=seed()))
-    settings = make_settings(frontend_url=upstream_url, api_url=upstream_url, jwt_secret=SECRET,
-                             admin_token=ADMIN, database_url=database_url)
-    yield settings, engine
-    await engine.dispose()
 
 
 def strip_volatile(body: dict) -> dict:
@@ -190,8 +191,11 @@ async def test_sitewide_stats(seeded):
     assert before["daily_views"][-1] == {"date": today.isoformat(), "count": 4}
     assert before["daily_views"][-11] == {"date": (today - timedelta(days=10)).isoformat(), "count": 2}
     assert sum(p["count"] for p in before["daily_views"]) == 8
-    assert before["bot_traffic"] == {"total_30d": 0, "by_bot": {}, "daily": [
-        {"date": p["date"], "count": 0} for p in before["daily_views"]]}
+    assert before["bot_traffic"] == {
+        "total_30d": 0,
+        "by_bot": {},
+        "daily": [{"date": p["date"], "count": 0} for p in before["daily_views"]],
+    }
 
 
 async def test_blog_post_stats_answered_alone_with_owner_from_hints(seeded):
@@ -216,8 +220,14 @@ async def test_blog_post_stats_answered_alone_with_owner_from_hints(seeded):
     [
         ("/api/post/1/stats", {}, 401),
         ("/api/post/1/stats", {"authorization": "Bearer not-a-jwt"}, 401),
-        ("/api/post/1/stats", {"authorization": "Bearer " + jwt.encode({"sub": "x"}, "wrong-secret-wrong-secret-wrong-secret!",
-                                                                        algorithm="HS256")}, 401),
+        (
+            "/api/post/1/stats",
+            {
+                "authorization": "Bearer "
+                + jwt.encode({"sub": "x"}, "wrong-secret-wrong-secret-wrong-secret!", algorithm="HS256")
+            },
+            401,
+        ),
         ("/api/post/1/stats", bearer("intruder"), 403),  # the site's own verdict stands
         ("/api/post/999/stats", MOD, 404),
         ("/api/post/1/stats", bearer("u7"), 200),  # the site says u7 may
@@ -270,8 +280,10 @@ async def test_numeric_id_found_through_the_upstream_item_id_hint(seeded):
         async with httpx.AsyncClient(base_url=url) as c:
             unknown = await c.get("/api/post/42/stats", headers=MOD)
             # The site's API answers the artwork's read with its numeric id in a hint header.
-            read = await c.get("/api/p/a1?item-id=42", headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64) "
-                                                                 "Gecko/20100101 Firefox/128.0"})
+            read = await c.get(
+                "/api/p/a1?item-id=42",
+                headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"},
+            )
             assert "x-trackside-item-id" not in read.headers
             await app.pipeline.flusher.flush()
             known = await c.get("/api/post/42/stats", headers=MOD)

@@ -254,8 +254,8 @@ def _site_totals(days: list[DayFigures]) -> dict[str, int]:
 def _content(days: list[DayFigures]) -> dict[str, dict[str, int]]:
     parts: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for d in days:
-        for key, item in d.items.items():
-            parts[key].append(item)
+        for key, figures_of_day in d.items.items():
+            parts[key].append(figures_of_day)
     out = {}
     for (kind, item), figures in parts.items():
         users = merge_users([(f.users, f.users_sketch) for f in figures])
@@ -269,7 +269,7 @@ def _content(days: list[DayFigures]) -> dict[str, dict[str, int]]:
 
 def popular_items(days: list[DayFigures], kind: str, limit: int) -> list[dict[str, Any]]:
     """The most viewed items of one kind: views, then unique viewers, then id."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": key.split(":", 1)[1],
             "views": v["content_views"],

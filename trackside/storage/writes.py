@@ -107,7 +107,7 @@ async def mark_dirty(conn: AsyncConnection, days: Iterable[date]) -> None:
         return
     stmt = _insert(conn, ROLLUP_DAYS)
     await conn.execute(
-        stmt.on_conflict_do_update(index_elements=["day"], set_={"dirty": True}),  # type: ignore[attr-defined]
+        stmt.on_conflict_do_update(index_elements=["day"], set_={"dirty": True}),
         rows,
     )
 
