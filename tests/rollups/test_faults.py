@@ -102,9 +102,8 @@ async def test_worker_killed_mid_batch_loses_nothing(make_settings, database_url
         # would not exit before the hour is up).
         with pytest.raises(TimeoutError):
             await run_burst_worker(settings, timeout=5, crons=True)
-        remaining = await pool.zrange(settings.queue_name, 0, -1)
+        remaining = [job for job in await pool.zrange(settings.queue_name, 0, -1) if job.startswith(b"batch:")]
         assert sorted(remaining) == sorted(key[len(IN_PROGRESS) :] for key in locked)
-        assert await count_events(database_url) <= total
 
         # The hour passes (simulated: the keys expire now), and a burst worker finishes the job.
         for key in locked:
