@@ -42,6 +42,7 @@ class ItemDay:
 @dataclass(slots=True)
 class SiteDay:
     day: date
+    raw_events: int = 0
     page_views: int = 0
     page_views_authenticated: int = 0
     visitors: set[str] = field(default_factory=set)
@@ -67,7 +68,7 @@ def _at(ts: float) -> datetime:
 
 
 def aggregate_day(day: date, events: list[ev.Event], views: DayViews, bot_hits: int = 0) -> SiteDay:
-    out = SiteDay(day, bot_hits=bot_hits)
+    out = SiteDay(day, bot_hits=bot_hits, raw_events=len(events))
     for e in events:
         # These requests carry their own token (API calls do), so their user is their own.
         signed_in = e.user_id is not None

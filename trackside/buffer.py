@@ -97,11 +97,15 @@ class Flusher:
                 logger.exception("flush failed")
 
     async def flush(self) -> None:
-        """Write everything buffered now, spooling what the writer cannot take."""
+        """Write what is buffered now, spooling what the writer cannot take. Events that arrive
+        meanwhile wait for the next round: under steady load a round must end, and batches stay
+        full-sized instead of trickling out a few events at a time."""
         await self._replay()
-        while len(self.buffer) or self.buffer.bots or self.buffer.aliases:
-            batch = self.buffer.take(self.batch)
-            await self._send(batch)
+        rounds = max(1, -(-len(self.buffer) // self.batch))
+        for _ in range(rounds):
+            if not (len(self.buffer) or self.buffer.bots or self.buffer.aliases):
+                break
+            await self._send(self.buffer.take(self.batch))
 
     async def _send(self, batch: Batch) -> None:
         if self.spool.pending:
@@ -146,7 +150,8 @@ class Flusher:
         self.buffer.wakeup.set()
         if self._task is not None:
             await self._task
-        await self.flush()
+        while len(self.buffer) or self.buffer.bots or self.buffer.aliases:
+            await self.flush()
         self.spool.close()
         if self.buffer.ledger is not None:
             self.buffer.ledger.close()

@@ -5,6 +5,7 @@ event that marked its day dirty all end in the same rows as one clean run."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,11 +45,18 @@ async def rollup_day(engine: AsyncEngine, day: date, window_seconds: float, *, f
         dirty, rolled_at = await lock_day(conn, day)
         if rolled_at is not None and not dirty and not force:
             return RollupResult(day, 0, True)
-        events = await day_events(conn, day)
-        site = aggregate_day(day, events, derive_day(events, window_seconds), await day_bot_hits(conn, day))
-        await replace_day(conn, site, len(events))
-    logger.info("rolled up %s: %d events", day, len(events))
-    return RollupResult(day, len(events), False)
+        # A day is millions of small objects that all live until the end: the garbage collector
+        # would walk them again and again for nothing (a third of the time, measured).
+        gc.disable()
+        try:
+            events = await day_events(conn, day)
+            site = aggregate_day(day, events, derive_day(events, window_seconds), await day_bot_hits(conn, day))
+            del events
+        finally:
+            gc.enable()
+        await replace_day(conn, site, site.raw_events)
+    logger.info("rolled up %s: %d events", day, site.raw_events)
+    return RollupResult(day, site.raw_events, False)
 
 
 async def pending_days(engine: AsyncEngine, today: date | None = None) -> list[date]:

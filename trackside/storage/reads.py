@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from calendar import timegm
+from dataclasses import fields
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -12,11 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from trackside.events import Event
 from trackside.storage.tables import BOT_HITS, CONTENT_ALIASES, EVENTS
 
-_COLUMNS = [c for c in EVENTS.c if c.name not in ("day", "hour")]
+# In the order of Event's fields, so a row becomes an Event positionally (a rollup reads millions).
+_COLUMNS = [EVENTS.c[f.name] for f in fields(Event)]
+_TS = [f.name for f in fields(Event)].index("ts")
 
 
 async def day_events(conn: AsyncConnection, day: date) -> list[Event]:
-    return _events(await conn.execute(select(*_COLUMNS).where(EVENTS.c.day == day)))
+    query = select(*_COLUMNS).where(EVENTS.c.day == day).order_by(EVENTS.c.ts, EVENTS.c.id)
+    return _events(await conn.execute(query))
 
 
 async def item_day_events(conn: AsyncConnection, day: date, kind: str, item: str) -> list[Event]:
@@ -38,12 +42,13 @@ async def item_day_events(conn: AsyncConnection, day: date, kind: str, item: str
 
 
 def _events(result: Result[Any]) -> list[Event]:
-    out = []
-    for row in result.mappings():
-        data = dict(row)
-        ts = data["ts"]
-        data["ts"] = timegm(ts.timetuple()) + ts.microsecond / 1e6
-        out.append(Event(**data))
+    out: list[Event] = []
+    append = out.append
+    for row in result:
+        values = list(row)
+        ts = values[_TS]
+        values[_TS] = timegm(ts.timetuple()) + ts.microsecond / 1e6
+        append(Event(*values))
     return out
 
 
