@@ -27,7 +27,6 @@ from tests.servers import free_port
 from trackside.batch import Batch
 from trackside.events import NAV_DOCUMENT, PAGE_VIEW, Event, new_event_id
 from trackside.queue import deserialize, redis_settings, serialize
-from trackside.report import build_report
 from trackside.settings import Settings
 from trackside.storage.engine import create_engine
 
@@ -152,15 +151,6 @@ async def count_events(database_url: str) -> int:
     try:
         async with engine.connect() as conn:
             return int((await conn.exec_driver_sql("SELECT COUNT(*) FROM events")).scalar_one())
-    finally:
-        await engine.dispose()
-
-
-async def report_today(database_url: str) -> dict[str, Any]:
-    engine = create_engine(database_url)
-    today = datetime.now(UTC).date()
-    try:
-        return await build_report(engine, today, today, 1800.0)
     finally:
         await engine.dispose()
 

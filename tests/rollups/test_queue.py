@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from tests.conftest import DOC, FIREFOX, GOOGLEBOT, wait_for
+from tests.reports import report_of as report_today
 from tests.rollups.redis_server import (
     RedisServer,
     count_events,
     make_batch,
     queue_pool,
-    report_today,
     run_burst_worker,
 )
 from tests.servers import run_sidecar

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 
 import httpx
 
 from tests.conftest import DOC, GOOGLEBOT
+from tests.reports import report_of
 from tests.servers import run_sidecar
-from trackside.report import build_report
-from trackside.storage.engine import create_engine
-
-
-async def report_of(url: str) -> dict:
-    engine = create_engine(url)
-    today = datetime.now(UTC).date()
-    try:
-        return await build_report(engine, today, today, 1800.0)
-    finally:
-        await engine.dispose()
 
 
 async def raw_exchange(url: str, chunks: list[bytes], pause: float = 0.0, read_timeout: float = 5.0) -> bytes:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from sidecar.beacon import BeaconApp
 from tests.conftest import DOC, FIREFOX, GOOGLEBOT, IPHONE
+from tests.reports import report_of
 from tests.servers import run_server, run_sidecar
 from trackside import events as ev
 from trackside.batch import Batch
@@ -30,7 +31,6 @@ from trackside.capture import Capturer
 from trackside.figures import load_days, sum_days
 from trackside.metrics import Metrics
 from trackside.page_token import PageTokens
-from trackside.report import build_report
 from trackside.settings import Settings
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
@@ -68,14 +68,6 @@ async def stored_events(database_url: str) -> list[dict[str, Any]]:
     finally:
         await engine.dispose()
 
-
-async def report_of(database_url: str) -> dict[str, Any]:
-    engine = create_engine(database_url)
-    today = datetime.now(UTC).date()
-    try:
-        return await build_report(engine, today, today, 1800.0)
-    finally:
-        await engine.dispose()
 
 
 async def item_figures(database_url: str) -> dict[tuple[str, str], dict[str, int]]:

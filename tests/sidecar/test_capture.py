@@ -6,14 +6,13 @@ import json
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 
 import httpx
 import jwt
 
 from tests.conftest import DOC, FIREFOX, GOOGLEBOT, IPHONE
+from tests.reports import report_of
 from tests.servers import free_port, run_sidecar
-from trackside.report import build_report
 from trackside.storage.engine import create_engine
 
 SECRET = "test-secret-test-secret-test-secret"
@@ -22,14 +21,6 @@ SECRET = "test-secret-test-secret-test-secret"
 def token(user: str) -> str:
     return jwt.encode({"sub": user, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
 
-
-async def report_of(database_url: str) -> dict:
-    engine = create_engine(database_url)
-    today = datetime.now(UTC).date()
-    try:
-        return await build_report(engine, today, today, 1800.0)
-    finally:
-        await engine.dispose()
 
 
 async def test_journey_counts_exactly(upstream_url, make_settings):
