@@ -44,6 +44,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -1128,15 +1129,19 @@ def watchdog(seconds: float) -> threading.Timer:
     return timer
 
 
-def git_commit() -> str | None:
+def git_state() -> dict[str, Any]:
+    """The commit and the files that differ from it, taken when the run starts (the code it imports)."""
+    out: dict[str, Any] = {}
     with contextlib.suppress(Exception):
-        return (
-            subprocess.run(
-                ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-            or None
-        )
-    return None
+        argv = ["git", "-C", str(REPO)]
+        out["commit"] = subprocess.run([*argv, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout
+        out["commit"] = out["commit"].strip() or None
+        status = subprocess.run([*argv, "status", "--porcelain"], capture_output=True, text=True, timeout=5).stdout
+        out["dirty_files"] = [line[3:] for line in status.splitlines()]
+    return out
+
+
+GIT_AT_START = git_state()
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -1156,7 +1161,8 @@ async def main(args: argparse.Namespace) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "when": datetime.now(UTC).isoformat(),
-        "git_commit": git_commit(),
+        "git": GIT_AT_START,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "load_average_at_start": LOAD0,
         "load_average_at_end": os.getloadavg(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},

@@ -22,7 +22,7 @@ from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
 from trackside.authz import Unauthorized
 from trackside.figures import load_days
 from trackside.stats.item import item_stats
-from trackside.stats.query import QueryError, parse_query, period_range, popular_items, run_query
+from trackside.stats.query import CONTENT_METRICS, QueryError, parse_query, period_range, popular_items, run_query
 from trackside.stats.site import site_stats
 from trackside.storage.engine import snapshot
 from trackside.storage.reads import recent_page_views
@@ -69,8 +69,9 @@ class TracksideApi:
             q = parse_query(raw, datetime.now(UTC).date())
         except QueryError as exc:
             return error(400, str(exc))
+        needs_items = "content" in q.dimensions or any(m in CONTENT_METRICS for m in q.metrics)
         async with snapshot(self.stats.engine) as conn:
-            days = await load_days(conn, q.first, q.last, self.window)
+            days = await load_days(conn, q.first, q.last, self.window, with_items=needs_items)
         result = run_query(q, days)
         if _wants_csv(request):
             return _csv(result)

@@ -94,7 +94,9 @@ async def live_day(conn: AsyncConnection, day: date, window_seconds: float) -> D
     return figures_of(site)
 
 
-async def rolled_day(conn: AsyncConnection, day: date) -> DayFigures:
+async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = True) -> DayFigures:
+    """A rolled-up day from its daily rows. Items are read only when asked for: a site-level read
+    has no use for the day's (many) content rows; an item's own breakdowns come from `item_days`."""
     out = DayFigures(day, rolled=True)
     row = (await conn.execute(select(DAILY_SITE).where(DAILY_SITE.c.day == day))).mappings().first()
     if row is not None:
@@ -110,23 +112,25 @@ async def rolled_day(conn: AsyncConnection, day: date) -> DayFigures:
             r["visitors"],
             r["visitors_authenticated"],
         ]
-    for r in (await conn.execute(select(DAILY_CONTENT).where(DAILY_CONTENT.c.day == day))).mappings():
-        out.items[(r["content_kind"], r["content_id"])] = _item_row(r)
-    for r in (await conn.execute(select(DAILY_CONTENT_DIMS).where(DAILY_CONTENT_DIMS.c.day == day))).mappings():
-        item = out.items.get((r["content_kind"], r["content_id"]))
-        if item is not None:
-            item.dims[(r["dim"], r["key"])] = [r["count"], r["count_authenticated"]]
+    if with_items:
+        for r in (await conn.execute(select(DAILY_CONTENT).where(DAILY_CONTENT.c.day == day))).mappings():
+            out.items[(r["content_kind"], r["content_id"])] = _item_row(r)
     return out
 
 
-async def load_days(conn: AsyncConnection, first: date, last: date, window_seconds: float) -> list[DayFigures]:
+async def load_days(
+    conn: AsyncConnection, first: date, last: date, window_seconds: float, *, with_items: bool = True
+) -> list[DayFigures]:
     """Every day of [first, last]: daily rows where the day is rolled up and clean, raw events
     otherwise. A day is read one way or the other, whole: no gap, no overlap at the boundary."""
     rolled = await rolled_days(conn, first, last)
     days = []
     day = first
     while day <= last:
-        days.append(await rolled_day(conn, day) if day in rolled else await live_day(conn, day, window_seconds))
+        if day in rolled:
+            days.append(await rolled_day(conn, day, with_items=with_items))
+        else:
+            days.append(await live_day(conn, day, window_seconds))
         day += timedelta(days=1)
     return days
 

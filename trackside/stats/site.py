@@ -36,7 +36,7 @@ DEFINITIONS = {
 async def site_stats(conn: AsyncConnection, *, now: datetime, window_seconds: float) -> dict[str, Any]:
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=DAYS - 1)
-    days = await load_days(conn, first, today, window_seconds)
+    days = await load_days(conn, first, today, window_seconds, with_items=False)
     by_day = {d.day: d for d in days}
     out: dict[str, Any] = {}
     dims: dict[tuple[str, bool], Counter[str]] = {}

@@ -164,6 +164,7 @@ class DailyContentDimRow(SQLModel, table=True):
     """A day's breakdown of one item's views by country, device, type (view kind) or referrer."""
 
     __tablename__ = "daily_content_dims"
+    __table_args__ = (Index("ix_daily_content_dims_item", "content_kind", "content_id", "day"),)
 
     day: date = Field(primary_key=True)
     content_kind: str = Field(sa_column=Column(String(32), primary_key=True))
