@@ -71,7 +71,14 @@ class TracksideApi:
             return error(400, str(exc))
         needs_items = "content" in q.dimensions or any(m in CONTENT_METRICS for m in q.metrics)
         async with snapshot(self.stats.engine) as conn:
-            days = await load_days(conn, q.first, q.last, self.window, with_items=needs_items)
+            days = await load_days(
+                conn,
+                q.first,
+                q.last,
+                self.window,
+                with_items=needs_items,
+                today_elsewhere=self.stats.live_days.live_day,
+            )
         result = run_query(q, days)
         if _wants_csv(request):
             return _csv(result)
@@ -94,7 +101,7 @@ class TracksideApi:
         except ValueError:
             return error(400, "limit: an integer between 1 and 100")
         async with snapshot(self.stats.engine) as conn:
-            days = await load_days(conn, first, last, self.window)
+            days = await load_days(conn, first, last, self.window, today_elsewhere=self.stats.live_days.live_day)
         items = popular_items(days, kind, limit)
         result = {"kind": kind, "period": {"from": first.isoformat(), "to": last.isoformat()}, "items": items}
         if _wants_csv(request):
@@ -123,7 +130,12 @@ class TracksideApi:
             return denied
         caller = await self.stats.authorizer.caller(request.headers.get("authorization"))
         body = await self.stats._cached(
-            "site", caller, False, lambda conn, now: site_stats(conn, now=now, window_seconds=self.window)
+            "site",
+            caller,
+            False,
+            lambda conn, now: site_stats(
+                conn, now=now, window_seconds=self.window, today_elsewhere=self.stats.live_days.live_day
+            ),
         )
         return JSONResponse(body, headers=NO_STORE)
 

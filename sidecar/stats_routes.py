@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from trackside.authz import Authorizer, Caller, Unauthorized
 from trackside.enrich.auth import TokenVerifier
+from trackside.offload import LiveDays
 from trackside.settings import Settings
 from trackside.stats.cache import MemoryCache, RedisCache, StatsCache, generation
 from trackside.stats.item import item_stats
@@ -55,6 +56,7 @@ class StatsEndpoints:
         self.engine = engine
         self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
         self.authorizer = Authorizer(settings, tokens, self.client)
+        self.live_days = LiveDays(settings.database_url)
         self.cache: StatsCache = (
             MemoryCache() if settings.redis_url is None else RedisCache(settings.redis_url, settings.queue_name + ":")
         )
@@ -67,6 +69,7 @@ class StatsEndpoints:
         ]
 
     async def close(self) -> None:
+        self.live_days.close()
         await self.client.aclose()
         if isinstance(self.cache, RedisCache):
             await self.cache.close()
@@ -176,7 +179,12 @@ class StatsEndpoints:
             "site",
             caller,
             refresh,
-            lambda conn, now: site_stats(conn, now=now, window_seconds=self.settings.view_window_minutes * 60.0),
+            lambda conn, now: site_stats(
+                conn,
+                now=now,
+                window_seconds=self.settings.view_window_minutes * 60.0,
+                today_elsewhere=self.live_days.live_day,
+            ),
         )
         return JSONResponse(figures, headers=NO_STORE)
 

@@ -7,8 +7,9 @@ sketches), and anonymous visitors are visitor-days (their id rotates daily), sum
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -119,16 +120,28 @@ async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = Tru
 
 
 async def load_days(
-    conn: AsyncConnection, first: date, last: date, window_seconds: float, *, with_items: bool = True
+    conn: AsyncConnection,
+    first: date,
+    last: date,
+    window_seconds: float,
+    *,
+    with_items: bool = True,
+    today_elsewhere: Callable[[date, float], Awaitable[DayFigures]] | None = None,
 ) -> list[DayFigures]:
     """Every day of [first, last]: daily rows where the day is rolled up and clean, raw events
-    otherwise. A day is read one way or the other, whole: no gap, no overlap at the boundary."""
+    otherwise. A day is read one way or the other, whole: no gap, no overlap at the boundary.
+
+    `today_elsewhere` computes today (never rolled up, so never pruned under the read) in another
+    process, off the caller's event loop."""
     rolled = await rolled_days(conn, first, last)
+    today = datetime.now(UTC).date()
     days = []
     day = first
     while day <= last:
         if day in rolled:
             days.append(await rolled_day(conn, day, with_items=with_items))
+        elif day == today and today_elsewhere is not None:
+            days.append(await today_elsewhere(day, window_seconds))
         else:
             days.append(await live_day(conn, day, window_seconds))
         day += timedelta(days=1)

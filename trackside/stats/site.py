@@ -8,7 +8,8 @@ the original `_30d` version), every page-view figure with its `_authenticated` t
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,10 +34,16 @@ DEFINITIONS = {
 }
 
 
-async def site_stats(conn: AsyncConnection, *, now: datetime, window_seconds: float) -> dict[str, Any]:
+async def site_stats(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    window_seconds: float,
+    today_elsewhere: Callable[[date, float], Awaitable[DayFigures]] | None = None,
+) -> dict[str, Any]:
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=DAYS - 1)
-    days = await load_days(conn, first, today, window_seconds, with_items=False)
+    days = await load_days(conn, first, today, window_seconds, with_items=False, today_elsewhere=today_elsewhere)
     by_day = {d.day: d for d in days}
     out: dict[str, Any] = {}
     dims: dict[tuple[str, bool], Counter[str]] = {}
