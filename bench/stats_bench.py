@@ -656,13 +656,17 @@ class Timer:
         return out
 
     async def _probe(self, stop: asyncio.Event, waits: list[float]) -> None:
+        # Each round: one health request, then a 50 ms pause. A round that took longer than the request's own cost
+        # plus the pause was held up by the loop, whether the hold-up hit the request or the pause.
         while not stop.is_set():
             t = time.perf_counter()
             with contextlib.suppress(httpx.HTTPError):
                 await self.client.get("/_trackside/health", timeout=1800.0)
-            waits.append(time.perf_counter() - t)
+            paused = time.perf_counter()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.05)
+            end = time.perf_counter()
+            waits.append((paused - t) + max(end - paused - 0.05, 0.0))
 
 
 def _ms(calls: list[dict[str, Any]]) -> list[float]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
 from datetime import UTC, date, datetime
 from typing import Any
@@ -51,18 +52,19 @@ def serve(no_capture: bool, **flags: Any) -> None:
     """Run the sidecar: a reverse proxy that records every request."""
     import uvicorn
 
-    from sidecar.app import MIGRATED_ENV
-    from sidecar.server import uvicorn_options
-    from trackside.storage.migrate import migrate
-
+    from sidecar.server import MIGRATED_ENV, uvicorn_options
     settings = _settings(capture=False if no_capture else None, **flags)
     _logging(settings)
     log = logging.getLogger("trackside.sidecar")
     if settings.auto_migrate:
-        try:
-            asyncio.run(migrate(settings.database_url))
-        except Exception as exc:
-            click.echo(f"trackside: cannot migrate TRACKSIDE_DATABASE_URL ({type(exc).__name__}: {exc})", err=True)
+        # In a child process: the server's supervisor then never imports Alembic and SQLAlchemy,
+        # and stays small (it only watches the worker processes).
+        done = subprocess.run(
+            [sys.executable, "-m", "sidecar", "migrate", "--database-url", settings.database_url],
+            env={**os.environ, **settings.to_env()},
+        )
+        if done.returncode != 0:
+            click.echo("trackside: cannot migrate TRACKSIDE_DATABASE_URL (see above)", err=True)
             sys.exit(1)
     # Worker processes rebuild the same settings from the environment.
     os.environ.update(settings.to_env())

@@ -14,6 +14,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from trackside.settings import Settings
 
+# Set by `trackside serve` after it migrated once, so worker processes don't race to migrate.
+MIGRATED_ENV = "TRACKSIDE_SCHEMA_READY"
+
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # Class attributes: set from the settings in each server process (see `configure`).
