@@ -53,6 +53,7 @@ def serve(no_capture: bool, **flags: Any) -> None:
     import uvicorn
 
     from sidecar.server import MIGRATED_ENV, uvicorn_options
+
     settings = _settings(capture=False if no_capture else None, **flags)
     _logging(settings)
     log = logging.getLogger("trackside.sidecar")

@@ -9,6 +9,7 @@ the cache."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -183,7 +184,7 @@ class StatsEndpoints:
                 conn,
                 now=now,
                 window_seconds=self.settings.view_window_minutes * 60.0,
-                today_elsewhere=self.live_days.live_day,
+                today_elsewhere=functools.partial(self.live_days.live_day, fresh=refresh),
             ),
         )
         return JSONResponse(figures, headers=NO_STORE)

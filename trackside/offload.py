@@ -14,17 +14,33 @@ from datetime import date
 from trackside.figures import DayFigures, live_day
 from trackside.storage.engine import create_engine
 
+# Several reads within this many seconds share one computation of today (the stats cache keeps
+# endpoint answers five minutes; the query API and the dashboard ask for today many times).
+REUSE_SECONDS = 30.0
+
 
 class LiveDays:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._pool: ProcessPoolExecutor | None = None
+        self._recent: dict[tuple[date, float], tuple[float, asyncio.Future[DayFigures]]] = {}
 
-    async def live_day(self, day: date, window_seconds: float) -> DayFigures:
+    async def live_day(self, day: date, window_seconds: float, *, fresh: bool = False) -> DayFigures:
+        """Today's figures, computed in the other process; concurrent and recent callers share one
+        (unless `fresh`: an explicit refresh computes anew)."""
+        loop = asyncio.get_running_loop()
+        key = (day, window_seconds)
+        hit = self._recent.get(key)
+        if not fresh and hit is not None and hit[0] > loop.time() and not (hit[1].done() and hit[1].exception()):
+            return await asyncio.shield(hit[1])
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _live_day, self.database_url, day, window_seconds)
+        future = asyncio.ensure_future(
+            loop.run_in_executor(self._pool, _live_day, self.database_url, day, window_seconds)
+        )
+        self._recent = {k: v for k, v in self._recent.items() if v[0] > loop.time()}
+        self._recent[key] = (loop.time() + REUSE_SECONDS, future)
+        return await asyncio.shield(future)
 
     def close(self) -> None:
         if self._pool is not None:
