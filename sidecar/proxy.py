@@ -15,9 +15,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiohttp
 from starlette.types import Message, Receive, Scope, Send
 
 from sidecar.headers import FORWARDED, HOP_BY_HOP, connection_named, response_headers
@@ -26,6 +26,9 @@ from sidecar.upstreams import Target, Upstreams
 from trackside.enrich.client_ip import ClientIP
 from trackside.metrics import Metrics
 from trackside.settings import Settings
+
+if TYPE_CHECKING:
+    import aiohttp
 
 logger = logging.getLogger("trackside.proxy")
 
@@ -44,10 +47,18 @@ class ProxyApp:
         self.metrics = metrics
         self.upstreams = Upstreams(settings)
         self.client_ip = ClientIP(settings.trusted_proxies)
-        self.session: aiohttp.ClientSession | None = None  # for WebSockets only
+        self.session: aiohttp.ClientSession | None = None  # for WebSockets only, made on first use
         self.pools: dict[str, UpstreamPool] = {}
 
     async def startup(self) -> None:
+        """Nothing to open: upstream pools connect on first use, and aiohttp (about 10 MB of
+        imports) is loaded only when a WebSocket arrives."""
+
+    def websocket_session(self) -> aiohttp.ClientSession:
+        if self.session is not None:
+            return self.session
+        import aiohttp
+
         connector = aiohttp.TCPConnector(
             limit=self.settings.upstream_connections,
             ttl_dns_cache=300,
@@ -63,6 +74,7 @@ class ProxyApp:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             trust_env=False,
         )
+        return self.session
 
     async def shutdown(self) -> None:
         for pool in self.pools.values():
@@ -74,7 +86,6 @@ class ProxyApp:
         if scope["type"] == "websocket":
             from sidecar.websocket import proxy_websocket
 
-            assert self.session is not None
             await proxy_websocket(self, scope, receive, send)
             return
         await self.handle_http(scope, receive, send)

@@ -23,7 +23,7 @@ _SKIP_PROTOCOL = b"sec-websocket-protocol"
 
 
 async def proxy_websocket(proxy: ProxyApp, scope: Scope, receive: Receive, send: Send) -> None:
-    assert proxy.session is not None
+    session = proxy.websocket_session()
     raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
     target, sent_path = proxy.upstreams.resolve(raw_path)
     query = scope.get("query_string", b"").decode("latin-1")
@@ -38,7 +38,7 @@ async def proxy_websocket(proxy: ProxyApp, scope: Scope, receive: Receive, send:
     if first["type"] != "websocket.connect":
         return
     try:
-        upstream = await proxy.session.ws_connect(
+        upstream = await session.ws_connect(
             url, headers=headers, protocols=scope.get("subprotocols", []), autoping=True
         )
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
