@@ -77,7 +77,7 @@ class TracksideApi:
                 q.last,
                 self.window,
                 with_items=needs_items,
-                today_elsewhere=self.stats.live_days.live_day,
+                today_elsewhere=self.stats.today,
             )
         result = run_query(q, days)
         if _wants_csv(request):
@@ -101,7 +101,7 @@ class TracksideApi:
         except ValueError:
             return error(400, "limit: an integer between 1 and 100")
         async with snapshot(self.stats.engine) as conn:
-            days = await load_days(conn, first, last, self.window, today_elsewhere=self.stats.live_days.live_day)
+            days = await load_days(conn, first, last, self.window, today_elsewhere=self.stats.today)
         items = popular_items(days, kind, limit)
         result = {"kind": kind, "period": {"from": first.isoformat(), "to": last.isoformat()}, "items": items}
         if _wants_csv(request):
@@ -133,9 +133,7 @@ class TracksideApi:
             "site",
             caller,
             False,
-            lambda conn, now: site_stats(
-                conn, now=now, window_seconds=self.window, today_elsewhere=self.stats.live_days.live_day
-            ),
+            lambda conn, now: site_stats(conn, now=now, window_seconds=self.window, today_elsewhere=self.stats.today),
         )
         return JSONResponse(body, headers=NO_STORE)
 

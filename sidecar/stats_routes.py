@@ -9,11 +9,12 @@ the cache."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -24,7 +25,11 @@ from starlette.routing import Route
 
 from trackside.authz import Authorizer, Caller, Unauthorized
 from trackside.enrich.auth import TokenVerifier
+from trackside.figures import DayFigures
 from trackside.offload import LiveDays
+from trackside.provisional import REFRESH_SECONDS as PROVISIONAL_REFRESH_SECONDS
+from trackside.provisional import load as load_provisional
+from trackside.provisional import store as store_provisional
 from trackside.settings import Settings
 from trackside.stats.cache import MemoryCache, RedisCache, StatsCache, generation
 from trackside.stats.item import item_stats
@@ -58,6 +63,7 @@ class StatsEndpoints:
         self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
         self.authorizer = Authorizer(settings, tokens, self.client)
         self.live_days = LiveDays(settings.database_url)
+        self._refresher: asyncio.Task[None] | None = None
         self.cache: StatsCache = (
             MemoryCache() if settings.redis_url is None else RedisCache(settings.redis_url, settings.queue_name + ":")
         )
@@ -69,7 +75,35 @@ class StatsEndpoints:
             Route("/api/admin/sitewide-stats", self.sitewide, methods=["GET"]),
         ]
 
+    async def today(self, day: date, window_seconds: float, *, fresh: bool = False) -> DayFigures:
+        """Today's figures for site-level reads: the provisional copy while it is recent, else
+        derived anew in the other process (and stored as the new provisional copy)."""
+        if not fresh:
+            async with self.engine.connect() as conn:
+                found = await load_provisional(conn, day)
+            if found is not None:
+                return found
+        figures = await self.live_days.live_day(day, window_seconds, fresh=fresh)
+        await store_provisional(self.engine, figures, datetime.now(UTC))
+        if self.settings.redis_url is None and self._refresher is None:
+            # Embedded mode: once someone reads stats, keep today's copy fresh (the worker's cron
+            # does this in Redis mode).
+            self._refresher = asyncio.create_task(self._refresh_today(window_seconds), name="trackside-provisional")
+        return figures
+
+    async def _refresh_today(self, window_seconds: float) -> None:
+        while True:
+            await asyncio.sleep(PROVISIONAL_REFRESH_SECONDS)
+            try:
+                day = datetime.now(UTC).date()
+                figures = await self.live_days.live_day(day, window_seconds, fresh=True)
+                await store_provisional(self.engine, figures, datetime.now(UTC))
+            except Exception:
+                logger.exception("refreshing today's provisional figures failed")
+
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         self.live_days.close()
         await self.client.aclose()
         if isinstance(self.cache, RedisCache):
@@ -184,7 +218,7 @@ class StatsEndpoints:
                 conn,
                 now=now,
                 window_seconds=self.settings.view_window_minutes * 60.0,
-                today_elsewhere=functools.partial(self.live_days.live_day, fresh=refresh),
+                today_elsewhere=functools.partial(self.today, fresh=refresh),
             ),
         )
         return JSONResponse(figures, headers=NO_STORE)

@@ -291,3 +291,44 @@ async def test_numeric_id_found_through_the_upstream_item_id_hint(seeded):
     assert known.json()["post_id"] == 42
     assert known.json()["content_id"] == "a1"
     assert known.json()["total_views"] == 7  # the six seeded looks and this new one
+
+
+async def test_today_is_read_from_the_provisional_copy_until_refreshed(seeded):
+    settings, engine = seeded
+    query = {"metrics": "page_views", "period": "today"}
+    async with run_sidecar(settings) as (url, _):
+        async with httpx.AsyncClient(base_url=url, headers=MOD) as c:
+            first = (await c.get("/api/admin/sitewide-stats")).json()  # derives today, stores the copy
+            assert first["daily_views"][-1]["count"] == 4
+            await write_batch(engine, Batch(events=[ev(time.time(), "v7", path="/about")]))
+            # The query API has no cache of its own: it reads today's provisional copy.
+            stale = (await c.get("/_trackside/api/v1/query", params=query)).json()
+            refreshed = (await c.get("/api/admin/sitewide-stats?refresh=true")).json()
+            fresh = (await c.get("/_trackside/api/v1/query", params=query)).json()
+    assert stale["results"] == [{"dimensions": [], "metrics": [4]}]
+    assert refreshed["daily_views"][-1]["count"] == 5
+    assert fresh["results"] == [{"dimensions": [], "metrics": [5]}]
+
+
+async def test_provisional_copy_round_trips(seeded):
+    from trackside.figures import live_day
+    from trackside.provisional import decode, encode
+
+    _, engine = seeded
+    async with engine.connect() as conn:
+        today = await live_day(conn, datetime.now(UTC).date(), 1800.0)
+    again = decode(encode(today))
+    assert again.counts == today.counts
+    assert again.dims == today.dims
+    assert again.users == today.users
+    assert again.items.keys() == today.items.keys()
+    for key, item in today.items.items():
+        other = again.items[key]
+        assert (other.counts, other.viewers, other.users, other.dims, other.first_at, other.last_at) == (
+            item.counts,
+            item.viewers,
+            item.users,
+            item.dims,
+            item.first_at,
+            item.last_at,
+        )

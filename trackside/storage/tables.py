@@ -185,6 +185,16 @@ class ContentAliasRow(SQLModel, table=True):
     content_id: str = Field(sa_column=Column(String(128), nullable=False))
 
 
+class ProvisionalDayRow(SQLModel, table=True):
+    """Today's figures as of `computed_at` (JSON, compressed), refreshed every few minutes."""
+
+    __tablename__ = "provisional_days"
+
+    day: date = Field(primary_key=True)
+    computed_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 # SQLAlchemy Core handles of the tables, for the modules that write and read them.
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
@@ -196,3 +206,4 @@ DAILY_SITE_DIMS = DailySiteDimRow.__table__  # type: ignore[attr-defined]
 DAILY_CONTENT = DailyContentRow.__table__  # type: ignore[attr-defined]
 DAILY_CONTENT_DIMS = DailyContentDimRow.__table__  # type: ignore[attr-defined]
 CONTENT_ALIASES = ContentAliasRow.__table__  # type: ignore[attr-defined]
+PROVISIONAL_DAYS = ProvisionalDayRow.__table__  # type: ignore[attr-defined]
