@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from calendar import timegm
 from dataclasses import fields
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Result, func, select
@@ -26,9 +26,16 @@ async def day_events(conn: AsyncConnection, day: date) -> list[Event]:
 async def item_day_events(conn: AsyncConnection, day: date, kind: str, item: str) -> list[Event]:
     """What one item's looks of a day depend on: its own events, and the signed-in events of the
     visitors who looked at it (they lend a user to those visitors' anonymous requests)."""
+    # By time range, not by day: the (content_kind, content_id, ts) index then reads only this day's rows.
+    start = datetime(day.year, day.month, day.day)
     own = _events(
         await conn.execute(
-            select(*_COLUMNS).where(EVENTS.c.day == day, EVENTS.c.content_kind == kind, EVENTS.c.content_id == item)
+            select(*_COLUMNS).where(
+                EVENTS.c.content_kind == kind,
+                EVENTS.c.content_id == item,
+                EVENTS.c.ts >= start,
+                EVENTS.c.ts < start + timedelta(days=1),
+            )
         )
     )
     visitors = sorted({e.visitor for e in own})
