@@ -40,9 +40,9 @@ async def item_day_events(conn: AsyncConnection, day: date, kind: str, item: str
     )
     visitors = sorted({e.visitor for e in own})
     seen = {e.id for e in own}
-    for start in range(0, len(visitors), 500):
+    for first in range(0, len(visitors), 500):
         query = select(*_COLUMNS).where(
-            EVENTS.c.day == day, EVENTS.c.user_id.is_not(None), EVENTS.c.visitor.in_(visitors[start : start + 500])
+            EVENTS.c.day == day, EVENTS.c.user_id.is_not(None), EVENTS.c.visitor.in_(visitors[first : first + 500])
         )
         own.extend(e for e in _events(await conn.execute(query)) if e.id not in seen)
     return own
