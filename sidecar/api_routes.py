@@ -5,7 +5,6 @@ visitors, CSV export, the figures behind the dashboard, and the OpenAPI document
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import time
@@ -22,7 +21,6 @@ from sidecar.openapi import openapi_document
 from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
 from trackside.authz import Unauthorized
 from trackside.figures import load_days
-from trackside.provisional import load as load_provisional
 from trackside.stats.item import item_stats
 from trackside.stats.query import CONTENT_METRICS, QueryError, parse_query, period_range, popular_items, run_query
 from trackside.stats.site import site_stats
@@ -146,14 +144,7 @@ class TracksideApi:
         if kind not in self.settings.content_rules:
             return error(404, f"no such content kind {kind!r}")
         async with snapshot(self.stats.engine) as conn:
-            body = await item_stats(
-                conn,
-                kind,
-                item,
-                now=datetime.now(UTC),
-                window_seconds=self.window,
-                today_copy=functools.partial(load_provisional, conn),
-            )
+            body = await item_stats(conn, kind, item, now=datetime.now(UTC), window_seconds=self.window)
         if body is None:
             return error(404, f"no views or impressions of {kind} {item!r} in 30 days")
         return JSONResponse({"kind": kind, "id": item, **body}, headers=NO_STORE)

@@ -158,13 +158,7 @@ class StatsEndpoints:
             caller,
             refresh,
             lambda conn, now: item_stats(
-                conn,
-                kind,
-                content_id,
-                now=now,
-                window_seconds=self.settings.view_window_minutes * 60.0,
-                # A refresh reads the item's raw events of today; otherwise today's recent copy will do.
-                today_copy=None if refresh else functools.partial(load_provisional, conn),
+                conn, kind, content_id, now=now, window_seconds=self.settings.view_window_minutes * 60.0
             ),
         )
         if figures is None:

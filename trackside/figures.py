@@ -149,17 +149,10 @@ async def load_days(
 
 
 async def item_days(
-    conn: AsyncConnection,
-    kind: str,
-    item: str,
-    first: date,
-    last: date,
-    window_seconds: float,
-    today_copy: Callable[[date], Awaitable[DayFigures | None]] | None = None,
+    conn: AsyncConnection, kind: str, item: str, first: date, last: date, window_seconds: float
 ) -> list[tuple[date, ItemFigures | None]]:
     """One item's figures for every day of [first, last] (None: nothing that day), read the same
     way as `load_days`: daily rows for rolled days, the item's raw events otherwise."""
-    today = datetime.now(UTC).date()
     rolled = await rolled_days(conn, first, last)
     rows: dict[date, ItemFigures] = {}
     if rolled:
@@ -186,12 +179,6 @@ async def item_days(
         if day in rolled:
             out.append((day, rows.get(day)))
         else:
-            # Today's provisional copy holds every item's figures, when there is a recent one.
-            copy = await today_copy(day) if today_copy is not None and day == today else None
-            if copy is not None:
-                out.append((day, copy.items.get((kind, item))))
-                day += timedelta(days=1)
-                continue
             events = await item_day_events(conn, day, kind, item)
             figures = figures_of(aggregate_day(day, events, derive_day(events, window_seconds))) if events else None
             out.append((day, figures.items.get((kind, item)) if figures else None))

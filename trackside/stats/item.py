@@ -10,13 +10,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.figures import DayFigures, ItemFigures, item_days, merge_users
+from trackside.figures import ItemFigures, item_days, merge_users
 from trackside.stats.series import day_range, hour_label, hour_starts, iso, top
 
 DAYS = 30
@@ -31,17 +30,11 @@ DEFINITIONS = {
 
 
 async def item_stats(
-    conn: AsyncConnection,
-    kind: str,
-    item: str,
-    *,
-    now: datetime,
-    window_seconds: float,
-    today_copy: Callable[[date], Awaitable[DayFigures | None]] | None = None,
+    conn: AsyncConnection, kind: str, item: str, *, now: datetime, window_seconds: float
 ) -> dict[str, Any] | None:
     """None when the item has no view and no impression in the 30 days."""
     today = now.astimezone(UTC).date()
-    days = await item_days(conn, kind, item, today - timedelta(days=DAYS - 1), today, window_seconds, today_copy)
+    days = await item_days(conn, kind, item, today - timedelta(days=DAYS - 1), today, window_seconds)
     present = [(d, f) for d, f in days if f is not None]
     if not present:
         return None
