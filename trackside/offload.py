@@ -39,7 +39,14 @@ class LiveDays:
             loop.run_in_executor(self._pool, _live_day, self.database_url, day, window_seconds)
         )
         self._recent = {k: v for k, v in self._recent.items() if v[0] > loop.time()}
-        self._recent[key] = (loop.time() + REUSE_SECONDS, future)
+        # Shared while it runs (a busy day takes longer than the window), then for the window.
+        self._recent[key] = (float("inf"), future)
+
+        def finished(done: asyncio.Future[DayFigures]) -> None:
+            if self._recent.get(key, (0.0, None))[1] is done:
+                self._recent[key] = (loop.time() + REUSE_SECONDS, done)
+
+        future.add_done_callback(finished)
         return await asyncio.shield(future)
 
     def close(self) -> None:

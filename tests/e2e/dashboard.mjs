@@ -7,14 +7,9 @@
 // signs in again after sign-out), ITEM (optional, "artwork/a1": the popular item to click through to), CHROMIUM
 // (default /usr/bin/chromium), SCREENSHOT_DIR (optional: full-page PNGs there; never inside the repository),
 // DASHBOARD_TIMEOUT_MS (default 60000). Exits non-zero on any failure.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-// playwright-core comes with the e2e site's `npm ci` (tests/e2e/nextsite/node_modules): one install for both.
-const require = createRequire(new URL('./nextsite/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { launch, profileDir, removeProfile } from './browser.mjs';
 
 const URL_ = process.env.DASHBOARD_URL || '';
 const TOKEN = process.env.TOKEN || '';
@@ -22,13 +17,8 @@ const BAD_TOKEN = process.env.BAD_TOKEN || '';
 const FORBIDDEN_TOKEN = process.env.FORBIDDEN_TOKEN || '';
 const ADMIN_TOKEN = process.env.ADMIN_TOKEN || '';
 const ITEM = process.env.ITEM || '';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR || '';
 const TIMEOUT_MS = Number(process.env.DASHBOARD_TIMEOUT_MS || 60000);
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
-];
 const WAIT = { timeout: 20000 };
 
 if (!URL_ || !TOKEN) {
@@ -36,13 +26,13 @@ if (!URL_ || !TOKEN) {
   process.exit(2);
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), 'trackside-dashboard-'));
+const userDataDir = profileDir('dashboard');
 let context = null;
 
 async function cleanup() {
   if (context) await context.close().catch(() => {});
   context = null;
-  rmSync(userDataDir, { recursive: true, force: true });
+  removeProfile(userDataDir);
 }
 
 const watchdog = setTimeout(async () => {
@@ -158,13 +148,7 @@ async function shot(page, name) {
 }
 
 async function main() {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-    timeout: 30000,
-    viewport: { width: 1360, height: 900 },
-  });
+  context = await launch(userDataDir, { viewport: { width: 1360, height: 900 } });
   const page = context.pages()[0] || (await context.newPage());
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));

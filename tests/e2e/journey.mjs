@@ -4,18 +4,10 @@
 // saw it). Env: BASE_URL (required: the sidecar's URL), TOKEN (optional: sign in first through /login?token=...),
 // CHROMIUM (default /usr/bin/chromium), USER_AGENT (default: the browser's own with "HeadlessChrome" made "Chrome",
 // since a headless UA is a bot to the sidecar), JOURNEY_TIMEOUT_MS (default 60000). Exits non-zero on any failure.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
-// playwright-core is installed by the site's `npm ci` (tests/e2e/nextsite/node_modules): one install for both.
-const require = createRequire(new URL('./nextsite/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { launch, profileDir, removeProfile } from './browser.mjs';
 
 const BASE_URL = (process.env.BASE_URL || '').replace(/\/+$/, '');
 const TOKEN = process.env.TOKEN || '';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT_MS = Number(process.env.JOURNEY_TIMEOUT_MS || 60000);
 const QUIET_MS = Number(process.env.JOURNEY_QUIET_MS || 800);
 const HEADERS = [
@@ -23,24 +15,20 @@ const HEADERS = [
   'next-router-state-tree', 'sec-fetch-dest', 'sec-fetch-mode', 'accept', 'authorization', 'if-none-match',
   'user-agent', 'sec-ch-ua',
 ];
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
-];
 
 if (!BASE_URL) {
   console.error('journey.mjs: BASE_URL is required');
   process.exit(2);
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), 'trackside-journey-'));
+const userDataDir = profileDir('journey');
 let context = null;
 let finished = false;
 
 async function cleanup() {
   if (context) await context.close().catch(() => {});
   context = null;
-  rmSync(userDataDir, { recursive: true, force: true });
+  removeProfile(userDataDir);
 }
 
 const watchdog = setTimeout(async () => {
@@ -189,14 +177,7 @@ function journey(page) {
 
 async function main() {
   let userAgent = process.env.USER_AGENT || '';
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-    timeout: 30000,
-    viewport: { width: 1280, height: 900 },
-    ...(userAgent ? { userAgent } : {}),
-  });
+  context = await launch(userDataDir, { viewport: { width: 1280, height: 900 }, ...(userAgent ? { userAgent } : {}) });
   const browserVersion = context.browser()?.version() || '';
   const page = context.pages()[0] || (await context.newPage());
   if (!userAgent) {

@@ -3,37 +3,25 @@
 // Env: PAGE_URL (required), SCENARIO ("feed": wait, show the item #item-c3 for 300 ms, scroll back, wait; "widget":
 // wait), CHROMIUM (default /usr/bin/chromium), USER_AGENT (a desktop Chrome UA: a headless one is a bot),
 // JOURNEY_TIMEOUT_MS (default 60000). Exits non-zero on any failure.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
-// playwright-core comes with the e2e site's `npm ci` (tests/e2e/nextsite/node_modules), as for journey.mjs.
-const require = createRequire(new URL('./nextsite/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { launch, profileDir, removeProfile } from './browser.mjs';
 
 const PAGE_URL = process.env.PAGE_URL || '';
 const SCENARIO = process.env.SCENARIO || 'widget';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const USER_AGENT = process.env.USER_AGENT || '';
 const TIMEOUT_MS = Number(process.env.JOURNEY_TIMEOUT_MS || 60000);
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
-];
 
 if (!PAGE_URL) {
   console.error('snippet_journey.mjs: PAGE_URL is required');
   process.exit(2);
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), 'trackside-snippet-'));
+const userDataDir = profileDir('snippet');
 let context = null;
 
 async function cleanup() {
   if (context) await context.close().catch(() => {});
   context = null;
-  rmSync(userDataDir, { recursive: true, force: true });
+  removeProfile(userDataDir);
 }
 
 const watchdog = setTimeout(async () => {
@@ -45,11 +33,7 @@ const watchdog = setTimeout(async () => {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-    timeout: 30000,
+  context = await launch(userDataDir, {
     viewport: { width: 1280, height: 900 },
     ...(USER_AGENT ? { userAgent: USER_AGENT } : {}),
   });
