@@ -12,14 +12,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.openapi import openapi_document
 from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
-from trackside.authz import Unauthorized
 from trackside.figures import load_days
 from trackside.stats.item import item_stats
 from trackside.stats.query import CONTENT_METRICS, QueryError, parse_query, period_range, popular_items, run_query
@@ -47,12 +45,9 @@ class TracksideApi:
         ]
 
     async def _moderator(self, request: Request) -> JSONResponse | None:
-        try:
-            caller = await self.stats.authorizer.caller(request.headers.get("authorization"))
-        except Unauthorized as exc:
-            return error(401, str(exc))
-        except httpx.HTTPError:
-            return error(502, "the site's who-am-I endpoint did not answer")
+        caller = await self.stats._caller(request)  # the same 401/502 answers as the stats endpoints
+        if isinstance(caller, JSONResponse):
+            return caller
         if not caller.is_moderator:
             return error(403, "moderators only")
         return None

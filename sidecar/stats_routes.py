@@ -123,14 +123,21 @@ class StatsEndpoints:
         except httpx.HTTPError:
             return error(502, "the site's who-am-I endpoint did not answer")
 
-    async def item(self, request: Request, kind: str) -> Response:
+    async def _caller_and_refresh(self, request: Request) -> tuple[Caller, bool] | JSONResponse:
+        """Who asks (401 first), then whether they ask for a recomputation (400 if unreadable)."""
         caller = await self._caller(request)
         if isinstance(caller, JSONResponse):
             return caller
         try:
-            refresh = parse_refresh(request)
+            return caller, parse_refresh(request)
         except ValueError as exc:
             return error(400, str(exc))
+
+    async def item(self, request: Request, kind: str) -> Response:
+        asked = await self._caller_and_refresh(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        caller, refresh = asked
         raw_id = request.path_params["id"]
         upstream: dict[str, Any] | None = None
         content_id = raw_id
@@ -201,13 +208,10 @@ class StatsEndpoints:
         return out
 
     async def sitewide(self, request: Request) -> Response:
-        caller = await self._caller(request)
-        if isinstance(caller, JSONResponse):
-            return caller
-        try:
-            refresh = parse_refresh(request)
-        except ValueError as exc:
-            return error(400, str(exc))
+        asked = await self._caller_and_refresh(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        caller, refresh = asked
         if not caller.is_moderator:
             return error(403, "only moderators may read sitewide stats")
         figures = await self._cached(
