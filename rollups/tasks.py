@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from arq import Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from trackside.batch import Batch
-from trackside.figures import live_day
-from trackside.provisional import store as store_provisional
+from trackside.provisional import build as build_provisional
 from trackside.rollup import prune, rollup_pending
 from trackside.storage.salts import DatabaseSalts
 from trackside.storage.writes import write_batch
@@ -42,10 +40,7 @@ async def rollup_closed_days(ctx: dict[str, Any]) -> int:
 async def provisional_today(ctx: dict[str, Any]) -> int:
     """Today's figures, derived now and stored for the stats endpoints to read (`trackside.provisional`)."""
     settings = ctx["settings"]
-    now = datetime.now(UTC)
-    async with ctx["engine"].connect() as conn:
-        figures = await live_day(conn, now.date(), settings.view_window_minutes * 60.0)
-    await store_provisional(ctx["engine"], figures, now)
+    figures = await build_provisional(ctx["engine"], settings.view_window_minutes * 60.0)
     return figures.counts["page_views"]
 
 

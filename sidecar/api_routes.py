@@ -1,27 +1,43 @@
 """Trackside's own API under `/_trackside/api/`: the query API, popular content, realtime
 visitors, CSV export, the figures behind the dashboard, and the OpenAPI document. Moderators
-(by the site's roles) and the static admin token only."""
+(by the site's roles) and the static admin token only.
+
+The query, popular, site and item answers go through the stats endpoints' cache (`_cached`): keyed by
+the normalized request, the day and the rollup generation, read only after authorization;
+`?refresh=true` skips it and derives today anew (once per caller every 10 s). Today's figures come
+from today's provisional copy while it is recent: `computed_at` says as of when."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.openapi import openapi_document
 from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
+from trackside.authz import Caller
 from trackside.figures import load_days
-from trackside.stats.item import item_stats
-from trackside.stats.query import CONTENT_METRICS, QueryError, parse_query, period_range, popular_items, run_query
-from trackside.stats.site import site_stats
+from trackside.stats.query import (
+    CONTENT_METRICS,
+    Query,
+    QueryError,
+    parse_query,
+    period_range,
+    popular_items,
+    run_query,
+)
+from trackside.stats.series import iso
+from trackside.stats.site import as_of
 from trackside.storage.engine import snapshot
 from trackside.storage.reads import recent_page_views
 
@@ -45,43 +61,58 @@ class TracksideApi:
         ]
 
     async def _moderator(self, request: Request) -> JSONResponse | None:
-        caller = await self.stats._caller(request)  # the same 401/502 answers as the stats endpoints
-        if isinstance(caller, JSONResponse):
-            return caller
-        if not caller.is_moderator:
+        asked = await self._asked(request)
+        return asked if isinstance(asked, JSONResponse) else None
+
+    async def _asked(self, request: Request) -> tuple[Caller, bool] | JSONResponse:
+        """A moderator's (caller, refresh), or the answer refusing them: the same 401/502/400 answers
+        as the stats endpoints, then 403. Always before any cache is read."""
+        asked = await self.stats._caller_and_refresh(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        if not asked[0].is_moderator:
             return error(403, "moderators only")
-        return None
+        return asked
 
     @property
     def window(self) -> float:
         return self.settings.view_window_minutes * 60.0
 
     async def query(self, request: Request) -> Response:
-        if (denied := await self._moderator(request)) is not None:
-            return denied
+        asked = await self._asked(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        caller, refresh = asked
         try:
             raw = await _query_body(request)
             q = parse_query(raw, datetime.now(UTC).date())
         except QueryError as exc:
             return error(400, str(exc))
-        needs_items = "content" in q.dimensions or any(m in CONTENT_METRICS for m in q.metrics)
-        async with snapshot(self.stats.engine) as conn:
-            days = await load_days(
-                conn,
-                q.first,
-                q.last,
-                self.window,
-                with_items=needs_items,
-                today_elsewhere=self.stats.today,
-            )
-        result = run_query(q, days)
+        result = await self.stats._cached("query:" + _query_key(q), caller, refresh, functools.partial(self._query, q))
         if _wants_csv(request):
             return _csv(result)
         return JSONResponse(result, headers=NO_STORE)
 
+    async def _query(self, q: Query, conn: AsyncConnection, now: datetime, refresh: bool) -> dict[str, Any]:
+        needs_items = "content" in q.dimensions or any(m in CONTENT_METRICS for m in q.metrics)
+        days = await load_days(
+            conn,
+            q.first,
+            q.last,
+            self.window,
+            with_items=needs_items,
+            today_elsewhere=functools.partial(self.stats.today, fresh=refresh),
+        )
+        result = run_query(q, days)
+        result["meta"]["computed_at"] = _computed_at(days, now)
+        result["meta"]["definitions"]["computed_at"] = COMPUTED_AT
+        return result
+
     async def popular(self, request: Request) -> Response:
-        if (denied := await self._moderator(request)) is not None:
-            return denied
+        asked = await self._asked(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        caller, refresh = asked
         params = request.query_params
         kind = params.get("kind", "artwork")
         if kind not in self.settings.content_rules:
@@ -95,10 +126,19 @@ class TracksideApi:
             return error(400, str(exc))
         except ValueError:
             return error(400, "limit: an integer between 1 and 100")
-        async with snapshot(self.stats.engine) as conn:
-            days = await load_days(conn, first, last, self.window, today_elsewhere=self.stats.today)
-        items = popular_items(days, kind, limit)
-        result = {"kind": kind, "period": {"from": first.isoformat(), "to": last.isoformat()}, "items": items}
+
+        async def compute(conn: AsyncConnection, now: datetime, fresh: bool) -> dict[str, Any]:
+            today = functools.partial(self.stats.today, fresh=fresh)
+            days = await load_days(conn, first, last, self.window, today_elsewhere=today)
+            return {
+                "kind": kind,
+                "period": {"from": first.isoformat(), "to": last.isoformat()},
+                "items": popular_items(days, kind, limit),
+                "computed_at": _computed_at(days, now),
+            }
+
+        result = await self.stats._cached(f"popular:{kind}:{first}:{last}:{limit}", caller, refresh, compute)
+        items = result["items"]
         if _wants_csv(request):
             return _csv_rows(["id", "views", "unique_viewers", "impressions"], [list(i.values()) for i in items])
         return JSONResponse(result, headers=NO_STORE)
@@ -121,31 +161,48 @@ class TracksideApi:
         )
 
     async def site(self, request: Request) -> Response:
-        if (denied := await self._moderator(request)) is not None:
-            return denied
-        caller = await self.stats.authorizer.caller(request.headers.get("authorization"))
-        body = await self.stats._cached(
-            "site",
-            caller,
-            False,
-            lambda conn, now: site_stats(conn, now=now, window_seconds=self.window, today_elsewhere=self.stats.today),
-        )
+        asked = await self._asked(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        body = await self.stats._cached("site", asked[0], asked[1], self.stats.site_figures)
         return JSONResponse(body, headers=NO_STORE)
 
     async def item(self, request: Request) -> Response:
-        if (denied := await self._moderator(request)) is not None:
-            return denied
+        asked = await self._asked(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        caller, refresh = asked
         kind, item = request.path_params["kind"], request.path_params["id"]
         if kind not in self.settings.content_rules:
             return error(404, f"no such content kind {kind!r}")
-        async with snapshot(self.stats.engine) as conn:
-            body = await item_stats(conn, kind, item, now=datetime.now(UTC), window_seconds=self.window)
+        # The same computation, and so the same cache entry, as the item's stats endpoint.
+        body = await self.stats._cached(f"{kind}:{item}", caller, refresh, self.stats.item_figures(kind, item))
         if body is None:
             return error(404, f"no views or impressions of {kind} {item!r} in 30 days")
         return JSONResponse({"kind": kind, "id": item, **body}, headers=NO_STORE)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
+
+
+COMPUTED_AT = (
+    "the figures include events stored by then: closed days from daily rollups, today from today's provisional "
+    "copy (derived every 5 minutes, used while at most 10 minutes old; computed_at is then the copy's time) or, "
+    "with ?refresh=true or without a recent copy, from the raw events at this time"
+)
+
+
+def _computed_at(days: list[Any], now: datetime) -> str | None:
+    return iso(as_of(days, now.date()) or now)
+
+
+def _query_key(q: Query) -> str:
+    """The normalized query: equal for requests that ask the same (GET or POST, any spelling)."""
+    return json.dumps(
+        [q.metrics, q.dimensions, q.first, q.last, q.filters, q.limit, q.offset, q.order_desc],
+        default=lambda v: v.isoformat() if isinstance(v, date) else str(v),
+        separators=(",", ":"),
+    )
 
 
 async def _query_body(request: Request) -> dict[str, Any]:

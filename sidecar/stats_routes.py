@@ -14,11 +14,12 @@ import functools
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -44,6 +45,9 @@ _ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 STATS_PATHS = re.compile(r"^/api/(?:post/[^/]+/stats|blog-post/[^/]+/stats|admin/sitewide-stats)/?$")
 ID_FIELD = {"artwork": "post_id", "blog_post": "blog_post_id"}
 
+# What `StatsEndpoints._cached` computes on a miss: (conn, now, refresh) -> the JSON-able answer.
+Compute = Callable[[AsyncConnection, datetime, bool], Awaitable[Any]]
+
 
 def error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=NO_STORE)
@@ -64,6 +68,7 @@ class StatsEndpoints:
         self.authorizer = Authorizer(settings, tokens, self.client)
         self.live_days = LiveDays(settings.database_url)
         self._refresher: asyncio.Task[None] | None = None
+        self.cache_hits = self.cache_misses = 0  # answers served from the cache, and computed
         self.cache: StatsCache = (
             MemoryCache() if settings.redis_url is None else RedisCache(settings.redis_url, settings.queue_name + ":")
         )
@@ -77,19 +82,25 @@ class StatsEndpoints:
 
     async def today(self, day: date, window_seconds: float, *, fresh: bool = False) -> DayFigures:
         """Today's figures for site-level reads: the provisional copy while it is recent, else
-        derived anew in the other process (and stored as the new provisional copy)."""
+        derived anew in the other process (and stored as the new provisional copy). Their `as_of`
+        says when: the copy's time, or when the derivation read the raw events."""
         if not fresh:
             async with self.engine.connect() as conn:
                 found = await load_provisional(conn, day)
             if found is not None:
                 return found
         figures = await self.live_days.live_day(day, window_seconds, fresh=fresh)
-        await store_provisional(self.engine, figures, datetime.now(UTC))
+        await store_provisional(self.engine, figures)
         if self.settings.redis_url is None and self._refresher is None:
             # Embedded mode: once someone reads stats, keep today's copy fresh (the worker's cron
             # does this in Redis mode).
             self._refresher = asyncio.create_task(self._refresh_today(window_seconds), name="trackside-provisional")
         return figures
+
+    async def today_copy(self, conn: AsyncConnection, day: date, *, refresh: bool = False) -> DayFigures | None:
+        """Today's recent provisional copy for an item read (never derived for it: an item's own raw
+        events are cheaper than the whole day), or None on refresh or without one."""
+        return None if refresh else await load_provisional(conn, day)
 
     async def _refresh_today(self, window_seconds: float) -> None:
         while True:
@@ -97,7 +108,7 @@ class StatsEndpoints:
             try:
                 day = datetime.now(UTC).date()
                 figures = await self.live_days.live_day(day, window_seconds, fresh=True)
-                await store_provisional(self.engine, figures, datetime.now(UTC))
+                await store_provisional(self.engine, figures)
             except Exception:
                 logger.exception("refreshing today's provisional figures failed")
 
@@ -160,14 +171,7 @@ class StatsEndpoints:
                 return error(404, f"no such {kind}")
             if not caller.is_moderator and (caller.user is None or caller.user != owner):
                 return error(403, "only the owner or a moderator may read these stats")
-        figures = await self._cached(
-            f"{kind}:{content_id}",
-            caller,
-            refresh,
-            lambda conn, now: item_stats(
-                conn, kind, content_id, now=now, window_seconds=self.settings.view_window_minutes * 60.0
-            ),
-        )
+        figures = await self._cached(f"{kind}:{content_id}", caller, refresh, self.item_figures(kind, content_id))
         if figures is None:
             if upstream is None and owner is None:
                 return error(404, f"no such {kind}")
@@ -177,6 +181,22 @@ class StatsEndpoints:
         body["content_id"] = content_id
         body.update(figures)
         return JSONResponse(body, headers=NO_STORE)
+
+    def item_figures(self, kind: str, content_id: str) -> Compute:
+        """What `_cached` computes for one item: today from the recent provisional copy, unless a
+        refresh asks for the item's raw events now (the stats endpoint and the query API's item route)."""
+
+        async def compute(conn: AsyncConnection, now: datetime, refresh: bool) -> dict[str, Any] | None:
+            return await item_stats(
+                conn,
+                kind,
+                content_id,
+                now=now,
+                window_seconds=self.settings.view_window_minutes * 60.0,
+                today_copy=await self.today_copy(conn, now.date(), refresh=refresh),
+            )
+
+        return compute
 
     async def _empty_item(self, kind: str, content_id: str) -> dict[str, Any]:
         # A known item with nothing in 30 days: the same shape, all zeros.
@@ -214,28 +234,33 @@ class StatsEndpoints:
         caller, refresh = asked
         if not caller.is_moderator:
             return error(403, "only moderators may read sitewide stats")
-        figures = await self._cached(
-            "site",
-            caller,
-            refresh,
-            lambda conn, now: site_stats(
-                conn,
-                now=now,
-                window_seconds=self.settings.view_window_minutes * 60.0,
-                today_elsewhere=functools.partial(self.today, fresh=refresh),
-            ),
-        )
+        figures = await self._cached("site", caller, refresh, self.site_figures)
         return JSONResponse(figures, headers=NO_STORE)
 
-    async def _cached(self, name: str, caller: Caller, refresh: bool, compute: Any) -> dict[str, Any] | None:
+    async def site_figures(self, conn: AsyncConnection, now: datetime, refresh: bool) -> dict[str, Any]:
+        return await site_stats(
+            conn,
+            now=now,
+            window_seconds=self.settings.view_window_minutes * 60.0,
+            today_elsewhere=functools.partial(self.today, fresh=refresh),
+        )
+
+    async def _cached(self, name: str, caller: Caller, refresh: bool, compute: Compute) -> Any:
+        """The cached answer for `name` (keyed by the day and the rollup generation), or
+        `compute(conn, now, refresh)` stored as the new one. A refresh (`refresh=True`) skips the cache
+        and asks compute to derive today anew, once per caller in `REFRESH_INTERVAL_SECONDS`; beyond
+        that the caller gets what a plain read gets."""
         now = datetime.now(UTC)
         async with snapshot(self.engine) as conn:
             key = f"stats:{name}:{now.date().isoformat()}:{await generation(conn)}"
-            if not (refresh and await self.cache.allow_refresh(caller.key)):
+            refresh = refresh and await self.cache.allow_refresh(caller.key)
+            if not refresh:
                 hit = await self.cache.get(key)
                 if hit is not None:
+                    self.cache_hits += 1
                     return json.loads(hit)
-            figures = await compute(conn, now)
+            self.cache_misses += 1
+            figures = await compute(conn, now, refresh)
         await self.cache.set(key, json.dumps(figures), self.settings.stats_cache_seconds)
         return figures
 

@@ -65,6 +65,8 @@ class DayFigures:
     # (dim, key) -> [count, count_authenticated, visitors, visitors_authenticated]
     dims: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     items: dict[tuple[str, str], ItemFigures] = field(default_factory=dict)
+    # A day derived from raw events: when they were read (for a provisional copy, the copy's time).
+    as_of: datetime | None = None
 
 
 def figures_of(site: SiteDay) -> DayFigures:
@@ -90,9 +92,12 @@ def figures_of(site: SiteDay) -> DayFigures:
 
 
 async def live_day(conn: AsyncConnection, day: date, window_seconds: float) -> DayFigures:
+    as_of = datetime.now(UTC)
     events = await day_events(conn, day)
     site = aggregate_day(day, events, derive_day(events, window_seconds), await day_bot_hits(conn, day))
-    return figures_of(site)
+    out = figures_of(site)
+    out.as_of = as_of
+    return out
 
 
 async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = True) -> DayFigures:
@@ -149,10 +154,17 @@ async def load_days(
 
 
 async def item_days(
-    conn: AsyncConnection, kind: str, item: str, first: date, last: date, window_seconds: float
+    conn: AsyncConnection,
+    kind: str,
+    item: str,
+    first: date,
+    last: date,
+    window_seconds: float,
+    today_copy: DayFigures | None = None,
 ) -> list[tuple[date, ItemFigures | None]]:
     """One item's figures for every day of [first, last] (None: nothing that day), read the same
-    way as `load_days`: daily rows for rolled days, the item's raw events otherwise."""
+    way as `load_days`: daily rows for rolled days, the item's raw events otherwise, except the day of
+    `today_copy` (today's provisional copy), read from it."""
     rolled = await rolled_days(conn, first, last)
     rows: dict[date, ItemFigures] = {}
     if rolled:
@@ -178,6 +190,8 @@ async def item_days(
     while day <= last:
         if day in rolled:
             out.append((day, rows.get(day)))
+        elif today_copy is not None and day == today_copy.day:
+            out.append((day, today_copy.items.get((kind, item))))
         else:
             events = await item_day_events(conn, day, kind, item)
             figures = figures_of(aggregate_day(day, events, derive_day(events, window_seconds))) if events else None

@@ -1,7 +1,7 @@
 """The built-in dashboard at `/_trackside/`, opened in headless Chromium (Debian's chromium + playwright-core) on a
-real sidecar over a SQLite database seeded with known events, some days rolled up: `dashboard.mjs` signs in, reads
-what the page shows (KPI texts, the SVG points and bars of the charts, the bar lists, the bot panel, the signed-in
-toggle, an item page) and prints it as JSON; the values asserted here are the seed's.
+real sidecar over a database (SQLite, PostgreSQL) seeded with known events, some days rolled up: `dashboard.mjs`
+signs in, reads what the page shows (KPI texts, the SVG points and bars of the charts, the bar lists, the bot panel,
+the signed-in toggle, an item page) and prints it as JSON; the values asserted here are the seed's.
 
 Screenshots: set TRACKSIDE_TEST_SCREENSHOTS=/tmp/somewhere to have dashboard.mjs write them (never in the repo).
 """
@@ -209,17 +209,20 @@ async def run_dashboard(node: str, chromium: str, url: str, tok: str, timeout: f
 
 
 @pytest.fixture
-async def seeded_settings(upstream_url: str, make_settings: Any, sqlite_url: str, tmp_path: Path):
+async def seeded_settings(upstream_url: str, make_settings: Any, database_url: str, tmp_path: Path):
+    """The seed in a fresh database of each kind (SQLite, PostgreSQL), before the sidecar starts."""
     now = time.time()
     batch = seed(now)
-    await migrate(sqlite_url)
-    engine = create_engine(sqlite_url)
+    await migrate(database_url)
+    engine = create_engine(database_url)
     await write_batch(engine, batch)
     # Roll up the days before yesterday (12 and 5 days ago); yesterday and today stay raw.
     rolled = await rollup_pending(engine, 1800.0, today=datetime.now(UTC).date() - timedelta(days=1))
     assert sorted(r.day for r in rolled) == [datetime.fromtimestamp(midnight(d), UTC).date() for d in (12, 5)]
     await engine.dispose()
-    settings = make_settings(frontend_url=upstream_url, api_url=upstream_url, jwt_secret=SECRET, admin_token=ADMIN)
+    settings = make_settings(
+        frontend_url=upstream_url, api_url=upstream_url, jwt_secret=SECRET, admin_token=ADMIN, database_url=database_url
+    )
     return settings, batch
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from tests.servers import run_sidecar
-from tests.sidecar.test_stats import ADMIN, MOD, bearer
+from tests.sidecar.test_stats import ADMIN, MOD, bearer, ev, midnight
+from trackside.batch import Batch
+from trackside.provisional import build
 from trackside.rollup import rollup_pending
+from trackside.storage.writes import write_batch
 
 API = "/_trackside/api/v1"
 
@@ -147,3 +151,42 @@ async def test_bad_json_body_and_roles(seeded):
         "/_trackside/api/v1/popular",
         "/_trackside/api/v1/realtime",
     }
+
+
+async def test_query_answers_are_cached_by_normalized_query_until_a_rollup_or_refresh(seeded):
+    settings, engine = seeded
+    # Rolled up first, so that the sidecar's own start-up rollup changes nothing mid-test.
+    await rollup_pending(engine, 1800.0)
+    by_day = {"metrics": "page_views", "dimensions": "day", "period": "7d"}
+    async with run_sidecar(settings) as (url, app):
+        async with httpx.AsyncClient(base_url=url, headers=MOD) as c:
+            first = (await c.get(API + "/query", params=by_day)).json()  # derives today, stores the copy
+            popular = (await c.get(API + "/popular", params={"period": "30d"})).json()
+            # A new page view today, and a newer copy that has it (as the worker's cron would build).
+            await write_batch(engine, Batch(events=[ev(time.time(), "v7", path="/about")]))
+            await build(engine, 1800.0)
+            hits = app.stats.cache_hits
+            # The same query, spelled another way (POST, lists): served from the cache.
+            again = (
+                await c.post(API + "/query", json={"metrics": ["page_views"], "dimensions": ["day"], "period": "7d"})
+            ).json()
+            popular_again = (await c.get(API + "/popular", params={"period": "30d", "kind": "artwork"})).json()
+            assert app.stats.cache_hits == hits + 2
+            denied = await c.get(API + "/query", params=by_day, headers=bearer("u7"))  # never from the cache
+            refreshed = (await c.get(API + "/query", params={**by_day, "refresh": "true"})).json()
+            limited = (await c.get(API + "/query", params={**by_day, "refresh": "true"})).json()
+            # A late event for yesterday, then a rollup of it: a new generation, so a new answer.
+            await write_batch(engine, Batch(events=[ev(midnight(1) + 300, "v8", path="/about")]))
+            stale = (await c.get(API + "/query", params=by_day, headers=bearer("mod2", ["moderator"]))).json()
+            await rollup_pending(engine, 1800.0)
+            rolled = (await c.get(API + "/query", params=by_day, headers=bearer("mod3", ["moderator"]))).json()
+    counts = lambda r: [row["metrics"][0] for row in r["results"]]  # noqa: E731
+    assert counts(first) == [0, 0, 0, 0, 0, 2, 4]
+    assert again == first and popular_again == popular
+    assert first["meta"]["computed_at"] and "provisional copy" in first["meta"]["definitions"]["computed_at"]
+    assert denied.status_code == 403
+    assert counts(refreshed) == [0, 0, 0, 0, 0, 2, 5]  # today derived anew
+    assert refreshed["meta"]["computed_at"] > first["meta"]["computed_at"]
+    assert limited == refreshed  # a second refresh within 10 s is served from the cache
+    assert stale == refreshed  # a late event alone changes no cached answer...
+    assert counts(rolled) == [0, 0, 0, 0, 0, 3, 5]  # ...its day's rollup does

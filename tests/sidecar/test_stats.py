@@ -301,13 +301,48 @@ async def test_today_is_read_from_the_provisional_copy_until_refreshed(seeded):
             first = (await c.get("/api/admin/sitewide-stats")).json()  # derives today, stores the copy
             assert first["daily_views"][-1]["count"] == 4
             await write_batch(engine, Batch(events=[ev(time.time(), "v7", path="/about")]))
-            # The query API has no cache of its own: it reads today's provisional copy.
+            # The query API reads today's provisional copy (and says as of when).
             stale = (await c.get("/_trackside/api/v1/query", params=query)).json()
             refreshed = (await c.get("/api/admin/sitewide-stats?refresh=true")).json()
-            fresh = (await c.get("/_trackside/api/v1/query", params=query)).json()
+            # Another query (the first one is cached now): it reads the copy the refresh stored.
+            other = {**query, "metrics": "page_views,api_calls"}
+            fresh = (await c.get("/_trackside/api/v1/query", params=other)).json()
     assert stale["results"] == [{"dimensions": [], "metrics": [4]}]
+    assert stale["meta"]["computed_at"] == first["computed_at"]  # the copy's time, not the query's
     assert refreshed["daily_views"][-1]["count"] == 5
-    assert fresh["results"] == [{"dimensions": [], "metrics": [5]}]
+    assert refreshed["computed_at"] > first["computed_at"]
+    assert fresh["results"] == [{"dimensions": [], "metrics": [5, 2]}]
+    assert fresh["meta"]["computed_at"] == refreshed["computed_at"]
+
+
+async def test_item_stats_read_todays_copy_until_refreshed(seeded):
+    from trackside.provisional import build, invalidate
+
+    settings, engine = seeded
+    window = settings.view_window_minutes * 60.0
+    # As the worker's cron would: today's copy, built before anything below is written.
+    copy = await build(engine, window)
+    assert copy.as_of is not None
+    async with run_sidecar(settings) as (url, _):
+        async with httpx.AsyncClient(base_url=url) as c:
+            await write_batch(engine, Batch(events=[ev(time.time(), "v7", country="FR")]))  # a new look at a1
+            from_copy = (await c.get("/api/post/1/stats", headers=MOD)).json()
+            now = datetime.now(UTC)
+            admin = {"authorization": "Bearer " + ADMIN}
+            api_item = (await c.get("/_trackside/api/v1/items/artwork/a1", headers=admin)).json()
+            refreshed = (await c.get("/api/post/1/stats?refresh=true", headers=bearer("mod2", ["moderator"]))).json()
+            # Without a copy (dropped), a plain read derives the item's today from its raw events.
+            await invalidate(engine)
+            api_fresh = (await c.get("/_trackside/api/v1/items/artwork/a1?refresh=true", headers=admin)).json()
+    # Every field as the item's raw events give it (the copy decodes item dims and users exactly)...
+    assert strip_volatile(from_copy) == expected_item(now)
+    # ...as of the copy's time, which the answer states; the look written after the copy is not in it.
+    assert from_copy["computed_at"] == copy.as_of.isoformat()
+    assert "provisional copy" in from_copy["definitions"]["computed_at"]
+    assert api_item["total_views"] == 6 and api_item["computed_at"] == from_copy["computed_at"]
+    assert refreshed["total_views"] == 7 and refreshed["views_by_country"]["FR"] == 1
+    assert refreshed["computed_at"] > from_copy["computed_at"]
+    assert api_fresh["total_views"] == 7 and api_fresh["daily_views"][-1]["views"] == 3
 
 
 async def test_provisional_copy_round_trips(seeded):

@@ -31,6 +31,9 @@ DEFINITIONS = {
     "new_posts": "answered upload requests (route rules, or the site's X-Trackside-Event hint)",
     "impressions": "items shown in feeds, search results or widgets; not page views",
     "unverified_beacons": "snippet beacons without a valid page token (forged, or from other sites): in no figure",
+    "computed_at": "the figures include events stored by then: closed days come from daily rollups, today from "
+    "today's provisional copy (derived every 5 minutes, used while at most 10 minutes old; computed_at is then "
+    "the copy's time) or, without a recent copy or with ?refresh=true, from the raw events at this time",
 }
 
 
@@ -95,9 +98,14 @@ async def site_stats(
         "daily": [{"date": d.day.isoformat(), "count": bots_daily.get(d.day, 0)} for d in days],
     }
     out["unverified_beacons"] = top(dims.get(("unverified", False), Counter()))
-    out["computed_at"] = iso(now)
+    out["computed_at"] = iso(as_of(days, today) or now)
     out["definitions"] = DEFINITIONS
     return out
+
+
+def as_of(days: list[DayFigures], today: date) -> datetime | None:
+    """When today's figures among `days` were derived (a provisional copy's time), if known."""
+    return next((d.as_of for d in days if d.day == today and not d.rolled), None)
 
 
 def _series(days: list[DayFigures], value: Any) -> list[dict[str, Any]]:
