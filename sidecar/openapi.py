@@ -28,7 +28,8 @@ def _refresh() -> dict[str, Any]:
         "name": "refresh",
         "in": "query",
         "schema": {"type": "boolean"},
-        "description": "recompute instead of reading the 5-minute cache (at most once per 10 s per caller)",
+        "description": "skip the 5-minute cache and derive today anew instead of reading today's provisional copy "
+        "(at most once per 10 s per caller; beyond that, what a plain read gets)",
     }
 
 
@@ -110,14 +111,22 @@ def openapi_document() -> dict[str, Any]:
                         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                         {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
                         csv,
+                        _refresh(),
                     ],
-                    "responses": {"200": _json("results: [{dimensions, metrics}], meta"), **_ERRORS},
+                    "responses": {
+                        "200": _json("results: [{dimensions, metrics}], meta (computed_at: as of when today is)"),
+                        **_ERRORS,
+                    },
                 },
                 "post": {
                     "summary": "The same query as a JSON body",
                     "security": _BEARER,
+                    "parameters": [_refresh()],
                     "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
-                    "responses": {"200": _json("results: [{dimensions, metrics}], meta"), **_ERRORS},
+                    "responses": {
+                        "200": _json("results: [{dimensions, metrics}], meta (computed_at: as of when today is)"),
+                        **_ERRORS,
+                    },
                 },
             },
             "/_trackside/api/v1/popular": {
@@ -129,8 +138,12 @@ def openapi_document() -> dict[str, Any]:
                         period,
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                         csv,
+                        _refresh(),
                     ],
-                    "responses": {"200": _json("items: [{id, views, unique_viewers, impressions}]"), **_ERRORS},
+                    "responses": {
+                        "200": _json("items: [{id, views, unique_viewers, impressions}], computed_at"),
+                        **_ERRORS,
+                    },
                 }
             },
             "/_trackside/api/v1/realtime": {
@@ -142,18 +155,20 @@ def openapi_document() -> dict[str, Any]:
             },
             "/_trackside/api/v1/site": {
                 "get": {
-                    "summary": "The sitewide figures, uncached (moderators)",
+                    "summary": "The sitewide figures (moderators)",
                     "security": _BEARER,
+                    "parameters": [_refresh()],
                     "responses": {"200": _json("as /api/admin/sitewide-stats"), **_ERRORS},
                 }
             },
             "/_trackside/api/v1/items/{kind}/{id}": {
                 "get": {
-                    "summary": "One item's figures, uncached (moderators)",
+                    "summary": "One item's figures (moderators)",
                     "security": _BEARER,
                     "parameters": [
                         {"name": "kind", "in": "path", "required": True, "schema": {"type": "string"}},
                         {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                        _refresh(),
                     ],
                     "responses": {"200": _json("as /api/post/{id}/stats, without the site's fields"), **_ERRORS},
                 }
