@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from trackside.events import Event, new_event_id
+from trackside.events import FIELDS, Event, as_row, new_event_id
 
 BotKey = tuple[date, str, str]  # (UTC day, bot, route label)
 
@@ -26,7 +26,8 @@ class Batch:
         """JSON- and msgpack-safe: no pickle on the queue or in the spool."""
         return {
             "id": self.id,
-            "events": [e.to_dict() for e in self.events],
+            "fields": FIELDS,
+            "rows": [as_row(e) for e in self.events],
             "bots": [[d.isoformat(), b, label, n] for (d, b, label), n in self.bots.items()],
             "aliases": [[kind, alias, item] for (kind, alias), item in self.aliases.items()],
         }
@@ -37,5 +38,13 @@ class Batch:
         for d, b, label, n in data.get("bots", []):
             bots[(date.fromisoformat(d), str(b), str(label))] += int(n)
         aliases = {(str(k), str(a)): str(i) for k, a, i in data.get("aliases", [])}
-        events = [Event.from_dict(e) for e in data.get("events", [])]
+        rows = data.get("rows")
+        if rows is not None:
+            names = data["fields"]
+            if tuple(names) == FIELDS:
+                events = [Event(*row) for row in rows]
+            else:  # written by another version: match by name
+                events = [Event.from_dict(dict(zip(names, row, strict=True))) for row in rows]
+        else:  # the dict form earlier versions queued and spooled
+            events = [Event.from_dict(e) for e in data.get("events", [])]
         return cls(id=str(data["id"]), events=events, bots=bots, aliases=aliases)

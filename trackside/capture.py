@@ -88,6 +88,7 @@ class Capturer:
         self.countries = CountryLookup(settings.geoip_db, settings.country_header)
         self._country_header = self.countries.header.encode() if self.countries.header else None
         self._fallback_salts: dict[date, bytes] = {}
+        self._salt_of_day: tuple[int, bytes] = (-1, b"")  # (Unix day, its shared salt): the last one used
         self._flood: dict[str, list[int]] = {}  # visitor -> [minute, requests in it]
 
     def salt(self, day: date) -> bytes:
@@ -103,6 +104,20 @@ class Capturer:
             fallback = self._fallback_salts[day]
         self.metrics.inc("salt_fallback")
         return fallback
+
+    def salt_at(self, started: float) -> bytes:
+        """The salt of the UTC day of `started`, remembered while that day lasts (a shared salt never
+        changes once made; a fallback one is asked for again, so the shared one takes over)."""
+        unix_day = int(started // 86400)
+        cached_day, salt = self._salt_of_day
+        if cached_day == unix_day:
+            return salt
+        day = datetime.fromtimestamp(started, UTC).date()
+        shared = self.salts.salt_for(day)
+        if shared is None:
+            return self.salt(day)
+        self._salt_of_day = (unix_day, shared)
+        return shared
 
     def is_flood(self, visitor: str, started: float) -> bool:
         """One visitor's requests beyond `flood_per_minute` in a minute are no person's: they are
@@ -149,8 +164,7 @@ class Capturer:
             return
         client = scope.get("client")
         ip = self.client_ip.resolve(client[0] if client else None, headers.get("x-forwarded-for"))
-        day = datetime.fromtimestamp(started, UTC).date()
-        visitor = visitor_hash(self.salt(day), self.settings.site, ip, ua)
+        visitor = visitor_hash(self.salt_at(started), self.settings.site, ip, ua)
         if self.is_flood(visitor, started):
             self.sink.put_bot(ev.BotHit(started, "flood", label))
             return
@@ -257,7 +271,7 @@ class Capturer:
             return "bot"
         client = scope.get("client")
         ip = self.client_ip.resolve(client[0] if client else None, headers.get("x-forwarded-for"))
-        visitor = visitor_hash(self.salt(datetime.fromtimestamp(started, UTC).date()), self.settings.site, ip, ua)
+        visitor = visitor_hash(self.salt_at(started), self.settings.site, ip, ua)
         if self.is_flood(visitor, started):
             # A script posting beacons in a loop: counters, never rows, like any other flood.
             self.sink.put_bot(ev.BotHit(started, "flood", self.labeler.label(shown[0][0])))

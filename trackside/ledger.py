@@ -11,7 +11,7 @@ import os
 import struct
 from pathlib import Path
 
-_LAYOUT = struct.Struct("<QQ")  # captured, durable
+_LAYOUT = struct.Struct("=QQ")  # captured, durable; native order, as the memoryview writes them
 
 
 class Ledger:
@@ -24,18 +24,21 @@ class Ledger:
         self._file.write(b"\0" * _LAYOUT.size)
         self._file.flush()
         self._map = mmap.mmap(self._file.fileno(), _LAYOUT.size)
+        # Two native unsigned 64-bit slots over the mapped page: one store per captured event.
+        self._slots = memoryview(self._map).cast("Q")
         self.captured = 0
         self.durable = 0
 
     def add_captured(self, n: int = 1) -> None:
         self.captured += n
-        _LAYOUT.pack_into(self._map, 0, self.captured, self.durable)
+        self._slots[0] = self.captured
 
     def add_durable(self, n: int) -> None:
         self.durable += n
-        _LAYOUT.pack_into(self._map, 0, self.captured, self.durable)
+        self._slots[1] = self.durable
 
     def close(self) -> None:
+        self._slots.release()
         self._map.close()
         self._file.close()
         self.path.unlink(missing_ok=True)

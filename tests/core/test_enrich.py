@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import time
 
@@ -94,6 +95,10 @@ def test_country_from_mmdb_and_header(tmp_path):
 def test_visitor_hash_is_salted_and_separated():
     a = visitor_hash(b"salt1", "site", "1.2.3.4", "UA")
     assert a == visitor_hash(b"salt1", "site", "1.2.3.4", "UA")
+    # Plain HMAC-SHA256, truncated to 128 bits (the precomputed pads change nothing).
+    assert a == hmac.digest(b"salt1", b"site\x001.2.3.4\x00UA", "sha256")[:16].hex()
+    long_salt = b"k" * 100
+    assert visitor_hash(long_salt, "s", "ip", "ua") == hmac.digest(long_salt, b"s\x00ip\x00ua", "sha256")[:16].hex()
     assert a != visitor_hash(b"salt2", "site", "1.2.3.4", "UA")
     assert visitor_hash(b"s", "site", "1.2.3.4", "5 UA") != visitor_hash(b"s", "site", "1.2.3.45", " UA")
     assert len(a) == 32 and "1.2.3.4" not in a

@@ -5,17 +5,32 @@ an IP."""
 
 from __future__ import annotations
 
-import hmac
 from datetime import date
+from functools import lru_cache
 from hashlib import sha256
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class SaltSource(Protocol):
     def salt_for(self, day: date) -> bytes | None: ...
 
 
+# Yesterday's, today's and tomorrow's at most: no derived salt state outlives the salts' pruning by long.
+@lru_cache(maxsize=3)
+def _pads(salt: bytes) -> tuple[Any, Any]:
+    # HMAC-SHA256 (RFC 2104) with its two keyed states made once per salt. `hmac.digest` asks
+    # OpenSSL for the digest anew on each call, which costs more than the hashing itself.
+    key = salt if len(salt) <= 64 else sha256(salt).digest()
+    key = key.ljust(64, b"\0")
+    return sha256(bytes(b ^ 0x36 for b in key)), sha256(bytes(b ^ 0x5C for b in key))
+
+
 def visitor_hash(salt: bytes, site: str, ip: str, user_agent: str) -> str:
     # The NUL separators keep ("1.2.3.4", "5 UA") and ("1.2.3.45", " UA") apart.
     message = f"{site}\x00{ip}\x00{user_agent}".encode("utf-8", "surrogateescape")
-    return hmac.digest(salt, message, sha256)[:16].hex()
+    inner, outer = _pads(salt)
+    h = inner.copy()
+    h.update(message)
+    mac = outer.copy()
+    mac.update(h.digest())
+    return mac.digest()[:16].hex()
