@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,8 +53,12 @@ PAGE_BYTES = 30 * 1024
 # Sidecar variants: name -> extra CLI args appended to the common `serve` command line.
 SIDECAR_VARIANTS: dict[str, list[str]] = {
     "sidecar": [],
+    "sidecar-redis": [],  # --redis-url is added per run (a queue of its own on REDIS_URL)
     "sidecar-nocapture": ["--no-capture"],
 }
+# Redis mode: the sidecar queues batches; after the run a `worker --burst` drains them into the
+# same SQLite file, so the stored-event check is the same as embedded mode's.
+REDIS_URL = os.environ.get("TRACKSIDE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 ALL_TARGETS = ["direct", "nginx-proxy", *SIDECAR_VARIANTS]
 BASELINE = "nginx-proxy"
 
@@ -422,7 +427,47 @@ def sidecar_argv(variant: str, port: int, upstream_url: str, db: Path, args: arg
         *("--frontend-url", upstream_url, "--api-url", upstream_url),
         *("--workers", str(args.workers), "--database-url", f"sqlite+aiosqlite:///{db}"),
     ]
-    return [sys.executable, "-m", args.sidecar_module, "serve", *common, *SIDECAR_VARIANTS[variant], *args.sidecar_arg]
+    extra = ["--redis-url", REDIS_URL] if variant == "sidecar-redis" else []
+    return [
+        *(sys.executable, "-m", args.sidecar_module, "serve"),
+        *common,
+        *SIDECAR_VARIANTS[variant],
+        *extra,
+        *args.sidecar_arg,
+    ]
+
+
+def bench_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    # wrk is one client: its thousands of requests a second would be a flood from one visitor, which
+    # the sidecar rightly keeps as bot counters. Lift the limit so every request is a full event.
+    env["TRACKSIDE_FLOOD_PER_MINUTE"] = "1000000000"
+    env["TRACKSIDE_QUEUE_NAME"] = BENCH_QUEUE
+    return env
+
+
+BENCH_QUEUE = f"trackside:bench:{os.getpid()}"
+
+
+def drain_queue(tmp: Path, db: Path, args: argparse.Namespace) -> float | None:
+    """Redis mode: run a worker in burst mode until the run's queue is empty. Seconds taken, None on failure."""
+    argv = [
+        *(sys.executable, "-m", args.sidecar_module, "worker", "--burst"),
+        *("--redis-url", REDIS_URL, "--database-url", f"sqlite+aiosqlite:///{db}"),
+    ]
+    started = time.monotonic()
+    with open(tmp / "worker.log", "wb") as out:
+        proc = subprocess.run(argv, cwd=tmp, env=bench_env(), stdout=out, stderr=subprocess.STDOUT, timeout=600)
+    return time.monotonic() - started if proc.returncode == 0 else None
+
+
+def redis_listening() -> bool:
+    parts = urllib.parse.urlsplit(REDIS_URL)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def start_sidecar(
@@ -435,11 +480,7 @@ def start_sidecar(
     argv = [*prefix, *sidecar_argv(variant, port, upstream_url, db, args)]
     # The project isn't necessarily installed into the venv: put the repo on the import path, and run from the
     # temp dir so any relative files the sidecar writes (spool, caches) land there and get removed.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    # wrk is one client: its thousands of requests a second would be a flood from one visitor, which
-    # the sidecar rightly keeps as bot counters. Lift the limit so every request is a full event.
-    env["TRACKSIDE_FLOOD_PER_MINUTE"] = "1000000000"
-    proc = REGISTRY.start(argv, d / "sidecar.log", cwd=d, env=env)
+    proc = REGISTRY.start(argv, d / "sidecar.log", cwd=d, env=bench_env())
     log(f"  started: {' '.join(argv)}")
     return Server(variant, proc, f"http://127.0.0.1:{port}", d / "sidecar.log", d), db
 
@@ -692,6 +733,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             reason = wait_ready(server.proc, server.base_url + "/api/item", 10)
             db = None
         else:
+            if name == "sidecar-redis" and not redis_listening():
+                log(f"  SKIPPED: no Redis at {REDIS_URL} (set TRACKSIDE_BENCH_REDIS_URL)")
+                report["skipped"][name] = {"reason": f"no Redis at {REDIS_URL}"}
+                continue
             server, db = start_sidecar(name, tmp, upstream.base_url, args, bench.target_prefix)
             reason = wait_ready(server.proc, server.base_url + "/_trackside/health", args.ready_timeout)
         if reason:
@@ -707,7 +752,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         shutdown_s = REGISTRY.stop(server.proc, timeout=args.stop_timeout)
         if db is not None:
             sent = total_requests(results)
+            drained = drain_queue(server.workdir, db, args) if name == "sidecar-redis" else None
             stored = count_sidecar_rows(db)
+            if name == "sidecar-redis":
+                stored["drain_s"] = drained
             stored.update(requests_sent=sum(sent.values()), requests_sent_per_path=sent, shutdown_s=shutdown_s)
             report["sidecar_storage"][name] = stored
             log(f"  stored: events={stored['events']} bot_hits={stored['bot_hits']} vs wrk requests={sent}")
