@@ -6,17 +6,25 @@ at lg_k=12, exact for small sets), never summed."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
-
-import datasketches
+from functools import cache
+from typing import Any
 
 LG_K = 12
 # Two standard errors of the estimate at LG_K = 12 (RSE = 1.04 / sqrt(2^12) = 1.625%).
 RELATIVE_ERROR_BOUND = 2 * 1.04 / (2 ** (LG_K / 2))
 
 
+@cache
+def _lib() -> Any:
+    # Imported on first use: DataSketches loads NumPy (~13 MB), which a sidecar process that only
+    # proxies and captures never needs.
+    return importlib.import_module("datasketches")
+
+
 def sketch_of(users: Iterable[str]) -> bytes | None:
-    sketch = datasketches.hll_sketch(LG_K)
+    sketch = _lib().hll_sketch(LG_K)
     empty = True
     for user in users:
         sketch.update(user)
@@ -28,7 +36,7 @@ class DistinctUsers:
     """Merges exact sets (days not rolled up yet) and stored sketches (days rolled up)."""
 
     def __init__(self) -> None:
-        self._union = datasketches.hll_union(LG_K)
+        self._union = _lib().hll_union(LG_K)
         self._exact: set[str] = set()
         self._has_sketch = False
 
@@ -37,14 +45,14 @@ class DistinctUsers:
 
     def add_sketch(self, blob: bytes | None) -> None:
         if blob:
-            self._union.update(datasketches.hll_sketch.deserialize(blob))
+            self._union.update(_lib().hll_sketch.deserialize(blob))
             self._has_sketch = True
 
     def estimate(self) -> int:
         if not self._has_sketch:
             return len(self._exact)  # nothing rolled up: the exact answer
         if self._exact:
-            sketch = datasketches.hll_sketch(LG_K)
+            sketch = _lib().hll_sketch(LG_K)
             for user in self._exact:
                 sketch.update(user)
             self._union.update(sketch)
