@@ -36,20 +36,20 @@ class DistinctUsers:
     """Merges exact sets (days not rolled up yet) and stored sketches (days rolled up)."""
 
     def __init__(self) -> None:
-        self._union = _lib().hll_union(LG_K)
+        self._union: Any = None  # made with the first sketch: most items of a range never have one
         self._exact: set[str] = set()
-        self._has_sketch = False
 
     def add_users(self, users: Iterable[str]) -> None:
         self._exact.update(users)
 
     def add_sketch(self, blob: bytes | None) -> None:
         if blob:
+            if self._union is None:
+                self._union = _lib().hll_union(LG_K)
             self._union.update(_lib().hll_sketch.deserialize(blob))
-            self._has_sketch = True
 
     def estimate(self) -> int:
-        if not self._has_sketch:
+        if self._union is None:
             return len(self._exact)  # nothing rolled up: the exact answer
         if self._exact:
             sketch = _lib().hll_sketch(LG_K)

@@ -175,20 +175,31 @@ def _int(value: Any, param: str, low: int, high: int) -> int:
 def run_query(q: Query, days: list[DayFigures]) -> dict[str, Any]:
     grouped = next((d for d in q.dimensions if d != "day"), None)
     by_day = "day" in q.dimensions
+    # Merging every item's signed-in viewers costs most of a 30-day content query; when the rows are
+    # not ordered by unique viewers, only the page's rows need them.
+    viewers_later = grouped == "content" and "unique_viewers" in q.metrics and q.metrics[0] != "unique_viewers"
     rows: dict[tuple[str, ...], dict[str, int]] = {}
+    parts_of: dict[tuple[str, ...], list[DayFigures]] = {}
     buckets: list[tuple[str, list[DayFigures]]] = [(d.day.isoformat(), [d]) for d in days] if by_day else [("", days)]
     for day_key, part in buckets:
-        for key, values in _group(grouped, part, q.metrics).items():
+        groups = _content(part, with_viewers=False) if viewers_later else _group(grouped, part, q.metrics)
+        for key, values in groups.items():
             if not _kept(q.filters, key):
                 continue
             dims = tuple(k for k in ((day_key,) if by_day else ()) + ((key,) if grouped else ()))
             rows[dims] = values
+            if viewers_later:
+                parts_of[dims] = part
     ordered = (
         sorted(rows.items(), key=lambda kv: kv[0])
         if by_day and not grouped
         else sorted(rows.items(), key=lambda kv: (-kv[1][q.metrics[0]] if q.order_desc else kv[1][q.metrics[0]], kv[0]))
     )
     page = ordered[q.offset : q.offset + q.limit]
+    if viewers_later:
+        for dims, values in page:
+            kind, item = dims[-1].split(":", 1)
+            values["unique_viewers"] = _viewers(_item_parts(parts_of[dims], (kind, item)))
     return {
         "results": [{"dimensions": list(k), "metrics": [v[m] for m in q.metrics]} for k, v in page],
         "meta": {
@@ -251,33 +262,49 @@ def _site_totals(days: list[DayFigures]) -> dict[str, int]:
     }
 
 
-def _content(days: list[DayFigures]) -> dict[str, dict[str, int]]:
+def _content(days: list[DayFigures], *, with_viewers: bool = True) -> dict[str, dict[str, int]]:
     parts: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for d in days:
         for key, figures_of_day in d.items.items():
             parts[key].append(figures_of_day)
     out = {}
     for (kind, item), figures in parts.items():
-        users = merge_users([(f.users, f.users_sketch) for f in figures])
-        out[f"{kind}:{item}"] = {
+        row = {
             "content_views": sum(f.counts["views"] for f in figures),
-            "unique_viewers": users + sum(f.anonymous_viewers for f in figures),
             "impressions": sum(f.counts["impressions"] for f in figures),
         }
+        if with_viewers:
+            row["unique_viewers"] = _viewers(figures)
+        out[f"{kind}:{item}"] = row
     return out
 
 
+def _item_parts(days: list[DayFigures], key: tuple[str, str]) -> list[Any]:
+    return [d.items[key] for d in days if key in d.items]
+
+
+def _viewers(figures: list[Any]) -> int:
+    """One item's unique viewers over its days: signed-in users merged, anonymous visitor-days added."""
+    return merge_users([(f.users, f.users_sketch) for f in figures]) + sum(f.anonymous_viewers for f in figures)
+
+
 def popular_items(days: list[DayFigures], kind: str, limit: int) -> list[dict[str, Any]]:
-    """The most viewed items of one kind: views, then unique viewers, then id."""
+    """The most viewed items of one kind: views, then unique viewers, then id. Unique viewers are
+    merged only for the items that can make the list: those with at least the views of the
+    `limit`-th item (ties on views are then ordered by viewers)."""
     rows: list[dict[str, Any]] = [
-        {
-            "id": key.split(":", 1)[1],
-            "views": v["content_views"],
-            "unique_viewers": v["unique_viewers"],
-            "impressions": v["impressions"],
-        }
-        for key, v in _content(days).items()
+        {"id": key.split(":", 1)[1], "views": v["content_views"], "impressions": v["impressions"]}
+        for key, v in _content(days, with_viewers=False).items()
         if key.startswith(kind + ":") and v["content_views"]
     ]
+    if limit <= 0:
+        return []
+    rows.sort(key=lambda r: -r["views"])
+    if len(rows) > limit:
+        floor = rows[limit - 1]["views"]
+        rows = [r for r in rows if r["views"] >= floor]
+    for r in rows:
+        r["unique_viewers"] = _viewers(_item_parts(days, (kind, r["id"])))
     rows.sort(key=lambda r: (-r["views"], -r["unique_viewers"], r["id"]))
-    return rows[:limit]
+    fields = ("id", "views", "unique_viewers", "impressions")
+    return [{f: r[f] for f in fields} for r in rows[:limit]]
