@@ -30,6 +30,7 @@ from trackside.figures import DayFigures
 from trackside.offload import LiveDays
 from trackside.provisional import REFRESH_SECONDS as PROVISIONAL_REFRESH_SECONDS
 from trackside.provisional import load as load_provisional
+from trackside.provisional import load_item as load_provisional_item
 from trackside.provisional import store as store_provisional
 from trackside.settings import Settings
 from trackside.stats.cache import MemoryCache, RedisCache, StatsCache, generation
@@ -80,13 +81,15 @@ class StatsEndpoints:
             Route("/api/admin/sitewide-stats", self.sitewide, methods=["GET"]),
         ]
 
-    async def today(self, day: date, window_seconds: float, *, fresh: bool = False) -> DayFigures:
+    async def today(
+        self, day: date, window_seconds: float, *, fresh: bool = False, with_items: bool = True
+    ) -> DayFigures:
         """Today's figures for site-level reads: the provisional copy while it is recent, else
         derived anew in the other process (and stored as the new provisional copy). Their `as_of`
         says when: the copy's time, or when the derivation read the raw events."""
         if not fresh:
             async with self.engine.connect() as conn:
-                found = await load_provisional(conn, day)
+                found = await load_provisional(conn, day, with_items=with_items)
             if found is not None:
                 return found
         figures = await self.live_days.live_day(day, window_seconds, fresh=fresh)
@@ -97,10 +100,12 @@ class StatsEndpoints:
             self._refresher = asyncio.create_task(self._refresh_today(window_seconds), name="trackside-provisional")
         return figures
 
-    async def today_copy(self, conn: AsyncConnection, day: date, *, refresh: bool = False) -> DayFigures | None:
-        """Today's recent provisional copy for an item read (never derived for it: an item's own raw
-        events are cheaper than the whole day), or None on refresh or without one."""
-        return None if refresh else await load_provisional(conn, day)
+    async def today_copy(
+        self, conn: AsyncConnection, day: date, kind: str, content_id: str, *, refresh: bool = False
+    ) -> DayFigures | None:
+        """Today's recent provisional copy of one item, for an item read (never derived for it: an
+        item's own raw events are cheaper than the whole day), or None on refresh or without one."""
+        return None if refresh else await load_provisional_item(conn, day, kind, content_id)
 
     async def _refresh_today(self, window_seconds: float) -> None:
         while True:
@@ -193,7 +198,7 @@ class StatsEndpoints:
                 content_id,
                 now=now,
                 window_seconds=self.settings.view_window_minutes * 60.0,
-                today_copy=await self.today_copy(conn, now.date(), refresh=refresh),
+                today_copy=await self.today_copy(conn, now.date(), kind, content_id, refresh=refresh),
             )
 
         return compute

@@ -7,10 +7,10 @@ sketches), and anonymous visitors are visitor-days (their id rotates daily), sum
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -124,6 +124,12 @@ async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = Tru
     return out
 
 
+class TodayElsewhere(Protocol):
+    """Today's figures computed or kept elsewhere (with its items' totals when `with_items`)."""
+
+    def __call__(self, day: date, window_seconds: float, *, with_items: bool) -> Awaitable[DayFigures]: ...
+
+
 async def load_days(
     conn: AsyncConnection,
     first: date,
@@ -131,7 +137,7 @@ async def load_days(
     window_seconds: float,
     *,
     with_items: bool = True,
-    today_elsewhere: Callable[[date, float], Awaitable[DayFigures]] | None = None,
+    today_elsewhere: TodayElsewhere | None = None,
 ) -> list[DayFigures]:
     """Every day of [first, last]: daily rows where the day is rolled up and clean, raw events
     otherwise. A day is read one way or the other, whole: no gap, no overlap at the boundary.
@@ -146,7 +152,7 @@ async def load_days(
         if day in rolled:
             days.append(await rolled_day(conn, day, with_items=with_items))
         elif day == today and today_elsewhere is not None:
-            days.append(await today_elsewhere(day, window_seconds))
+            days.append(await today_elsewhere(day, window_seconds, with_items=with_items))
         else:
             days.append(await live_day(conn, day, window_seconds))
         day += timedelta(days=1)

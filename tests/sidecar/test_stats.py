@@ -347,21 +347,34 @@ async def test_item_stats_read_todays_copy_until_refreshed(seeded):
 
 async def test_provisional_copy_round_trips(seeded):
     from trackside.figures import live_day
-    from trackside.provisional import decode, encode
+    from trackside.provisional import decode, decode_item, encode
 
     _, engine = seeded
     async with engine.connect() as conn:
         today = await live_day(conn, datetime.now(UTC).date(), 1800.0)
-    again = decode(encode(today))
+    site, items, whole = encode(today)
+    alone = decode(site)
+    assert (alone.counts, alone.dims, alone.users, alone.items) == (today.counts, today.dims, today.users, {})
+    again = decode(site, items)
     assert again.counts == today.counts
     assert again.dims == today.dims
     assert again.users == today.users
-    assert again.items.keys() == today.items.keys()
+    assert again.items.keys() == today.items.keys() == whole.keys()
     for key, item in today.items.items():
-        other = again.items[key]
-        assert (other.counts, other.viewers, other.users, other.dims, other.first_at, other.last_at) == (
+        total = again.items[key]  # totals only: the breakdowns are in the item's own part
+        assert (total.counts, total.viewers, total.users, total.dims, total.first_at, total.last_at) == (
             item.counts,
             item.viewers,
+            item.users,
+            {},
+            item.first_at,
+            item.last_at,
+        )
+        one = decode_item(whole[key])
+        assert (one.counts, one.viewers, one.anonymous_viewers, one.users, one.dims, one.first_at, one.last_at) == (
+            item.counts,
+            item.viewers,
+            item.anonymous_viewers,
             item.users,
             item.dims,
             item.first_at,

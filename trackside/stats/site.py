@@ -8,13 +8,12 @@ the original `_30d` version), every page-view figure with its `_authenticated` t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.figures import DayFigures, load_days, merge_users
+from trackside.figures import DayFigures, TodayElsewhere, load_days, merge_users
 from trackside.stats.series import hour_label, hour_starts, iso, top
 from trackside.storage.reads import bot_hits, bot_hits_by_day
 
@@ -42,7 +41,7 @@ async def site_stats(
     *,
     now: datetime,
     window_seconds: float,
-    today_elsewhere: Callable[[date, float], Awaitable[DayFigures]] | None = None,
+    today_elsewhere: TodayElsewhere | None = None,
 ) -> dict[str, Any]:
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=DAYS - 1)

@@ -186,12 +186,25 @@ class ContentAliasRow(SQLModel, table=True):
 
 
 class ProvisionalDayRow(SQLModel, table=True):
-    """Today's figures as of `computed_at` (JSON, compressed), refreshed every few minutes."""
+    """Today's figures as of `computed_at`, refreshed every few minutes: the site's (`payload`) and
+    every item's totals without breakdowns (`item_totals`), each compressed JSON."""
 
     __tablename__ = "provisional_days"
 
     day: date = Field(primary_key=True)
     computed_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    item_totals: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class ProvisionalItemRow(SQLModel, table=True):
+    """One item of today's provisional copy, breakdowns included (JSON): what one item's stats read."""
+
+    __tablename__ = "provisional_items"
+
+    day: date = Field(primary_key=True)
+    content_kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    content_id: str = Field(sa_column=Column(String(128), primary_key=True))
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
@@ -207,3 +220,4 @@ DAILY_CONTENT = DailyContentRow.__table__  # type: ignore[attr-defined]
 DAILY_CONTENT_DIMS = DailyContentDimRow.__table__  # type: ignore[attr-defined]
 CONTENT_ALIASES = ContentAliasRow.__table__  # type: ignore[attr-defined]
 PROVISIONAL_DAYS = ProvisionalDayRow.__table__  # type: ignore[attr-defined]
+PROVISIONAL_ITEMS = ProvisionalItemRow.__table__  # type: ignore[attr-defined]
