@@ -26,15 +26,18 @@ from starlette.routing import Route
 from sidecar.openapi import openapi_document
 from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
 from trackside.authz import Caller
-from trackside.figures import load_days
+from trackside.figures import DayFigures, TodayElsewhere, load_days, rolled_item_sketches, rolled_item_totals
 from trackside.stats.query import (
     CONTENT_METRICS,
     Query,
     QueryError,
+    page_items,
     parse_query,
     period_range,
+    popular_candidates,
     popular_items,
     run_query,
+    viewers_needed,
 )
 from trackside.stats.series import iso
 from trackside.stats.site import as_of
@@ -42,6 +45,21 @@ from trackside.storage.engine import snapshot
 from trackside.storage.reads import recent_page_views
 
 REALTIME_SECONDS = 300
+
+
+async def _ranked_days(
+    conn: AsyncConnection, first: date, last: date, window: float, today: TodayElsewhere
+) -> tuple[list[DayFigures], DayFigures, list[date]]:
+    """The days of a content ranking: each day's site figures; items per day only for days read from
+    raw events or today's copy; the rolled days' items summed by the database into one extra figure
+    (`totals`); and which days those are, for their sketches."""
+    days = await load_days(conn, first, last, window, with_items=True, rolled_items=False, today_elsewhere=today)
+    rolled = [d.day for d in days if d.rolled]
+    totals = DayFigures(first, rolled=True)
+    totals.items = await rolled_item_totals(conn, rolled)
+    return days, totals, rolled
+
+
 PREFIX = "/_trackside/api/v1"
 
 
@@ -95,15 +113,22 @@ class TracksideApi:
 
     async def _query(self, q: Query, conn: AsyncConnection, now: datetime, refresh: bool) -> dict[str, Any]:
         needs_items = "content" in q.dimensions or any(m in CONTENT_METRICS for m in q.metrics)
-        days = await load_days(
-            conn,
-            q.first,
-            q.last,
-            self.window,
-            with_items=needs_items,
-            today_elsewhere=functools.partial(self.stats.today, fresh=refresh),
-        )
-        result = run_query(q, days)
+        today = functools.partial(self.stats.today, fresh=refresh)
+        if needs_items and "day" not in q.dimensions:
+            days, totals, rolled = await _ranked_days(conn, q.first, q.last, self.window, today)
+            # The rows' order never depends on merged viewers unless they come first: merge the
+            # rolled days' sketches of the page's items only, on a second (cheap) pass.
+            if "content" not in q.dimensions:
+                keys: list[tuple[str, str]] | None = []  # site totals merge no item's viewers
+            elif viewers_needed(q):
+                keys = None
+            else:
+                keys = page_items(run_query(q, [*days, totals]))
+            sketches = await rolled_item_sketches(conn, rolled, keys)
+            result = run_query(q, [*days, totals], sketches)
+        else:
+            days = await load_days(conn, q.first, q.last, self.window, with_items=needs_items, today_elsewhere=today)
+            result = run_query(q, days)
         result["meta"]["computed_at"] = _computed_at(days, now)
         result["meta"]["definitions"]["computed_at"] = COMPUTED_AT
         return result
@@ -129,11 +154,12 @@ class TracksideApi:
 
         async def compute(conn: AsyncConnection, now: datetime, fresh: bool) -> dict[str, Any]:
             today = functools.partial(self.stats.today, fresh=fresh)
-            days = await load_days(conn, first, last, self.window, today_elsewhere=today)
+            days, totals, rolled = await _ranked_days(conn, first, last, self.window, today)
+            sketches = await rolled_item_sketches(conn, rolled, popular_candidates([*days, totals], kind, limit))
             return {
                 "kind": kind,
                 "period": {"from": first.isoformat(), "to": last.isoformat()},
-                "items": popular_items(days, kind, limit),
+                "items": popular_items([*days, totals], kind, limit, sketches),
                 "computed_at": _computed_at(days, now),
             }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.aggregate import SiteDay, aggregate_day
@@ -137,6 +137,7 @@ async def load_days(
     window_seconds: float,
     *,
     with_items: bool = True,
+    rolled_items: bool | None = None,
     today_elsewhere: TodayElsewhere | None = None,
 ) -> list[DayFigures]:
     """Every day of [first, last]: daily rows where the day is rolled up and clean, raw events
@@ -150,13 +151,56 @@ async def load_days(
     day = first
     while day <= last:
         if day in rolled:
-            days.append(await rolled_day(conn, day, with_items=with_items))
+            days.append(await rolled_day(conn, day, with_items=with_items if rolled_items is None else rolled_items))
         elif day == today and today_elsewhere is not None:
             days.append(await today_elsewhere(day, window_seconds, with_items=with_items))
         else:
             days.append(await live_day(conn, day, window_seconds))
         day += timedelta(days=1)
     return days
+
+
+async def rolled_item_totals(conn: AsyncConnection, days: list[date]) -> dict[tuple[str, str], ItemFigures]:
+    """Every item's totals over these rolled days, summed by the database (a month of a busy site is
+    hundreds of thousands of daily rows): counts, and anonymous viewers as visitor-days. Signed-in
+    viewers are merged from sketches, which `rolled_item_sketches` reads for the items that need them."""
+    if not days:
+        return {}
+    c = DAILY_CONTENT.c
+    query = (
+        select(
+            c.content_kind,
+            c.content_id,
+            *(func.sum(c[name]) for name in ITEM_COUNTS),
+            func.sum(c.unique_viewers - c.unique_viewers_authenticated),
+        )
+        .where(c.day.in_(days))
+        .group_by(c.content_kind, c.content_id)
+    )
+    out: dict[tuple[str, str], ItemFigures] = {}
+    for kind, item, *sums, anonymous in await conn.execute(query):
+        f = ItemFigures(anonymous_viewers=int(anonymous or 0))
+        f.counts = Counter({name: int(n or 0) for name, n in zip(ITEM_COUNTS, sums, strict=True)})
+        out[(kind, item)] = f
+    return out
+
+
+async def rolled_item_sketches(
+    conn: AsyncConnection, days: list[date], keys: list[tuple[str, str]] | None
+) -> dict[tuple[str, str], list[bytes]]:
+    """The signed-in viewers' sketches of these items (every item: None) over these rolled days."""
+    if not days or keys == []:
+        return {}
+    c = DAILY_CONTENT.c
+    query = select(c.content_kind, c.content_id, c.users_sketch).where(c.day.in_(days), c.users_sketch.is_not(None))
+    out: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+    for first in range(0, len(keys), 500) if keys is not None else (None,):
+        part = query if first is None or keys is None else query.where(
+            tuple_(c.content_kind, c.content_id).in_(keys[first : first + 500])
+        )
+        for kind, item, sketch in await conn.execute(part):
+            out[(kind, item)].append(sketch)
+    return dict(out)
 
 
 async def item_days(

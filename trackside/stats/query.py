@@ -172,7 +172,12 @@ def _int(value: Any, param: str, low: int, high: int) -> int:
     return number
 
 
-def run_query(q: Query, days: list[DayFigures]) -> dict[str, Any]:
+Sketches = dict[tuple[str, str], list[bytes]]
+
+
+def run_query(q: Query, days: list[DayFigures], more_sketches: Sketches | None = None) -> dict[str, Any]:
+    """`more_sketches`: signed-in viewers' sketches of items beyond those of `days` (rolled days
+    whose items were summed by the database: `rolled_item_totals`)."""
     grouped = next((d for d in q.dimensions if d != "day"), None)
     by_day = "day" in q.dimensions
     # Merging every item's signed-in viewers costs most of a 30-day content query; when the rows are
@@ -182,7 +187,10 @@ def run_query(q: Query, days: list[DayFigures]) -> dict[str, Any]:
     parts_of: dict[tuple[str, ...], list[DayFigures]] = {}
     buckets: list[tuple[str, list[DayFigures]]] = [(d.day.isoformat(), [d]) for d in days] if by_day else [("", days)]
     for day_key, part in buckets:
-        groups = _content(part, with_viewers=False) if viewers_later else _group(grouped, part, q.metrics)
+        if grouped == "content":
+            groups = _content(part, with_viewers=not viewers_later, more_sketches=more_sketches)
+        else:
+            groups = _group(grouped, part, q.metrics)
         for key, values in groups.items():
             if not _kept(q.filters, key):
                 continue
@@ -199,7 +207,7 @@ def run_query(q: Query, days: list[DayFigures]) -> dict[str, Any]:
     if viewers_later:
         for dims, values in page:
             kind, item = dims[-1].split(":", 1)
-            values["unique_viewers"] = _viewers(_item_parts(parts_of[dims], (kind, item)))
+            values["unique_viewers"] = _viewers(_item_parts(parts_of[dims], (kind, item)), more_sketches, (kind, item))
     return {
         "results": [{"dimensions": list(k), "metrics": [v[m] for m in q.metrics]} for k, v in page],
         "meta": {
@@ -262,7 +270,9 @@ def _site_totals(days: list[DayFigures]) -> dict[str, int]:
     }
 
 
-def _content(days: list[DayFigures], *, with_viewers: bool = True) -> dict[str, dict[str, int]]:
+def _content(
+    days: list[DayFigures], *, with_viewers: bool = True, more_sketches: Sketches | None = None
+) -> dict[str, dict[str, int]]:
     parts: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for d in days:
         for key, figures_of_day in d.items.items():
@@ -274,7 +284,7 @@ def _content(days: list[DayFigures], *, with_viewers: bool = True) -> dict[str, 
             "impressions": sum(f.counts["impressions"] for f in figures),
         }
         if with_viewers:
-            row["unique_viewers"] = _viewers(figures)
+            row["unique_viewers"] = _viewers(figures, more_sketches, (kind, item))
         out[f"{kind}:{item}"] = row
     return out
 
@@ -283,28 +293,60 @@ def _item_parts(days: list[DayFigures], key: tuple[str, str]) -> list[Any]:
     return [d.items[key] for d in days if key in d.items]
 
 
-def _viewers(figures: list[Any]) -> int:
+def _viewers(figures: list[Any], more_sketches: Sketches | None = None, key: tuple[str, str] | None = None) -> int:
     """One item's unique viewers over its days: signed-in users merged, anonymous visitor-days added."""
-    return merge_users([(f.users, f.users_sketch) for f in figures]) + sum(f.anonymous_viewers for f in figures)
+    parts: list[tuple[set[str] | None, bytes | None]] = [(f.users, f.users_sketch) for f in figures]
+    if more_sketches and key is not None:
+        parts += [(None, sketch) for sketch in more_sketches.get(key, ())]
+    return merge_users(parts) + sum(f.anonymous_viewers for f in figures)
 
 
-def popular_items(days: list[DayFigures], kind: str, limit: int) -> list[dict[str, Any]]:
-    """The most viewed items of one kind: views, then unique viewers, then id. Unique viewers are
-    merged only for the items that can make the list: those with at least the views of the
-    `limit`-th item (ties on views are then ordered by viewers)."""
+def viewers_needed(q: Query) -> bool:
+    """Whether a query's answer merges items' signed-in viewers for every row (not only its page)."""
+    return "content" in q.dimensions and q.metrics[0] == "unique_viewers"
+
+
+def page_items(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The content items of a query answer's rows."""
+    out = []
+    for row in result["results"]:
+        kind, item = row["dimensions"][-1].split(":", 1)
+        out.append((kind, item))
+    return out
+
+
+def popular_candidates(days: list[DayFigures], kind: str, limit: int) -> list[tuple[str, str]]:
+    """The items that can make the popular list: those with at least the views of the `limit`-th
+    item (ties on views are then ordered by unique viewers)."""
+    rows = _popular_rows(days, kind)
+    if limit <= 0:
+        return []
+    if len(rows) > limit:
+        floor = rows[limit - 1]["views"]
+        rows = [r for r in rows if r["views"] >= floor]
+    return [(kind, r["id"]) for r in rows]
+
+
+def _popular_rows(days: list[DayFigures], kind: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {"id": key.split(":", 1)[1], "views": v["content_views"], "impressions": v["impressions"]}
         for key, v in _content(days, with_viewers=False).items()
         if key.startswith(kind + ":") and v["content_views"]
     ]
-    if limit <= 0:
-        return []
     rows.sort(key=lambda r: -r["views"])
-    if len(rows) > limit:
-        floor = rows[limit - 1]["views"]
-        rows = [r for r in rows if r["views"] >= floor]
+    return rows
+
+
+def popular_items(
+    days: list[DayFigures], kind: str, limit: int, more_sketches: Sketches | None = None
+) -> list[dict[str, Any]]:
+    """The most viewed items of one kind: views, then unique viewers, then id. Unique viewers are
+    merged only for the candidates (`popular_candidates`)."""
+    candidates = set(popular_candidates(days, kind, limit))
+    rows = [r for r in _popular_rows(days, kind) if (kind, r["id"]) in candidates]
     for r in rows:
-        r["unique_viewers"] = _viewers(_item_parts(days, (kind, r["id"])))
+        key = (kind, r["id"])
+        r["unique_viewers"] = _viewers(_item_parts(days, key), more_sketches, key)
     rows.sort(key=lambda r: (-r["views"], -r["unique_viewers"], r["id"]))
     fields = ("id", "views", "unique_viewers", "impressions")
     return [{f: r[f] for f in fields} for r in rows[:limit]]
