@@ -1,6 +1,7 @@
 """The bounded in-memory buffer the request path appends to, and the flusher that drains it.
 
-The request path only appends (no I/O, no await). The flusher sends batches by size or time to a
+The request path only appends (no I/O, no await): a proxied request's answer as it was (`wait`),
+turned into its event by the flusher, in batches, before each flush. The flusher sends batches by size or time to a
 writer (the database in embedded mode, Redis in scale-out mode); a batch the writer cannot take
 goes to the spool and is replayed when the writer is back. A full buffer drops and counts."""
 
@@ -10,7 +11,7 @@ import asyncio
 import logging
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from trackside.batch import Batch, BotKey
 from trackside.events import BotHit, Event
@@ -25,6 +26,15 @@ class BatchWriter(Protocol):
     async def write(self, batch: Batch) -> object: ...
 
 
+class Recorder(Protocol):
+    def record(self, *request: Any) -> None: ...
+
+
+# Requests recorded between two yields to the event loop: a few hundred microseconds of work, so
+# the proxied requests arriving meanwhile wait no longer than that.
+RECORD_CHUNK = 64
+
+
 class EventBuffer:
     """The capture sink: `put` and `put_bot` are synchronous and never block."""
 
@@ -33,6 +43,7 @@ class EventBuffer:
         self.metrics = metrics
         self.ledger = ledger
         self.events: list[Event] = []
+        self.waiting: list[tuple[Any, ...]] = []  # answered requests, not yet recorded
         self.bots: Counter[BotKey] = Counter()
         self.aliases: dict[tuple[str, str], str] = {}
         self.wakeup = asyncio.Event()
@@ -48,6 +59,21 @@ class EventBuffer:
             self.ledger.add_captured()
         if len(self.events) >= self.batch_size:
             self.wakeup.set()
+
+    def wait(self, request: tuple[Any, ...]) -> None:
+        """An answered request, recorded later by the flusher (`Capturer.record`'s arguments)."""
+        if len(self.waiting) + len(self.events) >= self.capacity:
+            self.metrics.inc("events_dropped")
+            return
+        self.waiting.append(request)
+        if self.ledger is not None:
+            self.ledger.add_waiting(1)
+        if len(self.waiting) >= self.batch_size:
+            self.wakeup.set()
+
+    def take_waiting(self) -> list[tuple[Any, ...]]:
+        waiting, self.waiting = self.waiting, []
+        return waiting
 
     def put_bot(self, hit: BotHit) -> None:
         self.bots[(datetime.fromtimestamp(hit.ts, UTC).date(), hit.bot, hit.label)] += 1
@@ -80,6 +106,7 @@ class Flusher:
         buffer.batch_size = batch
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.recorder: Recorder | None = None  # turns waiting requests into events (the capturer)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="trackside-flusher")
@@ -97,15 +124,33 @@ class Flusher:
                 logger.exception("flush failed")
 
     async def flush(self) -> None:
-        """Write what is buffered now, spooling what the writer cannot take. Events that arrive
-        meanwhile wait for the next round: under steady load a round must end, and batches stay
-        full-sized instead of trickling out a few events at a time."""
+        """Record the requests that wait, then write what is buffered now, spooling what the writer
+        cannot take. Events that arrive meanwhile wait for the next round: under steady load a round
+        must end, and batches stay full-sized instead of trickling out a few events at a time."""
+        await self._record_waiting()
         await self._replay()
         rounds = max(1, -(-len(self.buffer) // self.batch))
         for _ in range(rounds):
             if not (len(self.buffer) or self.buffer.bots or self.buffer.aliases):
                 break
             await self._send(self.buffer.take(self.batch))
+
+    async def _record_waiting(self) -> None:
+        waiting = self.buffer.take_waiting()
+        if not waiting:
+            return
+        ledger = self.buffer.ledger
+        for first in range(0, len(waiting), RECORD_CHUNK):
+            for request in waiting[first : first + RECORD_CHUNK]:
+                try:
+                    if self.recorder is not None:
+                        self.recorder.record(*request)
+                except Exception:  # one bad request must not cost the others their events
+                    self.metrics.inc("capture_failed")
+                    logger.exception("failed to record an event")
+                if ledger is not None:
+                    ledger.add_waiting(-1)
+            await asyncio.sleep(0)
 
     async def _send(self, batch: Batch) -> None:
         if self.spool.pending:
@@ -150,7 +195,7 @@ class Flusher:
         self.buffer.wakeup.set()
         if self._task is not None:
             await self._task
-        while len(self.buffer) or self.buffer.bots or self.buffer.aliases:
+        while len(self.buffer) or self.buffer.waiting or self.buffer.bots or self.buffer.aliases:
             await self.flush()
         self.spool.close()
         if self.buffer.ledger is not None:

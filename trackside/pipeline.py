@@ -44,6 +44,7 @@ class Pipeline:
             self.buffer, self.writer, self.spool, self.metrics, settings.flush_interval, settings.flush_batch
         )
         self.capturer = Capturer(settings, self.buffer, self.salts, self.metrics)
+        self.flusher.recorder = self.capturer
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, migrate_schema: bool) -> None:
@@ -65,6 +66,7 @@ class Pipeline:
         except Exception as exc:  # the site is served anyway; the refresher retries every minute
             logger.warning("cannot load the daily salts yet (%s)", type(exc).__name__)
         self.flusher.start()
+        self.capturer.waiting = self.buffer  # from now on requests are recorded in batches by the flusher
         self._tasks.append(asyncio.create_task(self._keep_salts(), name="trackside-salts"))
         if self.settings.redis_url is None:
             # Embedded mode runs the worker's schedule in process (in Redis mode the workers' cron does).
@@ -90,6 +92,7 @@ class Pipeline:
             await asyncio.sleep(SCHEDULE_SECONDS)
 
     async def stop(self) -> None:
+        self.capturer.waiting = None
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

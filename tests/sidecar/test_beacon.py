@@ -269,7 +269,8 @@ async def test_do_not_track_bots_and_unknown_items_are_ignored_silently(upstream
             assert (r.status_code, r.headers.get("x-trackside-ignored")) == (204, "no-known-items")
             # The proxy honours the same headers for the requests it sees.
             await c.get("/p/a1", headers={**DOC, "sec-gpc": "1"})
-        assert app.metrics.counts["skipped_do_not_track"] == 3
+    # Counted once the sidecar has stopped: proxied requests are recorded in batches by the flusher.
+    assert app.metrics.counts["skipped_do_not_track"] == 3
     assert await stored_events(settings.database_url) == []
     assert (await report_of(settings.database_url))["bots"] == {"Googlebot": 1}
 
@@ -334,7 +335,7 @@ async def test_impressions_and_widget_views(upstream_site, make_settings):
             r = await c.get("/api/feed", params={"items": "artwork:b2, artwork:d4;search"}, headers=ua)
             assert "x-trackside-items" not in r.headers
             await c.get("/api/feed", params={"items": "artwork:b2;feed"}, headers=ua)  # a bad hint: ignored
-        assert app.metrics.counts["bad_items_hint"] == 1
+    assert app.metrics.counts["bad_items_hint"] == 1  # proxied requests are recorded by the flusher
     items = await item_figures(settings.database_url)
     assert {key: (f["impressions"], f["views"]) for key, f in items.items()} == {
         ("artwork", "a1"): (2, 0),
