@@ -18,6 +18,7 @@ class Batch:
     events: list[Event] = field(default_factory=list)
     bots: Counter[BotKey] = field(default_factory=Counter)
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, site's id) -> public id
+    rows: list[tuple[Any, ...]] | None = None  # the events' wire form, when made ahead (`as_row`)
 
     def __len__(self) -> int:
         return len(self.events) + sum(self.bots.values())
@@ -27,7 +28,7 @@ class Batch:
         return {
             "id": self.id,
             "fields": FIELDS,
-            "rows": [as_row(e) for e in self.events],
+            "rows": self.rows if self.rows is not None else [as_row(e) for e in self.events],
             "bots": [[d.isoformat(), b, label, n] for (d, b, label), n in self.bots.items()],
             "aliases": [[kind, alias, item] for (kind, alias), item in self.aliases.items()],
         }
