@@ -145,8 +145,17 @@ class Capturer:
         (building events back to back costs a fraction of building each between two proxied requests)."""
         if self.waiting is None:
             self.record(scope, started, status, content_type, hints, duration)
-        else:
-            self.waiting.wait((scope, started, status, content_type, hints, duration))
+            return
+        # Only what `record` reads: the whole scope (server state, extensions, the ASGI app) would
+        # keep a few kilobytes a request alive until the flush.
+        kept = {
+            "headers": scope["headers"],
+            "path": scope["path"],
+            "method": scope["method"],
+            "query_string": scope.get("query_string", b""),
+            "client": scope.get("client"),
+        }
+        self.waiting.wait((kept, started, status, content_type, hints, duration))
 
     def record(
         self,
