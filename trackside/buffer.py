@@ -1,9 +1,10 @@
 """The bounded in-memory buffer the request path appends to, and the flusher that drains it.
 
 The request path only appends (no I/O, no await): a proxied request's answer as it was (`wait`),
-turned into its event by the flusher, in batches, before each flush. The flusher sends batches by size or time to a
-writer (the database in embedded mode, Redis in scale-out mode); a batch the writer cannot take
-goes to the spool and is replayed when the writer is back. A full buffer drops and counts."""
+which the flusher turns into its event, in batches, before each flush. The flusher sends batches
+by size or time to a writer (the database in embedded mode, Redis in scale-out mode); a batch the
+writer cannot take goes to the spool and is replayed when the writer is back. A full buffer drops
+and counts."""
 
 from __future__ import annotations
 
