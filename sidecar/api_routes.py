@@ -31,11 +31,13 @@ from trackside.stats.query import (
     CONTENT_METRICS,
     Query,
     QueryError,
+    finish_query,
     page_items,
     parse_query,
     period_range,
-    popular_candidates,
-    popular_items,
+    popular_finish,
+    popular_rank,
+    rank_query,
     run_query,
     viewers_needed,
 )
@@ -118,14 +120,14 @@ class TracksideApi:
             days, totals, rolled = await _ranked_days(conn, q.first, q.last, self.window, today)
             # The rows' order never depends on merged viewers unless they come first: merge the
             # rolled days' sketches of the page's items only, on a second (cheap) pass.
+            everything = [*days, totals]
             if "content" not in q.dimensions:
-                keys: list[tuple[str, str]] | None = []  # site totals merge no item's viewers
+                result = run_query(q, everything)  # site totals merge no item's viewers
             elif viewers_needed(q):
-                keys = None
+                result = run_query(q, everything, await rolled_item_sketches(conn, rolled, None))
             else:
-                keys = page_items(run_query(q, [*days, totals]))
-            sketches = await rolled_item_sketches(conn, rolled, keys)
-            result = run_query(q, [*days, totals], sketches)
+                ranked = rank_query(q, everything)
+                result = finish_query(ranked, await rolled_item_sketches(conn, rolled, page_items(ranked)))
         else:
             days = await load_days(conn, q.first, q.last, self.window, with_items=needs_items, today_elsewhere=today)
             result = run_query(q, days)
@@ -155,11 +157,13 @@ class TracksideApi:
         async def compute(conn: AsyncConnection, now: datetime, fresh: bool) -> dict[str, Any]:
             today = functools.partial(self.stats.today, fresh=fresh)
             days, totals, rolled = await _ranked_days(conn, first, last, self.window, today)
-            sketches = await rolled_item_sketches(conn, rolled, popular_candidates([*days, totals], kind, limit))
+            everything = [*days, totals]
+            candidates = popular_rank(everything, kind, limit)
+            sketches = await rolled_item_sketches(conn, rolled, [(kind, r["id"]) for r in candidates])
             return {
                 "kind": kind,
                 "period": {"from": first.isoformat(), "to": last.isoformat()},
-                "items": popular_items([*days, totals], kind, limit, sketches),
+                "items": popular_finish(candidates, everything, kind, limit, sketches),
                 "computed_at": _computed_at(days, now),
             }
 

@@ -47,20 +47,17 @@ def _item_summary(kind: str, item_id: str, f: ItemFigures) -> list[Any]:
         f.viewers_authenticated,
         f.anonymous_viewers,
         sorted(f.users or ()),
-        _iso(f.first_at),
-        _iso(f.last_at),
     ]
 
 
-def _item_of(summary: list[Any], dims: list[list[Any]] | None = None) -> ItemFigures:
-    _, _, counts, viewers, viewers_auth, anonymous, users, first_at, last_at = summary
+def _item_of(summary: list[Any]) -> ItemFigures:
+    # Totals only: what content rankings read of every item (first and last views and breakdowns
+    # are in the item's own row).
+    _, _, counts, viewers, viewers_auth, anonymous, users = summary
     f = ItemFigures()
     f.counts = Counter(counts)
     f.viewers, f.viewers_authenticated, f.anonymous_viewers = viewers, viewers_auth, anonymous
     f.users = set(users)
-    f.first_at, f.last_at = _dt(first_at), _dt(last_at)
-    if dims:
-        f.dims = {(d, k): list(v) for d, k, *v in dims}
     return f
 
 
@@ -82,7 +79,10 @@ def encode(day: DayFigures) -> tuple[bytes, bytes, dict[tuple[str, str], bytes]]
     }
     summaries = {key: _item_summary(*key, f) for key, f in day.items.items()}
     whole = {
-        key: json.dumps([summaries[key], [[d, k, *v] for (d, k), v in f.dims.items()]], separators=(",", ":")).encode()
+        key: json.dumps(
+            [summaries[key], _iso(f.first_at), _iso(f.last_at), [[d, k, *v] for (d, k), v in f.dims.items()]],
+            separators=(",", ":"),
+        ).encode()
         for key, f in day.items.items()
     }
     return _packed(site), _packed(list(summaries.values())), whole
@@ -103,8 +103,11 @@ def decode(site: bytes, items: bytes | None = None, computed_at: datetime | None
 
 
 def decode_item(payload: bytes) -> ItemFigures:
-    summary, dims = json.loads(payload)
-    return _item_of(summary, dims)
+    summary, first_at, last_at, dims = json.loads(payload)
+    f = _item_of(summary)
+    f.first_at, f.last_at = _dt(first_at), _dt(last_at)
+    f.dims = {(d, k): list(v) for d, k, *v in dims}
+    return f
 
 
 async def store(engine: AsyncEngine, figures: DayFigures, computed_at: datetime | None = None) -> None:

@@ -175,9 +175,27 @@ def _int(value: Any, param: str, low: int, high: int) -> int:
 Sketches = dict[tuple[str, str], list[bytes]]
 
 
+@dataclass
+class Ranked:
+    """A query's rows in order, before the page's unique viewers are merged (`finish_query`)."""
+
+    q: Query
+    ordered: list[tuple[tuple[str, ...], dict[str, int]]]
+    parts_of: dict[tuple[str, ...], list[DayFigures]]
+    viewers_later: bool
+
+    @property
+    def page(self) -> list[tuple[tuple[str, ...], dict[str, int]]]:
+        return self.ordered[self.q.offset : self.q.offset + self.q.limit]
+
+
 def run_query(q: Query, days: list[DayFigures], more_sketches: Sketches | None = None) -> dict[str, Any]:
     """`more_sketches`: signed-in viewers' sketches of items beyond those of `days` (rolled days
     whose items were summed by the database: `rolled_item_totals`)."""
+    return finish_query(rank_query(q, days, more_sketches), more_sketches)
+
+
+def rank_query(q: Query, days: list[DayFigures], more_sketches: Sketches | None = None) -> Ranked:
     grouped = next((d for d in q.dimensions if d != "day"), None)
     by_day = "day" in q.dimensions
     # Merging every item's signed-in viewers costs most of a 30-day content query; when the rows are
@@ -203,18 +221,23 @@ def run_query(q: Query, days: list[DayFigures], more_sketches: Sketches | None =
         if by_day and not grouped
         else sorted(rows.items(), key=lambda kv: (-kv[1][q.metrics[0]] if q.order_desc else kv[1][q.metrics[0]], kv[0]))
     )
-    page = ordered[q.offset : q.offset + q.limit]
-    if viewers_later:
+    return Ranked(q, ordered, parts_of, viewers_later)
+
+
+def finish_query(ranked: Ranked, more_sketches: Sketches | None = None) -> dict[str, Any]:
+    q, page = ranked.q, ranked.page
+    if ranked.viewers_later:
         for dims, values in page:
             kind, item = dims[-1].split(":", 1)
-            values["unique_viewers"] = _viewers(_item_parts(parts_of[dims], (kind, item)), more_sketches, (kind, item))
+            parts = _item_parts(ranked.parts_of[dims], (kind, item))
+            values["unique_viewers"] = _viewers(parts, more_sketches, (kind, item))
     return {
         "results": [{"dimensions": list(k), "metrics": [v[m] for m in q.metrics]} for k, v in page],
         "meta": {
             "metrics": list(q.metrics),
             "dimensions": list(q.dimensions),
             "period": {"from": q.first.isoformat(), "to": q.last.isoformat()},
-            "total_rows": len(ordered),
+            "total_rows": len(ranked.ordered),
             "limit": q.limit,
             "offset": q.offset,
             "definitions": {m: DEFINITIONS[m] for m in q.metrics if m in DEFINITIONS},
@@ -306,47 +329,47 @@ def viewers_needed(q: Query) -> bool:
     return "content" in q.dimensions and q.metrics[0] == "unique_viewers"
 
 
-def page_items(result: dict[str, Any]) -> list[tuple[str, str]]:
-    """The content items of a query answer's rows."""
+def page_items(ranked: Ranked) -> list[tuple[str, str]]:
+    """The content items of a ranked query's page."""
     out = []
-    for row in result["results"]:
-        kind, item = row["dimensions"][-1].split(":", 1)
+    for dims, _ in ranked.page:
+        kind, item = dims[-1].split(":", 1)
         out.append((kind, item))
     return out
 
 
-def popular_candidates(days: list[DayFigures], kind: str, limit: int) -> list[tuple[str, str]]:
-    """The items that can make the popular list: those with at least the views of the `limit`-th
-    item (ties on views are then ordered by unique viewers)."""
-    rows = _popular_rows(days, kind)
+def popular_rank(days: list[DayFigures], kind: str, limit: int) -> list[dict[str, Any]]:
+    """The items that can make the popular list, without their unique viewers: those with at least
+    the views of the `limit`-th item (ties on views are then ordered by unique viewers)."""
     if limit <= 0:
         return []
-    if len(rows) > limit:
-        floor = rows[limit - 1]["views"]
-        rows = [r for r in rows if r["views"] >= floor]
-    return [(kind, r["id"]) for r in rows]
-
-
-def _popular_rows(days: list[DayFigures], kind: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {"id": key.split(":", 1)[1], "views": v["content_views"], "impressions": v["impressions"]}
         for key, v in _content(days, with_viewers=False).items()
         if key.startswith(kind + ":") and v["content_views"]
     ]
     rows.sort(key=lambda r: -r["views"])
+    if len(rows) > limit:
+        floor = rows[limit - 1]["views"]
+        rows = [r for r in rows if r["views"] >= floor]
     return rows
 
 
-def popular_items(
-    days: list[DayFigures], kind: str, limit: int, more_sketches: Sketches | None = None
+def popular_finish(
+    rows: list[dict[str, Any]], days: list[DayFigures], kind: str, limit: int, more_sketches: Sketches | None = None
 ) -> list[dict[str, Any]]:
-    """The most viewed items of one kind: views, then unique viewers, then id. Unique viewers are
-    merged only for the candidates (`popular_candidates`)."""
-    candidates = set(popular_candidates(days, kind, limit))
-    rows = [r for r in _popular_rows(days, kind) if (kind, r["id"]) in candidates]
+    """The popular list from `popular_rank`'s candidates: views, then unique viewers, then id."""
     for r in rows:
         key = (kind, r["id"])
         r["unique_viewers"] = _viewers(_item_parts(days, key), more_sketches, key)
     rows.sort(key=lambda r: (-r["views"], -r["unique_viewers"], r["id"]))
     fields = ("id", "views", "unique_viewers", "impressions")
     return [{f: r[f] for f in fields} for r in rows[:limit]]
+
+
+def popular_items(
+    days: list[DayFigures], kind: str, limit: int, more_sketches: Sketches | None = None
+) -> list[dict[str, Any]]:
+    """The most viewed items of one kind: views, then unique viewers, then id. Unique viewers are
+    merged only for the candidates (`popular_rank`)."""
+    return popular_finish(popular_rank(days, kind, limit), days, kind, limit, more_sketches)
