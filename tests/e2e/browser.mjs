@@ -28,3 +28,32 @@ export function launch(userDataDir, options = {}) {
     executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30000, ...options,
   });
 }
+
+// One browser run: a fresh profile, a watchdog that ends the process (exit 3) once `timeoutMs` has passed, and
+// `close()`, which stops the watchdog, closes the browser (3 s at most) and removes the profile.
+export function browserRun(name, timeoutMs) {
+  const userDataDir = profileDir(name);
+  let context = null;
+  const close = async () => {
+    clearTimeout(watchdog);
+    const open = context;
+    context = null;
+    const closing = (async () => {
+      if (open) await open.close().catch(() => {});
+      removeProfile(userDataDir);
+    })();
+    await Promise.race([closing, new Promise((r) => setTimeout(r, 3000))]);
+  };
+  const watchdog = setTimeout(async () => {
+    console.error(`${name}: overall timeout of ${timeoutMs} ms exceeded`);
+    await close();
+    process.exit(3);
+  }, timeoutMs);
+  return {
+    async start(options = {}) {
+      context = await launch(userDataDir, options);
+      return context;
+    },
+    close,
+  };
+}

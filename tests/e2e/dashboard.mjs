@@ -9,7 +9,7 @@
 // DASHBOARD_TIMEOUT_MS (default 60000). Exits non-zero on any failure.
 import { join } from 'node:path';
 
-import { launch, profileDir, removeProfile } from './browser.mjs';
+import { browserRun } from './browser.mjs';
 
 const URL_ = process.env.DASHBOARD_URL || '';
 const TOKEN = process.env.TOKEN || '';
@@ -26,20 +26,7 @@ if (!URL_ || !TOKEN) {
   process.exit(2);
 }
 
-const userDataDir = profileDir('dashboard');
-let context = null;
-
-async function cleanup() {
-  if (context) await context.close().catch(() => {});
-  context = null;
-  removeProfile(userDataDir);
-}
-
-const watchdog = setTimeout(async () => {
-  console.error(`dashboard.mjs: overall timeout of ${TIMEOUT_MS} ms exceeded`);
-  await Promise.race([cleanup(), new Promise((r) => setTimeout(r, 3000))]);
-  process.exit(3);
-}, TIMEOUT_MS);
+const run = browserRun('dashboard.mjs', TIMEOUT_MS);
 
 // Everything the page shows, read from the DOM (runs in the page).
 function collect() {
@@ -148,7 +135,7 @@ async function shot(page, name) {
 }
 
 async function main() {
-  context = await launch(userDataDir, { viewport: { width: 1360, height: 900 } });
+  const context = await run.start({ viewport: { width: 1360, height: 900 } });
   const page = context.pages()[0] || (await context.newPage());
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
@@ -268,13 +255,11 @@ async function main() {
 
 try {
   const out = await main();
-  clearTimeout(watchdog);
-  await cleanup();
+  await run.close();
   process.stdout.write(`${JSON.stringify(out)}\n`);
   process.exit(0);
 } catch (error) {
-  clearTimeout(watchdog);
   console.error(`dashboard.mjs: ${error && error.stack ? error.stack : error}`);
-  await cleanup();
+  await run.close();
   process.exit(1);
 }

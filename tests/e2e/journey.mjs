@@ -4,7 +4,7 @@
 // saw it). Env: BASE_URL (required: the sidecar's URL), TOKEN (optional: sign in first through /login?token=...),
 // CHROMIUM (default /usr/bin/chromium), USER_AGENT (default: the browser's own with "HeadlessChrome" made "Chrome",
 // since a headless UA is a bot to the sidecar), JOURNEY_TIMEOUT_MS (default 60000). Exits non-zero on any failure.
-import { launch, profileDir, removeProfile } from './browser.mjs';
+import { browserRun } from './browser.mjs';
 
 const BASE_URL = (process.env.BASE_URL || '').replace(/\/+$/, '');
 const TOKEN = process.env.TOKEN || '';
@@ -21,22 +21,7 @@ if (!BASE_URL) {
   process.exit(2);
 }
 
-const userDataDir = profileDir('journey');
-let context = null;
-let finished = false;
-
-async function cleanup() {
-  if (context) await context.close().catch(() => {});
-  context = null;
-  removeProfile(userDataDir);
-}
-
-const watchdog = setTimeout(async () => {
-  if (finished) return;
-  console.error(`journey.mjs: overall timeout of ${TIMEOUT_MS} ms exceeded`);
-  await Promise.race([cleanup(), new Promise((r) => setTimeout(r, 3000))]);
-  process.exit(3);
-}, TIMEOUT_MS);
+const run = browserRun('journey.mjs', TIMEOUT_MS);
 
 const requests = []; // one entry per browser request, in the order the browser issued them
 const cdpLog = []; // [{key, cached}] in issue order, from Chrome's own Network domain
@@ -96,7 +81,7 @@ function track(page) {
 
 async function trackCache(page) {
   // Playwright does not say whether a response came from the HTTP cache; Chrome's Network domain does.
-  const cdp = await context.newCDPSession(page);
+  const cdp = await page.context().newCDPSession(page);
   const byId = new Map();
   cdp.on('Network.requestWillBeSent', (ev) => {
     if (ev.redirectResponse) return; // same requestId continues; the redirect target is a new Playwright request
@@ -177,7 +162,7 @@ function journey(page) {
 
 async function main() {
   let userAgent = process.env.USER_AGENT || '';
-  context = await launch(userDataDir, { viewport: { width: 1280, height: 900 }, ...(userAgent ? { userAgent } : {}) });
+  const context = await run.start({ viewport: { width: 1280, height: 900 }, ...(userAgent ? { userAgent } : {}) });
   const browserVersion = context.browser()?.version() || '';
   const page = context.pages()[0] || (await context.newPage());
   if (!userAgent) {
@@ -228,16 +213,12 @@ async function main() {
     steps,
     requests: requests.map(({ _headers, _req, ...rest }) => rest),
   };
-  finished = true;
-  clearTimeout(watchdog);
-  await cleanup();
+  await run.close();
   process.stdout.write(JSON.stringify(out, null, 1) + '\n');
 }
 
 main().catch(async (err) => {
-  finished = true;
-  clearTimeout(watchdog);
   console.error(`journey.mjs: failed in step ${currentStep}: ${err && err.stack ? err.stack : err}`);
-  await Promise.race([cleanup(), new Promise((r) => setTimeout(r, 3000))]);
+  await run.close();
   process.exit(1);
 });

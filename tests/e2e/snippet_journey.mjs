@@ -3,7 +3,7 @@
 // Env: PAGE_URL (required), SCENARIO ("feed": wait, show the item #item-c3 for 300 ms, scroll back, wait; "widget":
 // wait), CHROMIUM (default /usr/bin/chromium), USER_AGENT (a desktop Chrome UA: a headless one is a bot),
 // JOURNEY_TIMEOUT_MS (default 60000). Exits non-zero on any failure.
-import { launch, profileDir, removeProfile } from './browser.mjs';
+import { browserRun } from './browser.mjs';
 
 const PAGE_URL = process.env.PAGE_URL || '';
 const SCENARIO = process.env.SCENARIO || 'widget';
@@ -15,25 +15,12 @@ if (!PAGE_URL) {
   process.exit(2);
 }
 
-const userDataDir = profileDir('snippet');
-let context = null;
-
-async function cleanup() {
-  if (context) await context.close().catch(() => {});
-  context = null;
-  removeProfile(userDataDir);
-}
-
-const watchdog = setTimeout(async () => {
-  console.error(`snippet_journey.mjs: overall timeout of ${TIMEOUT_MS} ms exceeded`);
-  await Promise.race([cleanup(), new Promise((r) => setTimeout(r, 3000))]);
-  process.exit(3);
-}, TIMEOUT_MS);
+const run = browserRun('snippet_journey.mjs', TIMEOUT_MS);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
-  context = await launch(userDataDir, {
+  const context = await run.start({
     viewport: { width: 1280, height: 900 },
     ...(USER_AGENT ? { userAgent: USER_AGENT } : {}),
   });
@@ -66,14 +53,12 @@ async function main() {
   }));
   await sleep(300); // answers of the last beacons
   const out = { page_url: PAGE_URL, scenario: SCENARIO, state, scripts, beacons };
-  clearTimeout(watchdog);
-  await cleanup();
+  await run.close();
   process.stdout.write(JSON.stringify(out, null, 1) + '\n');
 }
 
 main().catch(async (err) => {
-  clearTimeout(watchdog);
   console.error(`snippet_journey.mjs: failed: ${err && err.stack ? err.stack : err}`);
-  await Promise.race([cleanup(), new Promise((r) => setTimeout(r, 3000))]);
+  await run.close();
   process.exit(1);
 });
