@@ -689,8 +689,14 @@ async def time_seed_endpoint(timer: Timer, name: str, path: str, repeats: int) -
     refreshed = []
     for _ in range(max(repeats - 1, 0)):
         refreshed.append(await timer.call("GET", path + "?refresh=true", timer.moderator()))
-    cold = _ms([first])
-    warm = _ms(refreshed)
+    return _timings(name, path, first, cached, refreshed, TARGET_SEED_MS)
+
+
+def _timings(
+    name: str, path: str, first: dict[str, Any], cached: list[Any], refreshed: list[Any], target_ms: float
+) -> dict[str, Any]:
+    """One endpoint's row: the cold call, the refreshed ones, the cached ones."""
+    cold, warm = _ms([first]), _ms(refreshed)
     return {
         "endpoint": name,
         "path": path,
@@ -700,7 +706,7 @@ async def time_seed_endpoint(timer: Timer, name: str, path: str, repeats: int) -
         "cold_refresh_ms": warm,
         "cold_refresh_median_ms": statistics.median(warm) if warm else None,
         "cached_ms": statistics.median(_ms(cached)) if _ms(cached) else None,
-        "target_ms": TARGET_SEED_MS,
+        "target_ms": target_ms,
         "calls": {"first": first, "cached": cached, "refreshed": refreshed},
     }
 
@@ -739,21 +745,8 @@ async def time_query(timer: Timer, name: str, method: str, path: str, body: Any,
     for _ in range(max(repeats, 1) - 1):
         refreshed.append(await timer.call(method, _with_refresh(path), timer.moderator(), body))
     cached = [await timer.call(method, path, admin, body) for _ in range(3)]
-    ms, warm = _ms([first]), _ms(refreshed)
-    log(f"  {name}: cold {ms} ms, refreshed {warm} ms, cached {_ms(cached)} ms")
-    return {
-        "endpoint": name,
-        "path": path,
-        "body": body,
-        "cold_ms": ms[0] if ms else None,
-        "cold_cpu_ms": first.get("cpu_ms"),
-        "loop_stall_ms": first.get("loop_stall_ms"),
-        "cold_refresh_ms": warm,
-        "cold_refresh_median_ms": statistics.median(warm) if warm else None,
-        "cached_ms": statistics.median(_ms(cached)) if _ms(cached) else None,
-        "target_ms": TARGET_QUERY_MS,
-        "calls": {"first": first, "cached": cached, "refreshed": refreshed},
-    }
+    log(f"  {name}: cold {_ms([first])} ms, refreshed {_ms(refreshed)} ms, cached {_ms(cached)} ms")
+    return {**_timings(name, path, first, cached, refreshed, TARGET_QUERY_MS), "body": body}
 
 
 def _with_refresh(path: str) -> str:
