@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,6 +23,15 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.events) + sum(self.bots.values())
+
+    async def make_rows(self, chunk: int = 128) -> None:
+        """The wire form's rows, made a chunk at a time with a yield in between: a writer running on
+        the proxy's event loop must not hold proxied requests back for a whole batch."""
+        rows: list[tuple[Any, ...]] = []
+        for first in range(0, len(self.events), chunk):
+            rows.extend(as_row(e) for e in self.events[first : first + chunk])
+            await asyncio.sleep(0)
+        self.rows = rows
 
     def to_wire(self) -> dict[str, Any]:
         """JSON- and msgpack-safe: no pickle on the queue or in the spool."""

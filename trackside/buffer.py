@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from trackside.batch import Batch, BotKey
-from trackside.events import BotHit, Event, as_row
+from trackside.events import BotHit, Event
 from trackside.ledger import Ledger
 from trackside.metrics import Metrics
 from trackside.spool import Spool
@@ -157,13 +157,6 @@ class Flusher:
             await asyncio.sleep(0)
 
     async def _send(self, batch: Batch) -> None:
-        # The batch's wire form, made a chunk at a time between proxied requests; writers and the
-        # spool use it as it is.
-        rows: list[tuple[Any, ...]] = []
-        for first in range(0, len(batch.events), RECORD_CHUNK * 8):
-            rows.extend(as_row(e) for e in batch.events[first : first + RECORD_CHUNK * 8])
-            await asyncio.sleep(0)
-        batch.rows = rows
         if self.spool.pending:
             # Keep order: while older batches wait in the spool, newer ones queue behind them.
             self._spool(batch)

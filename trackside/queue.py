@@ -47,6 +47,8 @@ class RedisWriter:
         return self.pool
 
     async def write(self, batch: Batch) -> Any:
+        if batch.rows is None:
+            await batch.make_rows()
         pool = await self.connect()
         return await pool.enqueue_job(PERSIST_JOB, batch.to_wire(), _job_id=f"batch:{batch.id}")
 
