@@ -98,10 +98,18 @@ class Capturer:
         # once its flusher runs); None: record at once.
         self.waiting: Waiting | None = None
 
-    def salt(self, day: date) -> bytes:
-        salt = self.salts.salt_for(day)
-        if salt is not None:
+    def salt_at(self, started: float) -> bytes:
+        """The salt of the UTC day of `started`. A shared salt never changes once made, so it is
+        remembered while its day lasts; a fallback one is not, so the shared one takes over."""
+        unix_day = int(started // 86400)
+        cached_day, salt = self._salt_of_day
+        if cached_day == unix_day:
             return salt
+        day = datetime.fromtimestamp(started, UTC).date()
+        shared = self.salts.salt_for(day)
+        if shared is not None:
+            self._salt_of_day = (unix_day, shared)
+            return shared
         # The shared salt is made a day ahead, so this needs a storage outage of over a day.
         # Hash with a process-local salt rather than keep the IP: visitors may then count twice.
         fallback = self._fallback_salts.get(day)
@@ -111,20 +119,6 @@ class Capturer:
             fallback = self._fallback_salts[day]
         self.metrics.inc("salt_fallback")
         return fallback
-
-    def salt_at(self, started: float) -> bytes:
-        """The salt of the UTC day of `started`, remembered while that day lasts (a shared salt never
-        changes once made; a fallback one is asked for again, so the shared one takes over)."""
-        unix_day = int(started // 86400)
-        cached_day, salt = self._salt_of_day
-        if cached_day == unix_day:
-            return salt
-        day = datetime.fromtimestamp(started, UTC).date()
-        shared = self.salts.salt_for(day)
-        if shared is None:
-            return self.salt(day)
-        self._salt_of_day = (unix_day, shared)
-        return shared
 
     def is_flood(self, visitor: str, started: float) -> bool:
         """One visitor's requests beyond `flood_per_minute` in a minute are no person's: they are
