@@ -24,7 +24,6 @@ from sidecar.server import MIGRATED_ENV
 from sidecar.server import configure as configure_server
 from sidecar.snippet import SnippetFile
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
-from trackside.capture import CaptureMiddleware
 from trackside.logs import configure_logging
 from trackside.page_token import PageTokens
 from trackside.pipeline import Pipeline
@@ -46,10 +45,11 @@ class SidecarApp:
         tokens = PageTokens(capturer.salts, settings.site, settings.beacon_token_minutes * 60.0)
         self.snippet = SnippetFile()
         self.beacon = BeaconApp(settings, capturer, tokens)
-        served: ASGIApp = self.proxy
+        if settings.capture:
+            self.proxy.capturer = capturer  # the proxy records what it forwards (trackside.capture)
+        self.entry: ASGIApp = self.proxy
         if settings.inject_snippet:
-            served = SnippetInjector(self.proxy, self.snippet.url, tokens, capturer)
-        self.entry = CaptureMiddleware(served, capturer) if settings.capture else served
+            self.entry = SnippetInjector(self.proxy, self.snippet.url, tokens, capturer)
         self.stats = StatsEndpoints(settings, self.pipeline.engine, self.pipeline.capturer.tokens)
         self.own = Starlette(
             routes=[

@@ -23,6 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from sidecar.headers import FORWARDED, HOP_BY_HOP, connection_named, response_headers
 from sidecar.upstream_client import UpstreamError, UpstreamPool, UpstreamTimeout
 from sidecar.upstreams import Target, Upstreams
+from trackside.capture import Answer, Capturer
 from trackside.enrich.client_ip import ClientIP
 from trackside.metrics import Metrics
 from trackside.settings import Settings
@@ -49,6 +50,9 @@ class ProxyApp:
         self.client_ip = ClientIP(settings.trusted_proxies)
         self.session: aiohttp.ClientSession | None = None  # for WebSockets only, made on first use
         self.pools: dict[str, UpstreamPool] = {}
+        # Set by the sidecar when capture is on: every proxied request is recorded here, the same
+        # way `CaptureMiddleware` records an app's (one ASGI layer less per request).
+        self.capturer: Capturer | None = None
 
     async def startup(self) -> None:
         """Nothing to open: upstream pools connect on first use, and aiohttp (about 10 MB of
@@ -173,11 +177,25 @@ class ProxyApp:
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.metrics.inc("requests")
+        capturer = self.capturer
+        if capturer is None:
+            await self.forward(scope, receive, send, None)
+            return
+        started = time.time()
+        t0 = time.perf_counter()
+        answer = Answer()
+        try:
+            await self.forward(scope, receive, send, answer)
+        finally:
+            capturer.answered(scope, started, answer, time.perf_counter() - t0)
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send, answer: Answer | None) -> None:
+        """The exchange with the upstream; `answer`, if given, learns what the client was sent."""
         method = scope["method"]
         target, request_target, headers, refusal = self.upstream_request(scope)
         if refusal is not None:
             status, _, message = refusal.partition(" ")
-            await plain_response(send, int(status), message, close=True)
+            await plain_response(send, int(status), message, close=True, answer=answer)
             return
         chunked = False
         has_body = False
@@ -196,25 +214,22 @@ class ProxyApp:
         except (UpstreamError, UpstreamTimeout, _BodyError) as exc:
             if body_error:
                 err = body_error[0]
-                await plain_response(send, err.status, err.message, close=True)
+                await plain_response(send, err.status, err.message, close=True, answer=answer)
             elif isinstance(exc, UpstreamTimeout):
                 self.metrics.inc("upstream_timeout")
-                await plain_response(send, 504, "upstream timed out", error="upstream_timeout")
+                await plain_response(send, 504, "upstream timed out", error="upstream_timeout", answer=answer)
             else:
                 self.metrics.inc("upstream_unreachable")
                 logger.warning("upstream unreachable: %s", exc)
-                await plain_response(send, 502, "upstream unreachable", error="upstream_unreachable")
+                await plain_response(send, 502, "upstream unreachable", error="upstream_unreachable", answer=answer)
             return
         self.metrics.observe_upstream(time.perf_counter() - t0)
         finished = False
+        sent_headers = response_headers(response.headers)
+        if answer is not None:
+            sent_headers = answer.read_start(response.status, sent_headers) or sent_headers
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": response_headers(response.headers),
-                }
-            )
+            await send({"type": "http.response.start", "status": response.status, "headers": sent_headers})
             if method != "HEAD":
                 async for chunk in response.body(self.settings.upstream_timeout):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -259,7 +274,13 @@ def _has_dot_segment(path: str) -> bool:
 
 
 async def plain_response(
-    send: Send, status: int, message: str, *, error: str | None = None, close: bool = False
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    error: str | None = None,
+    close: bool = False,
+    answer: Answer | None = None,
 ) -> None:
     body = (message + "\n").encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
@@ -267,5 +288,7 @@ async def plain_response(
         headers.append((b"x-trackside-error", error.encode()))
     if close:
         headers.append((b"connection", b"close"))
+    if answer is not None:
+        answer.read_start(status, headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
