@@ -120,13 +120,19 @@ class Capturer:
         self.client_ip = ClientIP(settings.trusted_proxies)
         self.tokens = TokenVerifier(settings.jwt_secret)
         self.countries = CountryLookup(settings.geoip_db, settings.country_header)
-        self._country_header = self.countries.header.encode() if self.countries.header else None
+        country_header = self.countries.header.encode() if self.countries.header else None
+        self._wanted = WANTED_HEADERS | {country_header} if country_header else WANTED_HEADERS
         self._fallback_salts: dict[date, bytes] = {}
         self._salt_of_day: tuple[int, bytes] = (-1, b"")  # (Unix day, its shared salt): the last one used
         self._flood: dict[str, list[int]] = {}  # visitor -> [minute, requests in it]
         # Where answered requests wait to be recorded off the request path (the pipeline's buffer,
         # once its flusher runs); None: record at once.
         self.waiting: Waiting | None = None
+
+    def read_headers(self, scope: Scope) -> dict[str, str]:
+        """The request headers capture reads, as text."""
+        wanted = self._wanted
+        return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"] if name in wanted}
 
     def salt_at(self, started: float) -> bytes:
         """The salt of the UTC day of `started`. A shared salt never changes once made, so it is
@@ -198,10 +204,7 @@ class Capturer:
         hints: dict[bytes, str],
         duration: float,
     ) -> None:
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name in WANTED_HEADERS or name == self._country_header:
-                headers[name.decode("latin-1")] = value.decode("latin-1")
+        headers = self.read_headers(scope)
         path: str = scope["path"]
         method: str = scope["method"]
         if self.settings.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
@@ -306,10 +309,7 @@ class Capturer:
     def record_beacon(self, scope: Scope, beacon: Beacon, verified: bool, started: float) -> str | None:
         """The events of one checked beacon (a client page view, impressions, widget views), enriched as
         a request is. Returns why nothing was stored (`do-not-track`, `bot`, `flood`, `no-known-items`), else None."""
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name in WANTED_HEADERS or name == self._country_header:
-                headers[name.decode("latin-1")] = value.decode("latin-1")
+        headers = self.read_headers(scope)
         if self.settings.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
             self.metrics.inc("skipped_do_not_track")
             return "do-not-track"

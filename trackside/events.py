@@ -34,8 +34,8 @@ def new_event_id(now: float | None = None) -> str:
     global _counter
     ms = int((time.time() if now is None else now) * 1000) & 0xFFFFFFFFFFFF
     _counter = (_counter + 1) & 0xFFFFFFFF
-    t = f"{ms:012x}"
-    return f"{t[:8]}-{t[8:]}-{_PROCESS_ID}{_counter:08x}"
+    # %-formatting: about half the cost of the equivalent f-string with format specs here.
+    return "%08x-%04x-%s%08x" % (ms >> 16, ms & 0xFFFF, _PROCESS_ID, _counter)  # noqa: UP031
 
 
 def _process_id() -> str:
