@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import operator
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import fields
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,9 +29,18 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
 _REST = tuple(f.name for f in fields(Event) if f.name not in ("id", "ts"))
 _COLUMNS = ("id", "ts", "day", "hour", *_REST)
 _rest_of = operator.attrgetter(*_REST)
-_SQLITE_INSERT = "INSERT OR IGNORE INTO events ({}) VALUES ({})".format(
-    ", ".join(_COLUMNS), ", ".join("?" for _ in _COLUMNS)
-)
+# SQLite gets this many events per INSERT (one parameter tuple holds all of them). Python's sqlite3
+# releases the GIL around every statement step, and the proxy's event loop takes it back each time:
+# with one row a step, that handover cost about as much as the insert. 32 rows x 29 columns stays
+# far below SQLite's 32,766 parameters.
+SQLITE_GROUP = 32
+
+
+@lru_cache(maxsize=8)
+def _sqlite_insert(rows: int) -> str:
+    values = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
+    return "INSERT OR IGNORE INTO events ({}) VALUES {}".format(", ".join(_COLUMNS), ", ".join([values] * rows))
+
 _POSTGRES_INSERT = "INSERT INTO events ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING".format(
     ", ".join(_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
 )
@@ -67,14 +77,27 @@ Prepared = tuple[list[tuple[Any, ...]], set[date]]  # the dialect's rows, and th
 
 
 def prepare_rows(dialect: str, events: list[Event]) -> Prepared:
-    row_of = _postgres_row if dialect == "postgresql" else _sqlite_row
-    return [row_of(e) for e in events], {datetime.fromtimestamp(e.ts, UTC).date() for e in events}
+    """The parameters of the insert: a row per event for PostgreSQL; for SQLite, one flat tuple per
+    group of `SQLITE_GROUP` events (the last group of `events` may be shorter)."""
+    days = {datetime.fromtimestamp(e.ts, UTC).date() for e in events}
+    if dialect == "postgresql":
+        return [_postgres_row(e) for e in events], days
+    rows = [_sqlite_row(e) for e in events]
+    groups = [tuple(chain.from_iterable(rows[i : i + SQLITE_GROUP])) for i in range(0, len(rows), SQLITE_GROUP)]
+    return groups, days
 
 
 async def write_batch_on(conn: AsyncConnection, batch: Batch, prepared: Prepared | None = None) -> int:
     if batch.events:
         rows, days = prepared or prepare_rows(conn.dialect.name, batch.events)
-        await conn.exec_driver_sql(_POSTGRES_INSERT if conn.dialect.name == "postgresql" else _SQLITE_INSERT, rows)
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(_POSTGRES_INSERT, rows)
+        else:
+            by_size: defaultdict[int, list[tuple[Any, ...]]] = defaultdict(list)
+            for group in rows:
+                by_size[len(group) // len(_COLUMNS)].append(group)
+            for size, groups in by_size.items():
+                await conn.exec_driver_sql(_sqlite_insert(size), groups)
         await mark_dirty(conn, days)
     if batch.aliases:
         stmt = _insert(conn, CONTENT_ALIASES)
@@ -130,8 +153,9 @@ class DatabaseWriter:
         # at once would hold proxied requests back by milliseconds.
         rows: list[tuple[Any, ...]] = []
         days: set[date] = set()
-        for first in range(0, len(batch.events), 128):
-            part_rows, part_days = prepare_rows(self.engine.dialect.name, batch.events[first : first + 128])
+        for first in range(0, len(batch.events), 4 * SQLITE_GROUP):
+            part = batch.events[first : first + 4 * SQLITE_GROUP]
+            part_rows, part_days = prepare_rows(self.engine.dialect.name, part)
             rows += part_rows
             days |= part_days
             await asyncio.sleep(0)
