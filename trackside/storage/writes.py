@@ -153,8 +153,8 @@ class DatabaseWriter:
         # at once would hold proxied requests back by milliseconds.
         rows: list[tuple[Any, ...]] = []
         days: set[date] = set()
-        for first in range(0, len(batch.events), 4 * SQLITE_GROUP):
-            part = batch.events[first : first + 4 * SQLITE_GROUP]
+        for first in range(0, len(batch.events), SQLITE_GROUP):
+            part = batch.events[first : first + SQLITE_GROUP]
             part_rows, part_days = prepare_rows(self.engine.dialect.name, part)
             rows += part_rows
             days |= part_days
