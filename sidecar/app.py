@@ -109,7 +109,12 @@ class SidecarApp:
     async def ready(self, request: Request) -> JSONResponse:
         ready = self.pipeline.salts.salt_for_today() is not None
         return JSONResponse(
-            {"ready": ready, "buffered": len(self.pipeline.buffer), "spooled_batches": self.pipeline.spool.pending},
+            {
+                "ready": ready,
+                "buffered": len(self.pipeline.buffer),
+                "waiting": len(self.pipeline.buffer.waiting),
+                "spooled_batches": self.pipeline.spool.pending,
+            },
             status_code=200 if ready else 503,
         )
 
