@@ -104,6 +104,17 @@ async def chunked(request: Request) -> StreamingResponse:
     return StreamingResponse(parts(), media_type="text/plain")
 
 
+async def trickle(request: Request) -> StreamingResponse:
+    # A first part at once, the rest half a second later: what the client sees meanwhile shows
+    # whether the proxy holds anything back.
+    async def parts():
+        yield b"first\n"
+        await asyncio.sleep(0.5)
+        yield b"second\n"
+
+    return StreamingResponse(parts(), media_type="text/plain")
+
+
 async def post_stats(request: Request) -> Response:
     # The site's own stats endpoint: it knows reactions, comments and the numeric id, and it
     # decides who may read them (here: anyone with a token but "intruder").
@@ -153,6 +164,7 @@ app = Starlette(
         Route("/slow", slow),
         Route("/hop", hop),
         Route("/chunked", chunked),
+        Route("/trickle", trickle),
         WebSocketRoute("/ws", ws),
         Route("/api/post/{id}/stats", post_stats),
         Route("/api/{rest:path}", api, methods=["GET", "POST", "HEAD"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import resource
 
 import httpx
@@ -120,6 +121,44 @@ async def test_chunked_response_streams(sidecar):
     async with httpx.AsyncClient(base_url=url) as client:
         r = await client.get("/chunked")
     assert r.text == "".join(f"part{i}\n" for i in range(5))
+
+
+async def test_streamed_head_and_first_part_are_not_held_back(sidecar):
+    # The server joins writes made in one loop iteration (a response's head and body in one
+    # syscall); it must never hold them for longer: the head and the first part arrive at once.
+    url, _ = sidecar
+    loop = asyncio.get_running_loop()
+    async with httpx.AsyncClient(base_url=url) as client:
+        start = loop.time()
+        async with client.stream("GET", "/trickle") as r:
+            parts = r.aiter_raw()
+            first = await anext(parts)
+            first_at = loop.time() - start
+            rest = b"".join([chunk async for chunk in parts])
+            done_at = loop.time() - start
+    assert r.status_code == 200
+    assert first == b"first\n"
+    assert rest == b"second\n"
+    assert first_at < 0.3 < 0.5 <= done_at
+
+
+async def test_pipelined_requests_answered_in_order(sidecar):
+    # Two requests in one packet: two answers, in order, whole, on the same connection.
+    url, _ = sidecar
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /echo/one HTTP/1.1\r\nhost: a\r\n\r\nGET /echo/two HTTP/1.1\r\nhost: a\r\n\r\n")
+    await writer.drain()
+    paths = []
+    for _ in range(2):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        lines = head.split(b"\r\n")
+        length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+        paths.append(json.loads(body)["path"])
+    writer.close()
+    assert paths == ["/echo/one", "/echo/two"]
 
 
 async def test_head_request(sidecar):
