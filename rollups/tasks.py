@@ -8,8 +8,8 @@ from typing import Any
 from arq import Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from trackside.batch import Batch
 from trackside.provisional import build as build_provisional
+from trackside.queue import unpack_batch
 from trackside.rollup import prune, rollup_pending
 from trackside.storage.salts import DatabaseSalts
 from trackside.storage.writes import write_batch
@@ -20,9 +20,9 @@ logger = logging.getLogger("trackside.worker")
 _TRANSIENT = (OSError, TimeoutError, OperationalError, DBAPIError, ConnectionError)
 
 
-async def persist_batch(ctx: dict[str, Any], wire: dict[str, Any]) -> int:
+async def persist_batch(ctx: dict[str, Any], wire: dict[str, Any] | bytes) -> int:
     """Store one batch of events: insert-or-ignore on each event id, so a retry never counts twice."""
-    batch = Batch.from_wire(wire)
+    batch = unpack_batch(wire)
     try:
         return await write_batch(ctx["engine"], batch)
     except _TRANSIENT as exc:

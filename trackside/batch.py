@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,26 +18,16 @@ class Batch:
     events: list[Event] = field(default_factory=list)
     bots: Counter[BotKey] = field(default_factory=Counter)
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, site's id) -> public id
-    rows: list[tuple[Any, ...]] | None = None  # the events' wire form, when made ahead (`as_row`)
 
     def __len__(self) -> int:
         return len(self.events) + sum(self.bots.values())
-
-    async def make_rows(self, chunk: int = 128) -> None:
-        """The wire form's rows, made a chunk at a time with a yield in between: a writer running on
-        the proxy's event loop must not hold proxied requests back for a whole batch."""
-        rows: list[tuple[Any, ...]] = []
-        for first in range(0, len(self.events), chunk):
-            rows.extend(as_row(e) for e in self.events[first : first + chunk])
-            await asyncio.sleep(0)
-        self.rows = rows
 
     def to_wire(self) -> dict[str, Any]:
         """JSON- and msgpack-safe: no pickle on the queue or in the spool."""
         return {
             "id": self.id,
             "fields": FIELDS,
-            "rows": self.rows if self.rows is not None else [as_row(e) for e in self.events],
+            "rows": [as_row(e) for e in self.events],
             "bots": [[d.isoformat(), b, label, n] for (d, b, label), n in self.bots.items()],
             "aliases": [[kind, alias, item] for (kind, alias), item in self.aliases.items()],
         }

@@ -21,9 +21,8 @@ from middleware import CaptureMiddleware, Settings, TracksideMiddleware
 from tests.conftest import DOC, FIREFOX, GOOGLEBOT, IPHONE, REQUIRE_SERVICES, wait_for
 from tests.middleware.site import PAGE, create_site
 from tests.servers import free_port, run_server, run_sidecar
-from trackside.batch import Batch
 from trackside.figures import load_days, sum_days
-from trackside.queue import RedisWriter
+from trackside.queue import RedisWriter, unpack_batch
 from trackside.report import build_report
 from trackside.storage.engine import create_engine
 
@@ -238,7 +237,7 @@ async def test_the_redis_sink(make_settings):
                 await c.get("/p/a1", headers=DOC)
                 await c.get("/api/feed?items=artwork:a1", headers={"user-agent": FIREFOX})
         jobs = await writer.pool.queued_jobs(queue_name=queue)  # type: ignore[union-attr]
-        events = [e for job in jobs for e in Batch.from_wire(job.args[0]).events]
+        events = [e for job in jobs for e in unpack_batch(job.args[0]).events]
         assert sorted((e.kind, e.path) for e in events) == [
             ("api_call", "/api/feed"),
             ("impression", "/api/feed"),
