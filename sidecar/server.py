@@ -8,6 +8,7 @@ both, as nginx's `client_header_timeout` and `large_client_header_buffers` do.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -108,6 +109,11 @@ class CoalescingWriter:
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(data)
+
+    def writelines(self, data: Iterable[bytes]) -> None:
+        # Through the same queue: a write past it would overtake what waits.
+        for chunk in data:
+            self.write(chunk)
 
     def flush(self) -> None:
         pending = self._pending

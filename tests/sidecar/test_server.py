@@ -51,8 +51,9 @@ async def test_writes_of_one_iteration_leave_as_one():
     assert counted.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"]
     assert await _read(peer, 43) == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
     writer.write(b"next")  # a later iteration: a write of its own
+    writer.writelines([b" and", b" more"])  # queued behind it, never past it
     await asyncio.sleep(0)
-    assert counted.writes[1:] == [b"next"]
+    assert counted.writes[1:] == [b"next and more"]
     writer.close()
     peer.close()
 
