@@ -40,13 +40,11 @@ class SidecarApp:
         self.settings = settings
         self.pipeline = Pipeline(settings)
         self.metrics = self.pipeline.metrics
-        self.proxy = ProxyApp(settings, self.metrics)
         capturer = self.pipeline.capturer
+        self.proxy = ProxyApp(settings, self.metrics, capturer if settings.capture else None)
         tokens = PageTokens(capturer.salts, settings.site, settings.beacon_token_minutes * 60.0)
         self.snippet = SnippetFile()
         self.beacon = BeaconApp(settings, capturer, tokens)
-        if settings.capture:
-            self.proxy.capturer = capturer  # the proxy records what it forwards (trackside.capture)
         self.entry: ASGIApp = self.proxy
         if settings.inject_snippet:
             self.entry = SnippetInjector(self.proxy, self.snippet.url, tokens, capturer)

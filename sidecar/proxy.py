@@ -43,16 +43,16 @@ class _BodyError(Exception):
 
 
 class ProxyApp:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, capturer: Capturer | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.upstreams = Upstreams(settings)
         self.client_ip = ClientIP(settings.trusted_proxies)
         self.session: aiohttp.ClientSession | None = None  # for WebSockets only, made on first use
         self.pools: dict[str, UpstreamPool] = {}
-        # Set by the sidecar when capture is on: every proxied request is recorded here, the same
-        # way `CaptureMiddleware` records an app's (one ASGI layer less per request).
-        self.capturer: Capturer | None = None
+        # With capture on, every proxied request is recorded here, the same way `CaptureMiddleware`
+        # records an app's (one ASGI layer less per request).
+        self.capturer = capturer
 
     async def startup(self) -> None:
         """Nothing to open: upstream pools connect on first use, and aiohttp (about 10 MB of

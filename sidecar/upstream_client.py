@@ -119,14 +119,15 @@ class _Connection(asyncio.Protocol):
                 self.fail(exc or ConnectionResetError("the upstream closed the connection"))
         self.pool.forget(self)
 
-    async def progress(self, timeout: float) -> bool:
-        """Wait for the answer to move on; False if `timeout` passed first."""
+    async def progress(self, timeout: float | None) -> bool:
+        """Wait for the answer to move on; False if `timeout` (None: no deadline) passed first."""
         waiter = self.waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, waiter)
+        timer = None if timeout is None else self.loop.call_later(timeout, _expire, waiter)
         try:
             return await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self.waiter = None
 
     def wake(self) -> None:
@@ -284,7 +285,7 @@ class UpstreamPool:
             try:
                 # Until the answer's headers arrive or the body has been sent (or failed).
                 while not (conn.headers_done or conn.error or sender.done()):
-                    await conn.progress(_NO_DEADLINE)
+                    await conn.progress(None)
             except BaseException:
                 sender.cancel()
                 conn.close()
@@ -332,11 +333,6 @@ class UpstreamPool:
     def close(self) -> None:
         while self.idle:
             self.idle.pop().close()
-
-
-# While the client is still sending its body, the answer has no deadline of its own (the body's
-# chunks and writes have theirs).
-_NO_DEADLINE = 365 * 86400.0
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -24,10 +24,14 @@ class Batch:
 
     def to_wire(self) -> dict[str, Any]:
         """JSON- and msgpack-safe: no pickle on the queue or in the spool."""
+        return {**self.wire_without_rows(), "rows": [as_row(e) for e in self.events]}
+
+    def wire_without_rows(self) -> dict[str, Any]:
+        """The wire form but its events' rows (`as_row`, one per event), for a writer that packs
+        those itself a chunk at a time (`trackside.queue.pack_batch`)."""
         return {
             "id": self.id,
             "fields": FIELDS,
-            "rows": [as_row(e) for e in self.events],
             "bots": [[d.isoformat(), b, label, n] for (d, b, label), n in self.bots.items()],
             "aliases": [[kind, alias, item] for (kind, alias), item in self.aliases.items()],
         }

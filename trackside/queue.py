@@ -14,7 +14,7 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
 from trackside.batch import Batch
-from trackside.events import FIELDS, as_row
+from trackside.events import as_row
 
 logger = logging.getLogger("trackside.queue")
 
@@ -33,22 +33,18 @@ async def pack_batch(batch: Batch) -> bytes:
     a yield in between. Packed whole, a batch of a few thousand events held the event loop, and
     every proxied request behind it, for about 2 ms. The job carries these bytes; the worker
     unpacks them (`unpack_batch`)."""
+    rest = batch.wire_without_rows()
     packer = msgpack.Packer(use_bin_type=True, autoreset=False)
-    packer.pack_map_header(5)
-    packer.pack("id")
-    packer.pack(batch.id)
-    packer.pack("fields")
-    packer.pack(FIELDS)
+    packer.pack_map_header(len(rest) + 1)
+    for key, value in rest.items():
+        packer.pack(key)
+        packer.pack(value)
     packer.pack("rows")
     packer.pack_array_header(len(batch.events))
     for first in range(0, len(batch.events), PACK_CHUNK):
         for event in batch.events[first : first + PACK_CHUNK]:
             packer.pack(as_row(event))
         await asyncio.sleep(0)
-    packer.pack("bots")
-    packer.pack([[d.isoformat(), b, label, n] for (d, b, label), n in batch.bots.items()])
-    packer.pack("aliases")
-    packer.pack([[kind, alias, item] for (kind, alias), item in batch.aliases.items()])
     return packer.bytes()
 
 
