@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from sidecar.client_limit import ClientLimit
 from sidecar.headers import FORWARDED, HOP_BY_HOP, connection_named, response_headers
+from sidecar.request_body import BodyError, BodyStore, BufferedBody, receive_body
 from sidecar.upstream_client import UpstreamError, UpstreamPool, UpstreamTimeout
 from sidecar.upstreams import Target, Upstreams
 from trackside.capture import Answer, Capturer
@@ -36,12 +38,6 @@ logger = logging.getLogger("trackside.proxy")
 _REQUEST_DROP = HOP_BY_HOP | {b"expect", b"content-length", b"transfer-encoding"}
 
 
-class _BodyError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-
-
 class ProxyApp:
     def __init__(self, settings: Settings, metrics: Metrics, capturer: Capturer | None = None) -> None:
         self.settings = settings
@@ -53,6 +49,10 @@ class ProxyApp:
         # With capture on, every proxied request is recorded here, the same way `CaptureMiddleware`
         # records an app's (one ASGI layer less per request).
         self.capturer = capturer
+        self.bodies = BodyStore(settings)
+        self.stream_uploads = tuple(prefix.rstrip("/") for prefix in settings.stream_uploads)
+        limit = settings.max_concurrent_per_client
+        self.client_limit = ClientLimit(limit, self.client_ip) if limit else None
 
     async def startup(self) -> None:
         """Nothing to open: upstream pools connect on first use, and aiohttp (about 10 MB of
@@ -191,82 +191,130 @@ class ProxyApp:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, answer: Answer | None) -> None:
         """The exchange with the upstream; `answer`, if given, learns what the client was sent."""
-        method = scope["method"]
-        target, request_target, headers, refusal = self.upstream_request(scope)
-        if refusal is not None:
-            status, _, message = refusal.partition(" ")
-            await plain_response(send, int(status), message, close=True, answer=answer)
-            return
-        chunked = False
-        has_body = False
-        for name, value in headers:
-            if name == b"content-length":
-                has_body = value != b"0"
-            elif name == b"transfer-encoding":
-                chunked = has_body = True
-        body_error: list[_BodyError] = []
-        body = self._body(receive, body_error) if has_body else None
-        t0 = time.perf_counter()
-        try:
-            response = await self.pool_for(target).request(
-                method, request_target, headers, body, chunked=chunked, read_timeout=self.settings.upstream_timeout
-            )
-        except (UpstreamError, UpstreamTimeout, _BodyError) as exc:
-            if body_error:
-                err = body_error[0]
-                await plain_response(send, err.status, err.message, close=True, answer=answer)
-            elif isinstance(exc, UpstreamTimeout):
-                self.metrics.inc("upstream_timeout")
-                await plain_response(send, 504, "upstream timed out", error="upstream_timeout", answer=answer)
-            else:
-                self.metrics.inc("upstream_unreachable")
-                logger.warning("upstream unreachable: %s", exc)
-                await plain_response(send, 502, "upstream unreachable", error="upstream_unreachable", answer=answer)
-            return
-        self.metrics.observe_upstream(time.perf_counter() - t0)
-        finished = False
-        sent_headers = response_headers(response.headers)
-        if answer is not None:
-            sent_headers = answer.read_start(response.status, sent_headers) or sent_headers
-        try:
-            await send({"type": "http.response.start", "status": response.status, "headers": sent_headers})
-            if method != "HEAD":
-                async for chunk in response.body(self.settings.upstream_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            finished = True
-        except (UpstreamError, UpstreamTimeout):
-            # Too late for a status: abort the connection so the client sees a broken body,
-            # never a truncated one that looks complete.
-            self.metrics.inc("upstream_broken_stream")
-            raise
-        finally:
-            if not finished:
-                response.discard()
-            elif method == "HEAD":
-                response.discard()
-
-    async def _body(self, receive: Receive, errors: list[_BodyError]) -> AsyncIterator[bytes]:
-        received = 0
-        limit = self.settings.max_body_bytes
-        while True:
-            try:
-                message: Message = await asyncio.wait_for(receive(), self.settings.client_timeout)
-            except TimeoutError:
-                errors.append(_BodyError(408, "request body timed out"))
-                raise errors[-1] from None
-            if message["type"] == "http.disconnect":
-                errors.append(_BodyError(499, "client went away"))
-                raise errors[-1]
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > limit:
-                errors.append(_BodyError(413, "request body too large"))
-                raise errors[-1]
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
+        client_limit = self.client_limit
+        client_key = None
+        if client_limit is not None:
+            client_key = client_limit.key_of(scope)
+            if not client_limit.enter(client_key):
+                self.metrics.inc("client_over_limit")
+                await plain_response(
+                    send,
+                    429,
+                    "too many requests from this address at once",
+                    error="too_many_requests",
+                    retry_after=1,
+                    answer=answer,
+                )
                 return
+        # One try for the whole exchange (no second coroutine): the count goes down however it ends.
+        try:
+            method = scope["method"]
+            target, request_target, headers, refusal = self.upstream_request(scope)
+            if refusal is not None:
+                status, _, message = refusal.partition(" ")
+                await plain_response(send, int(status), message, close=True, answer=answer)
+                return
+            content_length: bytes | None = None
+            chunked = False
+            for name, value in headers:
+                if name == b"content-length":
+                    content_length = value
+                elif name == b"transfer-encoding":
+                    chunked = True
+            body_error: list[BodyError] = []
+            body: AsyncIterator[bytes] | None = None
+            buffered: BufferedBody | None = None
+            if chunked or (content_length is not None and content_length != b"0"):
+                # Only a request with a body gets here: a bodiless GET does no more than it did.
+                started = asyncio.get_running_loop().time()
+                if self._streams(scope["path"]):
+                    body = self._body(receive, body_error, started)
+                else:
+                    # Taken whole before an upstream connection is asked for (nginx's default), then
+                    # sent with its length: a chunked request leaves as a Content-Length one.
+                    try:
+                        declared = int(content_length) if content_length else None
+                        buffered = await self.bodies.take(receive, declared, started)
+                    except BodyError as refused:
+                        if refused.status == 503:
+                            self.metrics.inc("body_buffer_full")
+                        await plain_response(
+                            send, refused.status, refused.message, error=refused.error, close=True, answer=answer
+                        )
+                        return
+                    headers = _framed(headers, buffered.size)
+                    chunked = False
+                    body = buffered.chunks() if buffered.size else None
+            t0 = time.perf_counter()
+            try:
+                response = await self.pool_for(target).request(
+                    method, request_target, headers, body, chunked=chunked, read_timeout=self.settings.upstream_timeout
+                )
+            except (UpstreamError, UpstreamTimeout, BodyError) as exc:
+                if body_error:
+                    err = body_error[0]
+                    await plain_response(send, err.status, err.message, error=err.error, close=True, answer=answer)
+                elif isinstance(exc, UpstreamTimeout):
+                    self.metrics.inc("upstream_timeout")
+                    await plain_response(send, 504, "upstream timed out", error="upstream_timeout", answer=answer)
+                else:
+                    self.metrics.inc("upstream_unreachable")
+                    logger.warning("upstream unreachable: %s", exc)
+                    await plain_response(send, 502, "upstream unreachable", error="upstream_unreachable", answer=answer)
+                return
+            finally:
+                # The body was sent, or the upstream answered without it: its memory, file and share
+                # of the cap are free before the answer streams back.
+                if buffered is not None:
+                    buffered.close()
+            self.metrics.observe_upstream(time.perf_counter() - t0)
+            finished = False
+            sent_headers = response_headers(response.headers)
+            if answer is not None:
+                sent_headers = answer.read_start(response.status, sent_headers) or sent_headers
+            try:
+                await send({"type": "http.response.start", "status": response.status, "headers": sent_headers})
+                if method != "HEAD":
+                    async for chunk in response.body(self.settings.upstream_timeout):
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                finished = True
+            except (UpstreamError, UpstreamTimeout):
+                # Too late for a status: abort the connection so the client sees a broken body,
+                # never a truncated one that looks complete.
+                self.metrics.inc("upstream_broken_stream")
+                raise
+            finally:
+                if not finished:
+                    response.discard()
+                elif method == "HEAD":
+                    response.discard()
+        finally:
+            if client_key is not None:
+                client_limit.leave(client_key)  # type: ignore[union-attr]
+
+    def _streams(self, path: str) -> bool:
+        """Whether the body of a request for `path` streams to the upstream as it arrives."""
+        for prefix in self.stream_uploads:
+            if path == prefix or path.startswith(prefix + "/"):
+                return True
+        return False
+
+    async def _body(self, receive: Receive, errors: list[BodyError], started: float) -> AsyncIterator[bytes]:
+        """A streamed body; its refusal is also kept in `errors`, since it reaches `forward`
+        through the upstream client."""
+        try:
+            async for chunk in receive_body(receive, self.bodies.rules, started):
+                yield chunk
+        except BodyError as exc:
+            errors.append(exc)
+            raise
+
+
+def _framed(headers: list[tuple[bytes, bytes]], size: int) -> list[tuple[bytes, bytes]]:
+    """The headers with the body's framing replaced by its length, in the same place."""
+    length = (b"content-length", str(size).encode())
+    return [length if name in (b"content-length", b"transfer-encoding") else (name, value) for name, value in headers]
 
 
 def _has_dot_segment(path: str) -> bool:
@@ -280,12 +328,15 @@ async def plain_response(
     *,
     error: str | None = None,
     close: bool = False,
+    retry_after: int | None = None,
     answer: Answer | None = None,
 ) -> None:
     body = (message + "\n").encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
     if error:
         headers.append((b"x-trackside-error", error.encode()))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     if close:
         headers.append((b"connection", b"close"))
     if answer is not None:

@@ -3,7 +3,8 @@
 uvicorn's HTTP protocol has no deadline for a request's headers and no cap on their size while
 they arrive: a client that sends one byte a minute holds a connection forever (slowloris), and
 one that never ends its headers grows a buffer without bound. `GuardedHttpToolsProtocol` adds
-both, as nginx's `client_header_timeout` and `large_client_header_buffers` do."""
+both, as nginx's `client_header_timeout` and `large_client_header_buffers` do, and keeps a
+chunked request's trailer fields out of its headers."""
 
 from __future__ import annotations
 
@@ -51,6 +52,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_headers = True
         self._header_bytes = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp reports a chunked body's trailer fields through this same callback, after the
+        # headers are complete, and uvicorn appends them to `scope["headers"]`: a trailer would
+        # reach the upstream and capture as a `Host`, `Cookie` or `Authorization` header. Trailers
+        # are never headers: dropped, as nginx does.
+        if self._in_headers:
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_headers = False

@@ -134,6 +134,20 @@ class Settings:
     upstream_timeout: float = 60.0
     client_timeout: float = 30.0
     upstream_connections: int = 512
+    # Request bodies are taken whole before an upstream connection is used (nginx's default):
+    # up to body_memory_bytes in memory, beyond that in an unlinked temporary file in
+    # body_buffer_dir (unset: the system's temporary folder), all such files of the process
+    # together at most body_buffer_max_bytes. Paths under the stream_uploads prefixes stream instead.
+    body_memory_bytes: int = 64 * 1024
+    body_buffer_dir: str | None = None
+    body_buffer_max_bytes: int = 1024 * 1024 * 1024
+    stream_uploads: tuple[str, ...] = ()
+    # Once body_rate_grace seconds have passed, a request body must have come at body_min_rate
+    # bytes a second on average since it began (0: no minimum).
+    body_min_rate: int = 500
+    body_rate_grace: float = 20.0
+    # Requests in flight per client address (0: no cap); the address is held as a keyed hash.
+    max_concurrent_per_client: int = 0
     # Buffer and flusher.
     buffer_size: int = 100_000
     flush_interval: float = 1.0
@@ -210,6 +224,7 @@ class Settings:
                 raise ConfigError(f"TRACKSIDE_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.geoip_db is not None and not os.path.isfile(self.geoip_db):
             raise ConfigError(f"TRACKSIDE_GEOIP_DB: no such file {self.geoip_db!r}")
+        _check_request_bodies(self)
         for event_rule in self.event_rules:
             parse_event_rule(event_rule)
 
@@ -261,9 +276,21 @@ _INTS = {
     "beacon_token_minutes",
     "stats_cache_seconds",
     "flood_per_minute",
+    "body_memory_bytes",
+    "body_buffer_max_bytes",
+    "body_min_rate",
+    "max_concurrent_per_client",
 }
-_FLOATS = {"connect_timeout", "upstream_timeout", "client_timeout", "flush_interval"}
-_TUPLES = {"label_rules", "event_rules", "bot_allowlist", "players", "stats_overlay", "beacon_origins"}
+_FLOATS = {"connect_timeout", "upstream_timeout", "client_timeout", "flush_interval", "body_rate_grace"}
+_TUPLES = {
+    "label_rules",
+    "event_rules",
+    "bot_allowlist",
+    "players",
+    "stats_overlay",
+    "beacon_origins",
+    "stream_uploads",
+}
 
 
 def _parse(key: str, raw: str, name: str) -> Any:
@@ -293,9 +320,29 @@ def _parse(key: str, raw: str, name: str) -> Any:
             return _parse_content_rules(raw)
         if key in ("redis_url", "jwt_secret", "geoip_db", "country_header", "admin_token", "whoami_url", "owner_url"):
             return raw or None
+        if key == "body_buffer_dir":
+            return raw or None
         return raw
     except ValueError as exc:
         raise ConfigError(f"{name}: invalid value {raw!r}: {exc}") from None
+
+
+def _check_request_bodies(settings: Settings) -> None:
+    for name in ("body_memory_bytes", "body_buffer_max_bytes", "body_min_rate", "max_concurrent_per_client"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"TRACKSIDE_{name.upper()} must be 0 or more, got {getattr(settings, name)}")
+    for prefix in settings.stream_uploads:
+        if not prefix.startswith("/"):
+            raise ConfigError(f"TRACKSIDE_STREAM_UPLOADS: {prefix!r} should be a path prefix such as /api/post/upload")
+    folder = settings.body_buffer_dir
+    if folder is not None:
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"TRACKSIDE_BODY_BUFFER_DIR: {folder!r} is not a folder this process can write to")
+        # Request bodies are no events: they must never be taken for spooled batches, or be left among them.
+        buffer_dir = os.path.realpath(folder)
+        spool = os.path.realpath(settings.spool_dir)
+        if buffer_dir == spool or buffer_dir.startswith(spool + os.sep):
+            raise ConfigError(f"TRACKSIDE_BODY_BUFFER_DIR must be outside the spool ({settings.spool_dir!r})")
 
 
 def _parse_route(part: str) -> RouteRule:
