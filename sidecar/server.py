@@ -39,13 +39,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._in_headers:
             self._header_bytes += len(data)
-            if self._header_bytes > self.max_header_bytes + 65536:
-                self._refuse(b"431 Request Header Fields Too Large", b"request headers too large\n")
-                return
         super().data_received(data)
+        if not self._in_headers:
+            return
+        # Judged once the parser had the bytes: a read that holds a whole head and the start of a
+        # large body (one write of a 1 MB upload) has ended the headers by now and is no offence.
+        # A head that never ends still grows by at most one read past the limit.
+        if self._header_bytes > self.max_header_bytes + 65536:
+            self._refuse(b"431 Request Header Fields Too Large", b"request headers too large\n")
+            return
         # The deadline is armed only when a request's headers did not arrive whole in one read
         # (rare for a real client): a timer made and cancelled for every request costs more.
-        if self._in_headers and self._header_timer is None and not self.transport.is_closing():
+        if self._header_timer is None and not self.transport.is_closing():
             self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def on_message_begin(self) -> None:
