@@ -58,18 +58,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # llhttp reports a chunked body's trailer fields through this same callback, after the
-        # headers are complete, and uvicorn appends them to `scope["headers"]`: a trailer would
-        # reach the upstream and capture as a `Host`, `Cookie` or `Authorization` header. Trailers
-        # are never headers: dropped, as nginx does.
-        if self._in_headers:
-            super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._cancel_header_timer()
         super().on_headers_complete()
+        # llhttp reports a chunked body's trailer fields through `on_header` too, after the
+        # headers are complete, and uvicorn appends them to the list that is `scope["headers"]`:
+        # a trailer would reach the upstream and capture as a `Host`, `Cookie` or `Authorization`
+        # header. Trailers are never headers: from here on uvicorn appends to a sealed copy (it
+        # still reads the headers there for an upgrade), and the fields are dropped, as nginx does.
+        # One small copy per request costs less than a check in every `on_header` call.
+        self.headers = _SealedHeaders(self.headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
@@ -101,6 +100,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 + body
             )
             self.transport.close()
+
+
+class _SealedHeaders(list[tuple[bytes, bytes]]):
+    """A request's headers once they are complete: what is appended after them is dropped."""
+
+    __slots__ = ()
+
+    def append(self, item: tuple[bytes, bytes]) -> None:
+        pass
 
 
 class CoalescingWriter:
