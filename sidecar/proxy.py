@@ -105,6 +105,12 @@ class ProxyApp:
                 limit=self.settings.upstream_connections,
                 connect_timeout=self.settings.connect_timeout,
                 tls=tls,
+                idle_timeout=self.settings.upstream_keepalive_timeout,
+                max_idle=self.settings.upstream_keepalive_connections,
+                max_requests=self.settings.upstream_keepalive_requests,
+                max_lifetime=self.settings.upstream_keepalive_time,
+                max_head_bytes=self.settings.upstream_max_head_bytes,
+                pool_wait=self.settings.upstream_pool_wait,
             )
             self.pools[target.base] = pool
         return pool

@@ -134,6 +134,17 @@ class Settings:
     upstream_timeout: float = 60.0
     client_timeout: float = 30.0
     upstream_connections: int = 512
+    # Upstream keep-alive, as nginx's `keepalive*`: idle connections close after this long (before
+    # Node's and uvicorn's 5 s; an answer's `Keep-Alive: timeout=N` shortens it to N-1 s), at most
+    # this many wait idle per upstream, each serves so many requests and lives so long. A longer
+    # answer head than `upstream_max_head_bytes` is a 502; a request waits at most
+    # `upstream_pool_wait` seconds for a connection slot (then 503).
+    upstream_keepalive_timeout: float = 4.0
+    upstream_keepalive_connections: int = 64
+    upstream_keepalive_requests: int = 1000
+    upstream_keepalive_time: float = 3600.0
+    upstream_max_head_bytes: int = 64 * 1024
+    upstream_pool_wait: float = 10.0
     # Request bodies are taken whole before an upstream connection is used (nginx's default):
     # up to body_memory_bytes in memory, beyond that in an unlinked temporary file in
     # body_buffer_dir (unset: the system's temporary folder), all such files of the process
@@ -222,6 +233,21 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TRACKSIDE_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        for name in ("upstream_connections", "upstream_keepalive_requests"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TRACKSIDE_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.upstream_keepalive_connections < 0:
+            raise ConfigError(
+                "TRACKSIDE_UPSTREAM_KEEPALIVE_CONNECTIONS must be 0 (no keep-alive) or more, "
+                f"got {self.upstream_keepalive_connections}"
+            )
+        if self.upstream_max_head_bytes < 1024:
+            raise ConfigError(
+                f"TRACKSIDE_UPSTREAM_MAX_HEAD_BYTES must be at least 1024, got {self.upstream_max_head_bytes}"
+            )
+        for name in ("upstream_keepalive_timeout", "upstream_keepalive_time", "upstream_pool_wait"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"TRACKSIDE_{name.upper()} must be a positive number of seconds")
         if self.geoip_db is not None and not os.path.isfile(self.geoip_db):
             raise ConfigError(f"TRACKSIDE_GEOIP_DB: no such file {self.geoip_db!r}")
         _check_request_bodies(self)
@@ -269,6 +295,9 @@ _INTS = {
     "max_header_bytes",
     "max_body_bytes",
     "upstream_connections",
+    "upstream_keepalive_connections",
+    "upstream_keepalive_requests",
+    "upstream_max_head_bytes",
     "buffer_size",
     "flush_batch",
     "raw_retention_days",
@@ -281,7 +310,16 @@ _INTS = {
     "body_min_rate",
     "max_concurrent_per_client",
 }
-_FLOATS = {"connect_timeout", "upstream_timeout", "client_timeout", "flush_interval", "body_rate_grace"}
+_FLOATS = {
+    "connect_timeout",
+    "upstream_timeout",
+    "client_timeout",
+    "flush_interval",
+    "body_rate_grace",
+    "upstream_keepalive_timeout",
+    "upstream_keepalive_time",
+    "upstream_pool_wait",
+}
 _TUPLES = {
     "label_rules",
     "event_rules",
