@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from sidecar.client_limit import ClientLimit
 from sidecar.headers import FORWARDED, HOP_BY_HOP, connection_named, response_headers
 from sidecar.request_body import BodyError, BodyStore, BufferedBody, receive_body
-from sidecar.upstream_client import UpstreamError, UpstreamPool, UpstreamTimeout
+from sidecar.upstream_client import UpstreamBusy, UpstreamError, UpstreamPool, UpstreamTimeout
 from sidecar.upstreams import Target, Upstreams
 from trackside.capture import Answer, Capturer
 from trackside.enrich.client_ip import ClientIP
@@ -256,10 +256,23 @@ class ProxyApp:
                 response = await self.pool_for(target).request(
                     method, request_target, headers, body, chunked=chunked, read_timeout=self.settings.upstream_timeout
                 )
-            except (UpstreamError, UpstreamTimeout, BodyError) as exc:
+            except (UpstreamError, UpstreamTimeout, UpstreamBusy, BodyError) as exc:
                 if body_error:
                     err = body_error[0]
                     await plain_response(send, err.status, err.message, error=err.error, close=True, answer=answer)
+                elif isinstance(exc, UpstreamBusy):
+                    # Every connection to the upstream stayed taken for the whole pool wait: the
+                    # site is saturated, not down. A streamed body was never read: close after.
+                    self.metrics.inc("upstream_busy")
+                    await plain_response(
+                        send,
+                        503,
+                        "upstream busy, try again shortly",
+                        error="upstream_busy",
+                        retry_after=5,
+                        close=body is not None and buffered is None,
+                        answer=answer,
+                    )
                 elif isinstance(exc, UpstreamTimeout):
                     self.metrics.inc("upstream_timeout")
                     await plain_response(send, 504, "upstream timed out", error="upstream_timeout", answer=answer)

@@ -410,3 +410,27 @@ def test_body_settings_are_checked(tmp_path):
     assert settings.stream_uploads == ("/api/post/upload", "/x")
     assert settings.body_rate_grace == 5.0
     assert Settings.from_env(settings.to_env()).stream_uploads == ("/api/post/upload", "/x")
+
+
+async def test_wait_for_a_pooled_connection_has_a_deadline_then_503(upstream_url, make_settings):
+    settings = make_settings(
+        frontend_url=upstream_url, api_url=upstream_url, upstream_connections=1, upstream_pool_wait=0.5
+    )
+    async with run_sidecar(settings) as (url, app):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            holder = asyncio.create_task(client.get("/slow?s=2"))
+            await asyncio.sleep(0.3)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            busy = await client.get("/p/abc", headers={"accept": "text/html"})
+            waited = loop.time() - start
+            held = await holder
+            after = await client.get("/p/abc", headers={"accept": "text/html"})
+    assert busy.status_code == 503
+    assert busy.text == "upstream busy, try again shortly\n"
+    assert busy.headers["retry-after"] == "5"
+    assert busy.headers["x-trackside-error"] == "upstream_busy"
+    assert 0.45 < waited < 1.5
+    assert app.metrics.counts["upstream_busy"] == 1
+    assert (held.status_code, held.text) == (200, "late")
+    assert after.status_code == 200
