@@ -137,6 +137,7 @@ class _Connection(asyncio.Protocol):
         self.received_any = False
         self.head_request = False
         self.head_seen = 0  # bytes received before the head was complete
+        self.head_spent = 0  # the size of the 1xx heads before it
         self.chunked = False
         self.keep_alive_header: bytes | None = None
         self.connection_header = False
@@ -245,7 +246,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            # 100 Continue, 103 Early Hints: not the answer; the real one follows.
+            # 100 Continue, 103 Early Hints: not the answer; the real one follows. Its head counts
+            # towards the cap of the answer's (endless 103s are no way around it).
+            self.head_spent += _head_size(self.response_headers)
             self.response_headers = []
             self.chunked = self.connection_header = False
             self.keep_alive_header = None
@@ -258,7 +261,7 @@ class _Connection(asyncio.Protocol):
                 self.fail(UpstreamError(f"the upstream answered with status {status}, outside 100-599"))
             raise _Stop()
         limit = self.pool.max_head_bytes
-        if self.head_seen > limit and _head_size(self.response_headers) > limit:
+        if self.head_seen > limit and self.head_spent + _head_size(self.response_headers) > limit:
             self.fail(UpstreamError(f"the upstream's response head is over {limit} bytes"))
             raise _Stop()
         self.status = status
