@@ -2,10 +2,14 @@
 `GET /api/post/{id}/stats`, `GET /api/blog-post/{id}/stats`, `GET /api/admin/sitewide-stats`.
 
 Where the site's API answers the same path with fields only it knows (reactions, comments, the
-numeric id), it is asked first, with the caller's own token: its 401/403/404 stand, and the view
-figures are laid over its 200. Where it has no such endpoint (blog posts), Trackside answers
-alone and authorizes itself: moderators, or the item's owner. Authorization always comes before
-the cache."""
+numeric id), it is asked first, with the caller's own token, at the path the route rules send it
+(prefix stripped when they say so): its 401/403 stand, and the view figures are laid over its 200.
+Where it has no such endpoint (blog posts, or a site that is not Makapix: its 404 or 405 on an
+item Trackside has recorded views of, in the default `auto` mode), Trackside answers alone and
+authorizes itself: moderators, or the item's owner. Authorization always comes before the cache.
+
+The item id is checked before anything is asked: a plain path segment only, so `..` or an encoded
+slash can never move the question to another of the API's paths with the caller's token."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sidecar.upstreams import Upstreams
 from trackside.authz import Authorizer, Caller, Unauthorized
 from trackside.enrich.auth import TokenVerifier
 from trackside.figures import DayFigures
@@ -45,6 +50,9 @@ NO_STORE = {"cache-control": "private, no-store"}
 _ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 STATS_PATHS = re.compile(r"^/api/(?:post/[^/]+/stats|blog-post/[^/]+/stats|admin/sitewide-stats)/?$")
 ID_FIELD = {"artwork": "post_id", "blog_post": "blog_post_id"}
+# What the site's API may answer for a stats path it does not have: in `auto` mode, Trackside then
+# answers alone for an item it has recorded views of.
+NO_SUCH_ROUTE = (404, 405)
 
 # What `StatsEndpoints._cached` computes on a miss: (conn, now, refresh) -> the JSON-able answer.
 Compute = Callable[[AsyncConnection, datetime, bool], Awaitable[Any]]
@@ -66,6 +74,7 @@ class StatsEndpoints:
         self.settings = settings
         self.engine = engine
         self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
+        self.upstreams = Upstreams(settings)
         self.authorizer = Authorizer(settings, tokens, self.client)
         self.live_days = LiveDays(settings.database_url)
         self._refresher: asyncio.Task[None] | None = None
@@ -155,14 +164,23 @@ class StatsEndpoints:
             return asked
         caller, refresh = asked
         raw_id = request.path_params["id"]
+        if not _ITEM_ID.match(raw_id):
+            # Checked before the site's API is asked: `..`, `.` or an encoded slash would make the
+            # question another path of the API (`/api/post/../stats` is `/api/stats`).
+            return error(400, f"invalid {ID_FIELD[kind]} {raw_id[:140]!r}: letters, digits, - and _ only")
         upstream: dict[str, Any] | None = None
+        missing: Response | None = None  # the site's 404/405, when Trackside may answer alone instead
         content_id = raw_id
-        if kind in self.settings.stats_overlay:
+        mode = self.settings.stats_overlay_mode
+        if kind in self.settings.stats_overlay and mode != "never":
             answer = await self._ask_upstream(request)
-            if not isinstance(answer, dict):
+            if isinstance(answer, dict):
+                upstream = answer
+                content_id = str(answer.get("public_sqid") or answer.get("sqid") or raw_id)
+            elif mode == "auto" and answer.status_code in NO_SUCH_ROUTE:
+                missing = answer
+            else:
                 return answer
-            upstream = answer
-            content_id = str(answer.get("public_sqid") or answer.get("sqid") or raw_id)
         if content_id == raw_id:
             # The site's own (numeric) id, as its API hinted it beside the public one.
             async with self.engine.connect() as conn:
@@ -171,6 +189,9 @@ class StatsEndpoints:
             return error(404, f"no such {kind}")
         owner: str | None = None
         if upstream is None:
+            if missing is not None and not await self._has_views(kind, content_id):
+                # Nothing recorded either: the site's "no such item" (a 404) stands.
+                return missing if missing.status_code == 404 else error(404, f"no such {kind}")
             owner_known, owner = await self._owner(request, kind, content_id)
             if owner_known is None:
                 return error(404, f"no such {kind}")
@@ -186,6 +207,14 @@ class StatsEndpoints:
         body["content_id"] = content_id
         body.update(figures)
         return JSONResponse(body, headers=NO_STORE)
+
+    async def _has_views(self, kind: str, content_id: str) -> bool:
+        """Whether Trackside has recorded anything of the item in the stats' 30 days (the same
+        figures an answer would show, so it is never answered alone with nothing in it)."""
+        now = datetime.now(UTC)
+        async with snapshot(self.engine) as conn:
+            found = await self.item_figures(kind, content_id)(conn, now, False)
+        return found is not None
 
     def item_figures(self, kind: str, content_id: str) -> Compute:
         """What `_cached` computes for one item: today from the recent provisional copy, unless a
@@ -270,7 +299,9 @@ class StatsEndpoints:
         return figures
 
     async def _ask_upstream(self, request: Request) -> dict[str, Any] | Response:
-        url = self.settings.api_url.rstrip("/") + request.url.path
+        # Where the proxy would send this path: the route rules, a stripped `/api` prefix included.
+        target, sent = self.upstreams.resolve(request.url.path)
+        url = target.base + sent
         headers = {"authorization": request.headers.get("authorization", ""), "accept": "application/json"}
         try:
             answer = await self.client.get(url, headers=headers, params=dict(request.query_params))

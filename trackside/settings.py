@@ -173,6 +173,9 @@ class Settings:
     owner_url: str | None = None
     owner_field: str = "owner_id"
     stats_overlay: tuple[str, ...] = ("artwork",)
+    # auto: the site's 404/405 on an item with recorded views is answered by Trackside alone;
+    # always: the site's every non-200 stands; never: the site's API is not asked.
+    stats_overlay_mode: str = "auto"
     stats_cache_seconds: int = 300
     # Scale-out: the ARQ queue the sidecars feed and the workers drain.
     queue_name: str = "trackside:queue"
@@ -208,6 +211,10 @@ class Settings:
                 _check_url(getattr(self, name), PREFIX + name.upper())
         if self.owner_url is not None and "{id}" not in self.owner_url:
             raise ConfigError("TRACKSIDE_OWNER_URL must contain {id}, e.g. http://api:8000/api/p/{id}")
+        if self.stats_overlay_mode not in ("auto", "always", "never"):
+            raise ConfigError(
+                f"TRACKSIDE_STATS_OVERLAY_MODE must be auto, always or never, got {self.stats_overlay_mode!r}"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"TRACKSIDE_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):

@@ -240,7 +240,7 @@ async def test_blog_post_stats_answered_alone_with_owner_from_hints(seeded):
         ("/api/blog-post/post1/stats", {}, 401),
         ("/api/blog-post/post1/stats", bearer("u7"), 403),
         ("/api/blog-post/post1/stats", bearer("u9"), 200),
-        ("/api/blog-post/%3Cscript%3E/stats", MOD, 404),
+        ("/api/blog-post/%3Cscript%3E/stats", MOD, 400),  # not a plain id: refused before anything
     ],
 )
 async def test_authorization(seeded, path, headers, status):
