@@ -505,40 +505,46 @@ class UpstreamPool:
         transport = conn.transport
         if transport is None or transport.is_closing():
             raise _StaleConnection(written=False)
-        conn.requests += 1
-        conn.head_request = method == "HEAD"
-        transport.write(head)
-        if body is not None:
-            # No answer deadline while the client is still sending: the body has its own (each
-            # chunk within the client timeout, each write accepted within the read timeout).
-            sender = asyncio.ensure_future(self._send_body(conn, body, chunked, read_timeout))
-            sender.add_done_callback(lambda _: conn.wake())
-            try:
-                # Until the answer's headers arrive or the body has been sent (or failed).
-                while not (conn.headers_done or conn.error or sender.done()):
-                    await conn.progress(None)
-            except BaseException:
-                sender.cancel()
+        try:
+            conn.requests += 1
+            conn.head_request = method == "HEAD"
+            transport.write(head)
+            if body is not None:
+                # No answer deadline while the client is still sending: the body has its own (each
+                # chunk within the client timeout, each write accepted within the read timeout).
+                sender = asyncio.ensure_future(self._send_body(conn, body, chunked, read_timeout))
+                sender.add_done_callback(lambda _: conn.wake())
+                try:
+                    # Until the answer's headers arrive or the body has been sent (or failed).
+                    while not (conn.headers_done or conn.error or sender.done()):
+                        await conn.progress(None)
+                except BaseException:
+                    sender.cancel()
+                    conn.close()
+                    raise
+                if sender.done() and sender.exception() is not None:
+                    conn.close()
+                    raise sender.exception()  # type: ignore[misc]
+                if not sender.done():
+                    # The upstream answered before taking the whole body (a 413, say): stop sending.
+                    sender.cancel()
+                    conn.keep_alive = False
+            await self._headers(conn, read_timeout)
+            if conn.error is not None and not conn.status:
+                error = conn.error
+                stale = not conn.received_any
                 conn.close()
-                raise
-            if sender.done() and sender.exception() is not None:
-                conn.close()
-                raise sender.exception()  # type: ignore[misc]
-            if not sender.done():
-                # The upstream answered before taking the whole body (a 413, say): stop sending.
-                sender.cancel()
-                conn.keep_alive = False
-        await self._headers(conn, read_timeout)
-        if conn.error is not None and not conn.status:
-            error = conn.error
-            stale = not conn.received_any
+                if stale:
+                    raise _StaleConnection(written=True)
+                if isinstance(error, UpstreamError):
+                    raise error
+                raise UpstreamError(f"the upstream broke the exchange: {error}")
+            return UpstreamResponse(conn)
+        except BaseException:
+            # A timeout, a failed body, a stale connection, a cancelled request: whatever comes
+            # on this connection now belongs to nobody.
             conn.close()
-            if stale:
-                raise _StaleConnection(written=True)
-            if isinstance(error, UpstreamError):
-                raise error
-            raise UpstreamError(f"the upstream broke the exchange: {error}")
-        return UpstreamResponse(conn)
+            raise
 
     async def _headers(self, conn: _Connection, read_timeout: float) -> None:
         while not (conn.headers_done or conn.error):
@@ -568,8 +574,9 @@ class UpstreamPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        while self.idle:
-            self.idle[-1].close()
+        for conn in list(self.idle):
+            conn.close()
+        self.idle.clear()
 
 
 def _head_size(headers: list[tuple[bytes, bytes]]) -> int:

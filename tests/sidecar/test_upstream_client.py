@@ -347,6 +347,25 @@ async def test_resend_when_nothing_was_written():
             pool.close()
 
 
+async def test_a_cancelled_request_closes_its_connection():
+    # The answer to a request nobody waits for any more must not be read as someone else's.
+    async def answer(up: RawUpstream, writer: asyncio.StreamWriter, head: bytes, conn: int, number: int) -> bool:
+        return True  # takes the request, never answers, reads on
+
+    async with RawUpstream(answer) as upstream:
+        pool = pool_for(upstream)
+        try:
+            waiting = asyncio.ensure_future(exchange(pool))
+            await asyncio.sleep(0.1)
+            waiting.cancel()
+            await asyncio.sleep(0.1)
+            assert len(upstream.closed_by_client) == 1
+            assert pool.busy == 0
+            assert len(pool.idle) == 0
+        finally:
+            pool.close()
+
+
 # -- keep-alive hygiene ------------------------------------------------------------------------------
 
 
