@@ -16,10 +16,13 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.aggregate import SiteDay, aggregate_day
+from trackside.events import NAV_BEACON, Event
 from trackside.sketch import DistinctUsers
 from trackside.storage.daily import day_bot_hits, rolled_days
+from trackside.storage.reads import _COLUMNS as EVENT_COLUMNS
+from trackside.storage.reads import _events as rows_to_events
 from trackside.storage.reads import day_events, item_day_events
-from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DAILY_SITE, DAILY_SITE_DIMS
+from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DAILY_SITE, DAILY_SITE_DIMS, EVENTS
 from trackside.views import derive_day
 
 SITE_COUNTS = (
@@ -244,9 +247,35 @@ async def item_days(
             out.append((day, today_copy.items.get((kind, item))))
         else:
             events = await item_day_events(conn, day, kind, item)
+            events += await proxied_near_beacons(conn, day, events, window_seconds)
             figures = figures_of(aggregate_day(day, events, derive_day(events, window_seconds))) if events else None
             out.append((day, figures.items.get((kind, item)) if figures else None))
         day += timedelta(days=1)
+    return out
+
+
+async def proxied_near_beacons(
+    conn: AsyncConnection, day: date, events: list[Event], window_seconds: float
+) -> list[Event]:
+    """For an item's own events: its token-less beacons' visitors' proxied requests near them, which
+    the view derivation needs to count those beacons as the whole day's derivation does."""
+    beacons = [e for e in events if e.unverified]
+    if not beacons:
+        return []
+    have = {e.id for e in events}
+    start = datetime.fromtimestamp(min(e.ts for e in beacons) - window_seconds, UTC).replace(tzinfo=None)
+    end = datetime.fromtimestamp(max(e.ts for e in beacons) + window_seconds, UTC).replace(tzinfo=None)
+    visitors = sorted({e.visitor for e in beacons})
+    out: list[Event] = []
+    for first in range(0, len(visitors), 500):
+        query = select(*EVENT_COLUMNS).where(
+            EVENTS.c.day == day,
+            EVENTS.c.ts >= start,
+            EVENTS.c.ts <= end,
+            EVENTS.c.nav != NAV_BEACON,
+            EVENTS.c.visitor.in_(visitors[first : first + 500]),
+        )
+        out.extend(e for e in rows_to_events(await conn.execute(query)) if e.id not in have)
     return out
 
 

@@ -12,7 +12,14 @@ Rules (DESIGN.md, "Capture"):
 - A beacon page view (the web snippet's) of a path the same visitor's navigation through the proxy
   reached within `BEACON_ECHO_SECONDS` is that navigation, seen twice: each proxied navigation
   absorbs one beacon. A widget beacon is a look at the item, not a page view of this site.
-  Beacons without a valid page token are set aside (`DayViews.unverified`), in no figure.
+- A beacon without a valid page token (the snippet on a page the sidecar did not inject, the
+  site's own code posting to `/api/track/page-view`, a widget on another site) counts when the same
+  visitor made a request through the proxy within the view window of it, before or after: a
+  visitor the proxy serves is a real one, whether or not its page carried the token. That is
+  decided here, from the day's events, never at capture: the proxied request may be stored later,
+  by another sidecar. A beacon so verified then follows every rule above (a proxied navigation of
+  its path absorbs it). Only beacons of visitors the proxy never saw that day are set aside
+  (`DayViews.unverified`), in no figure.
 
 The unit is one UTC day. The anonymous visitor id rotates with the daily salt, so a look cannot
 span midnight anyway, and deriving per day makes live reads and rollups agree exactly."""
@@ -63,7 +70,8 @@ class DayViews:
     page_views: list[PageView]
     looks: list[Look]
     impressions: list[PageView]  # an item shown in a feed, a search result or a widget
-    unverified: list[ev.Event] = field(default_factory=list)  # beacons without a valid page token
+    # Beacons without a valid page token from visitors the proxy never saw near them: in no figure.
+    unverified: list[ev.Event] = field(default_factory=list)
 
 
 class _Users:
@@ -97,9 +105,12 @@ class _Users:
 def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
     """Page views and looks of one UTC day's raw events (any order; bots are never here)."""
     ordered = sorted(events, key=lambda e: (e.ts, e.id))
-    unverified = [e for e in ordered if e.unverified]
-    if unverified:
-        ordered = [e for e in ordered if not e.unverified]
+    unverified: list[ev.Event] = []
+    if any(e.unverified for e in ordered):
+        seen = _Proxied(ordered)
+        unverified = [e for e in ordered if e.unverified and not seen.near(e.visitor, e.ts, window_seconds)]
+        if unverified:
+            ordered = [e for e in ordered if not e.unverified or seen.near(e.visitor, e.ts, window_seconds)]
     users = _Users(ordered)
     proxied = _Navigations(ordered)
 
@@ -146,6 +157,24 @@ def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
     counted = [lk for lk in looks if not by_author(lk.content_kind, lk.content_id, lk.user)]
     shown = [im for im in impressions if not by_author(im.event.content_kind or "", im.event.content_id or "", im.user)]
     return DayViews(page_views, counted, shown, unverified)
+
+
+class _Proxied:
+    """When each visitor made a request through the proxy (anything but a beacon): the evidence
+    that a beacon without a valid page token comes from a real visitor of the site."""
+
+    def __init__(self, events: Iterable[ev.Event]) -> None:
+        self._times: dict[str, list[float]] = defaultdict(list)
+        for e in events:  # in time order
+            if e.nav != ev.NAV_BEACON:
+                self._times[e.visitor].append(e.ts)
+
+    def near(self, visitor: str, ts: float, window: float) -> bool:
+        times = self._times.get(visitor)
+        if not times:
+            return False
+        i = bisect.bisect_left(times, ts - window)
+        return i < len(times) and times[i] <= ts + window
 
 
 class _Navigations:

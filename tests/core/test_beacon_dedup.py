@@ -55,8 +55,11 @@ CASES = [
     ("api calls are not navigations", [ev(0, "api", "/api/p/a1", kind="api_call"), beacon(0.1, "/api/p/a1")],
      [("beacon", "/api/p/a1")]),
     ("a widget view is no page view", [beacon(0, "/p/a1", content=A1, view_type="widget")], []),
-    ("unverified beacons count apart", [ev(0, "document", "/"), beacon(3, "/x", unverified=True)],
-     [("document", "/")]),
+    # Without a valid token: counted when the proxy saw the visitor within the view window, else apart.
+    ("a token-less beacon of a visitor the proxy saw counts",
+     [ev(0, "document", "/"), beacon(3, "/x", unverified=True)], [("document", "/"), ("beacon", "/x")]),
+    ("a token-less beacon of a visitor the proxy never saw counts apart",
+     [ev(0, "document", "/"), beacon(3, "/x", visitor="v2", unverified=True)], [("document", "/")]),
 ]
 
 
