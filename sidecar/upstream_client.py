@@ -43,6 +43,7 @@ _CRLF = b"\r\n"
 _HEAD_END_RUN = 4
 # Timers fire up to a clock tick early: an idle connection this close to its end is closed.
 _TIMER_SLACK = 0.005
+_NEVER = float("inf")
 
 
 class UpstreamError(Exception):
@@ -116,8 +117,9 @@ class _Connection(asyncio.Protocol):
         self.closed = False  # the transport is gone
         self.idle = False  # waiting in the pool's idle list
         self.requests = 0
-        self.born = self.loop.time()
+        self.dies = self.loop.time() + pool.max_lifetime  # closed, at the latest, when idle after this
         self.expires = 0.0  # while idle: when it must be closed
+        self.http11: bool | None = None  # whether its answers are HTTP/1.1, once asked
         # How many CR/LF bytes end everything received so far (see `data_received`).
         self.stream_run = 0
         self.can_write = asyncio.Event()
@@ -266,8 +268,13 @@ class _Connection(asyncio.Protocol):
             raise _Stop()
         self.status = status
         keep_alive = self.parser.should_keep_alive()
-        if keep_alive and self.connection_header and self.parser.get_http_version() != "1.1":
-            keep_alive = False  # an HTTP/1.0 `Connection: keep-alive`: not worth trusting
+        if keep_alive and self.connection_header:
+            # An HTTP/1.0 `Connection: keep-alive` is not trusted. Node says `Connection:
+            # keep-alive` in every answer, so the version (a quarter of a µs to ask) is asked
+            # once per connection: an upstream does not change its HTTP version mid-connection.
+            if self.http11 is None:
+                self.http11 = self.parser.get_http_version() == "1.1"
+            keep_alive = self.http11
         self.keep_alive = keep_alive
         self.message_run = _HEAD_END_RUN
         self.headers_done = True
@@ -357,6 +364,9 @@ class UpstreamPool:
         # Most recently used last: taken from the right (warmest), expired from anywhere.
         self.idle: collections.deque[_Connection] = collections.deque()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_at = _NEVER  # when the sweeper fires
+        self._keep_alive_header: bytes | None = None  # the last `Keep-Alive` value, parsed
+        self._keep_alive_timeout: int | None = None
         self.busy = 0
         self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
 
@@ -377,34 +387,41 @@ class UpstreamPool:
         if len(self.idle) >= self.max_idle or conn.requests >= self.max_requests:
             return False
         now = self.loop.time()
-        idle_for = self.idle_timeout
-        if conn.keep_alive_header is not None:
-            # The upstream says when it will close: close a second before it does.
-            upstream = _keep_alive_timeout(conn.keep_alive_header)
-            if upstream is not None:
-                idle_for = min(idle_for, upstream - 1)
-        expires = min(now + idle_for, conn.born + self.max_lifetime)
+        expires = now + self.idle_timeout
+        header = conn.keep_alive_header
+        if header is not None:
+            # The upstream says when it will close: close a second before it does. An upstream
+            # sends the same value every time: it is parsed once.
+            if header != self._keep_alive_header:
+                self._keep_alive_header = header
+                self._keep_alive_timeout = _keep_alive_timeout(header)
+            if self._keep_alive_timeout is not None and now + self._keep_alive_timeout - 1 < expires:
+                expires = now + self._keep_alive_timeout - 1
+        if conn.dies < expires:
+            expires = conn.dies
         if expires <= now + _TIMER_SLACK:
             return False
         conn.reset()
         conn.expires = expires
         conn.idle = True
         self.idle.append(conn)
-        sweeper = self._sweeper
-        if sweeper is None or expires < sweeper.when():
-            if sweeper is not None:
-                sweeper.cancel()
+        if expires < self._sweep_at:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
             self._sweeper = self.loop.call_at(expires, self._sweep)
+            self._sweep_at = expires
         return True
 
     def _sweep(self) -> None:
         """Close the idle connections whose time is up, before the upstream closes them."""
         self._sweeper = None
+        self._sweep_at = _NEVER
         deadline = self.loop.time() + _TIMER_SLACK
         for conn in [conn for conn in self.idle if conn.expires <= deadline]:
             conn.close()
         if self.idle:
-            self._sweeper = self.loop.call_at(min(conn.expires for conn in self.idle), self._sweep)
+            self._sweep_at = min(conn.expires for conn in self.idle)
+            self._sweeper = self.loop.call_at(self._sweep_at, self._sweep)
 
     def forget(self, conn: _Connection) -> None:
         try:
@@ -429,11 +446,7 @@ class UpstreamPool:
             return conn
         return None
 
-    async def _acquire(self) -> None:
-        if self.busy < self.limit:
-            # A freed slot goes straight to a waiter, so a free one means nobody waits.
-            self.busy += 1
-            return
+    async def _wait_for_slot(self) -> None:
         waiter: asyncio.Future[bool] = self.loop.create_future()
         self._waiters.append(waiter)
         timer = self.loop.call_later(self.pool_wait, _expire, waiter)
@@ -472,7 +485,11 @@ class UpstreamPool:
             head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")
         head_bytes = b"".join(head)
-        await self._acquire()
+        if self.busy < self.limit:
+            # A freed slot goes straight to a waiter, so a free one means nobody waits.
+            self.busy += 1
+        else:
+            await self._wait_for_slot()
         try:
             conn = self._take()
             if conn is not None:
@@ -491,7 +508,10 @@ class UpstreamPool:
             except _StaleConnection:
                 raise UpstreamError("the upstream closed the connection without answering") from None
         finally:
-            self._release()
+            if self._waiters:
+                self._release()
+            else:
+                self.busy -= 1
 
     async def _exchange(
         self,
@@ -574,6 +594,7 @@ class UpstreamPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+            self._sweep_at = _NEVER
         for conn in list(self.idle):
             conn.close()
         self.idle.clear()
