@@ -70,11 +70,18 @@ def serve(no_capture: bool, **flags: Any) -> None:
     # Worker processes rebuild the same settings from the environment.
     os.environ.update(settings.to_env())
     os.environ[MIGRATED_ENV] = "1"
+    # The server processes' counters, added up by whichever of them answers a scrape.
+    from trackside.metric_files import SHARED_ENV, new_run_dir, remove_run_dir
+
+    metrics_dir = os.environ[SHARED_ENV] = new_run_dir()
     mode = "embedded (no Redis)" if settings.redis_url is None else "Redis"
     log.info("Trackside %s mode: %r", mode, settings)
     options = uvicorn_options(settings)
     options["log_config"] = None  # keep the logging configured above (text or JSON)
-    uvicorn.run("sidecar.app:create_app", factory=True, workers=settings.workers, **options)
+    try:
+        uvicorn.run("sidecar.app:create_app", factory=True, workers=settings.workers, **options)
+    finally:
+        remove_run_dir(metrics_dir)  # after a kill, the next `trackside serve` removes it
 
 
 @main.command()
@@ -174,3 +181,72 @@ def report(since: str | None, until: str | None, as_json: bool, database_url: st
 
     data = asyncio.run(run())
     click.echo(json.dumps(data, indent=2) if as_json else format_report(data))
+
+
+@main.group()
+def keys() -> None:
+    """API keys for server-to-server callers: write (the events API) or read."""
+
+
+def _keys_run(database_url: str | None, work: Any) -> Any:
+    from trackside.storage.engine import create_engine
+    from trackside.storage.migrate import migrate
+
+    settings = _settings(database_url=database_url)
+
+    async def run() -> Any:
+        if settings.auto_migrate:
+            await migrate(settings.database_url)
+        engine = create_engine(settings.database_url)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@keys.command("create")
+@click.option("--scope", type=click.Choice(["write", "read"]), required=True, help="write: send events; read: stats")
+@click.option("--name", required=True, help="What the key is for, e.g. mqtt-handler")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def keys_create(scope: str, name: str, database_url: str | None) -> None:
+    """Make a key; it is printed once and only its hash is stored."""
+    from trackside.api_keys import KeyError_, create_key
+
+    try:
+        key, secret = _keys_run(database_url, lambda engine: create_key(engine, name, scope))
+    except KeyError_ as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(f"created key {key.id} ({key.scope}, {key.name!r}); keep it now, it is not shown again:", err=True)
+    click.echo(secret)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def keys_list(as_json: bool, database_url: str | None) -> None:
+    """The keys, revoked ones included (never their secrets)."""
+    from trackside.api_keys import list_keys
+
+    found = _keys_run(database_url, list_keys)
+    if as_json:
+        click.echo(json.dumps([k.as_dict() for k in found], indent=2))
+        return
+    for k in found:
+        row = k.as_dict()
+        state = f"revoked {row['revoked_at']}" if k.revoked_at else "active"
+        click.echo(f"{k.id}  {k.scope:<5}  {row['created_at']}  {state:<28}  {k.name}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def keys_revoke(key_id: str, database_url: str | None) -> None:
+    """Revoke a key by its id (every sidecar refuses it within 10 seconds)."""
+    from trackside.api_keys import revoke_key
+
+    if not _keys_run(database_url, lambda engine: revoke_key(engine, key_id)):
+        click.echo(f"trackside: no active key {key_id!r}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked key {key_id}")

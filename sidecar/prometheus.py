@@ -1,9 +1,10 @@
 """The sidecar's own metrics in Prometheus' text format at `/_trackside/metrics`.
 
-Counters come from the pipeline's plain in-process counters (`trackside.metrics.Metrics`), read at
-scrape time, so the request path pays for one dict increment, not for a Prometheus object. Each
-server process answers for itself (uvicorn workers share the port): scrape with a short interval,
-or run one worker per container."""
+Counters come from the pipeline's plain counters (`trackside.metrics.Metrics`), read at scrape
+time, so the request path pays for one dict increment (and one store into the process's counter
+file), not for a Prometheus object. Under `trackside serve --workers N` whichever process answers
+a scrape adds up every server process's counters (`trackside.metric_files`): one scrape is the
+whole sidecar, and a counter never goes back while it runs."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ COUNTERS = {
         "trackside_events_lost_unclean_shutdown",
         "Events captured by an earlier process that was killed before it could flush them",
     ),
+    "upstream_busy": ("trackside_upstream_busy", "503 answers: no upstream connection came free in time"),
+    "upstream_broken_stream": ("trackside_upstream_broken_stream", "Answers cut off: the upstream broke mid-body"),
+    "beacons": ("trackside_beacons", "Beacons recorded with a valid page token"),
+    "beacons_unverified": (
+        "trackside_beacons_unverified",
+        "Beacons recorded without a valid page token (they count if the proxy saw the visitor)",
+    ),
 }
 
 
@@ -42,7 +50,8 @@ class SidecarCollector(Collector):
         self.gauges = gauges
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        counts = self.metrics.snapshot()
+        totals = self.metrics.totals()
+        counts = totals.counts
         for key, (name, help_text) in COUNTERS.items():
             yield CounterMetricFamily(name, help_text, value=counts.get(key, 0))
         skipped = CounterMetricFamily("trackside_skipped", "Requests kept as no event, by reason", labels=["reason"])
@@ -50,12 +59,25 @@ class SidecarCollector(Collector):
             if key.startswith("skipped_"):
                 skipped.add_metric([key[len("skipped_") :]], value)
         yield skipped
+        responses = CounterMetricFamily(
+            "trackside_upstream_responses",
+            "Upstream answers by route prefix, upstream and status class",
+            labels=["route", "upstream", "status"],
+        )
+        for (route, upstream, status), value in sorted(totals.responses.items()):
+            responses.add_metric([route, upstream, status], value)
+        yield responses
         for gauge, level in self.gauges().items():
             yield GaugeMetricFamily("trackside_" + gauge, gauge.replace("_", " "), value=level)
-        buckets, total, count = self.metrics.latency_histogram()
-        yield HistogramMetricFamily(
-            "trackside_upstream_seconds", "Time to the upstream's response headers", buckets=buckets, sum_value=total
+        latency = HistogramMetricFamily(
+            "trackside_upstream_seconds",
+            "Time to the upstream's response headers, by route prefix and upstream",
+            labels=["route", "upstream"],
         )
+        for (route, upstream), histogram in sorted(totals.latency.items()):
+            buckets, total, _ = histogram.cumulative()
+            latency.add_metric([route, upstream], buckets, sum_value=total)
+        yield latency
 
 
 def render(collector: SidecarCollector) -> bytes:

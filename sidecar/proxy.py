@@ -286,7 +286,7 @@ class ProxyApp:
                 # of the cap are free before the answer streams back.
                 if buffered is not None:
                     buffered.close()
-            self.metrics.observe_upstream(time.perf_counter() - t0)
+            self.metrics.observe_upstream(time.perf_counter() - t0, target.prefix or "/", target.base, response.status)
             finished = False
             sent_headers = response_headers(response.headers)
             if answer is not None:

@@ -30,6 +30,9 @@ async def test_health_ready_and_prometheus_metrics(upstream_url, make_settings):
     assert "trackside_bot_hits_total 1.0" in lines
     assert 'trackside_skipped_total{reason="asset"} 1.0' in lines
     assert "trackside_events_buffered 0.0" in lines
-    assert "trackside_upstream_seconds_count 5.0" in lines
+    # Per route prefix and upstream (one route here: the frontend's "/"), and by status class.
+    upstream = f'route="/",upstream="{upstream_url}"'
+    assert f"trackside_upstream_seconds_count{{{upstream}}} 5.0" in lines
+    assert f'trackside_upstream_responses_total{{route="/",status="2xx",upstream="{upstream_url}"}} 5.0' in lines
     assert as_json["events_captured"] == 3
     assert as_json["requests"] == 5
