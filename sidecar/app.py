@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sidecar.api_routes import TracksideApi
 from sidecar.beacon import BeaconApp
 from sidecar.dashboard_routes import Dashboard
+from sidecar.events_api import ROUTE as EVENTS_ROUTE
+from sidecar.events_api import EventsApi
 from sidecar.inject import SnippetInjector
 from sidecar.prometheus import CONTENT_TYPE, SidecarCollector, render
 from sidecar.proxy import ProxyApp
@@ -24,6 +26,7 @@ from sidecar.server import MIGRATED_ENV
 from sidecar.server import configure as configure_server
 from sidecar.snippet import SnippetFile
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
+from trackside.api_keys import KeyRing
 from trackside.logs import configure_logging
 from trackside.page_token import PageTokens
 from trackside.pipeline import Pipeline
@@ -45,6 +48,7 @@ class SidecarApp:
         tokens = PageTokens(capturer.salts, settings.site, settings.beacon_token_minutes * 60.0)
         self.snippet = SnippetFile()
         self.beacon = BeaconApp(settings, capturer, tokens)
+        self.events_api = EventsApi(settings, capturer, self.pipeline.buffer, KeyRing(self.pipeline.engine))
         self.entry: ASGIApp = self.proxy
         if settings.inject_snippet:
             self.entry = SnippetInjector(self.proxy, self.snippet.url, tokens, capturer)
@@ -63,6 +67,8 @@ class SidecarApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
+        elif scope["type"] == "http" and scope["path"] == EVENTS_ROUTE:
+            await self.events_api(scope, receive, send)  # server-side events: reports, not requests
         elif scope["type"] == "http" and self.beacon.handles(scope["path"]):
             await self.beacon(scope, receive, send)  # beacons are reports, not requests to count
         elif scope["type"] == "http" and self.snippet.handles(scope["path"]):

@@ -123,6 +123,9 @@ def aggregate_day(day: date, events: list[ev.Event], views: DayViews, bot_hits: 
             item.views_authenticated += 1
             item.viewers_authenticated.add(look.who)
             item.users.add(look.user)
+        # Site-wide looks by view type (view, player, widget, ...) and by the viewer's device.
+        _dim(out, "view_type", first.view_type or "view", look.user, look.who)
+        _dim(out, "view_device", first.device, look.user, look.who)
         at = _at(first.ts)
         item.first_at = at if item.first_at is None or at < item.first_at else item.first_at
         item.last_at = at if item.last_at is None or at > item.last_at else item.last_at

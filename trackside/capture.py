@@ -28,6 +28,7 @@ from trackside.enrich.visitor import SaltSource, visitor_hash
 from trackside.items import ItemError, parse_items_hint
 from trackside.metrics import Metrics
 from trackside.paths import MAX_PATH, ContentMatcher, EventRules, Labeler
+from trackside.player_views import HintedViews
 from trackside.settings import Settings, parse_event_rule
 
 logger = logging.getLogger("trackside.capture")
@@ -117,6 +118,10 @@ class Capturer:
         self.labeler = Labeler(settings.label_rules)
         self.content = ContentMatcher(settings.content_rules)
         self.event_rules = EventRules(parse_event_rule(r) for r in settings.event_rules)
+        # Typed looks (a player's view) from the site's hints or the view-type rules.
+        self.typed_views = HintedViews(
+            settings.content_rules, self.content.match, settings.view_type_rules, lambda: metrics.inc("bad_view_hint")
+        )
         self.client_ip = ClientIP(settings.trusted_proxies)
         self.tokens = TokenVerifier(settings.jwt_secret)
         self.countries = CountryLookup(settings.geoip_db, settings.country_header)
@@ -240,6 +245,12 @@ class Capturer:
                 alias = _hint(hints, HINT_ITEM_ID)
                 if alias is not None:
                     self.sink.put_alias(content_kind, alias, content_id)
+        view_type = None
+        if kind in (ev.PAGE_VIEW, ev.API_CALL) and status < 400:
+            found_item = (content_kind, content_id) if content_kind and content_id else None
+            typed = self.typed_views.look(page_path, hints, found_item)
+            if typed is not None:
+                content_kind, content_id, view_type = typed
         event_name = _hint(hints, HINT_EVENT)
         if event_name is None and 200 <= status < 300:
             event_name = self.event_rules.match(method, path)
@@ -268,6 +279,7 @@ class Capturer:
                 author_id=_hint(hints, HINT_AUTHOR),
                 content_kind=content_kind,
                 content_id=content_id,
+                view_type=view_type,
                 country=self.countries.country(ip, country_header),
                 referrer=referrer,
                 utm_source=source,

@@ -57,6 +57,8 @@ async def build_report(engine: AsyncEngine, since: date, until: date, window_sec
         "unique_visitors": totals.unique_visitors,
         "unique_visitors_authenticated": totals.unique_visitors_authenticated,
         "content": dict(sorted(content.items())),
+        "content_views_by_type": dim("view_type"),
+        "content_views_by_device": dim("view_device"),
         "api_calls": counts["api_calls"],
         "errors": dim("error"),
         "signups": counts["signups"],
@@ -104,6 +106,8 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  {row['views']:>10}  {row['views_authenticated']:>6}  {row['unique_viewers']:>6}  {row['id']}"
             )
         lines.append("")
+    block("Content views by view type", report["content_views_by_type"])
+    block("Content views by device", report["content_views_by_device"])
     block("Errors by type", report["errors"])
     block("Devices", report["devices"])
     block("Browsers", report["browsers"])

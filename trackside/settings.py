@@ -177,6 +177,11 @@ class Settings:
     # always: the site's every non-200 stands; never: the site's API is not asked.
     stats_overlay_mode: str = "auto"
     stats_cache_seconds: int = 300
+    # The events API (`POST /_trackside/api/event`): events one API key may send a second, per
+    # process (a one-second burst); beyond it 429.
+    events_api_rate: int = 1000
+    # Path prefixes whose item looks have a view type: `/api/player/=player` (see player_views.py).
+    view_type_rules: tuple[str, ...] = ()
     # Scale-out: the ARQ queue the sidecars feed and the workers drain.
     queue_name: str = "trackside:queue"
     log_level: str = "info"
@@ -237,6 +242,7 @@ class Settings:
             "flush_batch",
             "max_header_bytes",
             "beacon_token_minutes",
+            "events_api_rate",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TRACKSIDE_{name.upper()} must be at least 1, got {getattr(self, name)}")
@@ -260,6 +266,12 @@ class Settings:
         _check_request_bodies(self)
         for event_rule in self.event_rules:
             parse_event_rule(event_rule)
+        from trackside.player_views import ViewRuleError, parse_view_type_rules
+
+        try:
+            parse_view_type_rules(self.view_type_rules)
+        except ViewRuleError as exc:
+            raise ConfigError(f"TRACKSIDE_VIEW_TYPE_RULES: {exc}") from None
 
     def to_env(self) -> dict[str, str]:
         """The inverse of `from_env`, so worker processes started by the server rebuild the same object."""
@@ -312,6 +324,7 @@ _INTS = {
     "beacon_token_minutes",
     "stats_cache_seconds",
     "flood_per_minute",
+    "events_api_rate",
     "body_memory_bytes",
     "body_buffer_max_bytes",
     "body_min_rate",
@@ -335,6 +348,7 @@ _TUPLES = {
     "stats_overlay",
     "beacon_origins",
     "stream_uploads",
+    "view_type_rules",
 }
 
 

@@ -38,7 +38,9 @@ PAGE_DIMENSIONS = {
     "hour": "hour",
     "utm_source": "utm_source",
 }
-OTHER_DIMENSIONS = ("day", "content", "error_type", "authenticated")
+# Content views (looks) by the look's view type (view, player, widget, ...) or the viewer's device.
+LOOK_DIMENSIONS = {"view_type": "view_type", "view_device": "view_device"}
+OTHER_DIMENSIONS = ("day", "content", "error_type", "authenticated", *LOOK_DIMENSIONS)
 DIMENSIONS = (*PAGE_DIMENSIONS, *OTHER_DIMENSIONS)
 CONTENT_METRICS = ("content_views", "unique_viewers", "impressions")
 MAX_DAYS = 400
@@ -128,6 +130,9 @@ def parse_query(raw: dict[str, Any], today: date) -> Query:
         bad = [m for m in metrics if m not in ("page_views", "visitors")]
         if bad:
             raise QueryError("metrics", f"{bad[0]!r} cannot be broken down by {grouped}; use page_views or visitors")
+    elif grouped in LOOK_DIMENSIONS:
+        if metrics != ("content_views",):
+            raise QueryError("metrics", f"by {grouped} the metric is content_views")
     elif grouped == "error_type":
         if metrics != ("errors",):
             raise QueryError("metrics", "by error_type the metric is errors")
@@ -266,7 +271,7 @@ def _group(grouped: str | None, days: list[DayFigures], metrics: tuple[str, ...]
             "true": {"page_views": pv_auth, "visitors": users},
             "false": {"page_views": pv - pv_auth, "visitors": anonymous},
         }
-    dim = "error" if grouped == "error_type" else PAGE_DIMENSIONS[grouped]
+    dim = "error" if grouped == "error_type" else LOOK_DIMENSIONS.get(grouped) or PAGE_DIMENSIONS[grouped]
     out: dict[str, Counter[str]] = defaultdict(Counter)
     for d in days:
         for (name, key), (count, _, visitors, _) in d.dims.items():
@@ -274,6 +279,7 @@ def _group(grouped: str | None, days: list[DayFigures], metrics: tuple[str, ...]
                 out[key]["page_views"] += count
                 out[key]["visitors"] += visitors
                 out[key]["errors"] += count
+                out[key]["content_views"] += count
     return {k: {m: v[m] for m in metrics} for k, v in out.items()}
 
 
