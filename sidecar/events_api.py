@@ -136,7 +136,8 @@ class EventsApi:
             )
             return
         self.metrics.inc("events_api_accepted")
-        await _answer(send, 202, {"status": "accepted"})
+        await send(_ACCEPTED_START)
+        await send(_ACCEPTED_BODY)
 
     async def _authenticate(self, authorization: str | None) -> str:
         scheme, _, token = (authorization or "").partition(" ")
@@ -158,6 +159,18 @@ class EventsApi:
 
 
 _CHALLENGE = [(b"www-authenticate", b'Bearer realm="trackside"')]
+# The answer to almost every call, made once.
+_ACCEPTED_PAYLOAD = b'{"status": "accepted"}'
+_ACCEPTED_START = {
+    "type": "http.response.start",
+    "status": 202,
+    "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_ACCEPTED_PAYLOAD)).encode()),
+        (b"cache-control", b"no-store"),
+    ],
+}
+_ACCEPTED_BODY = {"type": "http.response.body", "body": _ACCEPTED_PAYLOAD}
 
 
 async def _read_body(receive: Receive) -> bytes:

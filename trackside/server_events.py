@@ -19,10 +19,11 @@ key), so a retried call makes the same id and the insert-or-ignore on ids stores
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import re
+import socket
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -87,17 +88,7 @@ def parse_body(raw: bytes, kinds: frozenset[str]) -> ServerEvent:
     url = body.get("url")
     if not isinstance(url, str) or not url or len(url) > MAX_URL:
         raise BodyError("url", f"a URL (or a path starting with /) of at most {MAX_URL} characters is required")
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        raise BodyError("url", "not a URL") from None
-    if parts.scheme and parts.scheme not in ("http", "https"):
-        raise BodyError("url", "http or https only")
-    if parts.scheme and not parts.netloc:
-        raise BodyError("url", "an absolute URL needs a host")
-    path = unquote(parts.path or "/")
-    if not path.startswith("/") or len(path) > MAX_PATH or not path.isprintable():
-        raise BodyError("url", f"its path must start with / and be at most {MAX_PATH} printable characters")
+    path, query, host = _split_url(url)
     domain = body.get("domain")
     if domain is not None and (not isinstance(domain, str) or len(domain) > 255):
         raise BodyError("domain", "a string of at most 255 characters")
@@ -120,9 +111,25 @@ def parse_body(raw: bytes, kinds: frozenset[str]) -> ServerEvent:
             raise BodyError("props.view_type", "needs props.item, the item that was viewed")
     player = _token(props.get("player"), "props.player")
     event_id = _token(props.get("event_id"), "props.event_id")
-    return ServerEvent(
-        name, path, parts.query, parts.hostname or domain or None, referrer, item, view_type, player, event_id
-    )
+    return ServerEvent(name, path, query, host or domain or None, referrer, item, view_type, player, event_id)
+
+
+@lru_cache(maxsize=4096)
+def _split_url(url: str) -> tuple[str, str, str | None]:
+    """(path, query, host) of an event's URL; a caller sends the same few URLs over and over."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:
+        raise BodyError("url", "not a URL") from None
+    if parts.scheme and parts.scheme not in ("http", "https"):
+        raise BodyError("url", "http or https only")
+    if parts.scheme and not parts.netloc:
+        raise BodyError("url", "an absolute URL needs a host")
+    path = unquote(parts.path or "/")
+    if not path.startswith("/") or len(path) > MAX_PATH or not path.isprintable():
+        raise BodyError("url", f"its path must start with / and be at most {MAX_PATH} printable characters")
+    return path, parts.query, host
 
 
 def _item(value: Any, kinds: frozenset[str]) -> tuple[str, str] | None:
@@ -189,12 +196,12 @@ class ServerEvents:
         c = self.capturer
         label = c.labeler.label(event.path)
         player = event.player
+        ip = _leftmost(forwarded_for) or peer or ""  # a malformed header is the caller's 400, bot or not
         if player is None and event.view_type != PLAYER:
             bot = bot_name(user_agent, self.settings.bot_allowlist)
             if bot is not None:
                 c.sink.put_bot(ev.BotHit(started, bot, label))
                 return "bot"
-        ip = _leftmost(forwarded_for) or peer or ""
         salt = c.salt_at(started)
         if player is not None:
             visitor = visitor_hash(salt, self.settings.site, "player:" + player, "")
@@ -239,11 +246,14 @@ class ServerEvents:
 
 
 def _leftmost(forwarded_for: str | None) -> str | None:
-    """The visitor's address as the caller forwards it: the first `X-Forwarded-For` entry."""
+    """The visitor's address as the caller forwards it: the first `X-Forwarded-For` entry, in its
+    canonical form. (Not memoised: no raw address is kept once its event is made.)"""
     if not forwarded_for:
         return None
     first = forwarded_for.split(",", 1)[0].strip()
-    try:
-        return str(ipaddress.ip_address(first))
-    except ValueError:
-        raise BodyError("X-Forwarded-For", "the first entry must be an IP address") from None
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_ntop(family, socket.inet_pton(family, first))
+        except OSError:
+            continue
+    raise BodyError("X-Forwarded-For", "the first entry must be an IP address")

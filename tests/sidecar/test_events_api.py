@@ -401,3 +401,18 @@ def test_idempotent_ids_are_per_key_and_settings_are_checked():
     assert Settings.from_env({"TRACKSIDE_VIEW_TYPE_RULES": "/api/player/=player"}).view_type_rules == (
         "/api/player/=player",
     )
+
+
+async def test_bad_headers_are_a_400_naming_them(make_settings, sqlite_url):
+    key = await new_key(sqlite_url)
+    view = {"name": "pageview", "url": "/p/a1"}
+    async with run_server(site) as upstream:
+        async with run_sidecar(settings_for(make_settings, upstream, sqlite_url)) as (url, app):
+            async with httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer " + key}) as c:
+                forwarded = await c.post("/_trackside/api/event", json=view, headers={"x-forwarded-for": "unknown"})
+                idempotency = await c.post("/_trackside/api/event", json=view, headers={"idempotency-key": "a b"})
+                big = await c.post("/_trackside/api/event", json={**view, "domain": "x" * 9000})
+    assert forwarded.status_code == 400 and forwarded.json()["field"] == "X-Forwarded-For"
+    assert idempotency.status_code == 400 and idempotency.json()["field"] == "Idempotency-Key"
+    assert big.status_code == 413 and big.json()["field"] == "body"
+    assert await stored_events(sqlite_url) == 0
