@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterable
 
@@ -38,6 +39,8 @@ _RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Response headers the parser callback looks at (lower-cased).
 _WATCHED = frozenset({b"transfer-encoding", b"keep-alive", b"connection"})
 _CRLF = b"\r\n"
+# Control characters llhttp lets through in a reason phrase (stricter parsers refuse them).
+_BAD_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # A head ends with CR LF CR LF; strict llhttp accepts no other line end, and no head line can end
 # in CR or LF itself, so exactly these four CR/LF bytes end a head (and a chunked body's last chunk).
 _HEAD_END_RUN = 4
@@ -140,6 +143,10 @@ class _Connection(asyncio.Protocol):
         self.head_request = False
         self.head_seen = 0  # bytes received before the head was complete
         self.head_spent = 0  # the size of the 1xx heads before it
+        self.informational = 0  # how many 1xx heads came before it
+        # The reads until the head was complete: the first, and any more (a head over several reads).
+        self.head_first = b""
+        self.head_more: list[bytes] | None = None
         self.chunked = False
         self.keep_alive_header: bytes | None = None
         self.connection_header = False
@@ -155,7 +162,20 @@ class _Connection(asyncio.Protocol):
             # Bytes after a whole answer, or while nobody asked: never anyone's answer.
             self.close()
             return
-        self.received_any = True
+        if not self.headers_done:
+            self.head_seen += len(data)
+            if not self.received_any:
+                self.received_any = True
+                self.head_first = data
+                if data[0] == 13 or data[0] == 10:
+                    # llhttp skips blank lines before a status line; stricter parsers do not.
+                    self.fail(UpstreamError("the upstream's answer began with a blank line"))
+                    self.close()
+                    return
+            elif self.head_more is None:
+                self.head_more = [data]
+            else:
+                self.head_more.append(data)
         # llhttp skips CR and LF between messages without a callback (every other byte starts a
         # message, and `on_message_begin` stops it): to see CR/LF sent after the answer, count the
         # CR/LF bytes ending the stream and compare with those ending the answer.
@@ -165,8 +185,6 @@ class _Connection(asyncio.Protocol):
             self.stream_run = self.stream_run + run if run == len(data) else run
         else:
             self.stream_run = 0
-        if not self.headers_done:
-            self.head_seen += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -228,6 +246,11 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             raise _Stop()  # a second answer nobody asked for
 
+    def on_status(self, reason: bytes) -> None:
+        if not reason.isalpha() and _BAD_REASON.search(reason):
+            self.fail(UpstreamError("the upstream's status line has control characters"))
+            raise _Stop()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
             return  # a chunked body's trailer: never a header (dropped, as nginx does)
@@ -235,8 +258,9 @@ class _Connection(asyncio.Protocol):
         self.response_headers.append((name, value))
         if name in _WATCHED:
             if name == b"transfer-encoding":
-                # Only plain chunked framing is read the same way by every parser on the way.
-                if self.chunked or value.strip().lower() != b"chunked":
+                # Only plain chunked framing is read the same way by every parser on the way
+                # (llhttp keeps trailing whitespace: `chunked\t` would not be chunked to it).
+                if self.chunked or value.lower() != b"chunked":
                     self.fail(UpstreamError("the upstream sent an unsupported Transfer-Encoding"))
                     raise _Stop()
                 self.chunked = True
@@ -251,6 +275,7 @@ class _Connection(asyncio.Protocol):
             # 100 Continue, 103 Early Hints: not the answer; the real one follows. Its head counts
             # towards the cap of the answer's (endless 103s are no way around it).
             self.head_spent += _head_size(self.response_headers)
+            self.informational += 1
             self.response_headers = []
             self.chunked = self.connection_header = False
             self.keep_alive_header = None
@@ -266,6 +291,12 @@ class _Connection(asyncio.Protocol):
         if self.head_seen > limit and self.head_spent + _head_size(self.response_headers) > limit:
             self.fail(UpstreamError(f"the upstream's response head is over {limit} bytes"))
             raise _Stop()
+        if self.informational:
+            head = self.head_first + b"".join(self.head_more or ())
+            if _blank_line_after_1xx(head, self.informational):
+                self.fail(UpstreamError("the upstream sent a blank line after an informational answer"))
+                raise _Stop()
+        self.head_first = b""  # its body may be in the same read: not held longer than needed
         self.status = status
         keep_alive = self.parser.should_keep_alive()
         if keep_alive and self.connection_header:
@@ -603,6 +634,20 @@ class UpstreamPool:
 def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
     # The status line is not kept; 17 bytes is its shortest ("HTTP/1.1 200 \r\n" and the blank line).
     return sum(len(name) + len(value) + 4 for name, value in headers) + 17
+
+
+def _blank_line_after_1xx(head: bytes, informational: int) -> bool:
+    """Whether a CR or LF follows one of the `informational` 1xx heads at the start of `head`
+    (llhttp skips them silently). A head holds no CR LF CR LF but its end, and a 1xx no body."""
+    end = 0
+    for _ in range(informational):
+        end = head.find(b"\r\n\r\n", end)
+        if end < 0:
+            return False
+        end += 4
+        if head[end : end + 1] in (b"\r", b"\n"):
+            return True
+    return False
 
 
 def _keep_alive_timeout(value: bytes) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import h11
 import httpx
 import pytest
 
-from sidecar.upstream_client import UpstreamBusy, UpstreamError, UpstreamPool
+from sidecar.upstream_client import UpstreamBusy, UpstreamError, UpstreamPool, UpstreamTimeout
 from tests.servers import run_sidecar
 from tests.sidecar.upstream_corpus import CASES, HEAD_CAP, OK5, SECOND, Case
 
@@ -98,14 +99,21 @@ class Outcome:
     reuse: bool = False
 
 
-async def exchange(pool: UpstreamPool, method: str = "GET", target: bytes = b"/") -> Outcome:
-    """One request as the proxy makes it: the answer's head, then its body to the end."""
+async def exchange(pool: UpstreamPool, method: str = "GET", target: bytes = b"/", read_timeout: float = 2.0) -> Outcome:
+    """One request as the proxy makes it: the answer's head, then its body to the end. With a
+    short `read_timeout`, an answer that stops short (the upstream still connected) fails too."""
     body = b""
     try:
-        response = await pool.request(method, target, [(b"host", b"upstream")], None, chunked=False, read_timeout=2.0)
-        async for chunk in response.body(2.0):
+        response = await pool.request(
+            method, target, [(b"host", b"upstream")], None, chunked=False, read_timeout=read_timeout
+        )
+        async for chunk in response.body(read_timeout):
             body += chunk
     except UpstreamError:
+        return Outcome(None, body)
+    except UpstreamTimeout:
+        if read_timeout >= 1:
+            raise  # no case of the corpus leaves the client waiting
         return Outcome(None, body)
     return Outcome(response.status, body)
 
@@ -204,6 +212,72 @@ async def test_client_never_accepts_more_than_h11(case: Case):
                 if case.status is not None:
                     assert ours.body == case.body, where
                 assert ours.reuse == case.reuse, where
+        finally:
+            pool.close()
+
+
+# Bytes a mutation puts in: line ends, separators, digits, hex, the start of a status line, every
+# control character, DEL and bytes above ASCII.
+_MUTATION_BYTES = bytes(range(32)) + b"\r\n\r\n :;,=0123456789aAfFHTP/.-\x7f\x80\xff"
+
+
+def _mutate(rng: random.Random, stream: bytes) -> bytes:
+    data = bytearray(stream)
+    for _ in range(rng.randint(1, 3)):
+        operation = rng.randrange(5)
+        at = rng.randrange(len(data)) if data else 0
+        if operation == 0 and data:
+            data[at] = rng.choice(_MUTATION_BYTES)
+        elif operation == 1:
+            data[at:at] = bytes([rng.choice(_MUTATION_BYTES)])
+        elif operation == 2 and data:
+            del data[at]
+        elif operation == 3 and data:
+            data[at:at] = data[at : at + rng.randint(1, 8)]
+        else:
+            data += rng.choice(CASES).stream[: rng.randint(0, 60)]
+    return bytes(data)
+
+
+async def test_client_never_accepts_more_than_h11_fuzzed():
+    # The corpus's answers mutated (a seeded generator: the same examples every run), cut once at
+    # a random byte, the connection closed after them or not: the same three rules as above.
+    rng = random.Random(20261204)
+    plan: dict[str, object] = {}
+
+    async def answer(up: RawUpstream, writer: asyncio.StreamWriter, head: bytes, conn: int, number: int) -> bool:
+        stream: bytes = plan["stream"]  # type: ignore[assignment]
+        split: int = plan["split"]  # type: ignore[assignment]
+        try:
+            writer.write(stream[:split])
+            await writer.drain()
+            if 0 < split < len(stream):
+                await asyncio.sleep(0.001)
+                writer.write(stream[split:])
+                await writer.drain()
+        finally:
+            plan["sent"].set()  # type: ignore[attr-defined]
+        return not plan["closes"]
+
+    async with RawUpstream(answer) as upstream:
+        pool = pool_for(upstream)
+        try:
+            for _ in range(600):
+                base = rng.choice(CASES)
+                case = Case("fuzzed", _mutate(rng, base.stream), None, method=base.method, closes=rng.random() < 0.5)
+                split = rng.randint(0, len(case.stream))
+                plan.update(stream=case.stream, split=split, closes=case.closes, sent=asyncio.Event())
+                ours = await exchange(pool, case.method, read_timeout=0.1)
+                await asyncio.wait_for(plan["sent"].wait(), 2)  # type: ignore[attr-defined]
+                await asyncio.sleep(0.001)
+                ours.reuse = live_idle(pool) > 0
+                ref = reference(case, split)
+                where = f"{case.stream!r} split at {split}, closed after: {case.closes}, {case.method}"
+                assert ref.body.startswith(ours.body), where
+                if ours.status is not None:
+                    assert (ours.status, ours.body) == (ref.status, ref.body), where
+                if ours.reuse:
+                    assert ref.reuse, where
         finally:
             pool.close()
 

@@ -102,6 +102,13 @@ CASES: tuple[Case, ...] = (
     Case("status-101-unasked", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nraw",
          None),
     Case("not-http", b"SSH-2.0-OpenSSH_9.6\r\n", None, closes=True),
+    # What llhttp lets through and h11 does not, found by `test_client_never_accepts_more_than_h11_fuzzed`.
+    Case("nul-in-reason", b"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok", None),
+    Case("vertical-tab-in-reason", b"HTTP/1.1 200 \x0bOK\r\nContent-Length: 2\r\n\r\nok", None),
+    Case("blank-line-before-answer", b"\r\n" + OK5, None),
+    Case("blank-line-after-100", b"HTTP/1.1 100 Continue\r\n\r\n\r\n" + OK5, None),
+    Case("chunked-with-trailing-tab", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+         None, closes=True),
     Case("oversized-head", b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (HEAD_CAP + 100) + b"\r\nContent-Length: 2\r\n\r\nok",
          None),
     # Each early-hints head is under the cap, together they are over: the cap is the answer's.
