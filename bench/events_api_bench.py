@@ -150,7 +150,7 @@ def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE)
     return {
         "requests": requests,
         "non_2xx": int(bad.group(1)) if bad else 0,

@@ -53,6 +53,7 @@ class SidecarApp:
         if settings.inject_snippet:
             self.entry = SnippetInjector(self.proxy, self.snippet.url, tokens, capturer)
         self.stats = StatsEndpoints(settings, self.pipeline.engine, self.pipeline.capturer.tokens)
+        self.stats.authorizer.keys = self.events_api.keys  # read keys for the stats and the query API
         self.own = Starlette(
             routes=[
                 Route("/_trackside/health", self.health),

@@ -46,6 +46,8 @@ class Authorizer:
         self.tokens = tokens
         self.client = client
         self._roles: dict[str, tuple[frozenset[str] | None, float]] = {}
+        # API keys (`trackside.api_keys.KeyRing`): a `read` key reads stats as the admin token does.
+        self.keys: Any = None
 
     async def caller(self, authorization: str | None) -> Caller:
         scheme, _, token = (authorization or "").partition(" ")
@@ -54,6 +56,11 @@ class Authorizer:
             raise Unauthorized("a Bearer token is required")
         admin = self.settings.admin_token
         if admin and hmac.compare_digest(token.encode(), admin.encode()):
+            return Caller(None, frozenset(), machine=True)
+        if self.keys is not None and token.startswith("tsk_"):
+            key = await self.keys.check(token)
+            if key is None or key.scope != "read":
+                raise Unauthorized("unknown or revoked API key, or not a read key")
             return Caller(None, frozenset(), machine=True)
         claims = self.tokens.claims(token)
         if claims is None:

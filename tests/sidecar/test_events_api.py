@@ -416,3 +416,17 @@ async def test_bad_headers_are_a_400_naming_them(make_settings, sqlite_url):
     assert idempotency.status_code == 400 and idempotency.json()["field"] == "Idempotency-Key"
     assert big.status_code == 413 and big.json()["field"] == "body"
     assert await stored_events(sqlite_url) == 0
+
+
+async def test_a_read_key_reads_the_query_api_and_a_write_key_does_not(make_settings, sqlite_url):
+    write = await new_key(sqlite_url)
+    read = await new_key(sqlite_url, "read")
+    query = "/_trackside/api/v1/query?metrics=page_views&period=today"
+    async with run_server(site) as upstream:
+        async with run_sidecar(settings_for(make_settings, upstream, sqlite_url)) as (url, app):
+            async with httpx.AsyncClient(base_url=url) as c:
+                by_read = await c.get(query, headers={"authorization": "Bearer " + read})
+                by_write = await c.get(query, headers={"authorization": "Bearer " + write})
+                by_unknown = await c.get(query, headers={"authorization": "Bearer tsk_000000000000_x"})
+    assert by_read.status_code == 200 and by_read.json()["results"] == [{"dimensions": [], "metrics": [0]}]
+    assert by_write.status_code == 401 and by_unknown.status_code == 401
