@@ -173,5 +173,49 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json("as /api/post/{id}/stats, without the site's fields"), **_ERRORS},
                 }
             },
+            "/_trackside/api/event": _events_api(),
         },
+    }
+
+
+def _events_api() -> dict[str, Any]:
+    body = {
+        "type": "object",
+        "required": ["name", "url"],
+        "properties": {
+            "name": {"type": "string", "description": "pageview, or a site event's name (1-32 characters)"},
+            "url": {"type": "string", "description": "the page's URL or path; path and UTM parameters kept"},
+            "domain": {"type": "string"},
+            "referrer": {"type": ["string", "null"]},
+            "props": {
+                "type": "object",
+                "properties": {
+                    "item": {"type": "string", "description": "artwork:k3x9: the event is a look at that item"},
+                    "view_type": {"type": "string", "description": "player, widget, ... (with item)"},
+                    "player": {"type": "string", "description": "the player's id: the look's viewer"},
+                    "event_id": {"type": "string", "description": "as the Idempotency-Key header"},
+                },
+            },
+        },
+    }
+    header = {"in": "header", "schema": {"type": "string"}}
+    return {
+        "post": {
+            "summary": "Report a server-side event (Plausible's Events API body): a write API key or the admin token",
+            "security": _BEARER,
+            "parameters": [
+                {"name": "Idempotency-Key", **header, "description": "a retried call with the same key counts once"},
+                {"name": "User-Agent", **header, "description": "the visitor's"},
+                {"name": "X-Forwarded-For", **header, "description": "the visitor's address, leftmost"},
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {
+                "202": _json("accepted (or ignored, with X-Trackside-Ignored: bot)"),
+                "400": {"description": "a bad body or header; `field` names it"},
+                "401": {"description": "no key, or an unknown or revoked one"},
+                "403": {"description": "a read key"},
+                "429": {"description": "beyond TRACKSIDE_EVENTS_API_RATE for this key; see Retry-After"},
+                "503": {"description": "the buffer is full; see Retry-After"},
+            },
+        }
     }
