@@ -430,3 +430,38 @@ async def test_a_read_key_reads_the_query_api_and_a_write_key_does_not(make_sett
                 by_unknown = await c.get(query, headers={"authorization": "Bearer tsk_000000000000_x"})
     assert by_read.status_code == 200 and by_read.json()["results"] == [{"dimensions": [], "metrics": [0]}]
     assert by_write.status_code == 401 and by_unknown.status_code == 401
+
+
+@pytest.mark.timeout(60)
+async def test_events_wait_in_the_spool_while_the_database_is_away_and_retries_still_count_once(
+    make_settings, sqlite_url
+):
+    from tests.conftest import wait_for
+    from tests.rollups.test_faults import _sqlite_events_table
+
+    key = await new_key(sqlite_url)
+    async with run_server(site) as upstream:
+        async with run_sidecar(settings_for(make_settings, upstream, sqlite_url)) as (url, app):
+            async with httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer " + key}) as c:
+
+                async def view(player: str, message: str) -> None:
+                    body = mqtt_view("artwork:k3x9", player)
+                    r = await c.post("/_trackside/api/event", json=body, headers={"idempotency-key": message})
+                    assert r.status_code == 202
+
+                for n in range(3):
+                    await view(f"p{n}", f"m{n}")
+                await wait_for(lambda: app.metrics.counts["events_written"] == 3)
+                await _sqlite_events_table(sqlite_url, False)
+                try:
+                    await view("p3", "m3")
+                    await view("p3", "m3")  # redelivered while the database is away
+                    await view("p1", "m1")  # a late retry of one already stored
+                    await wait_for(lambda: app.metrics.counts["events_spooled"] == 3, timeout=15)
+                finally:
+                    await _sqlite_events_table(sqlite_url, True)
+                await wait_for(lambda: app.metrics.counts["batches_replayed"] >= 1, timeout=15)
+    assert app.metrics.counts["events_dropped"] == 0
+    assert await stored_events(sqlite_url) == 4
+    report = await report_of(sqlite_url)
+    assert report["content"]["artwork"][0]["views"] == 4
