@@ -171,6 +171,6 @@ def test_labels_stay_short_for_absurd_input():
 def test_results_are_cached():
     ua = "Mozilla/5.0 (compatible; CacheProbeBot/1.0; +https://example.org/bot)"
     assert bot_name(ua) == "CacheProbeBot"
-    hits = bots._bot_name_cached.cache_info().hits
+    hits = bots._CACHE.hits
     assert bot_name(ua) == "CacheProbeBot"
-    assert bots._bot_name_cached.cache_info().hits == hits + 1
+    assert bots._CACHE.hits == hits + 1

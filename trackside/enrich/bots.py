@@ -21,9 +21,11 @@ regexes: ``re.IGNORECASE`` alternations are several times slower in CPython.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 import crawleruseragents
+
+from trackside.enrich.fifo_cache import S3FifoCache
+from trackside.enrich.prefilter import Prefilter
 
 __all__ = ["bot_name"]
 
@@ -544,11 +546,23 @@ _CRAWLER_LIST, _CRAWLER_LIST_AT_START = _compile_crawler_patterns()
 # --- classification --------------------------------------------------------------------------
 
 
+# The scans below cost 1-30 us each in ``re`` even when they find nothing; these native checks
+# (about 1 us) say when they cannot find anything, and ``re`` still decides every "maybe".
+# They run on the masked original-case text, the loosened patterns being case-insensitive.
+_MAYBE_RSS = Prefilter(_RSS)
+_MAYBE_BOT_WORDS = Prefilter(_BOT_WORDS)
+_MAYBE_CRAWLER = Prefilter(_CRAWLER_LIST)
+_MAYBE_CRAWLER_AT_START = Prefilter(_CRAWLER_LIST_AT_START, anchored=True)
+_MAYBE_HEADLESS = Prefilter(_HEADLESS)
+_MAYBE_TOOLS = Prefilter(_TOOLS)
+_MAYBE_URL = Prefilter(_URL)
+
+
 def _bot_word_label(ua: str, low: str) -> str | None:
-    match = _RSS.search(ua)
+    match = _MAYBE_RSS.maybe(ua) and _RSS.search(ua)
     if match:
         return _label(_token_at(ua, match.start()))
-    if not _BOT_WORDS.search(low):
+    if not (_MAYBE_BOT_WORDS.maybe(ua) and _BOT_WORDS.search(low)):
         return None
     # Bot words inside a URL ("+http://www.google.com/bot.html") or an e-mail address name
     # nothing; blank those out (keeping offsets) before looking at the tokens.
@@ -595,11 +609,15 @@ def _classify(ua: str) -> str | None:
     if label:
         return _name_label(label, ua, low)
 
-    match = _CRAWLER_LIST_AT_START.match(ua) or _CRAWLER_LIST.search(ua)
+    match = (_MAYBE_CRAWLER_AT_START.maybe(ua) and _CRAWLER_LIST_AT_START.match(ua)) or (
+        _MAYBE_CRAWLER.maybe(ua) and _CRAWLER_LIST.search(ua)
+    )
     if match:
         return _named_product(_label(_token_at(ua, match.start())), ua, low)
 
-    match = _HEADLESS.search(low) or _TOOLS.search(low)
+    match = (_MAYBE_HEADLESS.maybe(masked) and _HEADLESS.search(low)) or (
+        _MAYBE_TOOLS.maybe(masked) and _TOOLS.search(low)
+    )
     if match:
         # For "(KHTML, like Gecko; Google-Ads-Qualify)" the name is the last token matched.
         position = match.end() - 1 if match.group(0).startswith("(khtml") else match.start()
@@ -608,7 +626,7 @@ def _classify(ua: str) -> str | None:
     is_mozilla = low.startswith("mozilla/")
     # The "@" / " at " test is a cheap guard: most UAs have neither, and the e-mail regex is not.
     has_email = ("@" in low or " at " in low or "[at]" in low) and _EMAIL.search(low)
-    if (_URL.search(low) and not _URL_FROM_BROWSER.search(low)) or has_email:
+    if (_MAYBE_URL.maybe(masked) and _URL.search(low) and not _URL_FROM_BROWSER.search(low)) or has_email:
         return _named_product(_GENERIC_LABEL, ua, low) if is_mozilla else _first_product(ua)
 
     if not is_mozilla:
@@ -635,8 +653,8 @@ def _classify(ua: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=4096)
-def _bot_name_cached(user_agent: str, allowlist: tuple[str, ...]) -> str | None:
+def _bot_name_uncached(key: tuple[str, tuple[str, ...]]) -> str | None:
+    user_agent, allowlist = key
     lowered = user_agent.lower()
     # The site's own players and apps often look like bare HTTP clients; never count them.
     if any(entry and entry.lower() in lowered for entry in allowlist):
@@ -647,10 +665,14 @@ def _bot_name_cached(user_agent: str, allowlist: tuple[str, ...]) -> str | None:
     return _classify(ua)
 
 
+# S3-FIFO rather than LRU: a flood of one-off strings cannot evict the UAs a site sees all day.
+_CACHE: S3FifoCache[tuple[str, tuple[str, ...]], str | None] = S3FifoCache(4096)
+
+
 def bot_name(user_agent: str, allowlist: tuple[str, ...] = ()) -> str | None:
     """Return ``None`` for a human browser, else a short stable bot label.
 
     ``allowlist`` entries are case-insensitive substrings identifying the site's own clients
     (e.g. ``("Makapix-Player", "okhttp")``); a UA containing any of them is never a bot.
     """
-    return _bot_name_cached(user_agent or "", allowlist)
+    return _CACHE.get_or_compute((user_agent or "", allowlist), _bot_name_uncached)
