@@ -62,7 +62,12 @@ class BeaconApp:
         image = scope["path"] == COMPACT_ROUTE and method in ("GET", "HEAD")
         headers = {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in _READ}
         origin = headers.get("origin") or _origin_of(headers.get("referer"))
-        own_host = headers.get("x-forwarded-host") or headers.get("host")
+        # `X-Forwarded-Host` is believed from a trusted proxy only: a client's own would make any
+        # origin the site's.
+        client = scope.get("client")
+        own_host = self.capturer.client_ip.own_host(
+            client[0] if client else None, headers.get("host"), headers.get("x-forwarded-host")
+        )
         allowed = origin_allowed(origin, own_host, self.allowed)
         cors: list[tuple[bytes, bytes]] = []
         if allowed and origin:

@@ -23,9 +23,10 @@ from starlette.types import Receive, Scope, Send
 from sidecar.client_limit import ClientLimit
 from sidecar.headers import FORWARDED, HOP_BY_HOP, connection_named, response_headers
 from sidecar.request_body import BodyError, BodyStore, BufferedBody, receive_body
+from sidecar.request_checks import host_problem, target_problem
 from sidecar.upstream_client import UpstreamBusy, UpstreamError, UpstreamPool, UpstreamTimeout
 from sidecar.upstreams import Target, Upstreams
-from trackside.capture import Answer, Capturer
+from trackside.capture import REFUSED, Answer, Capturer
 from trackside.enrich.client_ip import ClientIP
 from trackside.metrics import Metrics
 from trackside.settings import Settings
@@ -117,18 +118,22 @@ class ProxyApp:
 
     def upstream_request(self, scope: Scope) -> tuple[Target, bytes, list[tuple[bytes, bytes]], str | None]:
         """Target, request target and headers for the upstream, and a refusal if any."""
-        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        target, sent_path = self.upstreams.resolve(raw_path)
+        raw_path_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope.get("query_string", b"")
+        # The route is chosen on the decoded path, the one capture records and the upstream's own
+        # router reads; the raw bytes are what is sent (see `sidecar.request_checks`).
+        target, sent_path = self.upstreams.resolve(scope["path"], raw_path_bytes.decode("latin-1"))
         request_target = sent_path.encode("latin-1") + (b"?" + query if query else b"")
 
         raw_headers = scope["headers"]
-        drop = _REQUEST_DROP | connection_named(raw_headers)
+        named = connection_named(raw_headers)
+        drop = _REQUEST_DROP | named
         client = scope.get("client")
         peer = client[0] if client else ""
         trusted = self.client_ip.is_trusted(peer)
         headers: list[tuple[bytes, bytes]] = []
         host = forwarded_for = forwarded_proto = forwarded_host = None
+        hosts = 0
         size = 0
         content_length = transfer_encoding = None
         for name, value in raw_headers:
@@ -139,6 +144,7 @@ class ProxyApp:
                 transfer_encoding = value
             elif name == b"host":
                 host = value
+                hosts += 1
             if name in FORWARDED:
                 if trusted:
                     if name == b"x-forwarded-for":
@@ -151,10 +157,14 @@ class ProxyApp:
             if name in drop:
                 continue
             headers.append((name, value))
-        refusal = None
-        if _has_dot_segment(scope["path"]):
+        refusal = target_problem(raw_path_bytes, query, self.settings.max_target_bytes)
+        if refusal is not None:
+            pass  # the request line is judged first, as it arrives first
+        elif _has_dot_segment(scope["path"]):
             # `/../` would climb out of the route (or the upstream's root): refused, as nginx does.
             refusal = "400 invalid path"
+        elif (problem := host_problem(hosts, scope.get("http_version", "1.1"), named)) is not None:
+            refusal = problem
         elif size > self.settings.max_header_bytes:
             refusal = "431 request headers too large"
         elif content_length is not None and transfer_encoding is not None:
@@ -352,8 +362,10 @@ async def plain_response(
 ) -> None:
     body = (message + "\n").encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    if error:
-        headers.append((b"x-trackside-error", error.encode()))
+    # Every answer the sidecar makes itself says so. One with no cause named refuses what the
+    # client sent (400, 413, 414, 431, 501, a body too slow): capture records it as `refused`,
+    # never as the upstream's error.
+    headers.append((b"x-trackside-error", (error or REFUSED).encode()))
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     if close:

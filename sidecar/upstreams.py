@@ -32,10 +32,22 @@ class Upstreams:
         # Longest prefix first; "/" (empty after rstrip) last.
         self._targets = sorted(targets, key=lambda t: len(t.prefix), reverse=True)
 
-    def resolve(self, path: str) -> tuple[Target, str]:
-        """The target and the path to send it (prefix stripped when the rule says so)."""
+    def resolve(self, path: str, raw_path: str | None = None) -> tuple[Target, str]:
+        """The target for `path` and the path to send it (prefix stripped when the rule says so).
+
+        `path` is the decoded path, the one the upstream's framework and capture read; the route is
+        chosen on it. `raw_path`, if given, is the request's path as it arrived, and what is sent:
+        its bytes pass untouched, and a stripped prefix is removed from it segment by segment. The
+        two must have the same segments, which holds when `raw_path` has no encoded slash (`%2F`),
+        as the proxy makes sure."""
+        raw = path if raw_path is None else raw_path
         for t in self._targets:
             if not t.prefix or path == t.prefix or path.startswith(t.prefix + "/"):
-                sent = path[len(t.prefix) :] or "/" if t.strip else path
-                return t, t.base_path + sent
+                if not t.strip:
+                    return t, t.base_path + raw
+                # "/api/v1" is two segments: the sent path is what follows the first two of `raw`
+                # (`/%61pi/v1/x` -> `/x`, as `/api/v1/x` -> `/x`).
+                depth = t.prefix.count("/")
+                rest = raw.split("/")[depth + 1 :]
+                return t, t.base_path + ("/" + "/".join(rest) if rest else "/")
         raise LookupError(path)  # unreachable: "/" matches everything

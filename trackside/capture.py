@@ -25,6 +25,7 @@ from trackside.enrich.geo import CountryLookup
 from trackside.enrich.referrer import referrer_domain, utm
 from trackside.enrich.user_agent import parse_user_agent
 from trackside.enrich.visitor import SaltSource, visitor_hash
+from trackside.flood import FloodLimit
 from trackside.items import ItemError, parse_items_hint
 from trackside.metrics import Metrics
 from trackside.paths import MAX_PATH, ContentMatcher, EventRules, Labeler
@@ -61,8 +62,12 @@ HINT_AUTHOR = b"x-trackside-author"
 HINT_EVENT = b"x-trackside-event"
 HINT_ITEM_ID = b"x-trackside-item-id"  # the site's own id of the item this response shows
 HINT_ITEMS = b"x-trackside-items"
-# Set by the sidecar's own 502/504 answers; kept visible to clients, like goatcounter's header.
+# Set by the sidecar's own answers (502, 504, refusals); kept visible to clients, like
+# goatcounter's header. Its value is the event's error type.
 SIDECAR_ERROR = b"x-trackside-error"
+# The error type of a request the sidecar refused itself (400, 413, 414, 431, 501...): the client's
+# doing, never counted as the upstream's error.
+REFUSED = "refused"
 
 
 class Answer:
@@ -129,7 +134,12 @@ class Capturer:
         self._wanted = WANTED_HEADERS | {country_header} if country_header else WANTED_HEADERS
         self._fallback_salts: dict[date, bytes] = {}
         self._salt_of_day: tuple[int, bytes] = (-1, b"")  # (Unix day, its shared salt): the last one used
-        self._flood: dict[str, list[int]] = {}  # visitor -> [minute, requests in it]
+        self.flood = FloodLimit(settings.flood_per_minute, settings.flood_per_address)
+        if settings.country_header and not settings.trusted_proxies:
+            logger.warning(
+                "TRACKSIDE_COUNTRY_HEADER is set but TRACKSIDE_TRUSTED_PROXIES is not: the header is "
+                "believed only from a trusted proxy, so no country will come from it"
+            )
         # Where answered requests wait to be recorded off the request path (the pipeline's buffer,
         # once its flusher runs); None: record at once.
         self.waiting: Waiting | None = None
@@ -161,17 +171,24 @@ class Capturer:
         self.metrics.inc("salt_fallback")
         return fallback
 
-    def is_flood(self, visitor: str, started: float) -> bool:
-        """One visitor's requests beyond `flood_per_minute` in a minute are no person's: they are
-        kept as bot counters (bot "flood"), never as page views or API calls."""
-        minute = int(started // 60)
-        entry = self._flood.get(visitor)
-        if entry is None or entry[0] != minute:
-            if len(self._flood) > 100_000:
-                self._flood.clear()
-            entry = self._flood[visitor] = [minute, 0]
-        entry[1] += 1
-        return entry[1] > self.settings.flood_per_minute
+    def is_flood(self, visitor: str, ip: str, started: float) -> bool:
+        """One visitor's requests beyond `flood_per_minute` in a minute, or one address's beyond
+        `flood_per_address` (a script rotating user agents), are no person's: they are kept as bot
+        counters (bot "flood"), never as page views or API calls."""
+        return self.flood.over(visitor, ip, started)
+
+    def trusted_request(self, scope: Scope, headers: dict[str, str]) -> tuple[str, str | None, str | None]:
+        """The client's address, the site's own host name and the country header's value: the
+        last two from `X-Forwarded-Host` and the CDN's header only when the peer is a trusted
+        proxy (anyone else can write them), else from `Host` and nothing."""
+        client = scope.get("client")
+        peer = client[0] if client else None
+        ip = self.client_ip.resolve(peer, headers.get("x-forwarded-for"))
+        own_host = self.client_ip.own_host(peer, headers.get("host"), headers.get("x-forwarded-host"))
+        country = None
+        if self.countries.header and peer is not None and self.client_ip.is_trusted(peer):
+            country = headers.get(self.countries.header)
+        return ip, own_host, country
 
     def answered(self, scope: Scope, started: float, answer: Answer, duration: float) -> None:
         """A request has been answered: record it (never raising into the app that served it)."""
@@ -228,10 +245,9 @@ class Capturer:
         if bot is not None:
             self.sink.put_bot(ev.BotHit(started, bot, label))
             return
-        client = scope.get("client")
-        ip = self.client_ip.resolve(client[0] if client else None, headers.get("x-forwarded-for"))
+        ip, own_host, country_header = self.trusted_request(scope, headers)
         visitor = visitor_hash(self.salt_at(started), self.settings.site, ip, ua)
-        if self.is_flood(visitor, started):
+        if self.is_flood(visitor, ip, started):
             self.sink.put_bot(ev.BotHit(started, "flood", label))
             return
         info = parse_user_agent(ua, self.settings.players)
@@ -256,11 +272,10 @@ class Capturer:
             event_name = self.event_rules.match(method, path)
         referrer = source = medium = campaign = None
         if c.nav == ev.NAV_DOCUMENT:
-            referrer = referrer_domain(headers.get("referer"), headers.get("x-forwarded-host") or headers.get("host"))
+            referrer = referrer_domain(headers.get("referer"), own_host)
         query = scope.get("query_string", b"")
         if query and c.nav in (ev.NAV_DOCUMENT, ev.NAV_DATA, ev.NAV_RSC):
             source, medium, campaign = utm(query.decode("latin-1"))
-        country_header = headers.get(self.countries.header) if self.countries.header else None
         self.sink.put(
             event := ev.Event(
                 id=ev.new_event_id(started),
@@ -339,19 +354,18 @@ class Capturer:
         if bot is not None:
             self.sink.put_bot(ev.BotHit(started, bot, self.labeler.label(shown[0][0])))
             return "bot"
-        client = scope.get("client")
-        ip = self.client_ip.resolve(client[0] if client else None, headers.get("x-forwarded-for"))
+        ip, own_host, country_header = self.trusted_request(scope, headers)
         visitor = visitor_hash(self.salt_at(started), self.settings.site, ip, ua)
-        if self.is_flood(visitor, started):
+        if self.is_flood(visitor, ip, started):
             # A script posting beacons in a loop: counters, never rows, like any other flood.
             self.sink.put_bot(ev.BotHit(started, "flood", self.labeler.label(shown[0][0])))
             return "flood"
         info = parse_user_agent(ua, self.settings.players)
-        country = self.countries.country(ip, headers.get(self.countries.header) if self.countries.header else None)
+        country = self.countries.country(ip, country_header)
         # The page's referrer comes from the page (document.referrer), not from the beacon request.
         referrer = None
         if beacon.type != IMPRESSION:
-            referrer = referrer_domain(beacon.referrer, headers.get("x-forwarded-host") or headers.get("host"))
+            referrer = referrer_domain(beacon.referrer, own_host)
         source = medium = campaign = None
         if beacon.type == PAGEVIEW and beacon.query:
             source, medium, campaign = utm(beacon.query)

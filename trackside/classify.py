@@ -75,7 +75,9 @@ def classify(
 
     headers: lower-case names of the request headers that matter (see `capture.WANTED_HEADERS`).
     is_api: the request was routed to the API upstream (or, in-process, the path is an API path).
-    sidecar_error: `upstream_unreachable` / `upstream_timeout` when the sidecar made the answer."""
+    sidecar_error: the sidecar made the answer, and this is why: `upstream_unreachable`,
+    `upstream_timeout`... or `refused` (it refused the request itself: 400, 413, 414, 431, 501).
+    Either way an error of that type, never `upstream_5xx`."""
     nav = ev.NAV_OTHER
     page_path = path
     data_page = next_data_page(path) if path.startswith("/_next/data/") else None

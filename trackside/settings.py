@@ -120,6 +120,11 @@ class Settings:
     honor_dnt: bool = False
     # More requests than this from one visitor in one minute are a flood: counted as bot traffic.
     flood_per_minute: int = 300
+    # More requests than this from one client address in one minute, whatever their user agents,
+    # are a flood too (0: no such limit). Well above the per-visitor limit, since a whole office,
+    # school or mobile carrier's NAT may share one address. Private and loopback addresses are
+    # never limited: they are a proxy's, not a visitor's (see README, "Bots and floods").
+    flood_per_address: int = 3000
     # Beacons and the web snippet: origins that may send beacons (empty: any), whether a beacon
     # without a valid page token is refused (else stored as unverified), how long a page token
     # lives, and whether the sidecar injects the snippet into the HTML documents it serves.
@@ -129,6 +134,8 @@ class Settings:
     inject_snippet: bool = False
     # Proxy limits.
     max_header_bytes: int = 32 * 1024
+    # The request target (path and query): longer is a 414, as nginx's 8 KB header buffer does.
+    max_target_bytes: int = 8 * 1024
     max_body_bytes: int = 100 * 1024 * 1024
     connect_timeout: float = 5.0
     upstream_timeout: float = 60.0
@@ -170,6 +177,15 @@ class Settings:
     # Stats endpoints: who may read them, and where ownership and roles come from.
     admin_token: str | None = None
     whoami_url: str | None = None
+    # With a JWT secret and no who-am-I URL, whether the token's `roles` claim is believed (1) or
+    # ignored (0). Unset is refused at start-up: the choice must be made (see README, "Who may see what").
+    trust_roles_claim: bool | None = None
+    # When set, `/_trackside/metrics` and the OpenAPI document need `Authorization: Bearer <it>`
+    # (or the admin token).
+    metrics_token: str | None = None
+    # Failed sign-ins (401s) one client address may make on Trackside's own routes in a minute;
+    # beyond, 429 with Retry-After until the minute is over (0: no limit). Per process.
+    sign_in_failures: int = 20
     owner_url: str | None = None
     owner_field: str = "owner_id"
     stats_overlay: tuple[str, ...] = ("artwork",)
@@ -224,8 +240,22 @@ class Settings:
             raise ConfigError(f"TRACKSIDE_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"TRACKSIDE_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
+        for name in ("jwt_secret", "admin_token", "metrics_token"):
+            _check_secret(getattr(self, name), PREFIX + name.upper())
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("TRACKSIDE_ADMIN_TOKEN must be at least 16 characters")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ConfigError("TRACKSIDE_METRICS_TOKEN must be at least 16 characters")
+        if self.jwt_secret is not None and self.whoami_url is None and self.trust_roles_claim is None:
+            raise ConfigError(
+                "TRACKSIDE_TRUST_ROLES_CLAIM must be set to 1 or 0: TRACKSIDE_JWT_SECRET is set without "
+                "TRACKSIDE_WHOAMI_URL, so a token's `roles` claim would be the only source of roles, and whoever "
+                "can sign a token could make themselves a moderator. 1: believe the claim (only the site signs "
+                "tokens); 0: ignore it (only the admin token or a read API key sees sitewide stats); "
+                "or set TRACKSIDE_WHOAMI_URL"
+            )
+        if self.sign_in_failures < 0:
+            raise ConfigError(f"TRACKSIDE_SIGN_IN_FAILURES must be 0 (no limit) or more, got {self.sign_in_failures}")
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ConfigError(
                 "TRACKSIDE_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
@@ -235,12 +265,15 @@ class Settings:
             raise ConfigError(f"TRACKSIDE_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"TRACKSIDE_PORT must be 0-65535, got {self.port}")
+        if self.flood_per_address < 0:
+            raise ConfigError(f"TRACKSIDE_FLOOD_PER_ADDRESS must be 0 (no limit) or more, got {self.flood_per_address}")
         for name in (
             "workers",
             "view_window_minutes",
             "buffer_size",
             "flush_batch",
             "max_header_bytes",
+            "max_target_bytes",
             "beacon_token_minutes",
             "events_api_rate",
         ):
@@ -273,6 +306,15 @@ class Settings:
         except ViewRuleError as exc:
             raise ConfigError(f"TRACKSIDE_VIEW_TYPE_RULES: {exc}") from None
 
+    def warnings(self) -> list[str]:
+        """What start-up should log, though it starts: secrets too short to resist guessing."""
+        found = []
+        for name in ("jwt_secret", "admin_token", "metrics_token"):
+            value = getattr(self, name)
+            if value is not None and len(value.encode()) < 32:
+                found.append(f"{PREFIX}{name.upper()} is shorter than 32 bytes: use a long random value")
+        return found
+
     def to_env(self) -> dict[str, str]:
         """The inverse of `from_env`, so worker processes started by the server rebuild the same object."""
         env: dict[str, str] = {}
@@ -290,7 +332,7 @@ class Settings:
     def __repr__(self) -> str:
         # Never print secrets (arq's RedisSettings prints the password; we don't).
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in _SUMMARY}
-        for secret in ("jwt_secret", "admin_token"):
+        for secret in ("jwt_secret", "admin_token", "metrics_token"):
             if getattr(self, secret):
                 shown[secret] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
@@ -312,6 +354,7 @@ _INTS = {
     "workers",
     "view_window_minutes",
     "max_header_bytes",
+    "max_target_bytes",
     "max_body_bytes",
     "upstream_connections",
     "upstream_keepalive_connections",
@@ -324,6 +367,8 @@ _INTS = {
     "beacon_token_minutes",
     "stats_cache_seconds",
     "flood_per_minute",
+    "sign_in_failures",
+    "flood_per_address",
     "events_api_rate",
     "body_memory_bytes",
     "body_buffer_max_bytes",
@@ -379,6 +424,15 @@ def _parse(key: str, raw: str, name: str) -> Any:
             return _parse_content_rules(raw)
         if key in ("redis_url", "jwt_secret", "geoip_db", "country_header", "admin_token", "whoami_url", "owner_url"):
             return raw or None
+        if key == "metrics_token":
+            return raw or None
+        if key == "trust_roles_claim":
+            if raw == "":
+                return None
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return lowered in ("1", "true", "yes", "on")
+            raise ValueError("expected 1 (believe the token's roles claim) or 0 (ignore it)")
         if key == "body_buffer_dir":
             return raw or None
         return raw
@@ -429,7 +483,7 @@ def _parse_content_rules(raw: str) -> dict[str, tuple[str, ...]]:
 
 
 def _format(key: str, value: Any) -> str:
-    if key in _BOOLS:
+    if key in _BOOLS or key == "trust_roles_claim":
         return "1" if value else "0"
     if key == "routes":
         return ";".join(f"{r.prefix}={r.upstream}{' strip' if r.strip else ''}" for r in value)
@@ -440,6 +494,26 @@ def _format(key: str, value: Any) -> str:
     if key in _TUPLES:
         return ",".join(value)
     return str(value)
+
+
+# Values shipped in examples, compose files and tutorials: whoever reads them knows the secret.
+_PLACEHOLDERS = frozenset(
+    {
+        "secret", "changeme", "change-me", "change_me", "password", "admin", "token", "test", "default",
+        "example", "jwt-secret", "jwt_secret", "jwtsecret", "secret-key", "secret_key", "secretkey",
+        "your-secret", "your_secret", "yoursecret", "your-secret-key", "supersecret", "super-secret",
+        "mysecret", "my-secret", "replace-me", "replaceme", "xxx", "12345678", "0123456789",
+    }
+)
+_PLACEHOLDER_PREFIXES = ("change-me", "changeme", "change_me", "replace-me", "replace_me", "replaceme", "your-", "<")
+
+
+def _check_secret(value: str | None, name: str) -> None:
+    if value is None:
+        return
+    lowered = value.strip().lower()
+    if lowered in _PLACEHOLDERS or lowered.startswith(_PLACEHOLDER_PREFIXES):
+        raise ConfigError(f"{name} is a known placeholder value; set a long random one (e.g. `openssl rand -hex 32`)")
 
 
 def _check_url(url: str, name: str) -> None:

@@ -1,4 +1,5 @@
-"""The client's IP: the socket peer, or `X-Forwarded-For` only when the peer is a trusted proxy.
+"""The client's IP: the socket peer, or `X-Forwarded-For` only when the peer is a trusted proxy
+(and the same for the site's host name, from `X-Forwarded-Host`).
 
 Walks `X-Forwarded-For` from the right, skipping trusted hops, as uvicorn's ProxyHeadersMiddleware
 does: the first untrusted address is the client. Anything left of it was written by the client
@@ -37,6 +38,16 @@ class ClientIP:
             if not self.is_trusted(hop):
                 return _valid_or_empty(hop)
         return _valid_or_empty(hops[0]) if hops else peer
+
+    def own_host(self, peer: str | None, host: str | None, forwarded_host: str | None) -> str | None:
+        """The site's host name as the client asked for it: `X-Forwarded-Host` only from a trusted
+        proxy (its last entry, the one that proxy wrote), else `Host`. A client's own
+        `X-Forwarded-Host` would let any page pass for the site's own (beacon origins, referrers)."""
+        if forwarded_host and peer is not None and self.is_trusted(peer):
+            last = forwarded_host.rsplit(",", 1)[-1].strip()
+            if last:
+                return last
+        return host
 
 
 def _valid_or_empty(host: str) -> str:

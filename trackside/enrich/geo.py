@@ -1,4 +1,7 @@
-"""Country of an IP from a MaxMind-format `.mmdb` (geoip2), else from a trusted CDN header."""
+"""Country of an IP from a MaxMind-format `.mmdb` (geoip2), else from a trusted CDN header.
+
+The header's value is passed in only when the request came from a trusted proxy (capture sees to
+it): a client talking to the sidecar directly could write any country in it."""
 
 from __future__ import annotations
 
