@@ -228,6 +228,10 @@ class Capturer:
     ) -> None:
         headers = self.read_headers(scope)
         path: str = scope["path"]
+        if "\x00" in path:
+            # PostgreSQL stores no NUL, and one such event would fail its whole batch (the sidecar
+            # refuses `%00`, but records the refusal; an app under the middleware may not).
+            path = path.replace("\x00", "\ufffd")
         method: str = scope["method"]
         if self.settings.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
             self.metrics.inc("skipped_do_not_track")
@@ -312,7 +316,7 @@ class Capturer:
     def _hinted_impressions(self, shown: ev.Event, value: str) -> None:
         """`X-Trackside-Items`: one impression per item the response showed (`;search` for search results)."""
         try:
-            items, view = parse_items_hint(value, self.settings.content_rules.keys())
+            items, view = parse_items_hint(value.replace("\x00", ""), self.settings.content_rules.keys())
         except ItemError:
             self.metrics.inc("bad_items_hint")
             return
@@ -404,7 +408,7 @@ def _hint(hints: dict[bytes, str], name: bytes) -> str | None:
     value = hints.get(name)
     if value is None:
         return None
-    value = value.strip()[:64]
+    value = value.replace("\x00", "").strip()[:64]  # no NUL: PostgreSQL would refuse the batch
     return value or None
 
 

@@ -23,14 +23,18 @@ MAX_KEYS = 100_000
 
 
 class FloodLimit:
-    __slots__ = ("per_visitor", "per_address", "_minute", "_visitors", "_addresses", "_key")
+    __slots__ = ("per_visitor", "per_address", "_minute", "_visitors", "_blocks", "_addresses", "_key")
 
     def __init__(self, per_visitor: int, per_address: int) -> None:
         self.per_visitor = per_visitor
         self.per_address = per_address  # 0: no per-address limit
         self._minute = -1
         self._visitors: dict[str, int] = {}
-        self._addresses: dict[bytes, int] = {}
+        # Hash of an address -> hash of the block it is counted under (its /64 for IPv6, itself
+        # for IPv4), or None for one never limited: an address is parsed once a minute, not at
+        # each request.
+        self._blocks: dict[bytes, bytes | None] = {}
+        self._addresses: dict[bytes, int] = {}  # hash of a block -> its requests this minute
         self._key = b""
 
     def over(self, visitor: str, address: str, started: float) -> bool:
@@ -41,18 +45,29 @@ class FloodLimit:
             # order) counts in this one, rather than reset the counts back and forth.
             self._minute = minute
             self._visitors = {}
+            self._blocks = {}
             self._addresses = {}
             self._key = secrets.token_bytes(32)
         flood = _count(self._visitors, visitor) > self.per_visitor
-        if self.per_address:
-            block = _limited_block(address)
-            if block is not None:
-                key = hashlib.blake2b(block, key=self._key, digest_size=16).digest()
-                flood = _count(self._addresses, key) > self.per_address or flood
+        if self.per_address and address:
+            mark = hashlib.blake2b(address.encode(), key=self._key, digest_size=16).digest()
+            try:
+                block_key = self._blocks[mark]
+            except KeyError:
+                block = _limited_block(address)
+                block_key = None
+                if block is not None:
+                    block_key = (
+                        mark if len(block) == 4 else hashlib.blake2b(block, key=self._key, digest_size=16).digest()
+                    )
+                if len(self._blocks) < MAX_KEYS:
+                    self._blocks[mark] = block_key
+            if block_key is not None:
+                flood = _count(self._addresses, block_key) > self.per_address or flood
         return flood
 
     def __len__(self) -> int:
-        """How many visitors and addresses are held (for tests of the bound)."""
+        """How many visitors and address blocks are counted (for tests of the bound)."""
         return len(self._visitors) + len(self._addresses)
 
 
@@ -63,16 +78,39 @@ def _count(table: dict[Any, int], key: Any) -> int:
     return count
 
 
+# Where a proxy, a load balancer or a container network sits: RFC 1918, carrier-grade NAT's
+# shared space, loopback, link-local, and their IPv6 kin (unique local, link-local).
+_PROXY_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "0.0.0.0/8",
+        "::1/128",
+        "::/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
 def _limited_block(address: str) -> bytes | None:
     """The bytes an address is counted under, or None for one never limited: private, loopback
-    and other non-public addresses are where a proxy chain not set in `TRACKSIDE_TRUSTED_PROXIES`
-    puts every visitor, and limiting them would call the whole site a flood. (Not memoised: a
-    cache would hold raw addresses.)"""
+    and link-local addresses are where a proxy chain not set in `TRACKSIDE_TRUSTED_PROXIES` puts
+    every visitor, and limiting them would call the whole site a flood; behind carrier-grade NAT
+    (100.64.0.0/10) are a carrier's many subscribers. (Not memoised: a cache would hold raw
+    addresses.)"""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None  # no address resolved (a forged X-Forwarded-For entry): nothing to count
-    if not ip.is_global:
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in _PROXY_NETWORKS):
         return None
     if ip.version == 6:
         return ip.packed[:8]

@@ -134,6 +134,31 @@ async def test_the_sidecars_refusals_are_recorded_as_refused(upstream_url, make_
     assert all(e["content_id"] is None for e in events)
 
 
+async def test_a_nul_anywhere_never_costs_a_batch(upstream_url, make_settings, database_url):
+    """PostgreSQL stores no NUL: one in a stored field failed the whole batch (every event in it
+    spooled, then refused again at each replay)."""
+    settings = make_settings(frontend_url=upstream_url, api_url=upstream_url, database_url=database_url)
+    async with run_sidecar(settings) as (url, app):
+        refused = await exchange(url, get(b"/p/a%00b", b"host: a", b"accept: text/html"))
+        async with httpx.AsyncClient(base_url=url) as c:
+            page = await c.get("/p/a1?utm_source=mail%00x&utm_campaign=%00", headers=DOC)
+            beacon = await c.post(
+                "/_trackside/b",
+                content=json.dumps({"t": "pageview", "p": "/p/a2", "r": "https://news\u0000.example/x"}),
+                headers={"user-agent": FIREFOX, "content-type": "text/plain"},
+            )
+            plain = await c.get("/p/a3", headers=DOC)
+    assert (refused[0], page.status_code, beacon.status_code, plain.status_code) == (400, 200, 204, 200)
+    assert "events_spooled" not in app.metrics.counts
+    events = await stored_events(settings.database_url)
+    assert sorted((e["path"], e["error_type"], e["utm_source"], e["utm_campaign"], e["referrer"]) for e in events) == [
+        ("/p/a1", None, "mailx", None, None),
+        ("/p/a2", None, None, None, None),
+        ("/p/a3", None, None, None, None),
+        ("/p/a\ufffdb", "refused", None, None, None),
+    ]
+
+
 # --- routing and capture read one path ----------------------------------------------------------
 
 
@@ -170,7 +195,7 @@ async def two_upstreams():
         (b"/api%2Fp/abc", 400, None, ("error", None, "refused", "/api/p/abc")),
         (b"/p%2fabc", 400, None, ("error", None, "refused", "/p/abc")),
         (b"/api/p/a%5cbc", 400, None, ("error", None, "refused", "/api/p/a\\bc")),
-        (b"/api/p/ab%00c", 400, None, ("error", None, "refused", "/api/p/ab\x00c")),
+        (b"/api/p/ab%00c", 400, None, ("error", None, "refused", "/api/p/ab\ufffdc")),
         # Encoded dots that make a dot segment: refused as `/../` is.
         (b"/api/%2e%2e/p/abc", 400, None, ("error", None, "refused", "/api/../p/abc")),
         (b"/%2E%2E/api/p/abc", 400, None, ("error", None, "refused", "/../api/p/abc")),

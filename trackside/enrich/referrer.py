@@ -21,6 +21,8 @@ def referrer_domain(referer: str | None, own_host: str | None) -> str | None:
         return None
     if not host:
         return None
+    if not host.isprintable():
+        return None  # no host name has control characters (a NUL would fail the batch's insert)
     host = host.lower().rstrip(".")
     if _is_address(host):
         # An address is no domain, and it may be a person's: never stored (a domain is public).
@@ -50,5 +52,8 @@ def utm(query: str) -> tuple[str | None, str | None, str | None]:
     found: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=False):
         if key in UTM_KEYS and key not in found:
-            found[key] = value.strip()[:100]
+            # `%00` decodes to a NUL, which PostgreSQL cannot store: dropped.
+            cleaned = value.replace("\x00", "").strip()[:100]
+            if cleaned:
+                found[key] = cleaned
     return found.get("utm_source"), found.get("utm_medium"), found.get("utm_campaign")
