@@ -174,3 +174,56 @@ def test_results_are_cached():
     hits = bots._CACHE.hits
     assert bot_name(ua) == "CacheProbeBot"
     assert bots._CACHE.hits == hits + 1
+
+
+class _AlwaysMaybe:
+    def maybe(self, text: str) -> bool:
+        return True
+
+
+def test_native_prefilter_changes_no_answer(monkeypatch):
+    # The same UAs, plus each one with a slice of another spliced in, answered with and without
+    # the native "cannot match" checks: every answer must be the same.
+    import random
+
+    import crawleruseragents
+
+    rng = random.Random(14)
+    corpus = (
+        BOT_UAS + BROWSER_UAS + [i for e in crawleruseragents.CRAWLER_USER_AGENTS_DATA for i in e.get("instances", [])]
+    )
+    spliced = []
+    for ua in corpus:
+        at, start = rng.randrange(len(ua) + 1), rng.randrange(len(ua) + 1)
+        spliced.append(ua[:at] + rng.choice(corpus)[start : start + 30] + ua[at:])
+    uas = corpus + spliced
+    fast = [bots._bot_name_uncached((ua, ())) for ua in uas]
+    for name in dir(bots):
+        if name.startswith("_MAYBE_"):
+            monkeypatch.setattr(bots, name, _AlwaysMaybe())
+    exact = [bots._bot_name_uncached((ua, ())) for ua in uas]
+    assert len(uas) > 6000
+    assert fast == exact
+
+
+@pytest.mark.parametrize(
+    ("pattern", "loose"),
+    [
+        (r"(?<![a-z0-9])seo|rss(?=[\s/])", "(?ims)seo|rss"),
+        (r"\bwww\.[a-z]+(?!/\d)", r"(?ims)www\.[a-z]+"),
+        (r"[]a(]x|(?:ab(?<=b))c", r"(?ims)[\]a(]x|(?:ab)c"),
+    ],
+)
+def test_loosened_patterns_drop_only_conditions(pattern, loose):
+    from trackside.enrich.prefilter import loosen
+
+    assert loosen(pattern) == loose
+
+
+def test_prefilter_says_no_only_when_the_pattern_cannot_match():
+    from trackside.enrich.prefilter import Prefilter
+
+    assert Prefilter(r"(?<![a-z0-9])seo").maybe("xx SEO yy")
+    assert Prefilter(r"(?<![a-z0-9])seo").maybe("xxseo")  # a "maybe": re decides
+    assert not Prefilter(r"(?<![a-z0-9])seo").maybe("nothing here")
+    assert not Prefilter("abc", anchored=True).maybe("xabc")

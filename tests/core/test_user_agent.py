@@ -6,7 +6,8 @@ import pytest
 
 from tests.core.ua_samples import BOT_UAS, BROWSER_UAS
 from trackside.enrich import user_agent
-from trackside.enrich.user_agent import UserAgentInfo, parse_user_agent
+from trackside.enrich.fifo_cache import S3FifoCache
+from trackside.enrich.user_agent import UserAgentInfo, canonical_browser, canonical_os, parse_user_agent
 
 WEBKIT = "AppleWebKit/605.1.15 (KHTML, like Gecko)"
 BLINK = "AppleWebKit/537.36 (KHTML, like Gecko)"
@@ -117,7 +118,8 @@ CASES = [
     ("okhttp/4.12.0", "other", "okhttp", "Other"),
     ("curl/8.4.0", "other", "curl", "Other"),
     ("python-requests/2.31.0", "other", "Python Requests", "Other"),
-    ("Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A.230901.001)", "other", "Android", "Android"),
+    # An app on a phone is on a phone.
+    ("Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A.230901.001)", "mobile", "Android", "Android"),
     ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "other", "Googlebot", "Other"),
     (
         f"Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) {BLINK} 76.0.3809.146/6.0 TV Safari/537.36",
@@ -183,3 +185,107 @@ def test_results_are_cached():
     hits = user_agent._CACHE.hits
     assert parse_user_agent(ua) == parse_user_agent(ua)
     assert user_agent._CACHE.hits == hits + 2
+
+
+# Tablets whose browser says "Mobile": only the model tells.
+TABLETS_SAYING_MOBILE = [
+    f"Mozilla/5.0 (Linux; Android 13; SM-T220) {BLINK} Chrome/124.0.0.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 12; SM-X205) {BLINK} SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 11; Lenovo TB-X606F) {BLINK} Chrome/124.0.0.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 10; Lenovo TB-8505F) {BLINK} Chrome/120.0.0.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 12; 22081283G Build/SKQ1; Xiaomi Pad 5) {BLINK} Chrome/124.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 9; BAH2-W19) {BLINK} Chrome/110.0.0.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 10; AGS3-L09) {BLINK} Chrome/110.0.0.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 9; KFMAWI) {BLINK} Silk/124.1.1 like Chrome/124.0.0.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 14; Pixel Tablet) {BLINK} Chrome/124.0.0.0 Mobile Safari/537.36",
+    f"Mozilla/5.0 (Linux; Android 13; Galaxy Tab S8) {BLINK} Chrome/124.0.0.0 Mobile Safari/537.36",
+]
+
+
+@pytest.mark.parametrize("ua", TABLETS_SAYING_MOBILE)
+def test_tablet_models_win_over_the_mobile_token(ua):
+    assert parse_user_agent(ua).device == "tablet"
+
+
+def test_client_hints_decide_the_device_and_platform():
+    reduced = f"Mozilla/5.0 (Linux; Android 10; K) {BLINK} Chrome/124.0.0.0 Mobile Safari/537.36"
+    # Chromium's reduced UA hides the model; the hints do not.
+    assert parse_user_agent(reduced, mobile_hint="?1", platform_hint='"Android"').device == "mobile"
+    tablet = f"Mozilla/5.0 (Linux; Android 10; K) {BLINK} Chrome/124.0.0.0 Safari/537.36"
+    assert parse_user_agent(tablet, mobile_hint="?0", platform_hint='"Android"').device == "tablet"
+    # A tablet model beats "?1" (some tablet browsers ask for the phone layout).
+    samsung = f"Mozilla/5.0 (Linux; Android 13; SM-T220) {BLINK} Chrome/124.0.0.0 Mobile Safari/537.36"
+    assert parse_user_agent(samsung, mobile_hint="?1", platform_hint='"Android"').device == "tablet"
+    # "Request desktop site" on a Chromebook or a Mac keeps the platform hint.
+    linux = f"Mozilla/5.0 (X11; Linux x86_64) {BLINK} Chrome/124.0.0.0 Safari/537.36"
+    assert parse_user_agent(linux, mobile_hint="?0", platform_hint='"Chrome OS"') == UserAgentInfo(
+        "desktop", "Chrome", "Chrome OS"
+    )
+    mac = f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) {BLINK} Chrome/124.0.0.0 Safari/537.36"
+    assert parse_user_agent(mac, mobile_hint="?0", platform_hint='"macOS"') == UserAgentInfo("desktop", "Chrome", "Mac")
+    # Without hints, a Chromebook still says CrOS and is a desktop on Chrome OS, not Android.
+    crosbook = f"Mozilla/5.0 (X11; CrOS aarch64 15633.69.0) {BLINK} Chrome/124.0.0.0 Safari/537.36"
+    assert parse_user_agent(crosbook) == UserAgentInfo("desktop", "Chrome", "Chrome OS")
+    # Hints are part of the cache key: the same string with other hints is parsed again.
+    assert parse_user_agent(reduced).device == "mobile"
+    assert parse_user_agent(reduced, mobile_hint="?0", platform_hint='"Android"').device == "tablet"
+
+
+def test_ipados_saying_mac_is_a_desktop_without_hints():
+    # iPadOS Safari sends a Mac string and no client hints: nothing in the request tells them apart.
+    ipad = f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) {WEBKIT} Version/17.4 Safari/605.1.15"
+    assert parse_user_agent(ipad) == UserAgentInfo("desktop", "Safari", "Mac")
+
+
+@pytest.mark.parametrize(
+    ("ua", "device"),
+    [
+        (
+            "Microsoft Office Word/16.78.1008 (Mac OS/14.0; Desktop; en-US; NonAppStore; Apple/Mac14,6)",
+            "desktop",
+        ),
+        (
+            "Microsoft Office OneNote/16.0.13801.20202 (Windows/10.0; Desktop x64; en-US; Desktop app; Dell/OptiPlex)",
+            "desktop",
+        ),
+        ("SonyEricssonJ108i/R1x Browser/NetFront/3.5 Profile/MIDP-2.1 Configuration/CLDC-1.1", "mobile"),
+        ("MOT-V360v/08.B7.58R MIB/2.2.1 Profile/MIDP-2.0 Configuration/CLDC-1.1", "mobile"),
+        ("Opera/9.80 (Linux mips; Opera TV Store/5477) Presto/2.12.362 Version/12.10", "other"),
+    ],
+)
+def test_strings_without_a_mozilla_prefix(ua, device):
+    assert parse_user_agent(ua).device == device
+
+
+def test_family_names_are_plausibles_and_old_names_map_at_read_time():
+    assert [canonical_os(name) for name in ("Mac OS X", "Windows 10", "Windows Phone", "Ubuntu", "CrOS", "iOS")] == [
+        "Mac",
+        "Windows",
+        "Windows Phone",
+        "GNU/Linux",
+        "Chrome OS",
+        "iOS",
+    ]
+    assert [
+        canonical_browser(name)
+        for name in ("Mobile Safari", "Chrome Mobile iOS", "Samsung Internet", "Edge Mobile", "IE", "Firefox")
+    ] == ["Safari", "Chrome", "Samsung Browser", "Edge", "Internet Explorer", "Firefox"]
+
+
+def test_one_off_strings_cannot_flush_the_cache():
+    cache: S3FifoCache[str, str] = S3FifoCache(100)
+    hot = [f"browser-{i}" for i in range(50)]
+    for _ in range(2):
+        for key in hot:
+            cache.get_or_compute(key, str.upper)
+    # A flood of 10,000 strings each seen once, the hot ones still asked for now and then.
+    for i in range(10_000):
+        cache.get_or_compute(f"random-{i}", str.upper)
+        if i % 200 == 0:
+            for key in hot:
+                cache.get_or_compute(key, str.upper)
+    hits = cache.hits
+    for key in hot:
+        assert cache.get_or_compute(key, str.upper) == key.upper()
+    assert cache.hits == hits + 50
+    assert len(cache) <= 100

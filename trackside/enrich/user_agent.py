@@ -110,7 +110,9 @@ _HINT_PLATFORMS = {
 # skew the device split; they go to "other".
 _LIVING_ROOM = re.compile(
     r"xbox|playstation|nintendo|smart-?tv|tizen|web0s|webos|hbbtv|netcast|crkey|roku|appletv|"
-    r"apple tv|googletv|android tv|\baft[a-z]|bravia|viera|philipstv|\btv safari",
+    r"apple tv|googletv|android tv|\baft[a-z]|bravia|viera|philipstv|\btv safari|nettv|ce-html|"
+    r"opera tv|\bomi/|\bstb\b|_stb_|stbapp|set-?top|sonycebrowser|dunehd|mibox|avui/tv|qtembedded|"
+    r"brightsign|vizio|inettvbrowser|andr0id|linux mips|\(linux armv|\btv store|qtcarbrowser",
     re.IGNORECASE,
 )
 # Tablet evidence in the string.  Android phones say "Mobile" and tablets usually do not, but
@@ -122,12 +124,28 @@ _TABLET = re.compile(
     r"\btab\b|\bpad\b|mediapad|matepad|\bredmi pad|\bxiaomi pad|\bmi pad|\boppo pad|\brealme pad|"
     r"\boneplus pad|\bhonor pad|\bpixel tablet|\bnexus (?:7|9|10)\b|\bbah\d?-|\bags\d?-|\bkob\d?-|"
     r"\bagr-|\bdbr-|\bscm[-_]|\bbtv-|\bcmr-|\bgot-|\bsht-|\bxoom|\bsgp\d|\bsot\d|\bnook|\bbntv|"
-    r"\bvt8\d|\bkobo|\bp[0-9]{2}u|\bt[0-9]{3}[a-z]?\)",
+    r"\bvt8\d|\bkobo|\bp[0-9]{2}u|\bt[0-9]{3}[a-z]?\)|\bmid ?\d{3}|\bbq(?:ru)?-[178]\d{3}|/apad\b|"
+    r"\bpixel c\b",
     re.IGNORECASE,
 )
 _PHONE = re.compile(
     r"iphone|ipod|windows phone|\bmobile\b|mobi\b|opera mini|blackberry|\bbb10\b|symbian|"
     r"series ?[46]0|midp|j2me|nokia|\bwap\b|maemo|meego|kaios|bada",
+    re.IGNORECASE,
+)
+# Phones and feature phones that send no "Mozilla/" prefix: WAP and J2ME stacks, old vendors.
+_FEATURE_PHONE = re.compile(
+    r"midp|cldc|up\.browser|netfront|teleca|obigo|openwave|opera mini|ucweb|ucbrowser|j2me|"
+    r"iphone|ipod|symbian|series ?[46]0|blackberry|nokia|^mot-|^sonyericsson|^samsung-|^sec-|"
+    r"^lg-|^lge-|^sie-|^sagem|^alcatel|^zte|^htc|mre\\|maui|spreadtrum|^docomo|^kddi|^softbank|"
+    r"^vodafone|jig browser|\bwap\b|kaios",
+    re.IGNORECASE,
+)
+# Desktop apps name their OS or the computer model ("Microsoft Office Word/16.78 (Mac OS/14.0;
+# Desktop; ...; Apple/Mac14,7)", "... CFNetwork/596.5 Darwin/12.5.0 (x86_64) (MacBookAir6%2C2)").
+_DESKTOP_APP = re.compile(
+    r"; desktop|\(windows|windows nt|\bwin(?:10|11|7|8|32|64)\b|mac os|macbook|\bimac|macmini|macpro|"
+    r"\bmac\d+,|darwin/[\d.]+ \((?:x86_64|i386)\)",
     re.IGNORECASE,
 )
 _ANDROID = re.compile(r"android", re.IGNORECASE)
@@ -212,11 +230,20 @@ def _device(ua: str, browser: str, os: str, mobile_hint: str, platform_hint: str
             return "tablet"
         if platform_hint in ("windows", "macos", "linux", "chrome os", "chromium os"):
             return "desktop"
-    # Apps and scripts that do not claim to be a browser ("okhttp/4.12", "Dalvik/2.1.0 (Linux;
-    # ...)") are not someone at a desktop, unless ua-parser finds a desktop browser in them.
-    browser_like = ua.startswith(("Mozilla/", "Opera/")) or browser in _DESKTOP_BROWSERS
-    if not browser_like:
-        return "other"
+    if not ua.startswith(("Mozilla/", "Opera/")) and browser not in _DESKTOP_BROWSERS:
+        # Not a browser string: an app or a script.  Apps on a phone or tablet say so
+        # ("Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 ...)", "MOT-V360v/... MIDP-2.0"), and
+        # feature phones never sent "Mozilla/"; libraries and tools ("okhttp/4.12") name no
+        # device and stay "other", never "desktop".
+        if tablet:
+            return "tablet"
+        if _FEATURE_PHONE.search(ua):
+            return "mobile"
+        if os == "Android" or _ANDROID.search(ua):
+            return "mobile" if _PHONE.search(ua) or "dalvik" in ua.lower() else "tablet"
+        if os == "iOS":
+            return "mobile"
+        return "desktop" if _DESKTOP_APP.search(ua) else "other"
     if tablet:
         return "tablet"
     if _PHONE.search(ua):
