@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from sidecar.openapi import openapi_document
 from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
-from trackside.authz import Caller
+from trackside.authz import Caller, may_read_metrics
 from trackside.figures import DayFigures, TodayElsewhere, load_days, rolled_item_sketches, rolled_item_totals
 from trackside.stats.query import (
     CONTENT_METRICS,
@@ -212,6 +212,12 @@ class TracksideApi:
         return JSONResponse({"kind": kind, "id": item, **body}, headers=NO_STORE)
 
     async def openapi(self, request: Request) -> Response:
+        if not may_read_metrics(self.settings, request.headers.get("authorization")):
+            return JSONResponse(
+                {"detail": "the metrics token (TRACKSIDE_METRICS_TOKEN) is required as a Bearer token"},
+                status_code=401,
+                headers={"www-authenticate": "Bearer", **NO_STORE},
+            )
         return JSONResponse(openapi_document())
 
 
@@ -241,6 +247,8 @@ async def _query_body(request: Request) -> dict[str, Any]:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
             raise QueryError("body", "not valid JSON") from None
+        except RecursionError:  # thousands of nested arrays: no query is that deep
+            raise QueryError("body", "nested too deeply") from None
         if not isinstance(body, dict):
             raise QueryError("body", "a JSON object is expected")
         return body
@@ -254,7 +262,7 @@ async def _query_body(request: Request) -> dict[str, Any]:
     if "filters" in params:
         try:
             raw["filters"] = json.loads(params["filters"])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise QueryError("filters", 'JSON, e.g. [["is","country",["GB"]]]') from None
     return raw
 
@@ -268,11 +276,24 @@ def _csv(result: dict[str, Any]) -> Response:
     return _csv_rows(header, [r["dimensions"] + r["metrics"] for r in result["results"]])
 
 
+# A cell starting with one of these is a formula to a spreadsheet (`=HYPERLINK(...)`, `@SUM(...)`, and
+# `+`/`-` start one too; a tab or CR can hide the character that follows): recorded referrers, UTM values and
+# item ids come from visitors, so such a string is prefixed with a quote (OWASP's CSV injection advice).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: numbers stay numbers (-3 stays -3)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv_rows(header: list[str], rows: list[list[Any]]) -> Response:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([_cell(h) for h in header])
+    writer.writerows([_cell(v) for v in row] for row in rows)
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",

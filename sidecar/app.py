@@ -24,9 +24,12 @@ from sidecar.prometheus import CONTENT_TYPE, SidecarCollector, render
 from sidecar.proxy import ProxyApp
 from sidecar.server import MIGRATED_ENV
 from sidecar.server import configure as configure_server
+from sidecar.sign_in_limit import SignInLimit
 from sidecar.snippet import SnippetFile
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
 from trackside.api_keys import KeyRing
+from trackside.authz import may_read_metrics
+from trackside.enrich.client_ip import ClientIP
 from trackside.logs import configure_logging
 from trackside.page_token import PageTokens
 from trackside.pipeline import Pipeline
@@ -54,7 +57,7 @@ class SidecarApp:
             self.entry = SnippetInjector(self.proxy, self.snippet.url, tokens, capturer)
         self.stats = StatsEndpoints(settings, self.pipeline.engine, self.pipeline.capturer.tokens)
         self.stats.authorizer.keys = self.events_api.keys  # read keys for the stats and the query API
-        self.own = Starlette(
+        self.own_routes = Starlette(
             routes=[
                 Route("/_trackside/health", self.health),
                 Route("/_trackside/ready", self.ready),
@@ -64,6 +67,8 @@ class SidecarApp:
                 *Dashboard().routes(),
             ]
         )
+        # Failed sign-ins on any of them count towards one client address's limit.
+        self.own = SignInLimit(self.own_routes, settings.sign_in_failures, ClientIP(settings.trusted_proxies))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -131,14 +136,17 @@ class SidecarApp:
         writer = self.pipeline.writer
         if isinstance(writer, RedisWriter):
             try:
-                values["queue_depth"] = await asyncio.wait_for(writer.queue_depth(), 1.0)
+                values.update(await asyncio.wait_for(writer.queue_state(), 1.0))  # depth, oldest job's age
             except Exception:  # Redis away: the gauge is missing, the scrape still answers
                 pass
         return values
 
     async def metrics_endpoint(self, request: Request) -> Response:
         """Prometheus' text format for a Prometheus scraper (it asks for text/plain or
-        OpenMetrics) or `?format=prometheus`; JSON for everyone else."""
+        OpenMetrics) or `?format=prometheus`; JSON for everyone else. Behind `TRACKSIDE_METRICS_TOKEN`
+        when it is set."""
+        if not may_read_metrics(self.settings, request.headers.get("authorization")):
+            return unauthorized_metrics()
         accept = request.headers.get("accept", "")
         gauges = await self.gauges()
         if request.query_params.get("format") == "prometheus" or "openmetrics" in accept or "text/plain" in accept:
@@ -146,6 +154,14 @@ class SidecarApp:
         counts: dict[str, float] = dict(self.metrics.snapshot())
         counts.update(gauges)
         return JSONResponse(counts)
+
+
+def unauthorized_metrics() -> JSONResponse:
+    return JSONResponse(
+        {"detail": "the metrics token (TRACKSIDE_METRICS_TOKEN) is required as a Bearer token"},
+        status_code=401,
+        headers={"www-authenticate": "Bearer", "cache-control": "private, no-store"},
+    )
 
 
 def create_app(settings: Settings | None = None) -> SidecarApp:

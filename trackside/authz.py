@@ -3,7 +3,8 @@
 The caller comes from the Bearer JWT (HS256, `TRACKSIDE_JWT_SECRET`; user from `sub` or
 `user_id`), or is a machine holding the static `TRACKSIDE_ADMIN_TOKEN`. Roles come from the site's
 "who am I" endpoint when one is configured (the site keeps roles in its database; called with the
-caller's own token, cached briefly), else from the token's `roles` claim."""
+caller's own token, cached briefly), else from the token's `roles` claim, but only when the operator
+said to believe it (`TRACKSIDE_TRUST_ROLES_CLAIM=1`)."""
 
 from __future__ import annotations
 
@@ -70,8 +71,12 @@ class Authorizer:
             roles = await self._whoami_roles(token)
             if roles is None:
                 raise Unauthorized("the site does not know this token")
-        else:
+        elif self.settings.trust_roles_claim:
             roles = _roles_claim(claims)
+        else:
+            # The claim is not believed (`TRACKSIDE_TRUST_ROLES_CLAIM=0`, or never chosen): whoever
+            # holds the secret could write any roles into it. The user is still known (their own items).
+            roles = frozenset()
         return Caller(user, roles)
 
     async def _whoami_roles(self, token: str) -> frozenset[str] | None:
@@ -101,4 +106,19 @@ def _roles_claim(claims: dict[str, Any]) -> frozenset[str]:
         frozenset(str(r).strip() for r in roles if isinstance(r, str | int))
         if isinstance(roles, list | str)
         else frozenset()
+    )
+
+
+def may_read_metrics(settings: Settings, authorization: str | None) -> bool:
+    """The metrics and the OpenAPI document: open unless `TRACKSIDE_METRICS_TOKEN` is set; then its
+    Bearer token, or the admin token."""
+    if settings.metrics_token is None:
+        return True
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    given = token.strip().encode()
+    return any(
+        secret is not None and hmac.compare_digest(given, secret.encode())
+        for secret in (settings.metrics_token, settings.admin_token)
     )

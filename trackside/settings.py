@@ -498,12 +498,11 @@ def _format(key: str, value: Any) -> str:
 
 # Values shipped in examples, compose files and tutorials: whoever reads them knows the secret.
 _PLACEHOLDERS = frozenset(
-    {
-        "secret", "changeme", "change-me", "change_me", "password", "admin", "token", "test", "default",
-        "example", "jwt-secret", "jwt_secret", "jwtsecret", "secret-key", "secret_key", "secretkey",
-        "your-secret", "your_secret", "yoursecret", "your-secret-key", "supersecret", "super-secret",
-        "mysecret", "my-secret", "replace-me", "replaceme", "xxx", "12345678", "0123456789",
-    }
+    (
+        "secret changeme change-me change_me password admin token test default example jwt-secret jwt_secret "
+        "jwtsecret secret-key secret_key secretkey your-secret your_secret yoursecret your-secret-key supersecret "
+        "super-secret mysecret my-secret replace-me replaceme xxx 12345678 0123456789"
+    ).split()
 )
 _PLACEHOLDER_PREFIXES = ("change-me", "changeme", "change_me", "replace-me", "replace_me", "replaceme", "your-", "<")
 

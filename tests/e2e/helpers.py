@@ -199,6 +199,7 @@ def sidecar_env(jwt_secret: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKSIDE_")}
     if jwt_secret:
         env["TRACKSIDE_JWT_SECRET"] = jwt_secret
+        env["TRACKSIDE_TRUST_ROLES_CLAIM"] = "1"  # the test site signs its tokens alone
     return env
 
 

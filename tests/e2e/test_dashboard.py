@@ -221,7 +221,12 @@ async def seeded_settings(upstream_url: str, make_settings: Any, database_url: s
     assert sorted(r.day for r in rolled) == [datetime.fromtimestamp(midnight(d), UTC).date() for d in (12, 5)]
     await engine.dispose()
     settings = make_settings(
-        frontend_url=upstream_url, api_url=upstream_url, jwt_secret=SECRET, admin_token=ADMIN, database_url=database_url
+        frontend_url=upstream_url,
+        api_url=upstream_url,
+        jwt_secret=SECRET,
+        admin_token=ADMIN,
+        database_url=database_url,
+        trust_roles_claim=True,
     )
     return settings, batch
 

@@ -17,7 +17,10 @@ async def seeded(upstream_url, make_settings, database_url):
     engine = create_engine(database_url)
     await write_batch(engine, Batch(events=seed()))
     settings = make_settings(
-        frontend_url=upstream_url, api_url=upstream_url, jwt_secret=SECRET, admin_token=ADMIN, database_url=database_url
+        frontend_url=upstream_url, api_url=upstream_url, jwt_secret=SECRET,
+        admin_token=ADMIN,
+        database_url=database_url,
+        trust_roles_claim=True,
     )
     yield settings, engine
     await engine.dispose()

@@ -78,6 +78,10 @@ class Query:
     order_desc: bool
 
 
+EARLIEST = date(1970, 1, 1)
+LATEST = date(2999, 12, 31)
+
+
 def period_range(period: Any, today: date) -> tuple[date, date]:
     if period in (None, "30d"):
         return today - timedelta(days=29), today
@@ -94,6 +98,10 @@ def period_range(period: Any, today: date) -> tuple[date, date]:
             first, last = date.fromisoformat(str(period["from"])), date.fromisoformat(str(period["to"]))
         except ValueError:
             raise QueryError("period", "dates are YYYY-MM-DD") from None
+        if not (EARLIEST <= first and last <= LATEST):
+            # Far days are no error of the data but of the question; and the day arithmetic around
+            # the period (the view window, the week before) would overflow at year 1 or 9999.
+            raise QueryError("period", f"dates between {EARLIEST} and {LATEST}")
         if last < first:
             raise QueryError("period", "'to' is before 'from'")
         if (last - first).days >= MAX_DAYS:
