@@ -27,6 +27,7 @@ ENV TRACKSIDE_HOST=0.0.0.0 \
     PYTHONUNBUFFERED=1
 VOLUME ["/data"]
 EXPOSE 8080
+# The sidecar's health check; a worker's container uses `trackside worker --check` instead (compose.yaml).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/_trackside/health', timeout=2).status != 200)"]
 ENTRYPOINT ["trackside"]

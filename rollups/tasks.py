@@ -20,32 +20,63 @@ logger = logging.getLogger("trackside.worker")
 _TRANSIENT = (OSError, TimeoutError, OperationalError, DBAPIError, ConnectionError)
 
 
+# Retries of a batch while the database is away: 2 s, 4 s, ... up to this, for as long as it takes.
+RETRY_CAP = 30
+
+
+def _database_away(ctx: dict[str, Any], exc: BaseException) -> None:
+    health = ctx.get("health")
+    if health is not None:
+        health.database_away(exc)  # one line when it goes away, one when it is back
+    else:
+        logger.warning("database unavailable (%s)", type(exc).__name__)
+
+
+def _database_ok(ctx: dict[str, Any]) -> None:
+    health = ctx.get("health")
+    if health is not None:
+        health.database_ok()
+
+
 async def persist_batch(ctx: dict[str, Any], wire: dict[str, Any] | bytes) -> int:
     """Store one batch of events: insert-or-ignore on each event id, so a retry never counts twice."""
     batch = unpack_batch(wire)
     try:
-        return await write_batch(ctx["engine"], batch)
+        stored = await write_batch(ctx["engine"], batch)
     except _TRANSIENT as exc:
-        delay = min(30, 2 * ctx.get("job_try", 1))
-        logger.warning("database unavailable (%s): batch %s retried in %ss", type(exc).__name__, batch.id, delay)
-        raise Retry(defer=delay) from exc
+        _database_away(ctx, exc)
+        raise Retry(defer=min(RETRY_CAP, 2 * ctx.get("job_try", 1))) from exc
+    _database_ok(ctx)
+    return stored
 
 
 async def rollup_closed_days(ctx: dict[str, Any]) -> int:
     settings = ctx["settings"]
-    results = await rollup_pending(ctx["engine"], settings.view_window_minutes * 60.0)
+    try:
+        results = await rollup_pending(ctx["engine"], settings.view_window_minutes * 60.0)
+    except _TRANSIENT as exc:  # the next run (every half hour) goes on where this one stopped
+        _database_away(ctx, exc)
+        return 0
     return sum(1 for r in results if not r.skipped)
 
 
 async def provisional_today(ctx: dict[str, Any]) -> int:
     """Today's figures, derived now and stored for the stats endpoints to read (`trackside.provisional`)."""
     settings = ctx["settings"]
-    figures = await build_provisional(ctx["engine"], settings.view_window_minutes * 60.0)
+    try:
+        figures = await build_provisional(ctx["engine"], settings.view_window_minutes * 60.0)
+    except _TRANSIENT as exc:
+        _database_away(ctx, exc)
+        return 0
     return figures.counts["page_views"]
 
 
 async def prune_old(ctx: dict[str, Any]) -> dict[str, int]:
     settings = ctx["settings"]
-    result = await prune(ctx["engine"], settings.raw_retention_days, settings.daily_retention_days)
-    salts = await DatabaseSalts(ctx["engine"]).prune()
+    try:
+        result = await prune(ctx["engine"], settings.raw_retention_days, settings.daily_retention_days)
+        salts = await DatabaseSalts(ctx["engine"]).prune()
+    except _TRANSIENT as exc:
+        _database_away(ctx, exc)
+        return {}
     return {"raw_events": result.raw_events, "daily_rows": result.daily_rows, "salts": salts}

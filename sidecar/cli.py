@@ -13,24 +13,48 @@ from typing import Any
 
 import click
 
+from sidecar.operator_errors import explain, fail, sqlite_path
 from trackside.errors import ConfigError
 from trackside.logs import configure_logging
 from trackside.settings import Settings
 
+# The settings the running command was given: the URLs an outage's one line names.
+_current: Settings | None = None
+
 
 def _settings(**overrides: Any) -> Settings:
+    global _current
     try:
-        return Settings.from_env(**overrides)
+        _current = Settings.from_env(**overrides)
     except ConfigError as exc:
-        click.echo(f"trackside: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc), 2)
+    return _current
 
 
 def _logging(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    for warning in settings.warnings():
+        logging.getLogger("trackside").warning("%s", warning)
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command: a database or Redis that cannot be reached is one line and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            settings = _current
+            database_url = settings.database_url if settings else os.environ.get("TRACKSIDE_DATABASE_URL", "?")
+            redis_url = settings.redis_url if settings else os.environ.get("TRACKSIDE_REDIS_URL")
+            line = explain(exc, database_url, redis_url)
+            if line is None:
+                raise
+            fail(line, 1, as_json=settings.log_format == "json" if settings else None)
+
+
+@click.group(cls=_Commands)
+@click.version_option(package_name="trackside", prog_name="trackside", message="%(prog)s %(version)s")
 def main() -> None:
     """Trackside: self-hosted traffic analytics for a Next.js frontend and a Python API."""
 
@@ -65,8 +89,7 @@ def serve(no_capture: bool, **flags: Any) -> None:
             env={**os.environ, **settings.to_env()},
         )
         if done.returncode != 0:
-            click.echo("trackside: cannot migrate TRACKSIDE_DATABASE_URL (see above)", err=True)
-            sys.exit(1)
+            sys.exit(1)  # the migration said why, in one line
     # Worker processes rebuild the same settings from the environment.
     os.environ.update(settings.to_env())
     os.environ[MIGRATED_ENV] = "1"
@@ -75,6 +98,8 @@ def serve(no_capture: bool, **flags: Any) -> None:
 
     metrics_dir = os.environ[SHARED_ENV] = new_run_dir()
     mode = "embedded (no Redis)" if settings.redis_url is None else "Redis"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("Trackside on http://%s:%d/, dashboard http://%s:%d/_trackside/", host, settings.port, host, settings.port)
     log.info("Trackside %s mode: %r", mode, settings)
     options = uvicorn_options(settings)
     options["log_config"] = None  # keep the logging configured above (text or JSON)
@@ -88,20 +113,26 @@ def serve(no_capture: bool, **flags: Any) -> None:
 @click.option("--redis-url", help="Redis URL [TRACKSIDE_REDIS_URL]")
 @click.option("--database-url", help="Database the batches go to [TRACKSIDE_DATABASE_URL]")
 @click.option("--burst", is_flag=True, help="Drain the queue, then exit")
-def worker(redis_url: str | None, database_url: str | None, burst: bool) -> None:
-    """Run the ARQ worker: persist batches, roll up closed days, prune."""
+@click.option("--health-file", help="The worker's heartbeat file [default: TRACKSIDE_SPOOL_DIR/worker-health.json]")
+@click.option("--check", is_flag=True, help="Health check: exit 0 if the worker here is running and reaches Redis")
+def worker(redis_url: str | None, database_url: str | None, burst: bool, health_file: str | None, check: bool) -> None:
+    """Run the ARQ worker: persist batches, roll up closed days, prune. It outlives Redis and
+    database outages (reconnecting with backoff); `--check` tells a container's health check."""
     import importlib
 
-    from arq.worker import run_worker
-
     settings = _settings(redis_url=redis_url, database_url=database_url)
+    # Found by name, as arq's CLI would: the sidecar package never imports the worker's code.
+    health = importlib.import_module("rollups.health")
+    path = health_file or str(health.health_path(settings))
+    if check:
+        healthy, line = health.check(path)
+        click.echo(line, err=not healthy)
+        sys.exit(0 if healthy else 1)
     if settings.redis_url is None:
         click.echo("trackside: TRACKSIDE_REDIS_URL is required for a worker (embedded mode needs none)", err=True)
         sys.exit(2)
     _logging(settings)
-    # Found by name, as arq's CLI would: the sidecar package never imports the worker's code.
-    options = importlib.import_module("rollups.worker").worker_options(settings)
-    run_worker(type("WorkerSettings", (), options), burst=burst)
+    asyncio.run(importlib.import_module("rollups.worker").run(settings, burst=burst, health_file=path))
 
 
 @main.command()
@@ -142,8 +173,12 @@ def migrate_command(database_url: str | None) -> None:
     from trackside.storage.migrate import migrate
 
     settings = _settings(database_url=database_url)
+    _logging(settings)
     asyncio.run(migrate(settings.database_url))
-    click.echo("schema is up to date")
+    if settings.log_format == "json":
+        logging.getLogger("trackside").info("schema is up to date")
+    else:
+        click.echo("schema is up to date")
 
 
 def _day(value: str | None, name: str) -> date | None:
@@ -171,6 +206,10 @@ def report(since: str | None, until: str | None, as_json: bool, database_url: st
     last = _day(until, "--until") or today
     if last < first:
         raise click.BadParameter("--until is before --since", param_hint="--until")
+    path = sqlite_path(settings.database_url)
+    if path is not None and not os.path.isfile(path):
+        # Opening it would create an empty database, and report nothing as if nothing had happened.
+        fail(f"no database at {path} (TRACKSIDE_DATABASE_URL={settings.database_url}); run it where the sidecar ran")
 
     async def run() -> dict[str, Any]:
         engine = create_engine(settings.database_url)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
+from datetime import timedelta
 from typing import Any
 
 import msgpack
@@ -19,6 +21,9 @@ from trackside.events import as_row
 logger = logging.getLogger("trackside.queue")
 
 PERSIST_JOB = "persist_batch"  # the worker's function, found by name (the sidecar never imports rollups)
+# How long a queued batch may wait for a worker and a database (arq's default is a day, after which
+# a batch still queued would be dropped as "expired"): outages of any length are waited out.
+JOB_LIFETIME = timedelta(days=365)
 
 serialize = msgpack.packb
 deserialize = functools.partial(msgpack.unpackb, raw=False)
@@ -61,6 +66,18 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
+async def queue_state(redis: ArqRedis, queue_name: str) -> dict[str, float]:
+    """The queue as a scrape shows it: `queue_depth`, jobs queued (deferred retries included), and
+    `queue_oldest_job_seconds`, how long the job that is due first has been due (0 when none is):
+    the worker's lag. A queue's scores are the times its jobs are due, in milliseconds."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(queue_name)
+        pipe.zrange(queue_name, 0, 0, withscores=True)
+        depth, first = await pipe.execute()
+    oldest = max(0.0, time.time() - first[0][1] / 1000) if first else 0.0
+    return {"queue_depth": int(depth), "queue_oldest_job_seconds": round(oldest, 3)}
+
+
 class RedisWriter:
     def __init__(self, url: str, queue_name: str) -> None:
         self.url = url
@@ -80,11 +97,16 @@ class RedisWriter:
     async def write(self, batch: Batch) -> Any:
         payload = await pack_batch(batch)
         pool = await self.connect()
-        return await pool.enqueue_job(PERSIST_JOB, payload, _job_id=f"batch:{batch.id}")
+        return await pool.enqueue_job(
+            PERSIST_JOB, payload, _job_id=f"batch:{batch.id}", _expires=JOB_LIFETIME
+        )
 
     async def queue_depth(self) -> int:
         pool = await self.connect()
         return int(await pool.zcard(self.queue_name))
+
+    async def queue_state(self) -> dict[str, float]:
+        return await queue_state(await self.connect(), self.queue_name)
 
     async def close(self) -> None:
         if self.pool is not None:
