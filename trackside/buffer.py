@@ -61,7 +61,7 @@ class EventBuffer:
 
     def put(self, event: Event) -> None:
         if len(self.events) >= self.capacity:
-            self.metrics.inc("events_dropped")
+            self.dropped(1)
             return
         self.events.append(event)
         self.metrics.inc("events_captured")
@@ -73,13 +73,20 @@ class EventBuffer:
     def wait(self, request: tuple[Any, ...]) -> None:
         """An answered request, recorded later by the flusher (`Capturer.record`'s arguments)."""
         if len(self.waiting) + len(self.events) >= self.capacity:
-            self.metrics.inc("events_dropped")
+            self.dropped(1)
             return
         self.waiting.append(request)
         if self.ledger is not None:
             self.ledger.add_waiting(1)
         if len(self.waiting) >= WAITING_WAKEUP:
             self.wakeup.set()
+
+    def dropped(self, n: int, *, captured: bool = False) -> None:
+        """Events lost for want of room (or of a spool): counted, and kept in the ledger so that
+        the count survives a restart."""
+        self.metrics.inc("events_dropped", n)
+        if self.ledger is not None:
+            self.ledger.add_dropped(n, captured=captured)
 
     def take_waiting(self) -> list[tuple[Any, ...]]:
         waiting, self.waiting = self.waiting, []
@@ -187,7 +194,7 @@ class Flusher:
             self.metrics.inc("events_spooled", len(batch.events))
             self._durable(batch)
         except OSError:
-            self.metrics.inc("events_dropped", len(batch.events))
+            self.buffer.dropped(len(batch.events), captured=True)
             logger.exception("cannot write the spool: %d events lost", len(batch.events))
 
     def _durable(self, batch: Batch) -> None:

@@ -10,7 +10,7 @@ import logging
 
 from trackside.buffer import EventBuffer, Flusher
 from trackside.capture import Capturer
-from trackside.ledger import Ledger, recover_lost
+from trackside.ledger import Ledger
 from trackside.metrics import Metrics
 from trackside.queue import RedisWriter
 from trackside.rollup import prune, rollup_pending
@@ -52,11 +52,15 @@ class Pipeline:
             from trackside.storage.migrate import migrate  # alembic is heavy: import it only to use it
 
             await migrate(self.settings.database_url)
-        lost = recover_lost(self.settings.spool_dir)
-        if lost:
-            logger.warning("a process killed before it could flush lost %d captured events", lost)
-            self.metrics.inc("events_lost_unclean_shutdown", lost)
-        self.buffer.ledger = Ledger(self.settings.spool_dir)
+        # The processes of one `trackside serve` share a run (their counters are added up).
+        ledger = self.buffer.ledger = Ledger(self.settings.spool_dir, run=self.metrics.shared_dir)
+        found = ledger.absorb()
+        if found.lost:
+            logger.warning("a process killed before it could flush lost %d captured events", found.lost)
+            self.metrics.inc("events_lost_unclean_shutdown", found.lost)
+        if found.dropped:
+            logger.warning("events dropped before this start (buffer full or spool unwritable): %d", found.dropped)
+            self.metrics.inc("events_dropped", found.dropped)
         orphaned = self.spool.orphaned()
         if orphaned:
             logger.warning("found %d spooled batches from an earlier process: replaying them", orphaned)
