@@ -157,14 +157,19 @@ class ProxyApp:
             if name in drop:
                 continue
             headers.append((name, value))
-        refusal = target_problem(raw_path_bytes, query, self.settings.max_target_bytes)
+        # The request line first, as it arrives first; then `Host`. Each check is made only when a
+        # cheap test says it may fail: this runs for every request.
+        refusal = None
+        max_target = self.settings.max_target_bytes
+        if b"%" in raw_path_bytes or b"\\" in raw_path_bytes or len(raw_path_bytes) + len(query) >= max_target:
+            refusal = target_problem(raw_path_bytes, query, max_target)
+        if refusal is None and (hosts != 1 or b"host" in named):
+            refusal = host_problem(hosts, scope.get("http_version", "1.1"), named)
         if refusal is not None:
-            pass  # the request line is judged first, as it arrives first
+            pass
         elif _has_dot_segment(scope["path"]):
             # `/../` would climb out of the route (or the upstream's root): refused, as nginx does.
             refusal = "400 invalid path"
-        elif (problem := host_problem(hosts, scope.get("http_version", "1.1"), named)) is not None:
-            refusal = problem
         elif size > self.settings.max_header_bytes:
             refusal = "431 request headers too large"
         elif content_length is not None and transfer_encoding is not None:
