@@ -311,3 +311,18 @@ async def test_beacon_origin_check_believes_forwarded_host_only_from_trusted_pro
     if not trusted:
         assert answer.text == "beacons from this origin are not accepted\n"
     assert own.status_code == 204
+
+
+def test_a_country_header_without_trusted_proxies_is_named_at_start(make_settings, caplog):
+    from sidecar.app import SidecarApp
+
+    with caplog.at_level("WARNING", logger="trackside.capture"):
+        SidecarApp(make_settings(country_header="CF-IPCountry"))
+    assert [r.getMessage() for r in caplog.records if r.name == "trackside.capture"] == [
+        "TRACKSIDE_COUNTRY_HEADER is set but TRACKSIDE_TRUSTED_PROXIES is not: the header is believed only "
+        "from a trusted proxy, so no country will come from it"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="trackside.capture"):
+        SidecarApp(make_settings(country_header="CF-IPCountry", trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),)))
+    assert [r for r in caplog.records if r.name == "trackside.capture"] == []
