@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from trackside.errors import ConfigError
 
@@ -261,6 +262,7 @@ class Settings:
                 "TRACKSIDE_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
                 f"got {self.database_url!r}"
             )
+        _check_database_url(self.database_url)
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"TRACKSIDE_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
         if not 0 <= self.port <= 65535:
@@ -513,6 +515,21 @@ def _check_secret(value: str | None, name: str) -> None:
     lowered = value.strip().lower()
     if lowered in _PLACEHOLDERS or lowered.startswith(_PLACEHOLDER_PREFIXES):
         raise ConfigError(f"{name} is a known placeholder value; set a long random one (e.g. `openssl rand -hex 32`)")
+
+
+def _check_database_url(url: str) -> None:
+    # The driver would fail on these with a traceback from deep inside; say it here, naming the setting.
+    if url.startswith("postgresql"):
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a port that is no number
+        except ValueError as exc:
+            raise ConfigError(f"TRACKSIDE_DATABASE_URL is not a valid URL ({exc})") from None
+    elif "://" in url and url.split("://", 1)[1] not in ("", "/") and not url.split("://", 1)[1].startswith("/"):
+        raise ConfigError(
+            "TRACKSIDE_DATABASE_URL: a SQLite URL has three slashes before a relative path "
+            "(sqlite+aiosqlite:///./trackside.db) and four before an absolute one"
+        )
 
 
 def _check_url(url: str, name: str) -> None:
