@@ -20,6 +20,7 @@ from sidecar.dashboard_routes import Dashboard
 from sidecar.events_api import ROUTE as EVENTS_ROUTE
 from sidecar.events_api import EventsApi
 from sidecar.inject import SnippetInjector
+from sidecar.operator_errors import explain
 from sidecar.prometheus import CONTENT_TYPE, SidecarCollector, render
 from sidecar.proxy import ProxyApp
 from sidecar.server import MIGRATED_ENV
@@ -97,7 +98,11 @@ class SidecarApp:
                     await self.pipeline.start(migrate_schema=migrate_schema)
                     await self.proxy.startup()
                 except Exception as exc:
-                    logger.exception("start-up failed")
+                    line = explain(exc, self.settings.database_url, self.settings.redis_url)
+                    if line is None:
+                        logger.exception("start-up failed")
+                    else:
+                        logger.error("start-up failed: %s", line)  # an outage or a wrong URL: no traceback
                     await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
                     return
                 # Everything allocated at start-up lives as long as the process: keep the garbage

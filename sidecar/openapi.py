@@ -16,6 +16,10 @@ _ERRORS = {
     "401": {"description": "no token, or one that does not verify"},
     "403": {"description": "neither the item's owner nor a moderator"},
     "404": {"description": "no such item"},
+    "429": {
+        "description": "too many failed sign-ins (401s) from this client address in a minute "
+        "(TRACKSIDE_SIGN_IN_FAILURES); `Retry-After` says when to try again",
+    },
 }
 
 
@@ -61,7 +65,13 @@ def openapi_document() -> dict[str, Any]:
         "schema": {"type": "string"},
         "description": "today, yesterday, 7d, 30d, or FROM,TO (YYYY-MM-DD, UTC days)",
     }
-    csv = {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}
+    csv = {
+        "name": "format",
+        "in": "query",
+        "schema": {"enum": ["json", "csv"]},
+        "description": "csv: a text cell starting with = + - @, tab or CR is prefixed with ' so that no spreadsheet "
+        "runs it as a formula; numbers are written as numbers",
+    }
     return {
         "openapi": "3.1.0",
         "info": {

@@ -156,3 +156,31 @@ def test_errors_are_json_with_json_logs(tmp_path):
 
 
 assert os.path.exists(TRACKSIDE), "the project's virtualenv is expected at .venv"
+
+
+def test_the_app_under_plain_uvicorn_says_why_it_cannot_start(tmp_path):
+    """`uvicorn --factory sidecar.app:create_app` (no `trackside serve` to migrate first): the
+    start-up failure is one log line naming the database, no traceback."""
+    env = {
+        **clean_env(),
+        "TRACKSIDE_DATABASE_URL": "postgresql+asyncpg://trackside:pw@127.0.0.1:1/trackside",
+        "TRACKSIDE_PORT": str(free_port()),
+    }
+    uvicorn = str(REPO / ".venv" / "bin" / "uvicorn")
+    done = subprocess.run(
+        [uvicorn, "--factory", "sidecar.app:create_app", "--port", env["TRACKSIDE_PORT"]],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3  # uvicorn's exit code for a failed start-up
+    assert "Traceback" not in done.stderr + done.stdout
+    failed = [line for line in done.stderr.splitlines() if "start-up failed" in line]
+    assert len(failed) == 1
+    head, _, reason = failed[0].partition(" ERROR ")[2].rpartition(": ")
+    assert head == (
+        "trackside.sidecar: start-up failed: cannot use the database postgresql+asyncpg://trackside:***@127.0.0.1:1/trackside"
+    )
+    assert reason in ("Connection refused", "Connect call failed ('127.0.0.1', 1)")  # uvloop's words, asyncio's
