@@ -127,12 +127,14 @@
       cache: 'no-store',
       credentials: 'omit',
     });
-    if (response.status === 401 || response.status === 403) {
-      let detail = '';
-      try {
-        detail = String((await response.json()).detail || '');
-      } catch (e) {
-        detail = '';
+    if (response.status === 401 || response.status === 403 || response.status === 429) {
+      let detail = response.status === 429 ? `try again in ${response.headers.get('Retry-After') || 60} s` : '';
+      if (response.status !== 429) {
+        try {
+          detail = String((await response.json()).detail || '');
+        } catch (e) {
+          detail = '';
+        }
       }
       throw new AuthError(response.status, detail);
     }
@@ -835,6 +837,7 @@
   function reason(error) {
     const detail = error.detail ? `: ${error.detail}` : '';
     if (error.status === 403) return `This token may not read the dashboard (403${detail}). A moderator's token is needed.`;
+    if (error.status === 429) return `Too many refused tokens from this address (429${detail}).`;
     return `The token was refused (401${detail}).`;
   }
 
