@@ -141,7 +141,7 @@ def worker(redis_url: str | None, database_url: str | None, burst: bool, health_
 @click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
 def rollup(day: str | None, backfill: bool, database_url: str | None) -> None:
     """Roll up closed UTC days into daily rows (the worker and the embedded mode do this on a schedule)."""
-    from trackside.rollup import pending_days, rollup_day, utc_today
+    from trackside.rollup import DayPruned, pending_days, rollup_day, utc_today
     from trackside.storage.engine import create_engine
 
     settings = _settings(database_url=database_url)
@@ -163,7 +163,11 @@ def rollup(day: str | None, backfill: bool, database_url: str | None) -> None:
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except DayPruned as exc:
+        click.echo(f"\ntrackside: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command("migrate")

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.figures import load_days, sum_days
+from trackside.storage.daily import late_unrolled
 from trackside.storage.engine import snapshot
 from trackside.storage.reads import bot_hits
 
@@ -25,6 +26,7 @@ async def build_report(engine: AsyncEngine, since: date, until: date, window_sec
     async with snapshot(engine) as conn:
         totals = sum_days(await load_days(conn, since, until, window_seconds))
         bots = await bot_hits(conn, since, until)
+        late = await late_unrolled(conn, since, until)
     content: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (kind, item), figures in totals.items.items():
         if not figures["views"]:
@@ -70,6 +72,9 @@ async def build_report(engine: AsyncEngine, since: date, until: date, window_sec
         "referrers": dim("referrer"),
         "bots": _ranked(Counter(bots)),
         "unverified_beacons": dim("unverified"),
+        # Late events of days whose raw events were pruned: in the additive counts above, never
+        # in uniques or content views (those days are not rolled up again).
+        "late_events_unrolled": late,
     }
 
 
@@ -88,6 +93,11 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines.append(f"API calls         {report['api_calls']:>10}")
     lines.append(f"Signups           {report['signups']:>10}   uploads {report['uploads']}")
+    if report["late_events_unrolled"]:
+        lines.append(
+            f"Late events       {report['late_events_unrolled']:>10}   for days already pruned: in the counts,"
+            " not in uniques or content views"
+        )
     lines.append("")
 
     def block(title: str, rows: dict[str, int], limit: int = 20) -> None:

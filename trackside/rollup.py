@@ -1,7 +1,9 @@
 """Rollups and pruning: closed UTC days, one transaction per day under that day's lock.
 
 Rerunning a day replaces its rows (never adds to them), so a rerun, two workers at once, or a late
-event that marked its day dirty all end in the same rows as one clean run."""
+event that marked its day dirty all end in the same rows as one clean run. A day whose raw events
+are pruned is never rolled again (it would be rolled from what is left, wiping it): a late event
+for it only adds to its additive counts (`trackside.storage.daily.add_late`)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.aggregate import aggregate_day
 from trackside.storage.daily import (
+    clear_dirty,
     day_bot_hits,
     days_needing_rollup,
     lock_day,
@@ -26,6 +29,17 @@ from trackside.storage.reads import day_events
 from trackside.views import derive_day
 
 logger = logging.getLogger("trackside.rollup")
+
+
+class DayPruned(Exception):
+    """A day whose raw events are pruned cannot be rolled up again."""
+
+    def __init__(self, day: date) -> None:
+        super().__init__(
+            f"{day} cannot be rolled up again: its raw events were pruned (TRACKSIDE_RAW_RETENTION_DAYS), "
+            "so a rollup would replace its daily rows with figures from whatever is left; its rows stay as they are"
+        )
+        self.day = day
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +54,16 @@ def utc_today() -> date:
 
 
 async def rollup_day(engine: AsyncEngine, day: date, window_seconds: float, *, force: bool = False) -> RollupResult:
-    """Roll up one day: derive its views from raw events and replace its daily rows."""
+    """Roll up one day: derive its views from raw events and replace its daily rows. A day whose
+    raw events are pruned is skipped (`force`: refused, `DayPruned`)."""
     async with engine.begin() as conn:
-        dirty, rolled_at = await lock_day(conn, day)
+        dirty, rolled_at, pruned = await lock_day(conn, day)
+        if pruned:
+            if force:
+                raise DayPruned(day)
+            if dirty:
+                await clear_dirty(conn, day)
+            return RollupResult(day, 0, True)
         if rolled_at is not None and not dirty and not force:
             return RollupResult(day, 0, True)
         # A day is millions of small objects that all live until the end: the garbage collector

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,8 +32,8 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-async def lock_day(conn: AsyncConnection, day: date) -> tuple[bool, datetime | None]:
-    """Take the day's rollup lock for this transaction; return (dirty, rolled_at) as it stands.
+async def lock_day(conn: AsyncConnection, day: date) -> tuple[bool, datetime | None, bool]:
+    """Take the day's rollup lock for this transaction; return (dirty, rolled_at, raw_pruned) as it stands.
 
     The first statement of a rollup writes the day's row: on PostgreSQL that row lock makes a
     second worker rolling the same day wait; on SQLite the write takes the database's write lock."""
@@ -43,9 +43,17 @@ async def lock_day(conn: AsyncConnection, day: date) -> tuple[bool, datetime | N
     )
     await conn.execute(stmt)
     row = (
-        await conn.execute(select(ROLLUP_DAYS.c.dirty, ROLLUP_DAYS.c.rolled_at).where(ROLLUP_DAYS.c.day == day))
+        await conn.execute(
+            select(ROLLUP_DAYS.c.dirty, ROLLUP_DAYS.c.rolled_at, ROLLUP_DAYS.c.raw_pruned).where(
+                ROLLUP_DAYS.c.day == day
+            )
+        )
     ).one()
-    return bool(row.dirty), row.rolled_at
+    return bool(row.dirty), row.rolled_at, bool(row.raw_pruned)
+
+
+async def clear_dirty(conn: AsyncConnection, day: date) -> None:
+    await conn.execute(update(ROLLUP_DAYS).where(ROLLUP_DAYS.c.day == day).values(dirty=False))
 
 
 async def replace_day(conn: AsyncConnection, site: SiteDay, events: int) -> None:
@@ -168,12 +176,79 @@ async def day_bot_hits(conn: AsyncConnection, day: date) -> int:
 
 
 async def prune_raw(conn: AsyncConnection, before: date) -> int:
-    """Delete raw events of days before `before` that are rolled up and clean: never anything else."""
-    clean = select(ROLLUP_DAYS.c.day).where(
-        ROLLUP_DAYS.c.dirty.is_(False), ROLLUP_DAYS.c.rolled_at.is_not(None), ROLLUP_DAYS.c.day < before
+    """Delete raw events of days before `before` that are rolled up and clean: never anything else.
+
+    The days are marked `raw_pruned` first, which takes their rows' locks: a write of a late event
+    for one of them either came first (the day is dirty, so it is not pruned now) or waits and then
+    sees it pruned (and only adds to its counts: `add_late`). Such a day is never rolled again."""
+    marked = await conn.execute(
+        update(ROLLUP_DAYS)
+        .where(ROLLUP_DAYS.c.dirty.is_(False), ROLLUP_DAYS.c.rolled_at.is_not(None), ROLLUP_DAYS.c.day < before)
+        .values(raw_pruned=True)
+        .returning(ROLLUP_DAYS.c.day)
     )
-    result = await conn.execute(delete(EVENTS).where(and_(EVENTS.c.day < before, EVENTS.c.day.in_(clean))))
-    return max(result.rowcount, 0)
+    days = list(marked.scalars().all())
+    removed = 0
+    for start in range(0, len(days), 500):
+        result = await conn.execute(delete(EVENTS).where(EVENTS.c.day.in_(days[start : start + 500])))
+        removed += max(result.rowcount, 0)
+    return removed
+
+
+# What a late event may add to a pruned day's rows: counts that are sums. Never uniques (visitors,
+# viewers: whether this visitor was already counted is unknowable without the raw events), and
+# never looks (a look depends on the visitor's other requests within the view window).
+_LATE_SITE = (
+    "page_views", "page_views_authenticated", "api_calls", "api_calls_authenticated", "errors",
+    "errors_authenticated", "signups", "signups_authenticated", "uploads", "uploads_authenticated",
+)  # fmt: skip
+_LOOK_DIMS = ("view_type", "view_device")
+
+
+async def add_late(conn: AsyncConnection, site: SiteDay, events: int) -> None:
+    """Late events of a day whose raw events are pruned (`site`: what they add up to alone): added
+    to the additive counts of its daily rows (if they are still kept), and counted as unrolled."""
+    day = site.day
+    await conn.execute(
+        update(DAILY_SITE)
+        .where(DAILY_SITE.c.day == day)
+        .values({name: DAILY_SITE.c[name] + getattr(site, name) for name in _LATE_SITE})
+    )
+    kept = (await conn.execute(select(DAILY_SITE.c.day).where(DAILY_SITE.c.day == day))).first() is not None
+    dims = [
+        {"day": day, "dim": dim, "key": key, "count": d.count, "count_authenticated": d.count_authenticated,
+         "visitors": 0, "visitors_authenticated": 0}
+        for (dim, key), d in site.dims.items()
+        if dim not in _LOOK_DIMS and d.count
+    ]  # fmt: skip
+    if dims and kept:
+        stmt = _insert(conn, DAILY_SITE_DIMS)
+        await conn.execute(
+            stmt.on_conflict_do_update(  # type: ignore[attr-defined]
+                index_elements=["day", "dim", "key"],
+                set_={
+                    "count": DAILY_SITE_DIMS.c.count + stmt.excluded.count,  # type: ignore[attr-defined]
+                    "count_authenticated": DAILY_SITE_DIMS.c.count_authenticated
+                    + stmt.excluded.count_authenticated,  # type: ignore[attr-defined]
+                },
+            ),
+            dims,
+        )
+    await conn.execute(
+        update(ROLLUP_DAYS)
+        .where(ROLLUP_DAYS.c.day == day)
+        .values(events=ROLLUP_DAYS.c.events + events, late_unrolled=ROLLUP_DAYS.c.late_unrolled + events)
+    )
+
+
+async def late_unrolled(conn: AsyncConnection, first: date, last: date) -> int:
+    """Late events of pruned days in [first, last] that were added to counts, not rolled up."""
+    total = (
+        await conn.execute(
+            select(func.sum(ROLLUP_DAYS.c.late_unrolled)).where(ROLLUP_DAYS.c.day >= first, ROLLUP_DAYS.c.day <= last)
+        )
+    ).scalar()
+    return int(total or 0)
 
 
 async def prune_daily(conn: AsyncConnection, before: date) -> int:

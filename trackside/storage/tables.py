@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, SmallInteger, String, text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, LargeBinary, SmallInteger, String, false, text
 from sqlmodel import Field, SQLModel
 
 
@@ -89,7 +89,9 @@ class SpoolBatchRow(SQLModel, table=True):
 
 
 class RollupDayRow(SQLModel, table=True):
-    """A UTC day's rollup state: rolled (and when), or dirty (events arrived since)."""
+    """A UTC day's rollup state: rolled (and when), or dirty (events arrived since). Once its raw
+    events are pruned (`raw_pruned`) a day is never rolled again: a late event only adds to its
+    additive counts, and is counted in `late_unrolled`."""
 
     __tablename__ = "rollup_days"
 
@@ -97,6 +99,8 @@ class RollupDayRow(SQLModel, table=True):
     dirty: bool
     rolled_at: datetime | None = Field(default=None, sa_column=Column(DateTime))
     events: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    raw_pruned: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    late_unrolled: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
 
 
 class DailySiteRow(SQLModel, table=True):

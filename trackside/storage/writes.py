@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import time
 from collections import Counter, defaultdict
@@ -18,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.batch import Batch, BotKey
 from trackside.events import Event
-from trackside.storage.tables import APPLIED, BOT_HITS, CONTENT_ALIASES, ROLLUP_DAYS
+from trackside.storage.tables import APPLIED, BOT_HITS, CONTENT_ALIASES, EVENTS, ROLLUP_DAYS
+
+logger = logging.getLogger("trackside.storage")
 
 
 def _insert(conn: AsyncConnection, table: Any) -> Any:
@@ -90,7 +93,15 @@ def prepare_rows(dialect: str, events: list[Event]) -> Prepared:
 async def write_batch_on(conn: AsyncConnection, batch: Batch, prepared: Prepared | None = None) -> int:
     if batch.events:
         rows, days = prepared or prepare_rows(conn.dialect.name, batch.events)
-        if conn.dialect.name == "postgresql":
+        # First the days' rollup rows (and their locks): a day pruned meanwhile is known before
+        # its events go in.
+        pruned = await mark_dirty(conn, days)
+        if pruned:
+            late = [e for e in batch.events if datetime.fromtimestamp(e.ts, UTC).date() in pruned]
+            await _write_late(conn, late)
+            others = [e for e in batch.events if datetime.fromtimestamp(e.ts, UTC).date() not in pruned]
+            rows = prepare_rows(conn.dialect.name, others)[0] if others else []
+        if conn.dialect.name == "postgresql" and rows:
             await conn.exec_driver_sql(_POSTGRES_INSERT, rows)
         else:
             by_size: defaultdict[int, list[tuple[Any, ...]]] = defaultdict(list)
@@ -98,7 +109,6 @@ async def write_batch_on(conn: AsyncConnection, batch: Batch, prepared: Prepared
                 by_size[len(group) // len(_COLUMNS)].append(group)
             for size, groups in by_size.items():
                 await conn.exec_driver_sql(_sqlite_insert(size), groups)
-        await mark_dirty(conn, days)
     if batch.aliases:
         stmt = _insert(conn, CONTENT_ALIASES)
         stmt = stmt.on_conflict_do_update(
@@ -127,19 +137,63 @@ async def add_bot_hits(conn: AsyncConnection, counts: Counter[BotKey]) -> None:
     await conn.execute(stmt, rows)
 
 
-async def mark_dirty(conn: AsyncConnection, days: Iterable[date]) -> None:
-    """New events for these days: a rolled day must be rolled again (its rows replaced).
+async def mark_dirty(conn: AsyncConnection, days: Iterable[date]) -> set[date]:
+    """New events for these days: a rolled day must be rolled again (its rows replaced), unless
+    its raw events are pruned: those days are returned, and stay as they are.
 
-    An upsert, not an update: it waits for a rollup of the same day that is in progress (its row
-    lock), so an event that the rollup did not see always leaves the day dirty."""
-    rows = [{"day": d, "dirty": True, "events": 0} for d in sorted(set(days))]
-    if not rows:
-        return
+    An upsert, not an update: it waits for a rollup (or a prune) of the same day that is in
+    progress (its row lock), so an event that the rollup did not see always leaves the day dirty,
+    and a day pruned meanwhile is seen pruned."""
+    ordered = sorted(set(days))
+    if not ordered:
+        return set()
     stmt = _insert(conn, ROLLUP_DAYS)
-    await conn.execute(
-        stmt.on_conflict_do_update(index_elements=["day"], set_={"dirty": True}),
-        rows,
-    )
+    today = datetime.now(UTC).date()
+    pruned: set[date] = set()
+    recent = [{"day": d, "dirty": True, "events": 0} for d in ordered if d >= today]
+    if recent:  # today is never rolled, let alone pruned
+        await conn.execute(stmt.on_conflict_do_update(index_elements=["day"], set_={"dirty": True}), recent)
+    # Closed days one statement each (RETURNING is not for executemany); a batch rarely has any.
+    for day in ordered:
+        if day >= today:
+            continue
+        result = await conn.execute(
+            stmt.values(day=day, dirty=True, events=0)
+            .on_conflict_do_update(
+                index_elements=["day"], set_={"dirty": ROLLUP_DAYS.c.dirty | ~ROLLUP_DAYS.c.raw_pruned}
+            )
+            .returning(ROLLUP_DAYS.c.raw_pruned)
+        )
+        if result.scalar_one():
+            pruned.add(day)
+    return pruned
+
+
+# Page views of late events are derived among themselves only, with the default view window.
+LATE_WINDOW_SECONDS = 30 * 60.0
+
+
+async def _write_late(conn: AsyncConnection, events: list[Event]) -> None:
+    """Events for days whose raw events are pruned: stored (so a rerun of the batch finds them and
+    adds nothing), and the ones new to the database added to their day's additive counts."""
+    from trackside.aggregate import aggregate_day  # the rare path: imported when taken
+    from trackside.storage.daily import add_late
+    from trackside.views import derive_day
+
+    rows = [{"id": e.id, "ts": t, "day": t.date(), "hour": t.hour, **dict(zip(_REST, _rest_of(e), strict=True))}
+            for e in events for t in (datetime.fromtimestamp(e.ts, UTC).replace(tzinfo=None),)]  # fmt: skip
+    stmt = _insert(conn, EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
+    new: set[str] = set()
+    for row in rows:
+        new.update((await conn.execute(stmt.values(row))).scalars().all())
+    by_day: defaultdict[date, list[Event]] = defaultdict(list)
+    for e in events:
+        if e.id in new:
+            by_day[datetime.fromtimestamp(e.ts, UTC).date()].append(e)
+    for day, late in sorted(by_day.items()):
+        await add_late(conn, aggregate_day(day, late, derive_day(late, LATE_WINDOW_SECONDS)), len(late))
+        logger.warning("%d late events for %s, whose raw events are pruned: added to its counts, not rolled up",
+                       len(late), day)  # fmt: skip
 
 
 class DatabaseWriter:
