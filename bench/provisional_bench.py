@@ -64,6 +64,7 @@ async def main():
                 database_url=url,
                 spool_dir="/tmp/provspool",
                 jwt_secret="stats-secret-stats-secret-stats-secret",
+                trust_roles_claim=True,  # the moderator token carries its role
                 log_level="warning",
             )
             for attempt in ("first sidecar (derives today)", "second sidecar (provisional copy)"):

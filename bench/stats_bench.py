@@ -584,6 +584,7 @@ def make_settings(url: str, upstream: str, spool: Path, overlay: tuple[str, ...]
         frontend_url=upstream,
         api_url=upstream,
         jwt_secret=SECRET,
+        trust_roles_claim=True,  # the moderator tokens carry their role
         admin_token=ADMIN,
         database_url=url,
         spool_dir=str(spool),
