@@ -215,13 +215,13 @@ def test_native_prefilter_changes_no_answer(monkeypatch):
     ],
 )
 def test_loosened_patterns_drop_only_conditions(pattern, loose):
-    from trackside.enrich.prefilter import loosen
+    from trackside.enrich.native_regex import loosen
 
     assert loosen(pattern) == loose
 
 
 def test_prefilter_says_no_only_when_the_pattern_cannot_match():
-    from trackside.enrich.prefilter import Prefilter
+    from trackside.enrich.native_regex import Prefilter
 
     assert Prefilter(r"(?<![a-z0-9])seo").maybe("xx SEO yy")
     assert Prefilter(r"(?<![a-z0-9])seo").maybe("xxseo")  # a "maybe": re decides

@@ -25,7 +25,7 @@ import re
 import crawleruseragents
 
 from trackside.enrich.fifo_cache import S3FifoCache
-from trackside.enrich.prefilter import Prefilter
+from trackside.enrich.native_regex import Prefilter
 
 __all__ = ["bot_name"]
 
@@ -556,6 +556,9 @@ _MAYBE_CRAWLER_AT_START = Prefilter(_CRAWLER_LIST_AT_START, anchored=True)
 _MAYBE_HEADLESS = Prefilter(_HEADLESS)
 _MAYBE_TOOLS = Prefilter(_TOOLS)
 _MAYBE_URL = Prefilter(_URL)
+# Most browsers match none of them: one native pass over each text says so.
+_MAYBE_ANY_ON_MASKED = Prefilter(_RSS, _BOT_WORDS, _HEADLESS, _TOOLS, _URL)
+_MAYBE_ANY_CRAWLER = Prefilter(_CRAWLER_LIST, "^(?:" + _CRAWLER_LIST_AT_START.pattern + ")")
 
 
 def _bot_word_label(ua: str, low: str) -> str | None:
@@ -605,18 +608,20 @@ def _classify(ua: str) -> str | None:
     if low.startswith(_HUMAN_CLIENTS):
         return None
 
-    label = _bot_word_label(masked, low)
+    scan = _MAYBE_ANY_ON_MASKED.maybe(masked)
+    label = _bot_word_label(masked, low) if scan else None
     if label:
         return _name_label(label, ua, low)
 
-    match = (_MAYBE_CRAWLER_AT_START.maybe(ua) and _CRAWLER_LIST_AT_START.match(ua)) or (
-        _MAYBE_CRAWLER.maybe(ua) and _CRAWLER_LIST.search(ua)
+    match = _MAYBE_ANY_CRAWLER.maybe(ua) and (
+        (_MAYBE_CRAWLER_AT_START.maybe(ua) and _CRAWLER_LIST_AT_START.match(ua))
+        or (_MAYBE_CRAWLER.maybe(ua) and _CRAWLER_LIST.search(ua))
     )
     if match:
         return _named_product(_label(_token_at(ua, match.start())), ua, low)
 
-    match = (_MAYBE_HEADLESS.maybe(masked) and _HEADLESS.search(low)) or (
-        _MAYBE_TOOLS.maybe(masked) and _TOOLS.search(low)
+    match = scan and (
+        (_MAYBE_HEADLESS.maybe(masked) and _HEADLESS.search(low)) or (_MAYBE_TOOLS.maybe(masked) and _TOOLS.search(low))
     )
     if match:
         # For "(KHTML, like Gecko; Google-Ads-Qualify)" the name is the last token matched.
@@ -626,7 +631,7 @@ def _classify(ua: str) -> str | None:
     is_mozilla = low.startswith("mozilla/")
     # The "@" / " at " test is a cheap guard: most UAs have neither, and the e-mail regex is not.
     has_email = ("@" in low or " at " in low or "[at]" in low) and _EMAIL.search(low)
-    if (_MAYBE_URL.maybe(masked) and _URL.search(low) and not _URL_FROM_BROWSER.search(low)) or has_email:
+    if (scan and _MAYBE_URL.maybe(masked) and _URL.search(low) and not _URL_FROM_BROWSER.search(low)) or has_email:
         return _named_product(_GENERIC_LABEL, ua, low) if is_mozilla else _first_product(ua)
 
     if not is_mozilla:

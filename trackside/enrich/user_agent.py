@@ -15,13 +15,13 @@ Browser``...), the spellings the query API answers with; :func:`canonical_os` an
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ua_parser import Domain, load_lazy_builtins
 from ua_parser.regex import Resolver
 
 from trackside.enrich.fifo_cache import S3FifoCache
+from trackside.enrich.native_regex import NativeFirst, NativeSearch
 
 __all__ = [
     "DEFAULT_PLAYERS",
@@ -108,53 +108,65 @@ _HINT_PLATFORMS = {
 
 # TVs, set-top boxes and game consoles run real browsers, but counting them as "desktop" would
 # skew the device split; they go to "other".
-_LIVING_ROOM = re.compile(
+_LIVING_ROOM_SOURCE = (
     r"xbox|playstation|nintendo|smart-?tv|tizen|web0s|webos|hbbtv|netcast|crkey|roku|appletv|"
     r"apple tv|googletv|android tv|\baft[a-z]|bravia|viera|philipstv|\btv safari|nettv|ce-html|"
     r"opera tv|\bomi/|\bstb\b|_stb_|stbapp|set-?top|sonycebrowser|dunehd|mibox|avui/tv|qtembedded|"
-    r"brightsign|vizio|inettvbrowser|andr0id|linux mips|\(linux armv|\btv store|qtcarbrowser",
-    re.IGNORECASE,
+    r"brightsign|vizio|inettvbrowser|andr0id|linux mips|\(linux armv|\btv store|qtcarbrowser"
 )
 # Tablet evidence in the string.  Android phones say "Mobile" and tablets usually do not, but
 # many tablets' browsers say it too: then only the model tells (Samsung SM-T/SM-X/SM-P, Lenovo
 # TB-, Huawei MediaPad/MatePad and their codes, Xiaomi Pad, Amazon Kindle Fire "KF..", ...).
-_TABLET = re.compile(
+_TABLET_SOURCE = (
     r"ipad|tablet|kindle|silk/|playbook|\bkf[a-z]{2,6}\b|\bsm-[tpx]\d|\bgt-p\d|\bgt-n[58]\d|"
     r"\blenovo ?tb|\btb-?[0-9x]\d|\blenovo yt|\byoga tab|\bidea ?tab|\btab[ _-]?[0-9a-z]|"
     r"\btab\b|\bpad\b|mediapad|matepad|\bredmi pad|\bxiaomi pad|\bmi pad|\boppo pad|\brealme pad|"
     r"\boneplus pad|\bhonor pad|\bpixel tablet|\bnexus (?:7|9|10)\b|\bbah\d?-|\bags\d?-|\bkob\d?-|"
     r"\bagr-|\bdbr-|\bscm[-_]|\bbtv-|\bcmr-|\bgot-|\bsht-|\bxoom|\bsgp\d|\bsot\d|\bnook|\bbntv|"
     r"\bvt8\d|\bkobo|\bp[0-9]{2}u|\bt[0-9]{3}[a-z]?\)|\bmid ?\d{3}|\bbq(?:ru)?-[178]\d{3}|/apad\b|"
-    r"\bpixel c\b",
-    re.IGNORECASE,
+    r"\bpixel c\b"
 )
-_PHONE = re.compile(
+_PHONE_SOURCE = (
     r"iphone|ipod|windows phone|\bmobile\b|mobi\b|opera mini|blackberry|\bbb10\b|symbian|"
-    r"series ?[46]0|midp|j2me|nokia|\bwap\b|maemo|meego|kaios|bada",
-    re.IGNORECASE,
+    r"series ?[46]0|midp|j2me|nokia|\bwap\b|maemo|meego|kaios|bada"
 )
 # Phones and feature phones that send no "Mozilla/" prefix: WAP and J2ME stacks, old vendors.
-_FEATURE_PHONE = re.compile(
+_FEATURE_PHONE_SOURCE = (
     r"midp|cldc|up\.browser|netfront|teleca|obigo|openwave|opera mini|ucweb|ucbrowser|j2me|"
     r"iphone|ipod|symbian|series ?[46]0|blackberry|nokia|^mot-|^sonyericsson|^samsung-|^sec-|"
     r"^lg-|^lge-|^sie-|^sagem|^alcatel|^zte|^htc|mre\\|maui|spreadtrum|^docomo|^kddi|^softbank|"
-    r"^vodafone|jig browser|\bwap\b|kaios",
-    re.IGNORECASE,
+    r"^vodafone|jig browser|\bwap\b|kaios"
 )
 # Desktop apps name their OS or the computer model ("Microsoft Office Word/16.78 (Mac OS/14.0;
 # Desktop; ...; Apple/Mac14,7)", "... CFNetwork/596.5 Darwin/12.5.0 (x86_64) (MacBookAir6%2C2)").
-_DESKTOP_APP = re.compile(
+_DESKTOP_APP_SOURCE = (
     r"; desktop|\(windows|windows nt|\bwin(?:10|11|7|8|32|64)\b|mac os|macbook|\bimac|macmini|macpro|"
-    r"\bmac\d+,|darwin/[\d.]+ \((?:x86_64|i386)\)",
-    re.IGNORECASE,
+    r"\bmac\d+,|darwin/[\d.]+ \((?:x86_64|i386)\)"
 )
-_ANDROID = re.compile(r"android", re.IGNORECASE)
-_DESKTOP = re.compile(
+_ANDROID_SOURCE = "android"
+_DESKTOP_SOURCE = (
     r"windows nt|windows (?:98|95|me|xp)|win(?:98|95|32|64|nt)|macintosh|mac os x|\bx11\b|"
     r"\bcros\b|linux (?:x86|i[3-6]86|amd64|aarch64)|ubuntu|fedora|freebsd|openbsd|netbsd|sunos|"
-    r"haiku|beos|amiga|os/2|\(linux\)",
-    re.IGNORECASE,
+    r"haiku|beos|amiga|os/2|\(linux\)"
 )
+_TABLET = NativeSearch(_TABLET_SOURCE)
+_PHONE = NativeSearch(_PHONE_SOURCE)
+_FEATURE_PHONE = NativeSearch(_FEATURE_PHONE_SOURCE)
+_DESKTOP_APP = NativeSearch(_DESKTOP_APP_SOURCE)
+_ANDROID = NativeSearch(_ANDROID_SOURCE)
+# The rules for browser strings in order of precedence, answered in one native pass: a TV is a
+# TV whatever else it says, a tablet model beats "Mobile", "Mobile" beats "Android", and Android
+# without "Mobile" (Google's own rule for tablets) beats a desktop platform.
+_FIRST_CLASS = NativeFirst(
+    [
+        ("living-room", _LIVING_ROOM_SOURCE),
+        ("tablet", _TABLET_SOURCE),
+        ("mobile", _PHONE_SOURCE),
+        ("android", _ANDROID_SOURCE),
+        ("desktop", _DESKTOP_SOURCE),
+    ]
+)
+
 # A UA that does not start with "Mozilla/" still belongs to a person's desktop browser when
 # ua-parser recognises one of these browsers in it ("Opera/9.80 (Windows ...)",
 # "Safari/... CFNetwork/... Darwin/..." is an app, not one of these).
@@ -217,9 +229,10 @@ def _hint_value(value: str | None) -> str:
 
 
 def _device(ua: str, browser: str, os: str, mobile_hint: str, platform_hint: str) -> str:
-    if _LIVING_ROOM.search(ua):
+    first = _FIRST_CLASS.first(ua)
+    if first == "living-room":
         return "other"
-    tablet = bool(_TABLET.search(ua))
+    tablet = first == "tablet"
     # Client hints are what Chromium says about the device itself, and survive the reduced UA
     # string ("Android 10; K" hides the model): "?1" is a phone unless the string says tablet,
     # "?0" on Android is a tablet (Chrome asks for the desktop layout there).
@@ -244,16 +257,13 @@ def _device(ua: str, browser: str, os: str, mobile_hint: str, platform_hint: str
         if os == "iOS":
             return "mobile"
         return "desktop" if _DESKTOP_APP.search(ua) else "other"
-    if tablet:
+    if first in ("tablet", "mobile"):
+        return first
+    if first == "android" or os == "Android":
         return "tablet"
-    if _PHONE.search(ua):
+    if os == "iOS":
         return "mobile"
-    if os == "Android" or _ANDROID.search(ua):
-        # Android without "Mobile": Google's own rule for tablets.
-        return "tablet"
-    if os in ("iOS",):
-        return "mobile"
-    if _DESKTOP.search(ua) or os in ("Windows", "Mac", "GNU/Linux", "Chrome OS"):
+    if first == "desktop" or os in ("Windows", "Mac", "GNU/Linux", "Chrome OS"):
         return "desktop"
     return "other"
 
