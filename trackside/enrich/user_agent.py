@@ -40,6 +40,28 @@ _OTHER = "Other"
 
 _RESOLVER = Resolver(load_lazy_builtins())
 _DOMAINS = Domain.USER_AGENT | Domain.OS
+# The platform comment of an ordinary browser names its OS plainly; reading it in one native
+# pass saves ua-parser's OS regexes (about 12 us).  Case-sensitive like ua-parser's own, and
+# strings naming platforms that also say "Android", "Linux" or "Mac" (Windows Phone, Kindle,
+# Quest, Tizen, Chromecast...) go to ua-parser.  On the test and bench corpora (5,812 strings
+# this path answers) it differs from ua-parser 5 times, each a crawler's odd string or a Linux
+# distribution ua-parser names on its own.
+_FAST_OS = NativeFirst(
+    [
+        (
+            "?",
+            r"(?i:silk|quest|crkey|pico|kindle|windows phone|windows mobile|windows ce|xbox|tizen|kaios|"
+            r"web0s|webos|harmonyos|playstation|nintendo|symbian|blackberry|bb10|\bbada\b)",
+        ),
+        ("Android", r"Android"),
+        ("iOS", r"\((?:iPhone|iPad|iPod)[;)]"),
+        ("Chrome OS", r"\bCrOS\b"),
+        ("Windows", r"Windows NT \d"),
+        ("Mac", r"\(Macintosh;[^)]*Mac OS X"),
+        ("GNU/Linux", r"\(X11;[^)]*Linux"),
+    ],
+    ignore_case=False,
+)
 
 # ua-parser's names (and the ones stored before this version) -> Plausible's.
 _OS_NAMES = {
@@ -62,6 +84,7 @@ _OS_NAMES = {
     "openSUSE": "GNU/Linux",
     "Slackware": "GNU/Linux",
     "Mandriva": "GNU/Linux",
+    "Mageia": "GNU/Linux",
     "Chromecast": "Chrome OS",
     "ChromeOS": "Chrome OS",
     "CrOS": "Chrome OS",
@@ -271,9 +294,14 @@ def _device(ua: str, browser: str, os: str, mobile_hint: str, platform_hint: str
 def _parse(key: tuple[str, tuple[str, ...], str, str]) -> UserAgentInfo:
     user_agent, players, mobile_hint, platform_hint = key
     ua = user_agent.strip()[:_MAX_UA]
-    parsed = _RESOLVER(ua, _DOMAINS)
+    fast_os = _FAST_OS.first(ua)
+    if fast_os is not None and fast_os != "?":
+        parsed = _RESOLVER(ua, Domain.USER_AGENT)
+        os = fast_os
+    else:
+        parsed = _RESOLVER(ua, _DOMAINS)
+        os = _family(canonical_os(parsed.os.family) if parsed.os else None)
     browser = _family(canonical_browser(parsed.user_agent.family) if parsed.user_agent else None)
-    os = _family(canonical_os(parsed.os.family) if parsed.os else None)
     # iPadOS and "Request desktop site" send a Mac string; Chromium's platform hint still tells.
     hinted_os = _HINT_PLATFORMS.get(platform_hint)
     if hinted_os is not None and hinted_os != os:
