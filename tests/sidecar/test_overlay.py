@@ -84,7 +84,9 @@ async def seeded_db(database_url: str) -> None:
 async def test_a_site_without_the_stats_route_gets_trackside_figures(make_settings, database_url):
     await seeded_db(database_url)
     async with run_server(plain_api) as api:
-        settings = make_settings(frontend_url=api, api_url=api, jwt_secret=SECRET, database_url=database_url)
+        settings = make_settings(
+            frontend_url=api, api_url=api, jwt_secret=SECRET, trust_roles_claim=True, database_url=database_url
+        )
         async with run_sidecar(settings) as (url, _):
             async with httpx.AsyncClient(base_url=url) as c:
                 moderator = await c.get("/api/post/a1/stats", headers=MOD)
@@ -113,7 +115,9 @@ async def test_a_405_is_answered_alone_too_and_the_modes_pin_it(make_settings, s
     async with run_server(post_only_api) as api:
         answers = {}
         for mode in ("auto", "always", "never"):
-            settings = make_settings(frontend_url=api, api_url=api, jwt_secret=SECRET, stats_overlay_mode=mode)
+            settings = make_settings(
+                frontend_url=api, api_url=api, jwt_secret=SECRET, trust_roles_claim=True, stats_overlay_mode=mode
+            )
             async with run_sidecar(settings) as (url, _):
                 async with httpx.AsyncClient(base_url=url) as c:
                     answers[mode] = (
@@ -133,7 +137,9 @@ async def test_a_405_is_answered_alone_too_and_the_modes_pin_it(make_settings, s
 async def test_the_overlay_asks_where_the_route_rules_send_with_the_prefix_stripped(make_settings, sqlite_url):
     await seeded_db(sqlite_url)
     async with run_server(stripped_api) as api:
-        settings = make_settings(frontend_url=api, api_url=api, api_strip_prefix=True, jwt_secret=SECRET)
+        settings = make_settings(
+            frontend_url=api, api_url=api, api_strip_prefix=True, jwt_secret=SECRET, trust_roles_claim=True
+        )
         async with run_sidecar(settings) as (url, _):
             async with httpx.AsyncClient(base_url=url) as c:
                 laid = await c.get("/api/post/1/stats", headers=MOD)
@@ -173,7 +179,7 @@ async def _raw_get(url: str, target: str, token: str) -> tuple[int, bytes]:
 )
 async def test_stats_ids_are_checked_before_the_api_is_asked(make_settings, target, named):
     async with run_server(plain_api) as api:
-        settings = make_settings(frontend_url=api, api_url=api, jwt_secret=SECRET)
+        settings = make_settings(frontend_url=api, api_url=api, jwt_secret=SECRET, trust_roles_claim=True)
         async with run_sidecar(settings) as (url, _):
             status, body = await _raw_get(url, target, MOD["authorization"])
     if named == "../":
