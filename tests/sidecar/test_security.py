@@ -267,3 +267,44 @@ def _loopback():
 
 
 assert SECRET  # the seeded settings sign with the stats tests' secret
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+_PERIODS = st.one_of(
+    _JSON,
+    st.sampled_from(["today", "7d", "30d", "0000-01-01,2026-01-01", "2026-01-01,99999-01-01", "9999-12-31,9999-12-31"]),
+    st.fixed_dictionaries({"from": st.dates().map(str) | _JSON, "to": st.dates().map(str) | _JSON}),
+)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "metrics": _JSON | st.sampled_from(["page_views", "content_views,unique_viewers", ["errors"]]),
+            "dimensions": _JSON | st.sampled_from(["day", "country", "content", ["day", "referrer"]]),
+            "period": _PERIODS,
+            "filters": _JSON,
+            "limit": _JSON,
+            "offset": _JSON,
+            "order": _JSON,
+        },
+    )
+)
+def test_any_query_body_is_a_query_or_a_400(raw):
+    from datetime import date
+
+    from trackside.figures import DayFigures
+    from trackside.stats.query import QueryError, parse_query, run_query
+
+    try:
+        q = parse_query(raw, date(2026, 12, 4))
+        run_query(q, [DayFigures(q.first, rolled=False)])  # and what it asks can be answered
+    except QueryError as exc:
+        named = {"metrics", "dimensions", "period", "filters", "limit", "offset", "order", "body"}
+        assert str(exc).split(":", 1)[0] in named | set(raw)  # names what is wrong
