@@ -252,11 +252,18 @@ def quality(old_ua: types.ModuleType, old_bots: types.ModuleType) -> None:
         ):
             got = [parse(r) for r in rows]
             print(f"{name} ({len(rows)} strings, {dict(Counter(r['device'] for r in rows))}), {label} parser:")
+            pairs = [(r["device"], g.device) for r, g in zip(rows, got, strict=True)]
+            # Second view: people's devices only (Matomo's TVs, cars, cameras... left out).
+            own = [(a, b) for a, b in pairs if a != "other"]
             for cls in ("desktop", "mobile", "tablet"):
-                tp = sum(1 for r, g in zip(rows, got, strict=True) if r["device"] == cls and g.device == cls)
-                predicted = sum(1 for g in got if g.device == cls)
-                actual = sum(1 for r in rows if r["device"] == cls)
-                print(f"    {cls:8s} precision {tp / max(predicted, 1):.3f}  recall {tp / max(actual, 1):.3f}")
+                scores = []
+                for subset in (pairs, own):
+                    tp = sum(1 for a, b in subset if a == cls and b == cls)
+                    predicted = sum(1 for _, b in subset if b == cls)
+                    actual = sum(1 for a, _ in subset if a == cls)
+                    scores.append(f"precision {tp / max(predicted, 1):.3f}  recall {tp / max(actual, 1):.3f}")
+                extra = f"   | without 'other' rows: {scores[1]}" if len(own) < len(pairs) else ""
+                print(f"    {cls:8s} {scores[0]}{extra}")
             if name.startswith("matomo"):
                 browsers = [
                     (MATOMO_BROWSERS[r["browser"]], canonical_browser(g.browser))

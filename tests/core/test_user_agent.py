@@ -289,3 +289,14 @@ def test_one_off_strings_cannot_flush_the_cache():
         assert cache.get_or_compute(key, str.upper) == key.upper()
     assert cache.hits == hits + 50
     assert len(cache) <= 100
+
+
+def test_tv_profile_and_code_names_are_not_browsers():
+    tv = (
+        f"Mozilla/5.0 (Web0S; Linux/SmartTV) {BLINK} Chrome/87.0.4280.88 Safari/537.36 HbbTV/1.6.1 "
+        "(+DRM; LGE/WALTON/STILEVS; ST5; 0; 0;)"
+    )
+    assert parse_user_agent(tv).browser == "Chrome"
+    assert parse_user_agent(tv).device == "other"
+    shiretoko = "Mozilla/5.0 (Windows; U; Windows NT 5.1; zh-TW; rv:1.9.1b4pre) Gecko/20090308 Shiretoko/3.1b4pre"
+    assert parse_user_agent(shiretoko) == UserAgentInfo("desktop", "Firefox", "Windows")

@@ -15,6 +15,7 @@ Browser``...), the spellings the query API answers with; :func:`canonical_os` an
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ua_parser import Domain, load_lazy_builtins
@@ -46,6 +47,7 @@ _DOMAINS = Domain.USER_AGENT | Domain.OS
 # Quest, Tizen, Chromecast...) go to ua-parser.  On the test and bench corpora (5,812 strings
 # this path answers) it differs from ua-parser 5 times, each a crawler's odd string or a Linux
 # distribution ua-parser names on its own.
+_HBBTV = re.compile(r"HbbTV/[\d.]+")
 _FAST_OS = NativeFirst(
     [
         (
@@ -107,6 +109,9 @@ _BROWSER_NAMES = {
     "Opera Mobile": "Opera",
     "Opera Touch": "Opera",
     "Opera GX": "Opera",
+    "Opera Tablet": "Opera",
+    "GranParadiso": "Firefox",
+    "YandexSearch": "Yandex Browser",
     "Samsung Internet": "Samsung Browser",
     "IE": "Internet Explorer",
     "IE Mobile": "Internet Explorer",
@@ -238,6 +243,9 @@ def canonical_os(name: str) -> str:
 
 def canonical_browser(name: str) -> str:
     """Map a browser family name (ua-parser's, or one stored by an older version) to Plausible's."""
+    if name.startswith("Firefox ("):
+        # Pre-release code names: "Firefox (Shiretoko)", "Firefox (Minefield)".
+        return "Firefox"
     return _BROWSER_NAMES.get(name, name)
 
 
@@ -301,6 +309,10 @@ def _parse(key: tuple[str, tuple[str, ...], str, str]) -> UserAgentInfo:
     else:
         parsed = _RESOLVER(ua, _DOMAINS)
         os = _family(canonical_os(parsed.os.family) if parsed.os else None)
+    if parsed.user_agent is not None and parsed.user_agent.family == "HbbTV":
+        # HbbTV is the TV's broadcast profile, not its browser: name the browser beside it.
+        retry = _RESOLVER(_HBBTV.sub("", ua), Domain.USER_AGENT)
+        parsed = retry if retry.user_agent is not None else parsed
     browser = _family(canonical_browser(parsed.user_agent.family) if parsed.user_agent else None)
     # iPadOS and "Request desktop site" send a Mac string; Chromium's platform hint still tells.
     hinted_os = _HINT_PLATFORMS.get(platform_hint)
