@@ -49,10 +49,11 @@ class Health:
             return
         was = self.state
         lasted = self._change("running")
+        queue = f"{self.queue_depth} jobs queued, the oldest due {self.oldest_job_seconds or 0:.0f} s ago"
         if was == "redis_away":
-            logger.warning("Redis is back after %.0f s: the worker resumed", lasted)
+            logger.warning("Redis is back after %.0f s: the worker resumed (%s)", lasted, queue)
         else:
-            logger.info("worker running")
+            logger.info("worker running (%s)", queue)
 
     def redis_away(self, error: BaseException, *, delay_cap: float) -> None:
         if self.state == "redis_away":
@@ -61,9 +62,10 @@ class Health:
         self._change("redis_away", reason)
         logger.warning(
             "Redis unavailable (%s): the worker waits and reconnects (every %.0f s at most); "
-            "the sidecars spool their batches meanwhile",
+            "the sidecars spool their batches meanwhile (last seen: %s jobs queued)",
             reason,
             delay_cap,
+            self.queue_depth,
         )
 
     def database_away(self, error: BaseException) -> None:

@@ -57,6 +57,7 @@ async def rollup_closed_days(ctx: dict[str, Any]) -> int:
     except _TRANSIENT as exc:  # the next run (every half hour) goes on where this one stopped
         _database_away(ctx, exc)
         return 0
+    _database_ok(ctx)
     return sum(1 for r in results if not r.skipped)
 
 
@@ -68,6 +69,7 @@ async def provisional_today(ctx: dict[str, Any]) -> int:
     except _TRANSIENT as exc:
         _database_away(ctx, exc)
         return 0
+    _database_ok(ctx)
     return figures.counts["page_views"]
 
 
@@ -79,4 +81,5 @@ async def prune_old(ctx: dict[str, Any]) -> dict[str, int]:
     except _TRANSIENT as exc:
         _database_away(ctx, exc)
         return {}
+    _database_ok(ctx)
     return {"raw_events": result.raw_events, "daily_rows": result.daily_rows, "salts": salts}

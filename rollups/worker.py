@@ -103,6 +103,7 @@ class _Supervisor:
         async def on_startup(ctx: dict[str, Any]) -> None:
             await startup(ctx)
             await self._release_abandoned(ctx["redis"])
+            self.health.queue(await queue_state(ctx["redis"], self.settings.queue_name))
             self.health.redis_ok()
 
         options.update(

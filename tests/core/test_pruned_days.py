@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from tests.core.test_rollup import DAY1, TODAY, WINDOW, at, ev, report, setup
 from trackside.batch import Batch
 from trackside.rollup import DayPruned, pending_days, prune, rollup_day, rollup_pending
 from trackside.storage.tables import EVENTS, ROLLUP_DAYS
-from trackside.storage.writes import write_batch
+from trackside.storage.writes import _POSTGRES_INSERT, _sqlite_insert, prepare_rows, write_batch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,5 +104,38 @@ async def test_rollup_day_refuses_a_pruned_day(database_url):
     engine = await setup(database_url)
     try:
         assert (await report(engine, DAY1, DAY1))["page_views"]["total"] == 20
+    finally:
+        await engine.dispose()
+
+
+async def test_the_migration_finds_days_pruned_before_it(database_url):
+    """Upgrading a database whose old days were pruned by an earlier version marks exactly those."""
+    from trackside.storage.engine import create_engine
+    from trackside.storage.migrate import migrate
+
+    await migrate(database_url, "0009_api_keys")
+    engine = create_engine(database_url)
+    kept, pruned, empty = DAY1 + timedelta(days=1), DAY1, DAY1 + timedelta(days=2)
+    try:
+        async with engine.begin() as conn:
+            for day, events in ((pruned, 20), (kept, 1), (empty, 0)):
+                await conn.exec_driver_sql(
+                    "INSERT INTO rollup_days (day, dirty, rolled_at, events) VALUES (?, ?, ?, ?)"
+                    if conn.dialect.name == "sqlite"
+                    else "INSERT INTO rollup_days (day, dirty, rolled_at, events) VALUES ($1, $2, $3, $4)",
+                    (day if conn.dialect.name != "sqlite" else day.isoformat(), False,
+                     datetime(2026, 3, 9) if conn.dialect.name != "sqlite" else "2026-03-09 00:00:00.000000", events),
+                )  # fmt: skip
+            # The kept day's raw event, still there (the insert of the write path, without its upsert).
+            rows, _ = prepare_rows(conn.dialect.name, [ev(at(kept, 5))])
+            sql = _sqlite_insert(1) if conn.dialect.name == "sqlite" else _POSTGRES_INSERT
+            await conn.exec_driver_sql(sql, rows)
+    finally:
+        await engine.dispose()
+    engine = await setup(database_url)  # to the head
+    try:
+        async with engine.begin() as conn:
+            rows = (await conn.execute(select(ROLLUP_DAYS.c.day, ROLLUP_DAYS.c.raw_pruned))).all()
+        assert sorted(rows) == [(pruned, True), (kept, False), (empty, False)]
     finally:
         await engine.dispose()
