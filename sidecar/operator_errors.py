@@ -46,7 +46,9 @@ def explain(exc: BaseException, database_url: str, redis_url: str | None) -> str
     reason = _reason(exc)
     if from_redis and _is_connection_error(exc):
         return f"cannot reach Redis at {redacted(redis_url or '?')}: {reason}"
-    if _is_database_error(exc) or (not from_redis and _is_connection_error(exc)):
+    from_database = _raised_in(exc, ("asyncpg", "aiosqlite", "sqlalchemy", "sqlite3"))
+    # An OSError elsewhere (a closed pipe, a full disk) is no database's: it keeps its traceback.
+    if _is_database_error(exc) or (from_database and _is_connection_error(exc)):
         if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
             return f"the database {redacted(database_url)} has no Trackside tables ({reason}); run `trackside migrate`"
         return f"cannot use the database {redacted(database_url)}: {reason}"
