@@ -152,11 +152,14 @@ _TABLET_SOURCE = (
     r"\boneplus pad|\bhonor pad|\bpixel tablet|\bnexus (?:7|9|10)\b|\bbah\d?-|\bags\d?-|\bkob\d?-|"
     r"\bagr-|\bdbr-|\bscm[-_]|\bbtv-|\bcmr-|\bgot-|\bsht-|\bxoom|\bsgp\d|\bsot\d|\bnook|\bbntv|"
     r"\bvt8\d|\bkobo|\bp[0-9]{2}u|\bt[0-9]{3}[a-z]?\)|\bmid ?\d{3}|\bbq(?:ru)?-[178]\d{3}|/apad\b|"
-    r"\bpixel c\b"
+    r"\bpixel c\b|puffin/[\d.]+[ai]t\b|windows nt [\d.]+; arm; (?:trident|touch)|"
+    # In-app browsers on iPadOS say "Macintosh" and keep iOS's "Mobile/15E148" build tag.
+    r"\(macintosh;[^)]*\).*\bmobile/[0-9a-z]+"
 )
 _PHONE_SOURCE = (
     r"iphone|ipod|windows phone|\bmobile\b|mobi\b|opera mini|blackberry|\bbb10\b|symbian|"
-    r"series ?[46]0|midp|j2me|nokia|\bwap\b|maemo|meego|kaios|bada"
+    r"series ?[46]0|midp|j2me|nokia|\bwap\b|maemo|meego|kaios|bada|iemobile|windows ce|fennec|lumia|"
+    r"puffin/[\d.]+[ai]p\b"
 )
 # Phones and feature phones that send no "Mozilla/" prefix: WAP and J2ME stacks, old vendors.
 _FEATURE_PHONE_SOURCE = (
@@ -188,6 +191,8 @@ _ANDROID = NativeSearch(_ANDROID_SOURCE)
 _FIRST_CLASS = NativeFirst(
     [
         ("living-room", _LIVING_ROOM_SOURCE),
+        # "Tablet PC 2.0" is a component of desktop Windows, not a tablet.
+        ("desktop", r"windows nt[^)]*tablet pc"),
         ("tablet", _TABLET_SOURCE),
         ("mobile", _PHONE_SOURCE),
         ("android", _ANDROID_SOURCE),
