@@ -70,12 +70,13 @@ class SidecarApp:
         )
         # Failed sign-ins on any of them count towards one client address's limit.
         self.own = SignInLimit(self.own_routes, settings.sign_in_failures, ClientIP(settings.trusted_proxies))
+        self.events_entry = self.own.guarding(self.events_api)  # it takes the admin token too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"] == EVENTS_ROUTE:
-            await self.events_api(scope, receive, send)  # server-side events: reports, not requests
+            await self.events_entry(scope, receive, send)  # server-side events: reports, not requests
         elif scope["type"] == "http" and self.beacon.handles(scope["path"]):
             await self.beacon(scope, receive, send)  # beacons are reports, not requests to count
         elif scope["type"] == "http" and self.snippet.handles(scope["path"]):

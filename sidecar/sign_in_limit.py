@@ -1,5 +1,5 @@
 """A limit on failed sign-ins to Trackside's own routes (the dashboard's API, the query API, the
-stats endpoints, the metrics): a client address whose tokens were refused (401) more than
+stats endpoints, the metrics, the events API): a client address whose tokens were refused (401) more than
 `sign_in_failures` times in a minute gets 429 with `Retry-After` until that minute is over, so the
 admin token or a metrics token cannot be guessed at wire speed.
 
@@ -37,6 +37,12 @@ class SignInLimit:
         # address hash -> (failures, end of their window)
         self.failures: dict[bytes, tuple[int, float]] = {}
 
+    def guarding(self, app: ASGIApp) -> SignInLimit:
+        """The same limit (the same counts) in front of another app."""
+        other = SignInLimit(app, self.limit, self.client_ip)
+        other._key, other.failures = self._key, self.failures
+        return other
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if self.limit <= 0 or scope["type"] != "http" or path in _OPEN or path.startswith(_OPEN_PREFIX):
@@ -61,7 +67,8 @@ class SignInLimit:
         count, until = self.failures.get(key, (0, 0.0))
         self.failures[key] = (count + 1, until) if now < until else (1, now + WINDOW_SECONDS)
         if len(self.failures) > MAX_TRACKED:
-            self.failures = {k: v for k, v in self.failures.items() if v[1] > now}
+            for stale in [k for k, v in self.failures.items() if v[1] <= now]:
+                del self.failures[stale]  # in place: the guards of other routes share this dict
             if len(self.failures) > MAX_TRACKED:
                 self.failures.clear()
 

@@ -120,6 +120,14 @@ async def test_failed_sign_ins_are_limited_per_client_address(seeded):
             page = await c.get("/_trackside/", headers=one)
             elsewhere = await c.get(API + "/site", headers={**other, "authorization": "Bearer " + ADMIN})
             wrong_elsewhere = await c.get(API + "/site", headers={**other, "authorization": "Bearer nope"})
+            # The events API takes the admin token too: its refusals count, and it is closed alike.
+            third = {"x-forwarded-for": "192.0.2.44"}
+            event = {"name": "pageview", "url": "https://site.example/p/a1"}
+            events = []
+            for i in range(4):
+                key = {**third, "authorization": f"Bearer k{i}"}
+                sent = await c.post("/_trackside/api/event", json=event, headers=key)
+                events.append(sent.status_code)
         held = list(app.own.failures)
     assert bad == [401, 401, 401]
     assert blocked.status_code == 429  # even the right token, until the minute is over
@@ -128,8 +136,9 @@ async def test_failed_sign_ins_are_limited_per_client_address(seeded):
     assert stats_path.status_code == 429
     assert (health.status_code, page.status_code) == (200, 200)  # no token is checked there
     assert (elsewhere.status_code, wrong_elsewhere.status_code) == (200, 401)
+    assert events == [401, 401, 401, 429]
     # Only keyed hashes are held, never an address.
-    assert len(held) == 2 and all(isinstance(k, bytes) and len(k) == 16 for k in held)
+    assert len(held) == 3 and all(isinstance(k, bytes) and len(k) == 16 for k in held)
     assert all(b"203.0.113.7" not in k and b"198.51.100.9" not in k for k in held)
 
 
