@@ -177,7 +177,7 @@ def migrate_command(database_url: str | None) -> None:
     from trackside.storage.migrate import migrate
 
     settings = _settings(database_url=database_url)
-    _logging(settings)
+    configure_logging(settings.log_level, settings.log_format)  # no secret warnings: serve gives them once
     asyncio.run(migrate(settings.database_url))
     if settings.log_format == "json":
         logging.getLogger("trackside").info("schema is up to date")
