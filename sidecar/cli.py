@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -57,6 +58,16 @@ class _Commands(click.Group):
 @click.version_option(package_name="trackside", prog_name="trackside", message="%(prog)s %(version)s")
 def main() -> None:
     """Trackside: self-hosted traffic analytics for a Next.js frontend and a Python API."""
+    threading.excepthook = _quiet_orphaned_driver_threads
+
+
+def _quiet_orphaned_driver_threads(args: threading.ExceptHookArgs) -> None:
+    # When a command fails to reach its database, aiosqlite's worker thread can still try to hand a
+    # result to the event loop that asyncio.run has just closed. The operator already has the one
+    # line that explains the failure; that thread's traceback would only bury it.
+    if args.exc_type is RuntimeError and "Event loop is closed" in str(args.exc_value):
+        return
+    threading.__excepthook__(args)
 
 
 @main.command()

@@ -49,7 +49,8 @@ async def journey(url: str) -> None:
 
 def settings_for(make_settings, upstream_url, **kw) -> Settings:
     base = make_settings(frontend_url=upstream_url, api_url=upstream_url, jwt_secret=SECRET, **kw)
-    return Settings.from_env({"TRACKSIDE_TRUSTED_PROXIES": "127.0.0.1"}, **{
+    # The roles claim must be chosen explicitly when a JWT secret is set without a who-am-I URL.
+    return Settings.from_env({"TRACKSIDE_TRUSTED_PROXIES": "127.0.0.1", "TRACKSIDE_TRUST_ROLES_CLAIM": "1"}, **{
         k: v for k, v in base.__dict__.items() if k != "trusted_proxies"})
 
 

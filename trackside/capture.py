@@ -52,6 +52,10 @@ WANTED_HEADERS = frozenset(
         b"x-forwarded-host",
         b"dnt",
         b"sec-gpc",
+        # Chromium's default client hints: they tell a phone from a tablet, and Chrome OS from
+        # Android, where reduced user-agent strings no longer do.
+        b"sec-ch-ua-mobile",
+        b"sec-ch-ua-platform",
     }
 )
 
@@ -254,7 +258,12 @@ class Capturer:
         if self.is_flood(visitor, ip, started):
             self.sink.put_bot(ev.BotHit(started, "flood", label))
             return
-        info = parse_user_agent(ua, self.settings.players)
+        info = parse_user_agent(
+            ua,
+            self.settings.players,
+            mobile_hint=headers.get("sec-ch-ua-mobile"),
+            platform_hint=headers.get("sec-ch-ua-platform"),
+        )
         user = self.tokens.user_from_header(headers.get("authorization")) or _hint(hints, HINT_USER)
         kind = c.kind or "asset"
         content_kind = content_id = None
@@ -364,7 +373,12 @@ class Capturer:
             # A script posting beacons in a loop: counters, never rows, like any other flood.
             self.sink.put_bot(ev.BotHit(started, "flood", self.labeler.label(shown[0][0])))
             return "flood"
-        info = parse_user_agent(ua, self.settings.players)
+        info = parse_user_agent(
+            ua,
+            self.settings.players,
+            mobile_hint=headers.get("sec-ch-ua-mobile"),
+            platform_hint=headers.get("sec-ch-ua-platform"),
+        )
         country = self.countries.country(ip, country_header)
         # The page's referrer comes from the page (document.referrer), not from the beacon request.
         referrer = None

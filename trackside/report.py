@@ -124,5 +124,5 @@ def format_report(report: dict[str, Any]) -> str:
     block("Countries", report["countries"])
     block("Referrers", report["referrers"])
     block("Bots (apart from every figure above)", report["bots"])
-    block("Beacons without a valid page token (apart from every figure above)", report["unverified_beacons"])
+    block("Beacons from visitors the proxy never saw (apart from every figure above)", report["unverified_beacons"])
     return "\n".join(lines)

@@ -166,3 +166,21 @@ def test_serve_refuses_a_bad_setting_naming_it():
                          timeout=60)
     assert out.returncode == 2
     assert "TRACKSIDE_PORT" in out.stderr
+
+
+async def test_client_hints_tell_a_phone_from_a_tablet(upstream_url, make_settings):
+    # A reduced Chrome user-agent string names no model and no "Mobile": alone it reads as a tablet.
+    # Chromium's default Sec-CH-UA-Mobile says which it is; Sec-CH-UA-Platform names Chrome OS.
+    reduced = (
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/126.0.0.0 Safari/537.36"
+    )
+    doc = {"accept": "text/html", "sec-fetch-dest": "document", "user-agent": reduced}
+    settings = make_settings(frontend_url=upstream_url, api_url=upstream_url)
+    async with run_sidecar(settings) as (url, _app):
+        async with httpx.AsyncClient(base_url=url) as c:
+            await c.get("/", headers={**doc, "sec-ch-ua-mobile": "?1", "sec-ch-ua-platform": '"Android"'})
+            await c.get("/", headers={**doc, "sec-ch-ua-mobile": "?0", "sec-ch-ua-platform": '"Android"'})
+            await c.get("/", headers=doc)
+    report = await report_of(settings.database_url)
+    assert report["devices"] == {"mobile": 1, "tablet": 2}

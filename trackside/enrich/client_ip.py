@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from functools import lru_cache
 
 from trackside.settings import IPNetwork
 
@@ -17,16 +16,24 @@ from trackside.settings import IPNetwork
 class ClientIP:
     def __init__(self, trusted: Sequence[IPNetwork]) -> None:
         self._trusted = tuple(trusted)
-        self.is_trusted = lru_cache(maxsize=4096)(self._is_trusted)
+        # Only the trusted proxies' own addresses are remembered: a cache of every address asked
+        # about would keep clients' raw IPs in memory long after their requests ended.
+        self._known_proxies: set[str] = set()
 
-    def _is_trusted(self, host: str) -> bool:
+    def is_trusted(self, host: str) -> bool:
         if not self._trusted:
             return False
+        if host in self._known_proxies:
+            return True
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
             return False
-        return any(addr in net for net in self._trusted)
+        if any(addr in net for net in self._trusted):
+            if len(self._known_proxies) < 4096:
+                self._known_proxies.add(host)
+            return True
+        return False
 
     def resolve(self, peer: str | None, forwarded_for: str | None) -> str:
         if peer is None:

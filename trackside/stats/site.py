@@ -29,7 +29,8 @@ DEFINITIONS = {
     "new_signups": "answered sign-up requests (route rules, or the site's X-Trackside-Event hint)",
     "new_posts": "answered upload requests (route rules, or the site's X-Trackside-Event hint)",
     "impressions": "items shown in feeds, search results or widgets; not page views",
-    "unverified_beacons": "snippet beacons without a valid page token (forged, or from other sites): in no figure",
+    "unverified_beacons": "beacons without a valid page token from visitors the proxy never saw within the view "
+    "window: in no figure",
     "computed_at": "the figures include events stored by then: closed days come from daily rollups, today from "
     "today's provisional copy (derived every 5 minutes, used while at most 10 minutes old; computed_at is then "
     "the copy's time) or, without a recent copy or with ?refresh=true, from the raw events at this time",
