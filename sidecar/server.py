@@ -9,7 +9,7 @@ chunked request's trailer fields out of its headers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -29,14 +29,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # Responses are written through `CoalescingWriter`: a response's head and body leave in one
         # write (one syscall) instead of one each. uvicorn's flow control keeps the real transport.
-        self.transport = CoalescingWriter(transport, self.loop)  # type: ignore[assignment]
+        self.transport = CoalescingWriter(transport, self.loop, self._body_unread)  # type: ignore[assignment]
         self._header_bytes = 0
         self._in_headers = True
         self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
             self.header_timeout, self._headers_too_slow
         )
 
+    def _body_unread(self) -> bool:
+        """Whether the client may still be sending the body of the request being answered."""
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.disconnected
+
     def data_received(self, data: bytes) -> None:
+        if self.transport.lingering:  # type: ignore[attr-defined]
+            return  # the rest of a body nobody will read: see `CoalescingWriter.close`
         if self._in_headers:
             self._header_bytes += len(data)
         super().data_received(data)
@@ -111,6 +118,10 @@ class _SealedHeaders(list[tuple[bytes, bytes]]):
         pass
 
 
+# How long a connection refused mid-body keeps reading (and dropping) before it closes anyway.
+LINGER_SECONDS = 5.0
+
+
 class CoalescingWriter:
     """The client transport, with writes made in one loop iteration sent as one.
 
@@ -118,12 +129,19 @@ class CoalescingWriter:
     `write`: for a small response that is two syscalls where one would do. Writes are kept until
     the end of the loop iteration (or a close), then sent joined. Everything else passes through."""
 
-    __slots__ = ("_transport", "_loop", "_pending")
+    __slots__ = ("_transport", "_loop", "_pending", "_body_unread", "lingering")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        body_unread: Callable[[], bool] | None = None,
+    ) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._body_unread = body_unread
+        self.lingering = False
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -146,7 +164,26 @@ class CoalescingWriter:
 
     def close(self) -> None:
         self.flush()
-        self._transport.close()
+        transport = self._transport
+        if self.lingering:
+            return
+        body_unread = self._body_unread
+        if body_unread is not None and not transport.is_closing() and body_unread() and transport.can_write_eof():
+            # A refusal (413, 503, 408...) answered before the client finished sending its body.
+            # Closing now would make the kernel answer the client's next bytes with a reset, and a
+            # reset can destroy our answer in the client's receive buffer before it was read: the
+            # browser shows "connection reset" instead of the 413. As nginx's lingering close does,
+            # send our FIN, read and drop what still comes, and close when the client closes or
+            # after LINGER_SECONDS.
+            self.lingering = True
+            transport.write_eof()
+            transport.resume_reading()
+            self._loop.call_later(LINGER_SECONDS, transport.close)
+            return
+        transport.close()
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
 
     def abort(self) -> None:
         self._pending = []

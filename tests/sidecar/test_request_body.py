@@ -434,3 +434,29 @@ async def test_wait_for_a_pooled_connection_has_a_deadline_then_503(upstream_url
     assert app.metrics.counts["upstream_busy"] == 1
     assert (held.status_code, held.text) == (200, "late")
     assert after.status_code == 200
+
+
+async def test_a_refusal_mid_upload_reaches_the_client_whole(upstream_url, make_settings, tmp_path):
+    # The sidecar refuses a body that outgrows the buffer cap while the client is still sending.
+    # A plain close would answer the client's next bytes with a reset, which can wipe the 503 out
+    # of its receive buffer; the lingering close keeps reading (and dropping) until the client is
+    # done, so the answer is always read whole, and the connection then ends cleanly.
+    settings = make_settings(
+        frontend_url=upstream_url, api_url=upstream_url, body_buffer_max_bytes=200_000, body_buffer_dir=str(tmp_path)
+    )
+    async with run_sidecar(settings) as (url, app):
+        for _ in range(5):
+            reader, writer = await _connect(url)
+            writer.write(_head("/upload"))
+            # 2 MB in 64 KiB chunks, far past the cap, sent as fast as the socket takes them.
+            for _ in range(32):
+                writer.write(_chunk(b"x" * 65536))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            status, headers, body = await _answer(reader)
+            assert (status, body) == (503, b"request body buffer full, try again later\n")
+            assert headers["connection"] == "close"
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # then the sidecar's FIN
+            writer.close()
+        assert app.proxy.bodies.budget.used == 0
