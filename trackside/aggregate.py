@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from trackside import events as ev
+from trackside.enrich.user_agent import canonical_browser, canonical_os
 from trackside.views import DayViews
 
 # Breakdowns of page views kept per day. Each key is bounded: labels are grouped at capture.
@@ -105,8 +106,9 @@ def aggregate_day(day: date, events: list[ev.Event], views: DayViews, bot_hits: 
             ("label", e.label),
             ("country", e.country),
             ("device", e.device),
-            ("browser", e.browser),
-            ("os", e.os),
+            # Names stored by older versions ("Mobile Safari", "Mac OS X") are read as today's.
+            ("browser", canonical_browser(e.browser) if e.browser else e.browser),
+            ("os", canonical_os(e.os) if e.os else e.os),
             ("referrer", e.referrer),
             ("hour", f"{datetime.fromtimestamp(e.ts, UTC).hour:02d}"),
             ("utm_source", e.utm_source),

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.aggregate import SiteDay, aggregate_day
+from trackside.enrich.user_agent import canonical_browser, canonical_os
 from trackside.events import NAV_BEACON, Event
 from trackside.sketch import DistinctUsers
 from trackside.storage.daily import day_bot_hits, rolled_days
@@ -115,16 +116,24 @@ async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = Tru
         out.unique_visitors_authenticated = row["unique_visitors_authenticated"]
         out.users_sketch = row["users_sketch"]
     for r in (await conn.execute(select(DAILY_SITE_DIMS).where(DAILY_SITE_DIMS.c.day == day))).mappings():
-        out.dims[(r["dim"], r["key"])] = [
-            r["count"],
-            r["count_authenticated"],
-            r["visitors"],
-            r["visitors_authenticated"],
-        ]
+        dim, key = r["dim"], r["key"]
+        values = [r["count"], r["count_authenticated"], r["visitors"], r["visitors_authenticated"]]
+        if dim in _RENAMED:
+            # A day rolled by an older version names browsers and OSes its way ("Mobile Safari",
+            # "Mac OS X"): read as today's names. Two old names of one day can meet under one new
+            # name; their visitors add up exactly, since a visitor id includes the user agent.
+            key = _RENAMED[dim](key)
+            known = out.dims.get((dim, key))
+            if known is not None:
+                values = [a + b for a, b in zip(known, values, strict=True)]
+        out.dims[(dim, key)] = values
     if with_items:
         for r in (await conn.execute(select(DAILY_CONTENT).where(DAILY_CONTENT.c.day == day))).mappings():
             out.items[(r["content_kind"], r["content_id"])] = _item_row(r)
     return out
+
+
+_RENAMED = {"browser": canonical_browser, "os": canonical_os}
 
 
 class TodayElsewhere(Protocol):

@@ -338,7 +338,8 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
     assert lists["countries"][0]["label"] == "USUnited States"
     assert listed(lists["devices"]) == [("desktop", 10), ("tablet", 2), ("mobile", 1)]
     assert [r["label"] for r in lists["devices"]] == ["Desktop", "Tablet", "Mobile"]
-    assert listed(lists["browsers"]) == [("Firefox", 11), ("Chrome", 1), ("Mobile Safari", 1)]
+    # v2 was stored as "Mobile Safari" (an older name): read as today's.
+    assert listed(lists["browsers"]) == [("Firefox", 11), ("Chrome", 1), ("Safari", 1)]
     assert listed(lists["referrers"]) == [
         (XSS_REFERRER, 1),
         ("github.com", 1),
