@@ -71,6 +71,7 @@ class SidecarApp:
         # Failed sign-ins on any of them count towards one client address's limit.
         self.own = SignInLimit(self.own_routes, settings.sign_in_failures, ClientIP(settings.trusted_proxies))
         self.events_entry = self.own.guarding(self.events_api)  # it takes the admin token too
+        self._levels_task: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -111,8 +112,12 @@ class SidecarApp:
                 # events are short-lived and acyclic). Measured: about 5% less CPU per request.
                 gc.freeze()
                 gc.set_threshold(20_000, 50, 1000)
+                if self.metrics.shared_dir is not None:
+                    self._levels_task = asyncio.ensure_future(self.publish_levels())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._levels_task is not None:
+                    self._levels_task.cancel()
                 await self.pipeline.stop()
                 await self.proxy.shutdown()
                 await self.stats.close()
@@ -134,11 +139,20 @@ class SidecarApp:
             status_code=200 if ready else 503,
         )
 
+    def own_levels(self) -> dict[str, float]:
+        return {"events_buffered": len(self.pipeline.buffer), "spooled_batches": self.pipeline.spool.pending}
+
+    async def publish_levels(self) -> None:
+        """Every second, this process's levels into its counter file: a scrape answered by
+        another server process of the same `trackside serve` adds them up."""
+        while True:
+            self.metrics.set_gauges(self.own_levels())
+            await asyncio.sleep(1.0)
+
     async def gauges(self) -> dict[str, float]:
-        values: dict[str, float] = {
-            "events_buffered": len(self.pipeline.buffer),
-            "spooled_batches": self.pipeline.spool.pending,
-        }
+        # The whole sidecar's levels: this process's now, the other server processes' as of their
+        # last second.
+        values = self.metrics.shared_gauges(self.own_levels())
         writer = self.pipeline.writer
         if isinstance(writer, RedisWriter):
             try:

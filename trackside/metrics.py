@@ -13,7 +13,7 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from trackside.metric_files import SEP, SHARED_ENV, CountFile, read_dir
+from trackside.metric_files import SEP, SHARED_ENV, CountFile, alive, read_dir
 
 # Upper bounds (seconds) of the upstream latency histogram.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -21,6 +21,7 @@ _SEP = SEP
 RESPONSES = "upstream_responses"  # key prefix: upstream answers by route, upstream and status class
 _BUCKET = "upstream_seconds_bucket"  # key prefix: the latency histogram, per route and upstream
 _SUM = "upstream_seconds_sum"
+_GAUGE = "gauge"  # key prefix: a level (events buffered, batches spooled), not a running count
 _BUCKET_NAMES = tuple(str(i) for i in range(len(LATENCY_BUCKETS) + 1))
 _CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
@@ -120,6 +121,29 @@ class Metrics:
             merged.counts = [a + b for a, b in zip(merged.counts, h.counts, strict=True)]
             merged.total += h.total
         return merged.cumulative()
+
+    def set_gauges(self, values: dict[str, float]) -> None:
+        """This process's levels, where a scrape in another process can read them."""
+        if self._file is not None:
+            for name, value in values.items():
+                self._file.set((_GAUGE, name), value)
+
+    def shared_gauges(self, own: dict[str, float]) -> dict[str, float]:
+        """`own` (this process's levels, just measured) added to the last levels the run's other
+        live server processes wrote (every second). An ended process's levels are not counted: its
+        buffer was flushed or, after a crash, is reported as lost by the ledger."""
+        if self._file is None or self.shared_dir is None:
+            return own
+        self.set_gauges(own)
+        out = dict.fromkeys(own, 0.0)
+        for pid, values in read_dir(self.shared_dir):
+            if pid != os.getpid() and not alive(pid):
+                continue
+            for key, value in values.items():
+                name, _, level = key.partition(_SEP)
+                if name == _GAUGE and level in out:
+                    out[level] += value
+        return out
 
     def snapshot(self) -> dict[str, int]:
         """The plain counters of the whole sidecar (every server process of this run)."""

@@ -138,3 +138,37 @@ def test_counter_files_survive_growth_and_the_end_of_their_process(tmp_path):
     files = sorted(os.path.join(directory, name) for name in os.listdir(directory))
     assert sorted(read_file(path)["requests"] for path in files) == [5, 7]
     assert sorted(values["requests"] for _, values in read_dir(directory)) == [5, 7]
+
+
+def test_levels_add_up_over_the_live_server_processes(tmp_path):
+    # Another server process of the run, as a real process: it writes its levels into its own
+    # counter file and stays up until told to stop.
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from trackside.metrics import Metrics\n"
+            "m = Metrics(sys.argv[1])\n"
+            "m.set_gauges({'events_buffered': 40.0, 'spooled_batches': 2.0})\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == b"ready\n"
+        ours = Metrics(str(tmp_path))
+        assert ours.shared_gauges({"events_buffered": 3.0, "spooled_batches": 0.0}) == {
+            "events_buffered": 43.0,
+            "spooled_batches": 2.0,
+        }
+    finally:
+        other.kill()
+        other.wait()
+    # An ended process's levels are not the sidecar's any more (its counters still are).
+    assert ours.shared_gauges({"events_buffered": 5.0, "spooled_batches": 1.0}) == {
+        "events_buffered": 5.0,
+        "spooled_batches": 1.0,
+    }
