@@ -165,28 +165,27 @@ class ProxyApp:
             refusal = target_problem(raw_path_bytes, query, max_target)
         if refusal is None and (hosts != 1 or b"host" in named):
             refusal = host_problem(hosts, scope.get("http_version", "1.1"), named)
-        if refusal is not None:
-            pass
-        elif _has_dot_segment(scope["path"]):
-            # `/../` would climb out of the route (or the upstream's root): refused, as nginx does.
-            refusal = "400 invalid path"
-        elif size > self.settings.max_header_bytes:
-            refusal = "431 request headers too large"
-        elif content_length is not None and transfer_encoding is not None:
-            # Request smuggling: two framings that a chain of servers may read differently.
-            refusal = "400 both Content-Length and Transfer-Encoding"
-        elif content_length is not None:
-            if not content_length.isdigit():
-                refusal = "400 invalid Content-Length"
-            elif int(content_length) > self.settings.max_body_bytes:
-                refusal = "413 request body too large"
-            else:
-                headers.append((b"content-length", content_length))
-        elif transfer_encoding is not None:
-            if transfer_encoding.strip().lower() != b"chunked":
-                refusal = "501 unsupported Transfer-Encoding"
-            else:
-                headers.append((b"transfer-encoding", b"chunked"))
+        if refusal is None:
+            if _has_dot_segment(scope["path"]):
+                # `/../` would climb out of the route (or the upstream's root): refused, as nginx does.
+                refusal = "400 invalid path"
+            elif size > self.settings.max_header_bytes:
+                refusal = "431 request headers too large"
+            elif content_length is not None and transfer_encoding is not None:
+                # Request smuggling: two framings that a chain of servers may read differently.
+                refusal = "400 both Content-Length and Transfer-Encoding"
+            elif content_length is not None:
+                if not content_length.isdigit():
+                    refusal = "400 invalid Content-Length"
+                elif int(content_length) > self.settings.max_body_bytes:
+                    refusal = "413 request body too large"
+                else:
+                    headers.append((b"content-length", content_length))
+            elif transfer_encoding is not None:
+                if transfer_encoding.strip().lower() != b"chunked":
+                    refusal = "501 unsupported Transfer-Encoding"
+                else:
+                    headers.append((b"transfer-encoding", b"chunked"))
         if host is None:
             headers.append((b"host", urlsplit(target.base).netloc.encode("latin-1")))
         peer_bytes = peer.encode("latin-1")
@@ -213,119 +212,121 @@ class ProxyApp:
     async def forward(self, scope: Scope, receive: Receive, send: Send, answer: Answer | None) -> None:
         """The exchange with the upstream; `answer`, if given, learns what the client was sent."""
         client_limit = self.client_limit
-        client_key = None
-        if client_limit is not None:
-            client_key = client_limit.key_of(scope)
-            if not client_limit.enter(client_key):
-                self.metrics.inc("client_over_limit")
+        if client_limit is None:
+            await self._exchange(scope, receive, send, answer)
+            return
+        client_key = client_limit.key_of(scope)
+        if not client_limit.enter(client_key):
+            self.metrics.inc("client_over_limit")
+            await plain_response(
+                send,
+                429,
+                "too many requests from this address at once",
+                error="too_many_requests",
+                retry_after=1,
+                answer=answer,
+            )
+            return
+        try:
+            await self._exchange(scope, receive, send, answer)
+        finally:
+            client_limit.leave(client_key)  # however the exchange ended
+
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send, answer: Answer | None) -> None:
+        method = scope["method"]
+        target, request_target, headers, refusal = self.upstream_request(scope)
+        if refusal is not None:
+            status, _, message = refusal.partition(" ")
+            await plain_response(send, int(status), message, close=True, answer=answer)
+            return
+        content_length: bytes | None = None
+        chunked = False
+        for name, value in headers:
+            if name == b"content-length":
+                content_length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        body_error: list[BodyError] = []
+        body: AsyncIterator[bytes] | None = None
+        buffered: BufferedBody | None = None
+        if chunked or (content_length is not None and content_length != b"0"):
+            # Only a request with a body gets here: a bodiless GET does no more than it did.
+            started = asyncio.get_running_loop().time()
+            if self._streams(scope["path"]):
+                body = self._body(receive, body_error, started)
+            else:
+                # Taken whole before an upstream connection is asked for (nginx's default), then
+                # sent with its length: a chunked request leaves as a Content-Length one.
+                try:
+                    declared = int(content_length) if content_length else None
+                    buffered = await self.bodies.take(receive, declared, started)
+                except BodyError as refused:
+                    if refused.status == 503:
+                        self.metrics.inc("body_buffer_full")
+                    await plain_response(
+                        send, refused.status, refused.message, error=refused.error, close=True, answer=answer
+                    )
+                    return
+                headers = _framed(headers, buffered.size)
+                chunked = False
+                body = buffered.chunks() if buffered.size else None
+        t0 = time.perf_counter()
+        try:
+            response = await self.pool_for(target).request(
+                method, request_target, headers, body, chunked=chunked, read_timeout=self.settings.upstream_timeout
+            )
+        except (UpstreamError, UpstreamTimeout, UpstreamBusy, BodyError) as exc:
+            if body_error:
+                err = body_error[0]
+                await plain_response(send, err.status, err.message, error=err.error, close=True, answer=answer)
+            elif isinstance(exc, UpstreamBusy):
+                # Every connection to the upstream stayed taken for the whole pool wait: the
+                # site is saturated, not down. A streamed body was never read: close after.
+                self.metrics.inc("upstream_busy")
                 await plain_response(
                     send,
-                    429,
-                    "too many requests from this address at once",
-                    error="too_many_requests",
-                    retry_after=1,
+                    503,
+                    "upstream busy, try again shortly",
+                    error="upstream_busy",
+                    retry_after=5,
+                    close=body is not None and buffered is None,
                     answer=answer,
                 )
-                return
-        # One try for the whole exchange (no second coroutine): the count goes down however it ends.
-        try:
-            method = scope["method"]
-            target, request_target, headers, refusal = self.upstream_request(scope)
-            if refusal is not None:
-                status, _, message = refusal.partition(" ")
-                await plain_response(send, int(status), message, close=True, answer=answer)
-                return
-            content_length: bytes | None = None
-            chunked = False
-            for name, value in headers:
-                if name == b"content-length":
-                    content_length = value
-                elif name == b"transfer-encoding":
-                    chunked = True
-            body_error: list[BodyError] = []
-            body: AsyncIterator[bytes] | None = None
-            buffered: BufferedBody | None = None
-            if chunked or (content_length is not None and content_length != b"0"):
-                # Only a request with a body gets here: a bodiless GET does no more than it did.
-                started = asyncio.get_running_loop().time()
-                if self._streams(scope["path"]):
-                    body = self._body(receive, body_error, started)
-                else:
-                    # Taken whole before an upstream connection is asked for (nginx's default), then
-                    # sent with its length: a chunked request leaves as a Content-Length one.
-                    try:
-                        declared = int(content_length) if content_length else None
-                        buffered = await self.bodies.take(receive, declared, started)
-                    except BodyError as refused:
-                        if refused.status == 503:
-                            self.metrics.inc("body_buffer_full")
-                        await plain_response(
-                            send, refused.status, refused.message, error=refused.error, close=True, answer=answer
-                        )
-                        return
-                    headers = _framed(headers, buffered.size)
-                    chunked = False
-                    body = buffered.chunks() if buffered.size else None
-            t0 = time.perf_counter()
-            try:
-                response = await self.pool_for(target).request(
-                    method, request_target, headers, body, chunked=chunked, read_timeout=self.settings.upstream_timeout
-                )
-            except (UpstreamError, UpstreamTimeout, UpstreamBusy, BodyError) as exc:
-                if body_error:
-                    err = body_error[0]
-                    await plain_response(send, err.status, err.message, error=err.error, close=True, answer=answer)
-                elif isinstance(exc, UpstreamBusy):
-                    # Every connection to the upstream stayed taken for the whole pool wait: the
-                    # site is saturated, not down. A streamed body was never read: close after.
-                    self.metrics.inc("upstream_busy")
-                    await plain_response(
-                        send,
-                        503,
-                        "upstream busy, try again shortly",
-                        error="upstream_busy",
-                        retry_after=5,
-                        close=body is not None and buffered is None,
-                        answer=answer,
-                    )
-                elif isinstance(exc, UpstreamTimeout):
-                    self.metrics.inc("upstream_timeout")
-                    await plain_response(send, 504, "upstream timed out", error="upstream_timeout", answer=answer)
-                else:
-                    self.metrics.inc("upstream_unreachable")
-                    logger.warning("upstream unreachable: %s", exc)
-                    await plain_response(send, 502, "upstream unreachable", error="upstream_unreachable", answer=answer)
-                return
-            finally:
-                # The body was sent, or the upstream answered without it: its memory, file and share
-                # of the cap are free before the answer streams back.
-                if buffered is not None:
-                    buffered.close()
-            self.metrics.observe_upstream(time.perf_counter() - t0, target.prefix or "/", target.base, response.status)
-            finished = False
-            sent_headers = response_headers(response.headers)
-            if answer is not None:
-                sent_headers = answer.read_start(response.status, sent_headers) or sent_headers
-            try:
-                await send({"type": "http.response.start", "status": response.status, "headers": sent_headers})
-                if method != "HEAD":
-                    async for chunk in response.body(self.settings.upstream_timeout):
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                finished = True
-            except (UpstreamError, UpstreamTimeout):
-                # Too late for a status: abort the connection so the client sees a broken body,
-                # never a truncated one that looks complete.
-                self.metrics.inc("upstream_broken_stream")
-                raise
-            finally:
-                if not finished:
-                    response.discard()
-                elif method == "HEAD":
-                    response.discard()
+            elif isinstance(exc, UpstreamTimeout):
+                self.metrics.inc("upstream_timeout")
+                await plain_response(send, 504, "upstream timed out", error="upstream_timeout", answer=answer)
+            else:
+                self.metrics.inc("upstream_unreachable")
+                logger.warning("upstream unreachable: %s", exc)
+                await plain_response(send, 502, "upstream unreachable", error="upstream_unreachable", answer=answer)
+            return
         finally:
-            if client_key is not None:
-                client_limit.leave(client_key)  # type: ignore[union-attr]
+            # The body was sent, or the upstream answered without it: its memory, file and share
+            # of the cap are free before the answer streams back.
+            if buffered is not None:
+                buffered.close()
+        self.metrics.observe_upstream(time.perf_counter() - t0, target.prefix or "/", target.base, response.status)
+        finished = False
+        sent_headers = response_headers(response.headers)
+        if answer is not None:
+            sent_headers = answer.read_start(response.status, sent_headers) or sent_headers
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": sent_headers})
+            if method != "HEAD":
+                async for chunk in response.body(self.settings.upstream_timeout):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finished = True
+        except (UpstreamError, UpstreamTimeout):
+            # Too late for a status: abort the connection so the client sees a broken body,
+            # never a truncated one that looks complete.
+            self.metrics.inc("upstream_broken_stream")
+            raise
+        finally:
+            if not finished:
+                response.discard()
+            elif method == "HEAD":
+                response.discard()
 
     def _streams(self, path: str) -> bool:
         """Whether the body of a request for `path` streams to the upstream as it arrives."""
