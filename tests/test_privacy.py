@@ -36,7 +36,7 @@ def forbidden(ip: str) -> list[bytes]:
 
 
 async def journey(url: str) -> None:
-    token = jwt.encode({"sub": "u7", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    token = jwt.encode({"sub": "u7", "exp": int(time.time()) + 86_400}, SECRET, algorithm="HS256")
     async with httpx.AsyncClient(base_url=url) as c:
         for ip in CLIENTS:
             fwd = {"x-forwarded-for": ip}

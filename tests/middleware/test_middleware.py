@@ -30,7 +30,7 @@ SECRET = "middleware-test-secret-0123456789abcdef"
 
 
 def token(user: str) -> str:
-    return jwt.encode({"sub": user, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    return jwt.encode({"sub": user, "exp": int(time.time()) + 86_400}, SECRET, algorithm="HS256")
 
 
 PHONE = {"user-agent": IPHONE, "sec-fetch-dest": "document", "accept": "text/html"}

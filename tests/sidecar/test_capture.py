@@ -19,7 +19,7 @@ SECRET = "test-secret-test-secret-test-secret"
 
 
 def token(user: str) -> str:
-    return jwt.encode({"sub": user, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    return jwt.encode({"sub": user, "exp": int(time.time()) + 86_400}, SECRET, algorithm="HS256")
 
 
 

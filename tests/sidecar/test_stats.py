@@ -21,7 +21,8 @@ ADMIN = "machine-admin-token-0123456789"
 
 
 def token(sub: str, roles: list[str] | None = None) -> str:
-    claims = {"sub": sub, "exp": int(time.time()) + 600, "roles": roles or ["user"]}
+    # A day, not minutes: module-level tokens are made at collection and the full suite runs 11+ minutes.
+    claims = {"sub": sub, "exp": int(time.time()) + 86_400, "roles": roles or ["user"]}
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 

@@ -20,7 +20,7 @@ SECRET = "test-secret-test-secret-test-secret"
 
 
 def token(user: str) -> str:
-    return jwt.encode({"sub": user, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    return jwt.encode({"sub": user, "exp": int(time.time()) + 86_400}, SECRET, algorithm="HS256")
 
 
 async def _exchange(url: str, request: bytes, split_at: int | None = None) -> tuple[bytes, bytes]:
