@@ -8,6 +8,7 @@ from typing import Any
 from arq import Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from trackside.derive import derivation_of
 from trackside.provisional import build as build_provisional
 from trackside.queue import unpack_batch
 from trackside.rollup import prune, rollup_pending
@@ -42,7 +43,7 @@ async def persist_batch(ctx: dict[str, Any], wire: dict[str, Any] | bytes) -> in
     """Store one batch of events: insert-or-ignore on each event id, so a retry never counts twice."""
     batch = unpack_batch(wire)
     try:
-        stored = await write_batch(ctx["engine"], batch)
+        stored = await write_batch(ctx["engine"], batch, derivation_of(ctx["settings"]))
     except _TRANSIENT as exc:
         _database_away(ctx, exc)
         raise Retry(defer=min(RETRY_CAP, 2 * ctx.get("job_try", 1))) from exc

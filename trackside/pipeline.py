@@ -10,6 +10,7 @@ import logging
 
 from trackside.buffer import EventBuffer, Flusher
 from trackside.capture import Capturer
+from trackside.derive import derivation_of
 from trackside.ledger import Ledger
 from trackside.metrics import Metrics
 from trackside.queue import RedisWriter
@@ -37,7 +38,7 @@ class Pipeline:
         self.spool = Spool(settings.spool_dir)
         self.writer: DatabaseWriter | RedisWriter
         if settings.redis_url is None:
-            self.writer = DatabaseWriter(self.engine)
+            self.writer = DatabaseWriter(self.engine, derivation_of(settings))
         else:
             self.writer = RedisWriter(settings.redis_url, settings.queue_name)
         self.flusher = Flusher(

@@ -102,8 +102,12 @@ class _Users:
         return best
 
 
-def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
-    """Page views and looks of one UTC day's raw events (any order; bots are never here)."""
+def derive_day(events: Iterable[ev.Event], window_seconds: float, *, exclude_authors: bool = True) -> DayViews:
+    """Page views and looks of one UTC day's raw events (any order; bots are never here).
+
+    Everything here depends on one visitor's own events, except the author's own looks, which need
+    the item's author from whoever's events named it: `exclude_authors=False` keeps them (deriving
+    one visitor's day at ingest, where the author is applied when aggregating)."""
     ordered = sorted(events, key=lambda e: (e.ts, e.id))
     unverified: list[ev.Event] = []
     if any(e.unverified for e in ordered):
@@ -152,7 +156,7 @@ def derive_day(events: Iterable[ev.Event], window_seconds: float) -> DayViews:
         looks.append(look)
 
     def by_author(kind: str, item: str, user: str | None) -> bool:
-        return user is not None and authors.get((kind, item)) == user
+        return exclude_authors and user is not None and authors.get((kind, item)) == user
 
     counted = [lk for lk in looks if not by_author(lk.content_kind, lk.content_id, lk.user)]
     shown = [im for im in impressions if not by_author(im.event.content_kind or "", im.event.content_id or "", im.user)]

@@ -19,13 +19,8 @@ class EventRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_events_day_kind", "day", "kind"),
         Index("ix_events_content", "content_kind", "content_id", "ts"),
-        Index(
-            "ix_events_signed_in_visitor",
-            "day",
-            "visitor",
-            sqlite_where=text("user_id IS NOT NULL"),
-            postgresql_where=text("user_id IS NOT NULL"),
-        ),
+        # Derivation reads one visitor's day.
+        Index("ix_events_day_visitor", "day", "visitor"),
     )
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
@@ -212,6 +207,179 @@ class ProvisionalItemRow(SQLModel, table=True):
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+# Fact rows: what derivation makes of one visitor's raw events of one UTC day, replaced whole
+# each time that visitor-day gets a new event. Every figure of a day not rolled up is SQL over
+# these; a rollup groups them into daily rows. Kept `TRACKSIDE_FACT_RETENTION_DAYS` (90).
+#
+# `who` is who counts as one unique: `u:<user>` when the view has a user (its own or lent from
+# the visitor's nearest signed-in request), else `v:<visitor>` (the day's salted hash).
+
+
+class FactPageViewRow(SQLModel, table=True):
+    """One page view (a navigation, or a beacon the proxy did not see), with its visit and time on page."""
+
+    __tablename__ = "fact_page_views"
+    __table_args__ = (Index("ix_fact_page_views_visitor", "day", "visitor"),)
+
+    day: date = Field(primary_key=True)
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    ts: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    hour: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    visitor: str = Field(sa_column=Column(String(32), nullable=False))
+    who: str = Field(sa_column=Column(String(66), nullable=False))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    visit_id: str = Field(sa_column=Column(String(36), nullable=False))
+    label: str = Field(sa_column=Column(String(128), nullable=False))
+    path: str = Field(sa_column=Column(String(512), nullable=False))
+    referrer: str | None = Field(default=None, sa_column=Column(String(255)))
+    source: str | None = Field(default=None, sa_column=Column(String(64)))
+    utm_source: str | None = Field(default=None, sa_column=Column(String(100)))
+    utm_medium: str | None = Field(default=None, sa_column=Column(String(100)))
+    utm_campaign: str | None = Field(default=None, sa_column=Column(String(100)))
+    device: str = Field(sa_column=Column(String(16), nullable=False))
+    browser: str = Field(sa_column=Column(String(64), nullable=False))
+    os: str = Field(sa_column=Column(String(64), nullable=False))
+    country: str | None = Field(default=None, sa_column=Column(String(2)))
+    view_type: str | None = Field(default=None, sa_column=Column(String(16)))
+    time_on_page_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class FactLookRow(SQLModel, table=True):
+    """One look: one visitor on one item within the view window (DESIGN.md). The author's own
+    looks are stored too and left out when aggregating (`item_authors`)."""
+
+    __tablename__ = "fact_looks"
+    __table_args__ = (
+        Index("ix_fact_looks_visitor", "day", "visitor"),
+        Index("ix_fact_looks_item", "content_kind", "content_id", "day"),
+    )
+
+    day: date = Field(primary_key=True)
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    ts: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    hour: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    visitor: str = Field(sa_column=Column(String(32), nullable=False))
+    who: str = Field(sa_column=Column(String(66), nullable=False))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    content_kind: str = Field(sa_column=Column(String(32), nullable=False))
+    content_id: str = Field(sa_column=Column(String(128), nullable=False))
+    view_type: str = Field(sa_column=Column(String(16), nullable=False))
+    device: str = Field(sa_column=Column(String(16), nullable=False))
+    country: str | None = Field(default=None, sa_column=Column(String(2)))
+    referrer: str | None = Field(default=None, sa_column=Column(String(255)))
+
+
+class FactImpressionRow(SQLModel, table=True):
+    """An item shown in a feed, a search result or a widget."""
+
+    __tablename__ = "fact_impressions"
+    __table_args__ = (
+        Index("ix_fact_impressions_visitor", "day", "visitor"),
+        Index("ix_fact_impressions_item", "content_kind", "content_id", "day"),
+    )
+
+    day: date = Field(primary_key=True)
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    ts: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    hour: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    visitor: str = Field(sa_column=Column(String(32), nullable=False))
+    who: str = Field(sa_column=Column(String(66), nullable=False))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    content_kind: str = Field(sa_column=Column(String(32), nullable=False))
+    content_id: str = Field(sa_column=Column(String(128), nullable=False))
+    view_type: str = Field(sa_column=Column(String(16), nullable=False))
+
+
+class FactSiteEventRow(SQLModel, table=True):
+    """A site event (`kind` "event": signup, upload, a rule's or a hint's name), an error
+    (`kind` "error", `name` its type), or a beacon set aside as unverified (`kind` "unverified").
+    `user_id` is the request's own; `visit_id` is set for site events (they extend a visit)."""
+
+    __tablename__ = "fact_site_events"
+    __table_args__ = (Index("ix_fact_site_events_visitor", "day", "visitor"),)
+
+    day: date = Field(primary_key=True)
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    # One request can be both an error and a named event: a row for each.
+    kind: str = Field(sa_column=Column(String(16), primary_key=True))
+    ts: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    hour: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    visitor: str = Field(sa_column=Column(String(32), nullable=False))
+    who: str = Field(sa_column=Column(String(66), nullable=False))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    visit_id: str | None = Field(default=None, sa_column=Column(String(36)))
+    name: str = Field(sa_column=Column(String(64), nullable=False))
+    label: str = Field(sa_column=Column(String(128), nullable=False))
+    path: str = Field(sa_column=Column(String(512), nullable=False))
+
+
+class FactVisitorDayRow(SQLModel, table=True):
+    """A visitor-day's additive counts that need no row each: API calls (the bulk of requests)."""
+
+    __tablename__ = "fact_visitor_days"
+
+    day: date = Field(primary_key=True)
+    visitor: str = Field(sa_column=Column(String(32), primary_key=True))
+    api_calls: int = Field(sa_column=Column(BigInteger, nullable=False))
+    api_calls_authenticated: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class FactVisitRow(SQLModel, table=True):
+    """A visit: one visitor's page views and site events with no gap over 30 minutes, within one
+    UTC day. Its id is its first page view's (or event's) id; source, UTM and device are its entry's."""
+
+    __tablename__ = "fact_visits"
+    __table_args__ = (Index("ix_fact_visits_visitor", "day", "visitor"),)
+
+    day: date = Field(primary_key=True)
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    visitor: str = Field(sa_column=Column(String(32), nullable=False))
+    who: str = Field(sa_column=Column(String(66), nullable=False))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    started_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    ended_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    duration_s: int = Field(sa_column=Column(BigInteger, nullable=False))
+    page_views: int = Field(sa_column=Column(BigInteger, nullable=False))
+    events: int = Field(sa_column=Column(BigInteger, nullable=False))
+    bounce: bool = Field(sa_column=Column(Boolean, nullable=False))
+    entry_page: str | None = Field(default=None, sa_column=Column(String(512)))
+    exit_page: str | None = Field(default=None, sa_column=Column(String(512)))
+    entry_label: str | None = Field(default=None, sa_column=Column(String(128)))
+    exit_label: str | None = Field(default=None, sa_column=Column(String(128)))
+    referrer: str | None = Field(default=None, sa_column=Column(String(255)))
+    source: str | None = Field(default=None, sa_column=Column(String(64)))
+    utm_source: str | None = Field(default=None, sa_column=Column(String(100)))
+    utm_medium: str | None = Field(default=None, sa_column=Column(String(100)))
+    utm_campaign: str | None = Field(default=None, sa_column=Column(String(100)))
+    device: str = Field(sa_column=Column(String(16), nullable=False))
+    browser: str = Field(sa_column=Column(String(64), nullable=False))
+    os: str = Field(sa_column=Column(String(64), nullable=False))
+    country: str | None = Field(default=None, sa_column=Column(String(2)))
+
+
+class ItemAuthorRow(SQLModel, table=True):
+    """An item's author, from the first upstream hint that named it: crosses visitors, so it is
+    kept apart from derivation and applied when aggregating (the author's own looks are no views)."""
+
+    __tablename__ = "item_authors"
+
+    content_kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    content_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    author_id: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+class DeriveMarkRow(SQLModel, table=True):
+    """A visitor-day whose raw events are stored but whose facts are not derived yet: events
+    stored before facts existed (the upgrade marks them all), or a derivation that failed. The
+    worker (or the embedded writer) derives and clears them; a rollup derives its day's first."""
+
+    __tablename__ = "derive_marks"
+
+    day: date = Field(primary_key=True)
+    visitor: str = Field(sa_column=Column(String(32), primary_key=True))
+    marked_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
 # SQLAlchemy Core handles of the tables, for the modules that write and read them.
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
@@ -225,3 +393,13 @@ DAILY_CONTENT_DIMS = DailyContentDimRow.__table__  # type: ignore[attr-defined]
 CONTENT_ALIASES = ContentAliasRow.__table__  # type: ignore[attr-defined]
 PROVISIONAL_DAYS = ProvisionalDayRow.__table__  # type: ignore[attr-defined]
 PROVISIONAL_ITEMS = ProvisionalItemRow.__table__  # type: ignore[attr-defined]
+FACT_PAGE_VIEWS = FactPageViewRow.__table__  # type: ignore[attr-defined]
+FACT_LOOKS = FactLookRow.__table__  # type: ignore[attr-defined]
+FACT_IMPRESSIONS = FactImpressionRow.__table__  # type: ignore[attr-defined]
+FACT_SITE_EVENTS = FactSiteEventRow.__table__  # type: ignore[attr-defined]
+FACT_VISITOR_DAYS = FactVisitorDayRow.__table__  # type: ignore[attr-defined]
+FACT_VISITS = FactVisitRow.__table__  # type: ignore[attr-defined]
+ITEM_AUTHORS = ItemAuthorRow.__table__  # type: ignore[attr-defined]
+DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
+# Replaced whole per visitor-day by derivation; pruned by `TRACKSIDE_FACT_RETENTION_DAYS`.
+FACT_TABLES = (FACT_PAGE_VIEWS, FACT_LOOKS, FACT_IMPRESSIONS, FACT_SITE_EVENTS, FACT_VISITOR_DAYS, FACT_VISITS)

@@ -18,10 +18,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.batch import Batch, BotKey
+from trackside.derive import Derivation
 from trackside.events import Event
+from trackside.storage.facts import derive_visitor_days, store_authors, visitor_days_of
 from trackside.storage.tables import APPLIED, BOT_HITS, CONTENT_ALIASES, EVENTS, ROLLUP_DAYS
 
 logger = logging.getLogger("trackside.storage")
+DEFAULT_DERIVATION = Derivation()
 
 
 def _insert(conn: AsyncConnection, table: Any) -> Any:
@@ -69,11 +72,12 @@ def _postgres_row(e: Event) -> tuple[Any, ...]:
     return (e.id, when, when.date(), when.hour, *_rest_of(e))
 
 
-async def write_batch(engine: AsyncEngine, batch: Batch) -> int:
+async def write_batch(engine: AsyncEngine, batch: Batch, derivation: Derivation | None = None) -> int:
     """Store one batch in one transaction. Events are insert-or-ignore on their id; bot counters
-    are added only the first time a batch id is seen. Rerunning a batch changes nothing."""
+    are added only the first time a batch id is seen; the visitor-days the events touch are
+    re-derived into fact rows (`trackside.storage.facts`). Rerunning a batch changes nothing."""
     async with engine.begin() as conn:
-        return await write_batch_on(conn, batch)
+        return await write_batch_on(conn, batch, derivation=derivation)
 
 
 Prepared = tuple[list[tuple[Any, ...]], set[date]]  # the dialect's rows, and the days they touch
@@ -90,8 +94,11 @@ def prepare_rows(dialect: str, events: list[Event]) -> Prepared:
     return groups, days
 
 
-async def write_batch_on(conn: AsyncConnection, batch: Batch, prepared: Prepared | None = None) -> int:
+async def write_batch_on(
+    conn: AsyncConnection, batch: Batch, prepared: Prepared | None = None, derivation: Derivation | None = None
+) -> int:
     if batch.events:
+        fresh = batch.events
         rows, days = prepared or prepare_rows(conn.dialect.name, batch.events)
         # First the days' rollup rows (and their locks): a day pruned meanwhile is known before
         # its events go in.
@@ -101,6 +108,7 @@ async def write_batch_on(conn: AsyncConnection, batch: Batch, prepared: Prepared
             await _write_late(conn, late)
             others = [e for e in batch.events if datetime.fromtimestamp(e.ts, UTC).date() not in pruned]
             rows = prepare_rows(conn.dialect.name, others)[0] if others else []
+            fresh = others
         if conn.dialect.name == "postgresql" and rows:
             await conn.exec_driver_sql(_POSTGRES_INSERT, rows)
         else:
@@ -109,6 +117,10 @@ async def write_batch_on(conn: AsyncConnection, batch: Batch, prepared: Prepared
                 by_size[len(group) // len(_COLUMNS)].append(group)
             for size, groups in by_size.items():
                 await conn.exec_driver_sql(_sqlite_insert(size), groups)
+        if fresh:
+            # Authors first: their row locks are taken before any bucket lock (no waiting in a cycle).
+            await store_authors(conn, fresh)
+            await derive_visitor_days(conn, visitor_days_of(fresh), derivation or DEFAULT_DERIVATION)
     if batch.aliases:
         stmt = _insert(conn, CONTENT_ALIASES)
         stmt = stmt.on_conflict_do_update(
@@ -199,8 +211,9 @@ async def _write_late(conn: AsyncConnection, events: list[Event]) -> None:
 class DatabaseWriter:
     """The embedded mode's writer: batches go straight to the database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, derivation: Derivation | None = None) -> None:
         self.engine = engine
+        self.derivation = derivation
 
     async def write(self, batch: Batch) -> int:
         # Rows are made a chunk at a time: this runs on the proxy's event loop, and a whole batch
@@ -214,4 +227,4 @@ class DatabaseWriter:
             days |= part_days
             await asyncio.sleep(0)
         async with self.engine.begin() as conn:
-            return await write_batch_on(conn, batch, (rows, days))
+            return await write_batch_on(conn, batch, (rows, days), self.derivation)
