@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import logging
 import zlib
+from calendar import timegm
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from trackside.derive import Derivation, VisitorDayFacts, authors_of
+from trackside.derive import VISIT_GAP_SECONDS, Derivation, VisitorDayFacts, authors_of
 from trackside.events import ERROR, NAV_API, Event
 from trackside.storage.reads import _COLUMNS as EVENT_COLUMNS
 from trackside.storage.reads import _events as rows_to_events
@@ -50,8 +51,15 @@ def _insert(conn: AsyncConnection, table: object) -> object:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)  # type: ignore[arg-type]
 
 
-def visitor_days_of(events: Iterable[Event]) -> set[VisitorDay]:
-    return {(datetime.fromtimestamp(e.ts, UTC).date(), e.visitor) for e in events}
+def visitor_days_of(events: Iterable[Event]) -> dict[VisitorDay, float]:
+    """The visitor-days these events touch, each with its earliest event's time."""
+    out: dict[VisitorDay, float] = {}
+    for e in events:
+        key = (datetime.fromtimestamp(e.ts, UTC).date(), e.visitor)
+        known = out.get(key)
+        if known is None or e.ts < known:
+            out[key] = e.ts
+    return out
 
 
 def bucket_key(day: date, visitor: str) -> int:
@@ -92,66 +100,174 @@ def _needed() -> Any:
     )
 
 
-async def read_visitor_days(
-    conn: AsyncConnection, keys: list[VisitorDay]
-) -> tuple[dict[VisitorDay, list[Event]], dict[VisitorDay, tuple[int, int]]]:
-    """The raw events derivation uses of these visitor-days, and each one's API calls (all, signed in)."""
-    by_day: dict[date, list[str]] = defaultdict(list)
-    for day, visitor in keys:
-        by_day[day].append(visitor)
-    out: dict[VisitorDay, list[Event]] = defaultdict(list)
-    api: dict[VisitorDay, tuple[int, int]] = {}
-    c = EVENTS.c
-    for day, visitors in sorted(by_day.items()):
-        for first in range(0, len(visitors), _CHUNK):
-            chunk = visitors[first : first + _CHUNK]
-            for e in rows_to_events(
-                await conn.execute(select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(chunk), _needed()))
-            ):
-                out[(day, e.visitor)].append(e)
-            # A token-less beacon counts when the proxy saw its visitor near it, by any request:
-            # those visitors' every request is read.
-            doubtful = sorted({v for v in chunk if any(e.unverified for e in out.get((day, v), ()))})
-            if doubtful:
-                query = select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(doubtful), ~_needed())
-                for e in rows_to_events(await conn.execute(query)):
-                    out[(day, e.visitor)].append(e)
-            counts = (
-                select(c.visitor, func.count(), func.count(c.user_id))
-                .where(c.day == day, c.visitor.in_(chunk), c.nav == NAV_API)
-                .group_by(c.visitor)
-            )
-            for visitor, n, n_auth in await conn.execute(counts):
-                api[(day, visitor)] = (int(n), int(n_auth))
-    return out, api
+# How far back the search for a quiet gap looks before a visitor's earliest new event; no gap
+# found in it means re-deriving the visitor's whole day (a visitor active without pause for hours).
+LOOKBACK_SECONDS = 4 * 3600.0
+SLACK = 0.001
 
 
-async def derive_visitor_days(conn: AsyncConnection, keys: Iterable[VisitorDay], derivation: Derivation) -> int:
-    """Re-derive these visitor-days from their raw events and replace their fact rows. Returns the
-    number of raw events read (the cost, reported by the ingest benchmark)."""
-    ordered = sorted(set(keys))
+def _ts(value: datetime) -> float:
+    return timegm(value.timetuple()) + value.microsecond / 1e6
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+
+
+def _cut(times: list[float], since: float, earliest_new: float, gap: float) -> float | None:
+    """Where re-derivation may start: the first event after the latest quiet gap (> `gap`) before
+    `earliest_new`, among the visitor's `times` (sorted) of [since, earliest_new). Nothing before
+    such a gap can change: every rule of derivation (lent users, looks, echoes, visits) reaches at
+    most `gap` across time. None: no gap found, re-derive the whole day."""
+    after = earliest_new
+    for t in reversed(times):
+        if after - t > gap:
+            return after
+        after = t
+    return after if after - since > gap else None
+
+
+async def derive_visitor_days(
+    conn: AsyncConnection, keys: Iterable[VisitorDay] | dict[VisitorDay, float | None], derivation: Derivation
+) -> int:
+    """Re-derive these visitor-days and replace their fact rows. With each one's earliest new event
+    time (a dict), only from the latest quiet gap before it; without (None), the whole day.
+    Returns the number of raw rows read (the cost, reported by the ingest benchmark)."""
+    earliest: dict[VisitorDay, float | None] = dict(keys) if isinstance(keys, dict) else dict.fromkeys(keys)
+    # Stored times keep microseconds (truncated): a new event's time is compared a millisecond early,
+    # and so are the cuts below (nothing lies within the quiet gap before a cut anyway).
+    earliest = {k: None if t is None else t - SLACK for k, t in earliest.items()}
+    ordered = sorted(earliest)
     if not ordered:
         return 0
     await lock_buckets(conn, ordered)
-    events, api = await read_visitor_days(conn, ordered)
-    facts = [
-        derivation.visitor_day(day, visitor, events.get((day, visitor), []), api.get((day, visitor), (0, 0)))
-        for day, visitor in ordered
-    ]
-    await _replace(conn, ordered, facts)
-    return sum(len(v) for v in events.values())
-
-
-async def _replace(conn: AsyncConnection, keys: list[VisitorDay], facts: list[VisitorDayFacts]) -> None:
     by_day: dict[date, list[str]] = defaultdict(list)
-    for day, visitor in keys:
+    for day, visitor in ordered:
         by_day[day].append(visitor)
+    gap = max(derivation.window_seconds, VISIT_GAP_SECONDS)
+    read = 0
+    for day, visitors in sorted(by_day.items()):
+        for first in range(0, len(visitors), _CHUNK):
+            chunk = visitors[first : first + _CHUNK]
+            cuts, n = await _cuts(conn, day, {v: earliest[(day, v)] for v in chunk}, gap)
+            read += n
+            events, api, n = await _read(conn, day, cuts, derivation.window_seconds)
+            read += n
+            facts = [derivation.visitor_day(day, v, events.get(v, []), api.get(v, (0, 0))) for v in chunk]
+            await _replace(conn, day, cuts, facts)
+    return read
+
+
+async def _cuts(
+    conn: AsyncConnection, day: date, earliest: dict[str, float | None], gap: float
+) -> tuple[dict[str, float | None], int]:
+    c = EVENTS.c
+    cuts: dict[str, float | None] = dict.fromkeys(earliest)
+    timed = {v: t for v, t in earliest.items() if t is not None}
+    if not timed:
+        return cuts, 0
+    # A visitor-day still marked was never derived: it is derived whole.
+    marked_rows = await conn.execute(
+        select(DERIVE_MARKS.c.visitor).where(DERIVE_MARKS.c.day == day, DERIVE_MARKS.c.visitor.in_(sorted(timed)))
+    )
+    for (visitor,) in marked_rows:
+        timed.pop(visitor, None)
+    if not timed:
+        return cuts, 0
+    since = {v: t - LOOKBACK_SECONDS for v, t in timed.items()}
+    query = (
+        select(c.visitor, c.ts)
+        .where(
+            c.day == day,
+            c.visitor.in_(sorted(timed)),
+            c.ts >= _dt(min(since.values())),
+            c.ts < _dt(max(timed.values())),
+            _needed(),
+        )
+        .order_by(c.visitor, c.ts)
+    )
+    times: dict[str, list[float]] = defaultdict(list)
+    n = 0
+    for visitor, ts in await conn.execute(query):
+        n += 1
+        t = _ts(ts)
+        if since[visitor] <= t < timed[visitor]:
+            times[visitor].append(t)
+    for visitor, t0 in timed.items():
+        cuts[visitor] = _cut(times.get(visitor, []), since[visitor], t0, gap)
+    return cuts, n
+
+
+async def _read(
+    conn: AsyncConnection, day: date, cuts: dict[str, float | None], window: float
+) -> tuple[dict[str, list[Event]], dict[str, tuple[int, int]], int]:
+    """The raw events derivation uses of these visitors' day from their cut (None: all of it), and
+    each one's API calls of the whole day (all, signed in), counted in SQL."""
+    c = EVENTS.c
+    out: dict[str, list[Event]] = defaultdict(list)
+    whole = sorted(v for v, cut in cuts.items() if cut is None)
+    tails = {v: cut for v, cut in cuts.items() if cut is not None}
+    queries = []
+    if whole:
+        queries.append(select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(whole), _needed()))
+    if tails:
+        lowest = _dt(min(tails.values()))
+        queries.append(
+            select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(sorted(tails)), c.ts >= lowest, _needed())
+        )
+    n = 0
+    for query in queries:
+        for e in rows_to_events(await conn.execute(query)):
+            n += 1
+            cut = tails.get(e.visitor)
+            if cut is None or e.ts >= cut - SLACK:
+                out[e.visitor].append(e)
+    # A token-less beacon counts when the proxy saw its visitor near it, by any request: those
+    # visitors' other requests are read too (from a window before the cut).
+    doubtful = sorted(v for v, events in out.items() if any(e.unverified for e in events))
+    if doubtful:
+        lowest_doubt = min((tails.get(v) or 0.0) for v in doubtful) - window - SLACK
+        query = select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(doubtful), ~_needed())
+        if lowest_doubt > 0:
+            query = query.where(c.ts >= _dt(lowest_doubt))
+        for e in rows_to_events(await conn.execute(query)):
+            n += 1
+            out[e.visitor].append(e)
+    counts = (
+        select(c.visitor, func.count(), func.count(c.user_id))
+        .where(c.day == day, c.visitor.in_(sorted(cuts)), c.nav == NAV_API)
+        .group_by(c.visitor)
+    )
+    api = {visitor: (int(a), int(b)) for visitor, a, b in await conn.execute(counts)}
+    return out, api, n
+
+
+# Each fact table's time column: a fact at or after a visitor's cut is replaced.
+_TIME = {
+    FACT_PAGE_VIEWS: "ts",
+    FACT_LOOKS: "ts",
+    FACT_IMPRESSIONS: "ts",
+    FACT_SITE_EVENTS: "ts",
+    FACT_VISITS: "started_at",
+}
+
+
+async def _replace(
+    conn: AsyncConnection, day: date, cuts: dict[str, float | None], facts: list[VisitorDayFacts]
+) -> None:
+    whole = sorted(v for v, cut in cuts.items() if cut is None)
+    tails = sorted((v, cut) for v, cut in cuts.items() if cut is not None)
     for table in FACT_TABLES:
-        for day, visitors in by_day.items():
-            for first in range(0, len(visitors), _CHUNK):
-                await conn.execute(
-                    delete(table).where(table.c.day == day, table.c.visitor.in_(visitors[first : first + _CHUNK]))
-                )
+        column = _TIME.get(table)
+        if whole or column is None:
+            everyone = whole if column is not None else sorted(cuts)
+            if everyone:
+                await conn.execute(delete(table).where(table.c.day == day, table.c.visitor.in_(everyone)))
+        if tails and column is not None:
+            stmt = delete(table).where(
+                table.c.day == day, table.c.visitor == bindparam("v"), table.c[column] >= bindparam("cut")
+            )
+            await conn.execute(stmt, [{"v": v, "cut": _dt(cut - SLACK)} for v, cut in tails])
     rows: dict[object, list[dict[str, object]]] = defaultdict(list)
     for f in facts:
         rows[FACT_PAGE_VIEWS] += f.page_views
@@ -159,18 +275,13 @@ async def _replace(conn: AsyncConnection, keys: list[VisitorDay], facts: list[Vi
         rows[FACT_IMPRESSIONS] += f.impressions
         rows[FACT_SITE_EVENTS] += f.site_events
         rows[FACT_VISITS] += f.visits
-        if f.visitor_day is not None and (f.visitor_day["api_calls"] or f.page_views or f.site_events):
+        if f.visitor_day is not None and f.visitor_day["api_calls"]:
             rows[FACT_VISITOR_DAYS].append(f.visitor_day)
     for table, table_rows in rows.items():
         for first in range(0, len(table_rows), 1000):
             await conn.execute(table.insert(), table_rows[first : first + 1000])  # type: ignore[attr-defined]
-    for day, visitors in by_day.items():
-        for first in range(0, len(visitors), _CHUNK):
-            await conn.execute(
-                delete(DERIVE_MARKS).where(
-                    DERIVE_MARKS.c.day == day, DERIVE_MARKS.c.visitor.in_(visitors[first : first + _CHUNK])
-                )
-            )
+    if whole:
+        await conn.execute(delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day == day, DERIVE_MARKS.c.visitor.in_(whole)))
 
 
 async def mark(conn: AsyncConnection, keys: Iterable[VisitorDay]) -> None:
