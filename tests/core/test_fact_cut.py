@@ -107,7 +107,7 @@ async def test_incremental_derivation_equals_whole(database_url, tmp_path):
     await migrate(database_url)
     engine = create_engine(database_url)
     try:
-        for seed in range(6):
+        for seed in range(10):
             rng = random.Random(seed)
             events = journey(rng)
             # Whole: derive every visitor-day from all of its events.
