@@ -77,10 +77,20 @@ async def provisional_today(ctx: dict[str, Any]) -> int:
 async def prune_old(ctx: dict[str, Any]) -> dict[str, int]:
     settings = ctx["settings"]
     try:
-        result = await prune(ctx["engine"], settings.raw_retention_days, settings.daily_retention_days)
+        result = await prune(
+            ctx["engine"],
+            settings.raw_retention_days,
+            settings.daily_retention_days,
+            fact_retention_days=settings.fact_retention_days,
+        )
         salts = await DatabaseSalts(ctx["engine"]).prune()
     except _TRANSIENT as exc:
         _database_away(ctx, exc)
         return {}
     _database_ok(ctx)
-    return {"raw_events": result.raw_events, "daily_rows": result.daily_rows, "salts": salts}
+    return {
+        "raw_events": result.raw_events,
+        "daily_rows": result.daily_rows,
+        "fact_rows": result.fact_rows,
+        "salts": salts,
+    }

@@ -91,7 +91,12 @@ class Pipeline:
         while True:
             try:
                 await rollup_pending(self.engine, window)
-                await prune(self.engine, self.settings.raw_retention_days, self.settings.daily_retention_days)
+                await prune(
+                    self.engine,
+                    self.settings.raw_retention_days,
+                    self.settings.daily_retention_days,
+                    fact_retention_days=self.settings.fact_retention_days,
+                )
             except Exception:
                 logger.exception("scheduled rollup failed; retrying in %ss", SCHEDULE_SECONDS)
             await asyncio.sleep(SCHEDULE_SECONDS)

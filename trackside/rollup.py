@@ -25,6 +25,7 @@ from trackside.storage.daily import (
     prune_raw,
     replace_day,
 )
+from trackside.storage.fact_retention import prune_facts
 from trackside.storage.reads import day_events
 from trackside.views import derive_day
 
@@ -105,17 +106,25 @@ async def rollup_pending(
 class PruneResult:
     raw_events: int
     daily_rows: int
+    fact_rows: int = 0
 
 
 async def prune(
-    engine: AsyncEngine, raw_retention_days: int, daily_retention_days: int, today: date | None = None
+    engine: AsyncEngine,
+    raw_retention_days: int,
+    daily_retention_days: int,
+    today: date | None = None,
+    *,
+    fact_retention_days: int = 90,
 ) -> PruneResult:
-    """Raw events older than the retention, only of days rolled up and clean; daily rows older
-    than theirs (0 keeps them forever)."""
+    """Raw events older than the retention, only of days rolled up and clean; then fact rows older
+    than theirs, only of days whose raw events are pruned (`prune_facts`); daily rows older than
+    theirs (0 keeps them forever)."""
     today = today or utc_today()
     async with engine.begin() as conn:
         raw = await prune_raw(conn, today - timedelta(days=raw_retention_days))
+        facts = await prune_facts(conn, today - timedelta(days=fact_retention_days))
         daily = 0
         if daily_retention_days > 0:
             daily = await prune_daily(conn, today - timedelta(days=daily_retention_days))
-    return PruneResult(raw, daily)
+    return PruneResult(raw, daily, facts)

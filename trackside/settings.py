@@ -175,6 +175,9 @@ class Settings:
     # Retention: raw events (only once rolled up), and daily rows (0 keeps them forever).
     raw_retention_days: int = 7
     daily_retention_days: int = 0
+    # Fact rows (page views, visits, looks, ... per event: `trackside.storage.facts`), only once
+    # their day is rolled up: at least as long as raw events, which they are derived from.
+    fact_retention_days: int = 90
     # Stats endpoints: who may read them, and where ownership and roles come from.
     admin_token: str | None = None
     whoami_url: str | None = None
@@ -267,6 +270,12 @@ class Settings:
             raise ConfigError(f"TRACKSIDE_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"TRACKSIDE_PORT must be 0-65535, got {self.port}")
+        if self.fact_retention_days < max(1, self.raw_retention_days):
+            raise ConfigError(
+                "TRACKSIDE_FACT_RETENTION_DAYS must be at least 1 and at least TRACKSIDE_RAW_RETENTION_DAYS "
+                f"({self.raw_retention_days}): facts are derived from raw events, so they cannot go first; "
+                f"got {self.fact_retention_days}"
+            )
         if self.flood_per_address < 0:
             raise ConfigError(f"TRACKSIDE_FLOOD_PER_ADDRESS must be 0 (no limit) or more, got {self.flood_per_address}")
         for name in (
@@ -366,6 +375,7 @@ _INTS = {
     "flush_batch",
     "raw_retention_days",
     "daily_retention_days",
+    "fact_retention_days",
     "beacon_token_minutes",
     "stats_cache_seconds",
     "flood_per_minute",
