@@ -19,6 +19,7 @@ from sidecar.beacon import BeaconApp
 from sidecar.dashboard_routes import Dashboard
 from sidecar.events_api import ROUTE as EVENTS_ROUTE
 from sidecar.events_api import EventsApi
+from sidecar.goals_routes import GoalsApi
 from sidecar.inject import SnippetInjector
 from sidecar.operator_errors import explain
 from sidecar.prometheus import CONTENT_TYPE, SidecarCollector, render
@@ -65,6 +66,7 @@ class SidecarApp:
                 Route("/_trackside/metrics", self.metrics_endpoint),
                 *self.stats.routes(),
                 *TracksideApi(self.stats).routes(),
+                *GoalsApi(self.stats).routes(),
                 *Dashboard().routes(),
             ]
         )

@@ -304,3 +304,75 @@ def keys_revoke(key_id: str, database_url: str | None) -> None:
         click.echo(f"trackside: no active key {key_id!r}", err=True)
         sys.exit(1)
     click.echo(f"revoked key {key_id}")
+
+
+@main.group()
+def goals() -> None:
+    """Goals: site events (signup, upload, ...) and page patterns that count as conversions."""
+
+
+def _goals_run(database_url: str | None, work: Any) -> Any:
+    settings = _settings(database_url=database_url)
+
+    async def in_transaction(engine: Any) -> Any:
+        async with engine.begin() as conn:
+            return await work(conn, settings)
+
+    return _keys_run(database_url, in_transaction)
+
+
+@goals.command("add")
+@click.argument("name")
+@click.option("--event", help="A site event's name: signup, upload, an X-Trackside-Event hint's name")
+@click.option("--page", help="A page pattern: * is any run of characters but /, ** any run (e.g. /p/*)")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def goals_add(name: str, event: str | None, page: str | None, database_url: str | None) -> None:
+    """Store a goal: NAME --event EVENT, or NAME --page PATTERN."""
+    from trackside.goals import EVENT, PAGE, GoalConflict, GoalError, add_goal, check_goal
+
+    if (event is None) == (page is None):
+        raise click.UsageError("give either --event EVENT or --page PATTERN")
+    try:
+        goal = check_goal(name, EVENT, event) if event is not None else check_goal(name, PAGE, page or "")
+    except GoalError as exc:
+        hint = {"name": "NAME", "kind": "--event/--page", "match": "--event" if event is not None else "--page"}
+        raise click.BadParameter(str(exc), param_hint=hint[exc.field]) from None
+    try:
+        _goals_run(database_url, lambda conn, settings: add_goal(conn, settings, goal))
+    except GoalConflict as exc:
+        click.echo(f"trackside: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"added goal {goal.name!r} ({goal.kind} {goal.match})")
+
+
+@goals.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def goals_list(as_json: bool, database_url: str | None) -> None:
+    """Every goal: the settings' (TRACKSIDE_GOALS, or the event rules' names), then the stored ones."""
+    from trackside.goals import list_goals
+
+    found = _goals_run(database_url, list_goals)
+    if as_json:
+        click.echo(json.dumps([g.as_dict() for g in found], indent=2))
+        return
+    for g in found:
+        click.echo(f"{g.goal.kind:<5}  {g.origin:<8}  {g.goal.name}  {g.goal.match}")
+
+
+@goals.command("remove")
+@click.argument("name")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def goals_remove(name: str, database_url: str | None) -> None:
+    """Remove a stored goal (a goal of the settings changes with TRACKSIDE_GOALS)."""
+    from trackside.goals import GoalConflict, remove_goal
+
+    try:
+        removed = _goals_run(database_url, lambda conn, settings: remove_goal(conn, settings, name))
+    except GoalConflict as exc:
+        click.echo(f"trackside: {exc}", err=True)
+        sys.exit(1)
+    if not removed:
+        click.echo(f"trackside: no stored goal {name!r}", err=True)
+        sys.exit(1)
+    click.echo(f"removed goal {name!r}")

@@ -272,5 +272,12 @@ class Derivation:
 
 
 def derivation_of(settings: Any) -> Derivation:
-    """The derivation the settings describe (`Settings`; typed loosely to keep this module import-light)."""
-    return Derivation(window_seconds=settings.view_window_minutes * 60.0)
+    """The derivation the settings describe (`Settings`; typed loosely to keep this module import-light):
+    facts keep only the paths the route rules allow (`trackside.fact_paths`) and name their sources
+    (`trackside.enrich.sources`)."""
+    from trackside.enrich.sources import source_of
+    from trackside.fact_paths import fact_path_of
+
+    return Derivation(
+        window_seconds=settings.view_window_minutes * 60.0, path_of=fact_path_of(settings), source_of=source_of
+    )

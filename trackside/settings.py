@@ -116,6 +116,14 @@ class Settings:
     label_rules: tuple[str, ...] = DEFAULT_LABEL_RULES
     content_rules: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CONTENT_RULES))
     event_rules: tuple[str, ...] = DEFAULT_EVENT_RULES
+    # Goals (`trackside.goals`), comma-separated: `signup`, `NAME=event:EVENT`, `NAME=page:/p/*`.
+    # Unset: one event goal per name of the event rules. More are stored by `trackside goals add`.
+    goals: tuple[str, ...] | None = None
+    # Facts keep a raw path only where the route rules allow it (`trackside.fact_paths`); a path
+    # matching a redaction rule (`/reset-password/[token]`) is kept as the rule. Figures show at
+    # most `fact_paths_per_label` raw paths per route label, the rest as `(other)`.
+    path_redact: tuple[str, ...] = ()
+    fact_paths_per_label: int = 1000
     bot_allowlist: tuple[str, ...] = DEFAULT_PLAYERS
     players: tuple[str, ...] = DEFAULT_PLAYERS
     honor_dnt: bool = False
@@ -310,6 +318,7 @@ class Settings:
         _check_request_bodies(self)
         for event_rule in self.event_rules:
             parse_event_rule(event_rule)
+        _check_goals_and_paths(self)
         from trackside.player_views import ViewRuleError, parse_view_type_rules
 
         try:
@@ -386,6 +395,7 @@ _INTS = {
     "body_buffer_max_bytes",
     "body_min_rate",
     "max_concurrent_per_client",
+    "fact_paths_per_label",
 }
 _FLOATS = {
     "connect_timeout",
@@ -406,6 +416,8 @@ _TUPLES = {
     "beacon_origins",
     "stream_uploads",
     "view_type_rules",
+    "goals",
+    "path_redact",
 }
 
 
@@ -468,6 +480,22 @@ def _check_request_bodies(settings: Settings) -> None:
         spool = os.path.realpath(settings.spool_dir)
         if buffer_dir == spool or buffer_dir.startswith(spool + os.sep):
             raise ConfigError(f"TRACKSIDE_BODY_BUFFER_DIR must be outside the spool ({settings.spool_dir!r})")
+
+
+def _check_goals_and_paths(settings: Settings) -> None:
+    from trackside.goals import GoalError, settings_goals
+
+    try:
+        settings_goals(settings)
+    except GoalError as exc:
+        raise ConfigError(f"TRACKSIDE_GOALS: {exc}") from None
+    for rule in settings.path_redact:
+        if not rule.startswith("/"):
+            raise ConfigError(
+                f"TRACKSIDE_PATH_REDACT: {rule!r} should be a path pattern such as /reset-password/[token]"
+            )
+    if settings.fact_paths_per_label < 1:
+        raise ConfigError(f"TRACKSIDE_FACT_PATHS_PER_LABEL must be at least 1, got {settings.fact_paths_per_label}")
 
 
 def _parse_route(part: str) -> RouteRule:

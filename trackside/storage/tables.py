@@ -380,6 +380,18 @@ class DeriveMarkRow(SQLModel, table=True):
     marked_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
 
 
+class GoalRow(SQLModel, table=True):
+    """A goal added by `trackside goals add` or the goals API (`trackside.goals`); the settings'
+    goals are not stored."""
+
+    __tablename__ = "goals"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    kind: str = Field(sa_column=Column(String(8), nullable=False))
+    match: str = Field(sa_column=Column(String(512), nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
 # SQLAlchemy Core handles of the tables, for the modules that write and read them.
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
@@ -401,5 +413,6 @@ FACT_VISITOR_DAYS = FactVisitorDayRow.__table__  # type: ignore[attr-defined]
 FACT_VISITS = FactVisitRow.__table__  # type: ignore[attr-defined]
 ITEM_AUTHORS = ItemAuthorRow.__table__  # type: ignore[attr-defined]
 DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
+GOALS = GoalRow.__table__  # type: ignore[attr-defined]
 # Replaced whole per visitor-day by derivation; pruned by `TRACKSIDE_FACT_RETENTION_DAYS`.
 FACT_TABLES = (FACT_PAGE_VIEWS, FACT_LOOKS, FACT_IMPRESSIONS, FACT_SITE_EVENTS, FACT_VISITOR_DAYS, FACT_VISITS)

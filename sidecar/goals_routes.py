@@ -1,0 +1,106 @@
+"""`/_trackside/api/goals`: moderators list, add and remove goals (`trackside.goals`).
+
+GET lists every goal with its origin (the settings or the database); POST `{"name", "kind": "event"
+or "page", "match"}` adds one (201; 400 naming the bad field; 409 when the name is taken, in the
+database or the settings); DELETE `/_trackside/api/goals/{name}` (or `?name=`) removes a stored one
+(204; 404 when there is none; 409 for a goal of the settings, which only the settings change).
+
+Who: the same callers as the rest of Trackside's API (a moderator's token, the admin token); a read
+API key may list goals but not change them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
+from trackside.api_keys import PREFIX as KEY_PREFIX
+from trackside.goals import GoalConflict, GoalError, add_goal, check_goal, list_goals, remove_goal
+
+ROUTE = "/_trackside/api/goals"
+MAX_BODY = 16 * 1024
+
+
+class GoalsApi:
+    def __init__(self, stats: StatsEndpoints) -> None:
+        self.stats = stats
+        self.settings = stats.settings
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(ROUTE, self.collection, methods=["GET", "POST", "DELETE"]),
+            Route(ROUTE + "/{name}", self.one, methods=["DELETE"]),
+        ]
+
+    async def _refused(self, request: Request, *, changes: bool) -> JSONResponse | None:
+        caller = await self.stats._caller(request)
+        if isinstance(caller, JSONResponse):
+            return caller
+        if not caller.is_moderator:
+            return error(403, "moderators only")
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        if changes and token.startswith(KEY_PREFIX):
+            return error(403, "a read API key may list goals but not change them")
+        return None
+
+    async def collection(self, request: Request) -> Response:
+        refused = await self._refused(request, changes=request.method != "GET")
+        if refused is not None:
+            return refused
+        if request.method == "POST":
+            return await self._add(request)
+        if request.method == "DELETE":
+            name = request.query_params.get("name")
+            if not name:
+                return error(400, "name: give the goal's name, /_trackside/api/goals/{name} or ?name=")
+            return await self._remove(name)
+        async with self.stats.engine.connect() as conn:
+            found = await list_goals(conn, self.settings)
+        return JSONResponse({"goals": [g.as_dict() for g in found]}, headers=NO_STORE)
+
+    async def one(self, request: Request) -> Response:
+        refused = await self._refused(request, changes=True)
+        if refused is not None:
+            return refused
+        return await self._remove(request.path_params["name"])
+
+    async def _add(self, request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return error(413, f"a goal is at most {MAX_BODY} bytes of JSON")
+        try:
+            raw: Any = json.loads(body or b"null")
+        except ValueError:
+            return error(400, "body: a JSON object {name, kind, match}")
+        if not isinstance(raw, dict):
+            return error(400, "body: a JSON object {name, kind, match}")
+        unknown = sorted(set(raw) - {"name", "kind", "match"})
+        if unknown:
+            return error(400, f"{unknown[0]}: unknown field (name, kind, match)")
+        for field in ("name", "kind", "match"):
+            if not isinstance(raw.get(field), str):
+                return error(400, f"{field}: required, a string")
+        try:
+            goal = check_goal(raw["name"], raw["kind"], raw["match"])
+        except GoalError as exc:
+            return error(400, str(exc))
+        try:
+            async with self.stats.engine.begin() as conn:
+                stored = await add_goal(conn, self.settings, goal)
+        except GoalConflict as exc:
+            return error(409, str(exc))
+        return JSONResponse(stored.as_dict(), status_code=201, headers=NO_STORE)
+
+    async def _remove(self, name: str) -> Response:
+        try:
+            async with self.stats.engine.begin() as conn:
+                removed = await remove_goal(conn, self.settings, name)
+        except GoalConflict as exc:
+            return error(409, str(exc))
+        if not removed:
+            return error(404, f"no stored goal {name[:80]!r}")
+        return Response(status_code=204, headers=NO_STORE)
