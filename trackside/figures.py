@@ -1,5 +1,6 @@
-"""A day's figures in one shape, whether read from daily rows (a rolled-up day) or computed from
-raw events (today, or a day not rolled up yet), and their sum over a range of days.
+"""A day's figures in one shape, whether read from daily rows (a rolled-up day) or grouped from
+the day's fact rows (today, or a day not rolled up yet: `trackside.storage.fact_reads`), and their
+sum over a range of days.
 
 Ranges add counts, but never unique counts: signed-in users are merged (exact sets and HyperLogLog
 sketches), and anonymous visitors are visitor-days (their id rotates daily), summed per day."""
@@ -15,16 +16,20 @@ from typing import Any, Protocol
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.aggregate import SiteDay, aggregate_day
+from trackside.aggregate import SiteDay
+from trackside.derive import Derivation
 from trackside.enrich.user_agent import canonical_browser, canonical_os
-from trackside.events import NAV_BEACON, Event
 from trackside.sketch import DistinctUsers
-from trackside.storage.daily import day_bot_hits, rolled_days
-from trackside.storage.reads import _COLUMNS as EVENT_COLUMNS
-from trackside.storage.reads import _events as rows_to_events
-from trackside.storage.reads import day_events, item_day_events
-from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DAILY_SITE, DAILY_SITE_DIMS, EVENTS
-from trackside.views import derive_day
+from trackside.storage.daily import rolled_days
+from trackside.storage.facts import derive_marked
+from trackside.storage.tables import (
+    DAILY_CONTENT,
+    DAILY_CONTENT_DIMS,
+    DAILY_SITE,
+    DAILY_SITE_DIMS,
+    DERIVE_MARKS,
+    ROLLUP_DAYS,
+)
 
 SITE_COUNTS = (
     "page_views",
@@ -69,11 +74,12 @@ class DayFigures:
     # (dim, key) -> [count, count_authenticated, visitors, visitors_authenticated]
     dims: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     items: dict[tuple[str, str], ItemFigures] = field(default_factory=dict)
-    # A day derived from raw events: when they were read (for a provisional copy, the copy's time).
+    # A day read from its facts: when they were read (for a provisional copy, the copy's time).
     as_of: datetime | None = None
 
 
 def figures_of(site: SiteDay) -> DayFigures:
+    """The figures of a day aggregated in memory (`aggregate_day`): what `live_day` reads from facts."""
     out = DayFigures(site.day, rolled=False)
     for name in SITE_COUNTS:
         out.counts[name] = getattr(site, name)
@@ -95,13 +101,35 @@ def figures_of(site: SiteDay) -> DayFigures:
     return out
 
 
-async def live_day(conn: AsyncConnection, day: date, window_seconds: float) -> DayFigures:
-    as_of = datetime.now(UTC)
-    events = await day_events(conn, day)
-    site = aggregate_day(day, events, derive_day(events, window_seconds), await day_bot_hits(conn, day))
-    out = figures_of(site)
-    out.as_of = as_of
-    return out
+async def live_day(conn: AsyncConnection, day: date, window_seconds: float, *, with_items: bool = True) -> DayFigures:
+    """A day not rolled up, grouped from its fact rows (items only when `with_items`).
+    `window_seconds` is the view window facts are derived with, for visitor-days still marked."""
+    await derive_pending(conn, day, day, window_seconds)
+    return await _facts_day(conn, day, with_items=with_items)
+
+
+async def _facts_day(conn: AsyncConnection, day: date, *, with_items: bool) -> DayFigures:
+    # Imported here: fact_reads builds on this module's types.
+    from trackside.storage.fact_reads import read_day
+
+    return await read_day(conn, day, with_items=with_items)
+
+
+async def derive_pending(conn: AsyncConnection, first: date, last: date, window_seconds: float) -> None:
+    """Derive the visitor-days still marked (events stored before facts existed) of the days of
+    [first, last] not rolled up, before they are read, so that no figure misses them.
+
+    Done on other connections of the same engine, each part committed, before `conn` reads: a
+    read in a transaction (a snapshot) sees them only if its first read comes after. No rolled day
+    is derived here (its figures are its daily rows), so only the first reads after an upgrade pay."""
+    m, r = DERIVE_MARKS.c, ROLLUP_DAYS.c
+    clean = select(r.day).where(r.dirty.is_(False), r.rolled_at.is_not(None), r.day >= first, r.day <= last)
+    query = select(m.day).where(m.day >= first, m.day <= last, m.day.not_in(clean)).distinct()
+    engine = conn.engine
+    async with engine.connect() as other:
+        days = sorted((await other.execute(query)).scalars())
+    for day in days:
+        await derive_marked(engine, Derivation(window_seconds=window_seconds), day)
 
 
 async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = True) -> DayFigures:
@@ -152,11 +180,12 @@ async def load_days(
     rolled_items: bool | None = None,
     today_elsewhere: TodayElsewhere | None = None,
 ) -> list[DayFigures]:
-    """Every day of [first, last]: daily rows where the day is rolled up and clean, raw events
+    """Every day of [first, last]: daily rows where the day is rolled up and clean, fact rows
     otherwise. A day is read one way or the other, whole: no gap, no overlap at the boundary.
 
     `today_elsewhere` computes today (never rolled up, so never pruned under the read) in another
     process, off the caller's event loop."""
+    await derive_pending(conn, first, last, window_seconds)
     rolled = await rolled_days(conn, first, last)
     today = datetime.now(UTC).date()
     days = []
@@ -167,7 +196,7 @@ async def load_days(
         elif day == today and today_elsewhere is not None:
             days.append(await today_elsewhere(day, window_seconds, with_items=with_items))
         else:
-            days.append(await live_day(conn, day, window_seconds))
+            days.append(await _facts_day(conn, day, with_items=with_items))
         day += timedelta(days=1)
     return days
 
@@ -207,8 +236,10 @@ async def rolled_item_sketches(
     query = select(c.content_kind, c.content_id, c.users_sketch).where(c.day.in_(days), c.users_sketch.is_not(None))
     out: dict[tuple[str, str], list[bytes]] = defaultdict(list)
     for first in range(0, len(keys), 500) if keys is not None else (None,):
-        part = query if first is None or keys is None else query.where(
-            tuple_(c.content_kind, c.content_id).in_(keys[first : first + 500])
+        part = (
+            query
+            if first is None or keys is None
+            else query.where(tuple_(c.content_kind, c.content_id).in_(keys[first : first + 500]))
         )
         for kind, item, sketch in await conn.execute(part):
             out[(kind, item)].append(sketch)
@@ -225,8 +256,11 @@ async def item_days(
     today_copy: DayFigures | None = None,
 ) -> list[tuple[date, ItemFigures | None]]:
     """One item's figures for every day of [first, last] (None: nothing that day), read the same
-    way as `load_days`: daily rows for rolled days, the item's raw events otherwise, except the day of
+    way as `load_days`: daily rows for rolled days, the item's fact rows otherwise, except the day of
     `today_copy` (today's provisional copy), read from it."""
+    from trackside.storage.fact_reads import read_item_day
+
+    await derive_pending(conn, first, last, window_seconds)
     rolled = await rolled_days(conn, first, last)
     rows: dict[date, ItemFigures] = {}
     if rolled:
@@ -255,36 +289,8 @@ async def item_days(
         elif today_copy is not None and day == today_copy.day:
             out.append((day, today_copy.items.get((kind, item))))
         else:
-            events = await item_day_events(conn, day, kind, item)
-            events += await proxied_near_beacons(conn, day, events, window_seconds)
-            figures = figures_of(aggregate_day(day, events, derive_day(events, window_seconds))) if events else None
-            out.append((day, figures.items.get((kind, item)) if figures else None))
+            out.append((day, await read_item_day(conn, day, kind, item)))
         day += timedelta(days=1)
-    return out
-
-
-async def proxied_near_beacons(
-    conn: AsyncConnection, day: date, events: list[Event], window_seconds: float
-) -> list[Event]:
-    """For an item's own events: its token-less beacons' visitors' proxied requests near them, which
-    the view derivation needs to count those beacons as the whole day's derivation does."""
-    beacons = [e for e in events if e.unverified]
-    if not beacons:
-        return []
-    have = {e.id for e in events}
-    start = datetime.fromtimestamp(min(e.ts for e in beacons) - window_seconds, UTC).replace(tzinfo=None)
-    end = datetime.fromtimestamp(max(e.ts for e in beacons) + window_seconds, UTC).replace(tzinfo=None)
-    visitors = sorted({e.visitor for e in beacons})
-    out: list[Event] = []
-    for first in range(0, len(visitors), 500):
-        query = select(*EVENT_COLUMNS).where(
-            EVENTS.c.day == day,
-            EVENTS.c.ts >= start,
-            EVENTS.c.ts <= end,
-            EVENTS.c.nav != NAV_BEACON,
-            EVENTS.c.visitor.in_(visitors[first : first + 500]),
-        )
-        out.extend(e for e in rows_to_events(await conn.execute(query)) if e.id not in have)
     return out
 
 

@@ -1,5 +1,9 @@
 """Rollups and pruning: closed UTC days, one transaction per day under that day's lock.
 
+A rollup groups the day's fact rows in the database (`trackside.storage.fact_reads`) into its daily
+rows: only grouped rows come back to Python, never the day's events or facts, so its memory stays
+the same however big the day. Once rolled, a day's figures are its daily rows alone.
+
 Rerunning a day replaces its rows (never adds to them), so a rerun, two workers at once, or a late
 event that marked its day dirty all end in the same rows as one clean run. A day whose raw events
 are pruned is never rolled again (it would be rolled from what is left, wiping it): a late event
@@ -7,7 +11,6 @@ for it only adds to its additive counts (`trackside.storage.daily.add_late`)."""
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,19 +18,26 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trackside.aggregate import aggregate_day
+from trackside.derive import Derivation
 from trackside.storage.daily import (
     clear_dirty,
-    day_bot_hits,
     days_needing_rollup,
+    insert_items,
     lock_day,
     prune_daily,
     prune_raw,
     replace_day,
 )
+from trackside.storage.fact_reads import (
+    item_dims,
+    item_totals,
+    item_user_sketches,
+    raw_event_count,
+    read_site,
+    users_sketch,
+)
 from trackside.storage.fact_retention import prune_facts
-from trackside.storage.reads import day_events
-from trackside.views import derive_day
+from trackside.storage.facts import derive_visitor_days, marked
 
 logger = logging.getLogger("trackside.rollup")
 
@@ -55,8 +65,8 @@ def utc_today() -> date:
 
 
 async def rollup_day(engine: AsyncEngine, day: date, window_seconds: float, *, force: bool = False) -> RollupResult:
-    """Roll up one day: derive its views from raw events and replace its daily rows. A day whose
-    raw events are pruned is skipped (`force`: refused, `DayPruned`)."""
+    """Roll up one day: derive its visitor-days still marked, group its facts and replace its daily
+    rows. A day whose raw events are pruned is skipped (`force`: refused, `DayPruned`)."""
     async with engine.begin() as conn:
         dirty, rolled_at, pruned = await lock_day(conn, day)
         if pruned:
@@ -67,18 +77,18 @@ async def rollup_day(engine: AsyncEngine, day: date, window_seconds: float, *, f
             return RollupResult(day, 0, True)
         if rolled_at is not None and not dirty and not force:
             return RollupResult(day, 0, True)
-        # A day is millions of small objects that all live until the end: the garbage collector
-        # would walk them again and again for nothing (a third of the time, measured).
-        gc.disable()
-        try:
-            events = await day_events(conn, day)
-            site = aggregate_day(day, events, derive_day(events, window_seconds), await day_bot_hits(conn, day))
-            del events
-        finally:
-            gc.enable()
-        await replace_day(conn, site, site.raw_events)
-    logger.info("rolled up %s: %d events", day, site.raw_events)
-    return RollupResult(day, site.raw_events, False)
+        # Visitor-days whose events were stored before facts existed: derived first, in this
+        # transaction (under the day's lock: a second worker waits and then finds none).
+        derivation = Derivation(window_seconds=window_seconds)
+        while keys := await marked(conn, day):
+            await derive_visitor_days(conn, keys, derivation)
+        events = int((await conn.execute(raw_event_count(day))).scalar_one())
+        site = await read_site(conn, day, with_users=False)
+        site.users_sketch = await users_sketch(conn, day)
+        await replace_day(conn, site, events)
+        await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
+    logger.info("rolled up %s: %d events", day, events)
+    return RollupResult(day, events, False)
 
 
 async def pending_days(engine: AsyncEngine, today: date | None = None) -> list[date]:

@@ -23,13 +23,26 @@ def _lib() -> Any:
     return importlib.import_module("datasketches")
 
 
+class Sketch:
+    """A sketch filled a part at a time (users streamed from the database, never all in memory)."""
+
+    def __init__(self) -> None:
+        self._sketch = _lib().hll_sketch(LG_K)
+        self._empty = True
+
+    def add(self, users: Iterable[str]) -> None:
+        for user in users:
+            self._sketch.update(user)
+            self._empty = False
+
+    def serialized(self) -> bytes | None:
+        return None if self._empty else self._sketch.serialize_compact()
+
+
 def sketch_of(users: Iterable[str]) -> bytes | None:
-    sketch = _lib().hll_sketch(LG_K)
-    empty = True
-    for user in users:
-        sketch.update(user)
-        empty = False
-    return None if empty else sketch.serialize_compact()
+    sketch = Sketch()
+    sketch.add(users)
+    return sketch.serialized()
 
 
 class DistinctUsers:

@@ -3,9 +3,11 @@ each day's rollup state, and prune raw events behind it."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +23,16 @@ from trackside.storage.tables import (
     ROLLUP_DAYS,
 )
 
+if TYPE_CHECKING:
+    from trackside.figures import DayFigures
+
 _DAILY = (DAILY_SITE, DAILY_SITE_DIMS, DAILY_CONTENT, DAILY_CONTENT_DIMS)
+# The site's additive counts: a column each, named as in `DayFigures.counts`.
+_SITE_COUNTS = tuple(
+    c.name
+    for c in DAILY_SITE.columns
+    if c.name not in ("day", "unique_visitors", "unique_visitors_authenticated", "users_sketch")
+)
 
 
 def _insert(conn: AsyncConnection, table: object) -> object:
@@ -56,65 +67,46 @@ async def clear_dirty(conn: AsyncConnection, day: date) -> None:
     await conn.execute(update(ROLLUP_DAYS).where(ROLLUP_DAYS.c.day == day).values(dirty=False))
 
 
-async def replace_day(conn: AsyncConnection, site: SiteDay, events: int) -> None:
-    day = site.day
+async def replace_day(conn: AsyncConnection, figures: DayFigures, events: int) -> None:
+    """Replace the day's daily rows with `figures` (and its items, if it has any) and mark it rolled.
+    Sketches of signed-in users: `users_sketch` when set, else made from the exact `users`."""
+    day = figures.day
     for table in _DAILY:
         await conn.execute(delete(table).where(table.c.day == day))
+    site = {name: figures.counts[name] for name in _SITE_COUNTS}
     await conn.execute(
         DAILY_SITE.insert(),
         [
             {
                 "day": day,
-                "page_views": site.page_views,
-                "page_views_authenticated": site.page_views_authenticated,
-                "unique_visitors": len(site.visitors),
-                "unique_visitors_authenticated": len(site.visitors_authenticated),
-                "signups": site.signups,
-                "uploads": site.uploads,
-                "api_calls": site.api_calls,
-                "errors": site.errors,
-                "impressions": site.impressions,
-                "bot_hits": site.bot_hits,
-                "users_sketch": sketch_of(site.users),
-                "api_calls_authenticated": site.api_calls_authenticated,
-                "errors_authenticated": site.errors_authenticated,
-                "signups_authenticated": site.signups_authenticated,
-                "uploads_authenticated": site.uploads_authenticated,
-                "impressions_authenticated": site.impressions_authenticated,
+                **site,
+                "unique_visitors": figures.unique_visitors,
+                "unique_visitors_authenticated": figures.unique_visitors_authenticated,
+                "users_sketch": figures.users_sketch if figures.users is None else sketch_of(figures.users),
             }
         ],
     )
     dims = [
-        {
-            "day": day,
-            "dim": dim,
-            "key": key,
-            "count": d.count,
-            "count_authenticated": d.count_authenticated,
-            "visitors": len(d.who),
-            "visitors_authenticated": len(d.who_authenticated),
-        }
-        for (dim, key), d in site.dims.items()
-    ]
+        {"day": day, "dim": dim, "key": key, "count": n, "count_authenticated": n_auth,
+         "visitors": who, "visitors_authenticated": who_auth}
+        for (dim, key), (n, n_auth, who, who_auth) in figures.dims.items()
+    ]  # fmt: skip
     if dims:
         await conn.execute(DAILY_SITE_DIMS.insert(), dims)
     items = []
     item_dims = []
-    for (kind, item_id), item in site.items.items():
+    for (kind, item_id), item in figures.items.items():
         items.append(
             {
                 "day": day,
                 "content_kind": kind,
                 "content_id": item_id,
-                "views": item.views,
-                "views_authenticated": item.views_authenticated,
-                "unique_viewers": len(item.viewers),
-                "unique_viewers_authenticated": len(item.viewers_authenticated),
-                "impressions": item.impressions,
-                "impressions_authenticated": item.impressions_authenticated,
+                **{name: item.counts[name] for name in _ITEM_COUNTS},
+                "unique_viewers": item.viewers,
+                "unique_viewers_authenticated": item.viewers_authenticated,
                 "first_at": item.first_at,
                 "last_at": item.last_at,
-                "users_sketch": sketch_of(item.users),
+                "users_sketch": item.users_sketch if item.users is None else sketch_of(item.users),
             }
         )
         for (dim, key), (count, count_auth) in item.dims.items():
@@ -136,6 +128,50 @@ async def replace_day(conn: AsyncConnection, site: SiteDay, events: int) -> None
     await conn.execute(
         update(ROLLUP_DAYS).where(ROLLUP_DAYS.c.day == day).values(dirty=False, rolled_at=_now(), events=events)
     )
+
+
+_ITEM_COUNTS = ("views", "views_authenticated", "impressions", "impressions_authenticated")
+_ITEM_COLUMNS = ("content_kind", "content_id", *_ITEM_COUNTS[:2], "unique_viewers", "unique_viewers_authenticated",
+                 *_ITEM_COUNTS[2:], "first_at", "last_at")  # fmt: skip
+
+
+async def insert_items(
+    conn: AsyncConnection,
+    day: date,
+    totals: Select,
+    dims: Select,
+    sketches: AsyncIterator[tuple[tuple[str, str], bytes]],
+) -> None:
+    """A day's items' rows, computed by the database: `totals` and `dims` (per item, the columns of
+    `daily_content` and `daily_content_dims` in order, without the day) are inserted by it,
+    never read here; then each item's sketch of signed-in viewers, as `sketches` yields them."""
+    t = totals.subquery()
+    await conn.execute(
+        DAILY_CONTENT.insert().from_select(
+            ["day", *_ITEM_COLUMNS], select(literal(day, DAILY_CONTENT.c.day.type), *t.c)
+        )
+    )
+    d = dims.subquery()
+    await conn.execute(
+        DAILY_CONTENT_DIMS.insert().from_select(
+            ["day", "content_kind", "content_id", "dim", "key", "count", "count_authenticated"],
+            select(literal(day, DAILY_CONTENT_DIMS.c.day.type), *d.c),
+        )
+    )
+    c = DAILY_CONTENT.c
+    stmt = (
+        update(DAILY_CONTENT)
+        .where(c.day == day, c.content_kind == bindparam("kind"), c.content_id == bindparam("item"))
+        .values(users_sketch=bindparam("sketch"))
+    )
+    part: list[dict[str, object]] = []
+    async for (kind, item_id), sketch in sketches:
+        part.append({"kind": kind, "item": item_id, "sketch": sketch})
+        if len(part) == 1000:
+            await conn.execute(stmt, part)
+            part = []
+    if part:
+        await conn.execute(stmt, part)
 
 
 async def days_needing_rollup(conn: AsyncConnection, before: date) -> list[date]:
@@ -228,8 +264,7 @@ async def add_late(conn: AsyncConnection, site: SiteDay, events: int) -> None:
                 index_elements=["day", "dim", "key"],
                 set_={
                     "count": DAILY_SITE_DIMS.c.count + stmt.excluded.count,  # type: ignore[attr-defined]
-                    "count_authenticated": DAILY_SITE_DIMS.c.count_authenticated
-                    + stmt.excluded.count_authenticated,  # type: ignore[attr-defined]
+                    "count_authenticated": DAILY_SITE_DIMS.c.count_authenticated + stmt.excluded.count_authenticated,  # type: ignore[attr-defined]
                 },
             ),
             dims,
