@@ -29,6 +29,7 @@ from sidecar.server import configure as configure_server
 from sidecar.sign_in_limit import SignInLimit
 from sidecar.snippet import SnippetFile
 from sidecar.stats_routes import STATS_PATHS, StatsEndpoints
+from sidecar.v2_routes import QueryApiV2
 from trackside.api_keys import KeyRing
 from trackside.authz import may_read_metrics
 from trackside.enrich.client_ip import ClientIP
@@ -66,6 +67,7 @@ class SidecarApp:
                 Route("/_trackside/metrics", self.metrics_endpoint),
                 *self.stats.routes(),
                 *TracksideApi(self.stats).routes(),
+                *QueryApiV2(self.stats).routes(),
                 *GoalsApi(self.stats).routes(),
                 *Dashboard().routes(),
             ]

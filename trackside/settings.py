@@ -205,6 +205,8 @@ class Settings:
     # always: the site's every non-200 stands; never: the site's API is not asked.
     stats_overlay_mode: str = "auto"
     stats_cache_seconds: int = 300
+    # The Stats API v2 query's statement timeout (`POST /_trackside/api/v2/query`): longer is a 503.
+    query_timeout_seconds: float = 10.0
     # The events API (`POST /_trackside/api/event`): events one API key may send a second, per
     # process (a one-second burst); beyond it 429.
     events_api_rate: int = 1000
@@ -406,6 +408,7 @@ _FLOATS = {
     "upstream_keepalive_timeout",
     "upstream_keepalive_time",
     "upstream_pool_wait",
+    "query_timeout_seconds",
 }
 _TUPLES = {
     "label_rules",

@@ -1,0 +1,341 @@
+"""A v2 query answered: its SELECTs run in one snapshot under a statement timeout, their groups merged
+by dimension values, derived metrics (rates, percentages) computed, rows ordered and paged.
+
+The database groups; this process only merges the groups of the sources a query names (a query
+with one source has one SELECT), computes the ratios and orders the rows."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from trackside.goals import Goal
+from trackside.stats.v2.labels import bucket, country_name, time_labels
+from trackside.stats.v2.schema import (
+    EVENT_DIMENSIONS,
+    Leaf,
+    Query,
+    V2Error,
+    echo_range,
+    time_grain,
+)
+from trackside.stats.v2.sql import Builder, Plan, oldest_fact_day
+from trackside.storage.engine import snapshot
+
+Key = tuple[str, ...]
+Rows = dict[Key, dict[str, float]]
+
+UNIQUES = (
+    "visitors and unique_viewers: each signed-in user once over the whole range, plus each anonymous "
+    "visitor once per UTC day (an anonymous id is salted anew every day, so a range's anonymous "
+    "visitors are visitor-days, summed over its days; as Plausible's)"
+)
+PROVISIONAL = (
+    "figures of the last {minutes} minutes (since provisional_since) may still change: a look's view "
+    "window and a visit are still open there, so a later request can merge into them"
+)
+EXTENSIONS = {
+    "content_views": "looks at content items (one visitor, one item, within the view window), the author's excluded",
+    "unique_viewers": "distinct viewers of content, counted as visitors are",
+    "impressions": "items shown in feeds, search results or widgets; the author's own left out",
+    "api_calls": "requests routed to the API (counted per visitor-day: by day, week or month only)",
+    "errors": "5xx answers and 404 pages",
+    "bot_hits": "requests from bots, kept apart from every other figure (counted per day and route label)",
+}
+
+
+class QueryTimeout(Exception):
+    """The database took longer than the query timeout (503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    timeout_seconds: float = 10.0
+    window_minutes: int = 30
+    retention_days: int = 90
+
+
+async def load_goals(conn: AsyncConnection, settings: Any) -> list[Goal]:
+    """The site's goals: the settings' and the stored ones (`trackside.goals`)."""
+    from trackside.goals import load_goals as load
+
+    return list(await load(conn, settings))
+
+
+async def answer(
+    engine: AsyncEngine,
+    q: Query,
+    limits: Limits,
+    goals: Callable[[AsyncConnection], Awaitable[list[Goal]]],
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    async with snapshot(engine) as conn:
+        async with _deadline(conn, limits.timeout_seconds):
+            oldest = (await conn.execute(oldest_fact_day())).scalar()
+            oldest_day = _as_date(oldest) if oldest is not None else None
+            first = q.first if q.first is not None else (oldest_day or q.last)
+            q = q if q.first is not None else replace(q, first=first)
+            grain = time_grain(q, first)
+            uses_goals = "event:goal" in q.dimensions or any(
+                leaf.dimension == "event:goal" for f in q.filters for leaf in _leaves(f)
+            )
+            goal_list = await goals(conn) if uses_goals else []
+            builder = Builder(q, first, grain, goal_list, conn.dialect.name)
+            rows = await _rows(conn, builder, q, first, grain, goal_list)
+    ordered = _order(q, rows)
+    page = ordered[q.offset : q.offset + q.limit]
+    meta: dict[str, Any] = {
+        "uniques": UNIQUES,
+        "provisional_since": _iso(now - timedelta(minutes=limits.window_minutes)),
+        "provisional": PROVISIONAL.format(minutes=limits.window_minutes),
+        "computed_at": _iso(now),
+    }
+    facts_begin = oldest_day or now.date() - timedelta(days=limits.retention_days - 1)
+    if first < facts_begin:
+        meta["facts_begin"] = facts_begin.isoformat()
+        meta["facts_note"] = (
+            f"figures come from facts, which begin at {facts_begin.isoformat()} "
+            f"(kept {limits.retention_days} days): days before are not counted here"
+        )
+    if q.dimensions and "time" in q.dimensions and grain is not None:
+        meta["time_dimension"] = "time:" + grain
+    extensions = {m: EXTENSIONS[m] for m in q.metrics if m in EXTENSIONS}
+    if extensions:
+        meta["extensions"] = extensions
+    if q.imports is not None:
+        meta["imports_included"] = False
+    if q.time_labels and grain is not None:
+        meta["time_labels"] = time_labels(grain, first, q.last, q.start, q.end)
+    if q.total_rows:
+        meta["total_rows"] = len(ordered)
+    return {
+        "results": [
+            {"metrics": [_metric(values, m) for m in q.metrics], "dimensions": list(key)} for key, values in page
+        ],
+        "meta": meta,
+        "query": {
+            "site_id": q.site_id,
+            "metrics": list(q.metrics),
+            "date_range": echo_range(q, first),
+            "filters": q.raw_filters,
+            "dimensions": list(q.dimensions),
+            "order_by": [list(entry) for entry in q.order_by or ()],
+            "include": {
+                k: v
+                for k, v in (("total_rows", q.total_rows), ("time_labels", q.time_labels), ("imports", q.imports))
+                if v is not None
+            },
+            "pagination": {"limit": q.limit, "offset": q.offset},
+        },
+    }
+
+
+def _leaves(f: Any) -> list[Leaf]:
+    from trackside.stats.v2.schema import leaves
+
+    return leaves(f)
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def _iso(moment: datetime) -> str:
+    return moment.replace(microsecond=0, tzinfo=UTC).isoformat()
+
+
+class _deadline:
+    """The statement timeout of one query's SELECTs: PostgreSQL's `statement_timeout` for the
+    transaction; on SQLite a progress handler that interrupts a statement past the deadline."""
+
+    def __init__(self, conn: AsyncConnection, seconds: float) -> None:
+        self.conn = conn
+        self.seconds = seconds
+        self.sqlite: Any = None
+
+    async def __aenter__(self) -> None:
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(self.seconds * 1000))}")
+            return
+        raw = await self.conn.get_raw_connection()
+        self.sqlite = raw.driver_connection
+        deadline = time.monotonic() + self.seconds
+        await self.sqlite.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+
+    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.sqlite is not None:
+            await self.sqlite.set_progress_handler(None, 0)
+        if exc is None:
+            return
+        if isinstance(exc, OperationalError) and "interrupted" in str(exc.orig):
+            raise QueryTimeout(f"the query took longer than {self.seconds:g} s") from exc
+        if isinstance(exc, DBAPIError) and _sqlstate(exc) == "57014":
+            raise QueryTimeout(f"the query took longer than {self.seconds:g} s") from exc
+        if isinstance(exc, DBAPIError) and _sqlstate(exc) == "2201B":
+            raise V2Error(f"invalid regular expression: {str(exc.orig).splitlines()[0]}") from exc
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+
+
+async def _fetch(
+    conn: AsyncConnection, plan: Plan, prefix: tuple[tuple[int, str], ...], first: date, grain: str | None
+) -> Rows:
+    """A plan's groups by their answer key; `prefix`: (position, value) of key parts the SELECT
+    does not group by (an `event:goal` breakdown's goal)."""
+    out: Rows = {}
+    for row in await conn.execute(plan.select):
+        key: list[str] = []
+        at = 0
+        for dim, width in plan.dimensions:
+            if width == 0:
+                key.append("")
+                continue
+            raw = tuple(row[at : at + width])
+            at += width
+            key.append(_label(dim, raw, first, grain))
+        for position, value in prefix:
+            key[position] = value
+        figures = row[at:]
+        out[tuple(key)] = {name: float(value or 0) for name, value in zip(plan.figures, figures, strict=True)}
+    return out
+
+
+def _label(dim: str, raw: tuple[Any, ...], first: date, grain: str | None) -> str:
+    if dim.startswith("time"):
+        assert grain is not None
+        return bucket(grain, raw if grain == "hour" else raw[0], first)
+    if dim == "visit:country_name":
+        return country_name(str(raw[0]))
+    return str(raw[0])
+
+
+def _merge(into: Rows, rows: Rows) -> None:
+    for key, figures in rows.items():
+        into.setdefault(key, {}).update(figures)
+
+
+def _without_goals(q: Query) -> tuple[Any, ...]:
+    return tuple(f for f in q.filters if not (isinstance(f, Leaf) and f.dimension == "event:goal"))
+
+
+async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain: str | None, goals: list[Goal]) -> Rows:
+    rows: Rows = {}
+    metrics = set(q.metrics)
+    event_dims = [d for d in q.dimensions if d in EVENT_DIMENSIONS]
+    event_metrics = {"visitors", "pageviews", "events", "percentage", "conversion_rate", "group_conversion_rate"}
+    visits_by_events = "visits" in metrics and bool(event_dims)
+    first_metric = q.metrics[0]
+    if metrics & event_metrics or visits_by_events:
+        name = next((m for m in q.metrics if m in event_metrics or m == "visits"), first_metric)
+        if "event:goal" in q.dimensions:
+            position = q.dimensions.index("event:goal")
+            for goal in goals:
+                _merge(
+                    rows,
+                    await _fetch(conn, b.event_plan(name, q.filters, goal), ((position, goal.name),), first, grain),
+                )
+        else:
+            _merge(rows, await _fetch(conn, b.event_plan(name, q.filters), (), first, grain))
+    session = {"bounce_rate", "visit_duration", "views_per_visit"}
+    if metrics & session or ("visits" in metrics and not visits_by_events):
+        name = next(m for m in q.metrics if m in session or m == "visits")
+        _merge(rows, await _fetch(conn, b.visit_plan(name, q.filters), (), first, grain))
+    for metric, plan_of in (
+        ("content_views", b.looks_plan),
+        ("unique_viewers", b.looks_plan),
+        ("impressions", b.impressions_plan),
+        ("api_calls", b.api_plan),
+        ("errors", b.errors_plan),
+        ("bot_hits", b.bots_plan),
+    ):
+        if metric in metrics and not (metric == "unique_viewers" and "content_views" in metrics):
+            _merge(rows, await _fetch(conn, plan_of(metric), (), first, grain))
+    if not q.dimensions and not rows:
+        rows[()] = {}
+    if "visits" in metrics and visits_by_events:
+        for figures in rows.values():
+            figures["visits"] = figures.get("event_visits", 0.0)
+    if "percentage" in metrics:
+        total = await _total_visitors(conn, b, q.filters, first, grain)
+        for figures in rows.values():
+            figures["percentage"] = _ratio(figures.get("visitors", 0.0), total, 1)
+    if "conversion_rate" in metrics:
+        total = await _total_visitors(conn, b, _without_goals(q), first, grain)
+        for figures in rows.values():
+            figures["conversion_rate"] = _ratio(figures.get("visitors", 0.0), total, 2)
+    if "group_conversion_rate" in metrics:
+        await _group_rates(conn, b, q, rows, first, grain)
+    return rows
+
+
+async def _total_visitors(
+    conn: AsyncConnection, b: Builder, filters: tuple[Any, ...], first: date, grain: str | None
+) -> float:
+    whole = Builder(replace(b.q, dimensions=()), first, grain, list(b.goals.values()), conn.dialect.name)
+    found = await _fetch(conn, whole.event_plan("visitors", filters), (), first, grain)
+    return next(iter(found.values()), {}).get("visitors", 0.0)
+
+
+async def _group_rates(conn: AsyncConnection, b: Builder, q: Query, rows: Rows, first: date, grain: str | None) -> None:
+    """Converted visitors over the visitors of the same group (the other dimensions), goal filters off."""
+    others = tuple(d for d in q.dimensions if d != "event:goal")
+    grouped = Builder(replace(q, dimensions=others), first, grain, list(b.goals.values()), conn.dialect.name)
+    totals = await _fetch(conn, grouped.event_plan("group_conversion_rate", _without_goals(q)), (), first, grain)
+    goal_at = q.dimensions.index("event:goal") if "event:goal" in q.dimensions else None
+    for key, figures in rows.items():
+        reduced = tuple(v for i, v in enumerate(key) if i != goal_at)
+        total = totals.get(reduced, {}).get("visitors", 0.0)
+        figures["group_conversion_rate"] = _ratio(figures.get("visitors", 0.0), total, 2)
+
+
+def _ratio(part: float, whole: float, digits: int) -> float:
+    return round(100.0 * part / whole, digits) if whole else 0.0
+
+
+def _metric(figures: dict[str, float], metric: str) -> int | float:
+    if metric == "bounce_rate":
+        visits = figures.get("visits", 0.0)
+        return round(100.0 * figures.get("bounces", 0.0) / visits, 1) if visits else 0.0
+    if metric == "visit_duration":
+        visits = figures.get("visits", 0.0)
+        return round(figures.get("duration", 0.0) / visits) if visits else 0
+    if metric == "views_per_visit":
+        visits = figures.get("visits", 0.0)
+        return round(figures.get("visit_pageviews", 0.0) / visits, 2) if visits else 0.0
+    if metric in ("percentage", "conversion_rate", "group_conversion_rate"):
+        return float(figures.get(metric, 0.0))
+    return int(figures.get(metric, 0.0))
+
+
+def _order(q: Query, rows: Rows) -> list[tuple[Key, dict[str, float]]]:
+    items = list(rows.items())
+    # Stable sorts, least significant first: the dimensions ascending break every tie.
+    items.sort(key=lambda kv: kv[0])
+    for name, direction in reversed(q.order_by or ()):
+        items.sort(key=functools.partial(_sort_value, q, name), reverse=direction == "desc")
+    return items
+
+
+def _sort_value(q: Query, name: str, item: tuple[Key, dict[str, float]]) -> Any:
+    if name in q.metrics:
+        return _metric(item[1], name)
+    return item[0][q.dimensions.index(name)]
+
+
+def limits_of(settings: Any) -> Limits:
+    return Limits(
+        timeout_seconds=float(getattr(settings, "query_timeout_seconds", 10.0)),
+        window_minutes=int(settings.view_window_minutes),
+        retention_days=int(getattr(settings, "fact_retention_days", 90)),
+    )

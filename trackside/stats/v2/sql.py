@@ -1,0 +1,407 @@
+"""The SQL of a v2 query: one grouped SELECT per source of facts, built with SQLAlchemy Core so the
+same code speaks SQLite and PostgreSQL.
+
+Sources:
+- events: page views and site events (`kind` "event") of the range, each joined to its visit,
+  whose entry values are every `visit:*` dimension (as Plausible's sessions): visitors, pageviews,
+  events, and visits when broken down by an event dimension;
+- visits: the visits of the range for visits, bounce rate, visit duration and views per visit; an
+  event filter (a page, a label, a goal) keeps the visits containing such an event, and its
+  negation those containing none;
+- looks, impressions (the author's own left out, by `item_authors`), errors, API calls (per
+  visitor-day) and bot hits (per day and label): Trackside's extensions.
+
+A visitor is `who` (`u:<user>` or `v:<visitor>`): a signed-in user counts once over the range,
+an anonymous visitor once per UTC day (the visitor id changes with the daily salt)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from trackside.goals import EVENT, Goal
+from trackside.stats.v2.labels import DEVICES, DIRECT, NOT_SET, matching_codes
+from trackside.stats.v2.schema import Filter, Leaf, Query, V2Error
+from trackside.storage.tables import (
+    BOT_HITS,
+    FACT_IMPRESSIONS,
+    FACT_LOOKS,
+    FACT_PAGE_VIEWS,
+    FACT_SITE_EVENTS,
+    FACT_VISITOR_DAYS,
+    FACT_VISITS,
+    ITEM_AUTHORS,
+)
+
+Expr = ColumnElement[Any]
+# The raw figures each source's SELECT answers per group, after its dimension columns.
+EVENT_FIGURES = ("visitors", "pageviews", "events", "event_visits")
+VISIT_FIGURES = ("visits", "bounces", "duration", "visit_pageviews")
+EVENT_LEVEL = ("event:page", "event:props:label", "event:goal")
+
+
+@dataclass
+class Plan:
+    """A SELECT and how to read its rows: the query dimensions it groups by (in order, with how many
+    columns each takes), and the figure names of the columns after them."""
+
+    select: sa.Select[Any]
+    dimensions: list[tuple[str, int]]
+    figures: tuple[str, ...]
+
+
+class Builder:
+    def __init__(self, q: Query, first: date, grain: str | None, goals: list[Goal], dialect: str) -> None:
+        self.q = q
+        self.first = first
+        self.grain = grain
+        self.goals = {g.name: g for g in goals}
+        self.postgres = dialect == "postgresql"
+
+    # Shared pieces.
+
+    def _contains(self, col: Expr, value: str) -> Expr:
+        found = sa.func.strpos(col, value) if self.postgres else sa.func.instr(col, value)
+        return found > 0
+
+    def leaf_condition(self, col: Expr, leaf: Leaf) -> Expr:
+        """A leaf filter on a string column, as its positive operator (negation is the caller's)."""
+        col = sa.func.coalesce(col, "")
+        values = list(leaf.values)
+        if not leaf.case_sensitive:
+            col = sa.func.lower(col)
+            values = [v.lower() for v in values]
+        op = leaf.positive_op
+        if op == "is":
+            return col.in_(values)
+        if op == "contains":
+            return sa.or_(*(self._contains(col, v) for v in values))
+        flags = None if leaf.case_sensitive else "i"
+        return sa.or_(*(col.regexp_match(v, flags=flags) for v in leaf.values))
+
+    def _apply(self, leaf: Leaf, condition: Expr) -> Expr:
+        return sa.not_(condition) if leaf.negative else condition
+
+    def compile(self, filters: tuple[Filter, ...], leaf_of: Callable[[Leaf], Expr]) -> Expr | None:
+        if not filters:
+            return None
+        return sa.and_(*(self._node(f, leaf_of) for f in filters))
+
+    def _node(self, f: Filter, leaf_of: Callable[[Leaf], Expr]) -> Expr:
+        if isinstance(f, Leaf):
+            return leaf_of(f)
+        parts = [self._node(child, leaf_of) for child in f.children]
+        if f.op == "not":
+            return sa.not_(parts[0])
+        return sa.and_(*parts) if f.op == "and" else sa.or_(*parts)
+
+    def _in_range(self, day: Expr, ts: Expr | None) -> list[Expr]:
+        conds = [day >= self.first, day <= self.q.last]
+        if ts is not None and self.q.start is not None and self.q.end is not None:
+            conds += [ts >= self.q.start, ts <= self.q.end]
+        return conds
+
+    def _time(self, day: Expr, hour: Expr | None, metric: str) -> list[Expr]:
+        grain = self.grain
+        if grain == "hour":
+            if hour is None:
+                raise V2Error(f"metric '{metric}' is counted per day: it cannot be broken down by hour")
+            return [day, hour]
+        if grain == "day":
+            return [day]
+        if grain == "week":
+            if self.postgres:
+                return [sa.cast(sa.func.date_trunc("week", day), sa.Date)]
+            return [sa.func.date(day, "-6 days", "weekday 1")]
+        if self.postgres:
+            return [sa.cast(sa.func.date_trunc("month", day), sa.Date)]
+        return [sa.func.strftime("%Y-%m-01", day)]
+
+    def _unique(self, who: Expr, day: Expr) -> Expr:
+        # Signed-in users once over the range; anonymous visitors once per day.
+        return sa.func.count(sa.distinct(sa.case((who.like("u:%"), who), else_=who + "|" + sa.cast(day, sa.String))))
+
+    def _group(
+        self,
+        metric: str,
+        columns: Callable[[str], Expr | None],
+        day: Expr,
+        hour: Expr | None,
+        skip: tuple[str, ...] = (),
+    ) -> tuple[list[Expr], list[tuple[str, int]]]:
+        exprs: list[Expr] = []
+        dims: list[tuple[str, int]] = []
+        for d in self.q.dimensions:
+            if d in skip:
+                continue
+            if d.startswith("time"):
+                part = self._time(day, hour, metric)
+            else:
+                col = columns(d)
+                if col is None:
+                    raise V2Error(f"metric '{metric}' cannot be broken down by '{d}'")
+                part = [col]
+            exprs += part
+            dims.append((d, len(part)))
+        return exprs, dims
+
+    def _leaf_on(self, metric: str, columns: Callable[[str], Expr | None]) -> Callable[[Leaf], Expr]:
+        def leaf_of(leaf: Leaf) -> Expr:
+            if leaf.dimension == "visit:country_name":
+                col = columns("visit:country")
+                if col is None:
+                    raise V2Error(f"metric '{metric}' cannot be filtered by '{leaf.dimension}'")
+                codes = matching_codes(leaf.positive_op, leaf.values, leaf.case_sensitive)
+                return self._apply(leaf, col.in_(codes) if codes else sa.false())
+            col = columns(leaf.dimension)
+            if col is None:
+                raise V2Error(f"metric '{metric}' cannot be filtered by '{leaf.dimension}'")
+            return self._apply(leaf, self.leaf_condition(col, leaf))
+
+        return leaf_of
+
+    @staticmethod
+    def _device(col: Expr) -> Expr:
+        return sa.case(*((col == raw, spelled) for raw, spelled in DEVICES.items()), else_=col)
+
+    def _visit_columns(self, v: Any) -> Callable[[str], Expr | None]:
+        def columns(d: str) -> Expr | None:
+            if d in ("visit:source", "visit:referrer"):
+                return sa.func.coalesce(v.c[d[6:]], DIRECT)
+            if d in (
+                "visit:utm_source",
+                "visit:utm_medium",
+                "visit:utm_campaign",
+                "visit:entry_page",
+                "visit:exit_page",
+            ):
+                return sa.func.coalesce(v.c[d[6:]], NOT_SET)
+            if d in ("visit:country", "visit:country_name"):
+                return sa.func.coalesce(v.c.country, NOT_SET)
+            if d == "visit:device":
+                return self._device(v.c.device)
+            if d in ("visit:browser", "visit:os"):
+                return v.c[d[6:]]
+            return None
+
+        return columns
+
+    # Events: page views and site events, each with its visit.
+
+    def events(self, name: str = "e") -> Any:
+        pv, se = FACT_PAGE_VIEWS.c, FACT_SITE_EVENTS.c
+        pages = sa.select(
+            pv.day, pv.ts, pv.hour, pv.who, pv.visit_id, sa.literal(1).label("is_page"),
+            sa.literal("pageview").label("name"), pv.path, pv.label,
+        ).where(*self._in_range(pv.day, pv.ts))  # fmt: skip
+        events = sa.select(
+            se.day, se.ts, se.hour, se.who, se.visit_id, sa.literal(0).label("is_page"), se.name, se.path, se.label
+        ).where(se.kind == "event", *self._in_range(se.day, se.ts))
+        return sa.union_all(pages, events).subquery(name)
+
+    def goal_condition(self, e: Any, goal: Goal) -> Expr:
+        if goal.kind == EVENT:
+            return sa.and_(e.c.is_page == 0, e.c.name == goal.match)
+        return sa.and_(e.c.is_page == 1, goal.sql_condition(e.c.path))
+
+    def _goals_named(self, leaf: Leaf) -> list[Goal]:
+        if leaf.op == "is":
+            missing = [v for v in leaf.values if v not in self.goals]
+            if missing:
+                raise V2Error(f"goal '{missing[0]}' is not configured")
+        return [g for name, g in self.goals.items() if _name_matches(name, leaf)]
+
+    def _goal_leaf(self, e: Any, leaf: Leaf) -> Expr:
+        goals = self._goals_named(leaf)
+        return sa.or_(*(self.goal_condition(e, g) for g in goals)) if goals else sa.false()
+
+    def _event_columns(self, e: Any, v: Any) -> Callable[[str], Expr | None]:
+        visit = self._visit_columns(v)
+
+        def columns(d: str) -> Expr | None:
+            if d == "event:page":
+                return e.c.path
+            if d == "event:props:label":
+                return e.c.label
+            return visit(d)
+
+        return columns
+
+    def event_plan(
+        self, metric: str, filters: tuple[Filter, ...], goal: Goal | None = None, drop_goal_dimension: bool = False
+    ) -> Plan:
+        """Visitors, pageviews, events and visits per group. `goal`: only its conversions (one row
+        group of an `event:goal` breakdown); `drop_goal_dimension` groups as if it were not asked."""
+        e = self.events()
+        v = FACT_VISITS.alias("v")
+        columns = self._event_columns(e, v)
+        leaf_on = self._leaf_on(metric, columns)
+
+        def leaf_of(leaf: Leaf) -> Expr:
+            if leaf.dimension == "event:goal":
+                return self._goal_leaf(e, leaf)
+            return leaf_on(leaf)
+
+        exprs, dims = self._group(metric, columns, e.c.day, e.c.hour, skip=("event:goal",))
+        figures = [
+            self._unique(e.c.who, e.c.day).label("visitors"),
+            sa.func.coalesce(sa.func.sum(e.c.is_page), 0).label("pageviews"),
+            sa.func.count().label("events"),
+            sa.func.count(sa.distinct(e.c.visit_id)).label("event_visits"),
+        ]
+        select = sa.select(*exprs, *figures).select_from(e.join(v, sa.and_(v.c.day == e.c.day, v.c.id == e.c.visit_id)))
+        condition = self.compile(filters, leaf_of)
+        if condition is not None:
+            select = select.where(condition)
+        if goal is not None:
+            select = select.where(self.goal_condition(e, goal))
+        if exprs:
+            select = select.group_by(*exprs)
+        if "event:goal" in self.q.dimensions and not drop_goal_dimension:
+            at = self.q.dimensions.index("event:goal")
+            before = sum(1 for d in self.q.dimensions[:at] if d != "event:goal")
+            dims.insert(before, ("event:goal", 0))
+        return Plan(select, dims, EVENT_FIGURES)
+
+    # Visits.
+
+    def visit_plan(self, metric: str, filters: tuple[Filter, ...]) -> Plan:
+        v = FACT_VISITS.alias("v")
+        columns = self._visit_columns(v)
+        leaf_on = self._leaf_on(metric, columns)
+
+        def leaf_of(leaf: Leaf) -> Expr:
+            if leaf.dimension not in EVENT_LEVEL:
+                return leaf_on(leaf)
+            # An event filter keeps visits containing a matching event (its negation: none).
+            e = self.events("e_in_visit")
+            if leaf.dimension == "event:goal":
+                matched = self._goal_leaf(e, leaf)
+            else:
+                col = e.c.path if leaf.dimension == "event:page" else e.c.label
+                matched = self.leaf_condition(col, leaf)
+            inside = sa.exists().where(e.c.day == v.c.day, e.c.visit_id == v.c.id, matched)
+            return sa.not_(inside) if leaf.negative else inside
+
+        hour = sa.func.extract("hour", v.c.started_at)
+        exprs, dims = self._group(metric, columns, v.c.day, hour)
+        figures = [
+            sa.func.count().label("visits"),
+            sa.func.coalesce(sa.func.sum(sa.case((v.c.bounce, 1), else_=0)), 0).label("bounces"),
+            sa.func.coalesce(sa.func.sum(v.c.duration_s), 0).label("duration"),
+            sa.func.coalesce(sa.func.sum(v.c.page_views), 0).label("visit_pageviews"),
+        ]
+        select = sa.select(*exprs, *figures).select_from(v).where(*self._in_range(v.c.day, v.c.started_at))
+        condition = self.compile(filters, leaf_of)
+        if condition is not None:
+            select = select.where(condition)
+        if exprs:
+            select = select.group_by(*exprs)
+        return Plan(select, dims, VISIT_FIGURES)
+
+    # Trackside's extensions.
+
+    def _not_author(self, table: Any) -> tuple[Any, Expr]:
+        a = ITEM_AUTHORS.alias("a")
+        joined = table.outerjoin(
+            a, sa.and_(a.c.content_kind == table.c.content_kind, a.c.content_id == table.c.content_id)
+        )
+        keep = sa.or_(a.c.author_id.is_(None), table.c.user_id.is_(None), table.c.user_id != a.c.author_id)
+        return joined, keep
+
+    def looks_plan(self, metric: str) -> Plan:
+        t = FACT_LOOKS.alias("l")
+
+        def columns(d: str) -> Expr | None:
+            if d in ("event:props:content_kind", "event:props:content_id"):
+                return t.c[d[12:]]
+            if d == "visit:device":
+                return self._device(t.c.device)
+            if d in ("visit:country", "visit:country_name"):
+                return sa.func.coalesce(t.c.country, NOT_SET)
+            if d == "visit:referrer":
+                return sa.func.coalesce(t.c.referrer, DIRECT)
+            return None
+
+        joined, keep = self._not_author(t)
+        figures = [sa.func.count().label("content_views"), self._unique(t.c.who, t.c.day).label("unique_viewers")]
+        return self._simple(metric, joined, keep, columns, t.c.day, t.c.hour, t.c.ts, figures)
+
+    def impressions_plan(self, metric: str) -> Plan:
+        t = FACT_IMPRESSIONS.alias("i")
+
+        def columns(d: str) -> Expr | None:
+            if d in ("event:props:content_kind", "event:props:content_id"):
+                return t.c[d[12:]]
+            return None
+
+        joined, keep = self._not_author(t)
+        return self._simple(
+            metric, joined, keep, columns, t.c.day, t.c.hour, t.c.ts, [sa.func.count().label("impressions")]
+        )
+
+    def errors_plan(self, metric: str) -> Plan:
+        t = FACT_SITE_EVENTS.alias("s")
+
+        def columns(d: str) -> Expr | None:
+            return {"event:page": t.c.path, "event:props:label": t.c.label}.get(d)
+
+        return self._simple(
+            metric, t, t.c.kind == "error", columns, t.c.day, t.c.hour, t.c.ts, [sa.func.count().label("errors")]
+        )
+
+    def api_plan(self, metric: str) -> Plan:
+        t = FACT_VISITOR_DAYS
+        figures = [sa.func.coalesce(sa.func.sum(t.c.api_calls), 0).label("api_calls")]
+        return self._simple(metric, t, sa.true(), lambda d: None, t.c.day, None, None, figures)
+
+    def bots_plan(self, metric: str) -> Plan:
+        t = BOT_HITS
+        figures = [sa.func.coalesce(sa.func.sum(t.c.hits), 0).label("bot_hits")]
+        return self._simple(
+            metric,
+            t,
+            sa.true(),
+            lambda d: t.c.label if d == "event:props:label" else None,
+            t.c.day,
+            None,
+            None,
+            figures,
+        )
+
+    def _simple(
+        self,
+        metric: str,
+        source: Any,
+        keep: Expr,
+        columns: Callable[[str], Expr | None],
+        day: Expr,
+        hour: Expr | None,
+        ts: Expr | None,
+        figures: list[Any],
+    ) -> Plan:
+        exprs, dims = self._group(metric, columns, day, hour)
+        select = sa.select(*exprs, *figures).select_from(source).where(keep, *self._in_range(day, ts))
+        condition = self.compile(self.q.filters, self._leaf_on(metric, columns))
+        if condition is not None:
+            select = select.where(condition)
+        if exprs:
+            select = select.group_by(*exprs)
+        return Plan(select, dims, tuple(f.name for f in figures))
+
+
+def _name_matches(name: str, leaf: Leaf) -> bool:
+    subject = name if leaf.case_sensitive else name.lower()
+    wanted = leaf.values if leaf.case_sensitive else tuple(v.lower() for v in leaf.values)
+    if leaf.op == "is":
+        return subject in wanted
+    return any(v in subject for v in wanted)
+
+
+def oldest_fact_day() -> sa.Select[Any]:
+    return sa.select(sa.func.min(FACT_VISITS.c.day))
