@@ -152,6 +152,7 @@ def worker(redis_url: str | None, database_url: str | None, burst: bool, health_
 @click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
 def rollup(day: str | None, backfill: bool, database_url: str | None) -> None:
     """Roll up closed UTC days into daily rows (the worker and the embedded mode do this on a schedule)."""
+    from trackside.derive import derivation_of
     from trackside.rollup import DayPruned, pending_days, rollup_day, utc_today
     from trackside.storage.engine import create_engine
 
@@ -169,7 +170,7 @@ def rollup(day: str | None, backfill: bool, database_url: str | None) -> None:
             days = [one] if one is not None else await pending_days(engine)
             with click.progressbar(days, label="rolling up", show_pos=True, item_show_func=str) as bar:
                 for d in bar:
-                    await rollup_day(engine, d, window, force=one is not None)
+                    await rollup_day(engine, d, window, force=one is not None, derivation=derivation_of(settings))
             click.echo(f"rolled up {len(days)} day(s)")
         finally:
             await engine.dispose()

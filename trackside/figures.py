@@ -101,10 +101,19 @@ def figures_of(site: SiteDay) -> DayFigures:
     return out
 
 
-async def live_day(conn: AsyncConnection, day: date, window_seconds: float, *, with_items: bool = True) -> DayFigures:
-    """A day not rolled up, grouped from its fact rows (items only when `with_items`).
-    `window_seconds` is the view window facts are derived with, for visitor-days still marked."""
-    await derive_pending(conn, day, day, window_seconds)
+async def live_day(
+    conn: AsyncConnection,
+    day: date,
+    window_seconds: float,
+    *,
+    with_items: bool = True,
+    derivation: Derivation | None = None,
+) -> DayFigures:
+    """A day not rolled up, grouped from its fact rows (items only when `with_items`). The view
+    window is the one facts were derived with at ingest: `window_seconds` is not used any more.
+    With `derivation`, visitor-days still marked are derived first (`derive_pending`)."""
+    if derivation is not None:
+        await derive_pending(conn, day, day, derivation)
     return await _facts_day(conn, day, with_items=with_items)
 
 
@@ -115,10 +124,12 @@ async def _facts_day(conn: AsyncConnection, day: date, *, with_items: bool) -> D
     return await read_day(conn, day, with_items=with_items)
 
 
-async def derive_pending(conn: AsyncConnection, first: date, last: date, window_seconds: float) -> None:
+async def derive_pending(conn: AsyncConnection, first: date, last: date, derivation: Derivation) -> None:
     """Derive the visitor-days still marked (events stored before facts existed) of the days of
     [first, last] not rolled up, before they are read, so that no figure misses them.
 
+    Only with the settings' derivation (`derivation_of`): facts keep only the paths the route rules
+    allow, so a read without it leaves marks to the writer, the worker and the rollup, which have it.
     Done on other connections of the same engine, each part committed, before `conn` reads: a
     read in a transaction (a snapshot) sees them only if its first read comes after. No rolled day
     is derived here (its figures are its daily rows), so only the first reads after an upgrade pay."""
@@ -129,7 +140,7 @@ async def derive_pending(conn: AsyncConnection, first: date, last: date, window_
     async with engine.connect() as other:
         days = sorted((await other.execute(query)).scalars())
     for day in days:
-        await derive_marked(engine, Derivation(window_seconds=window_seconds), day)
+        await derive_marked(engine, derivation, day)
 
 
 async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = True) -> DayFigures:
@@ -179,13 +190,15 @@ async def load_days(
     with_items: bool = True,
     rolled_items: bool | None = None,
     today_elsewhere: TodayElsewhere | None = None,
+    derivation: Derivation | None = None,
 ) -> list[DayFigures]:
     """Every day of [first, last]: daily rows where the day is rolled up and clean, fact rows
     otherwise. A day is read one way or the other, whole: no gap, no overlap at the boundary.
 
     `today_elsewhere` computes today (never rolled up, so never pruned under the read) in another
-    process, off the caller's event loop."""
-    await derive_pending(conn, first, last, window_seconds)
+    process, off the caller's event loop. `derivation`: see `derive_pending`."""
+    if derivation is not None:
+        await derive_pending(conn, first, last, derivation)
     rolled = await rolled_days(conn, first, last)
     today = datetime.now(UTC).date()
     days = []
@@ -254,13 +267,16 @@ async def item_days(
     last: date,
     window_seconds: float,
     today_copy: DayFigures | None = None,
+    *,
+    derivation: Derivation | None = None,
 ) -> list[tuple[date, ItemFigures | None]]:
     """One item's figures for every day of [first, last] (None: nothing that day), read the same
     way as `load_days`: daily rows for rolled days, the item's fact rows otherwise, except the day of
-    `today_copy` (today's provisional copy), read from it."""
+    `today_copy` (today's provisional copy), read from it. `derivation`: see `derive_pending`."""
     from trackside.storage.fact_reads import read_item_day
 
-    await derive_pending(conn, first, last, window_seconds)
+    if derivation is not None:
+        await derive_pending(conn, first, last, derivation)
     rolled = await rolled_days(conn, first, last)
     rows: dict[date, ItemFigures] = {}
     if rolled:

@@ -90,7 +90,7 @@ class Pipeline:
         window = self.settings.view_window_minutes * 60.0
         while True:
             try:
-                await rollup_pending(self.engine, window)
+                await rollup_pending(self.engine, window, derivation=derivation_of(self.settings))
                 await prune(
                     self.engine,
                     self.settings.raw_retention_days,

@@ -64,9 +64,14 @@ def utc_today() -> date:
     return datetime.now(UTC).date()
 
 
-async def rollup_day(engine: AsyncEngine, day: date, window_seconds: float, *, force: bool = False) -> RollupResult:
+async def rollup_day(
+    engine: AsyncEngine, day: date, window_seconds: float, *, force: bool = False, derivation: Derivation | None = None
+) -> RollupResult:
     """Roll up one day: derive its visitor-days still marked, group its facts and replace its daily
-    rows. A day whose raw events are pruned is skipped (`force`: refused, `DayPruned`)."""
+    rows. A day whose raw events are pruned is skipped (`force`: refused, `DayPruned`).
+
+    `derivation`: the settings' (`derivation_of`), which facts are derived with at ingest; without
+    it, marked visitor-days are derived with `window_seconds` and raw paths."""
     async with engine.begin() as conn:
         dirty, rolled_at, pruned = await lock_day(conn, day)
         if pruned:
@@ -79,7 +84,7 @@ async def rollup_day(engine: AsyncEngine, day: date, window_seconds: float, *, f
             return RollupResult(day, 0, True)
         # Visitor-days whose events were stored before facts existed: derived first, in this
         # transaction (under the day's lock: a second worker waits and then finds none).
-        derivation = Derivation(window_seconds=window_seconds)
+        derivation = derivation or Derivation(window_seconds=window_seconds)
         while keys := await marked(conn, day):
             await derive_visitor_days(conn, keys, derivation)
         events = int((await conn.execute(raw_event_count(day))).scalar_one())
@@ -101,11 +106,12 @@ async def rollup_pending(
     window_seconds: float,
     today: date | None = None,
     progress: Callable[[RollupResult], None] | None = None,
+    derivation: Derivation | None = None,
 ) -> list[RollupResult]:
     """Every closed day that has raw events not yet rolled up (never today: it is not closed)."""
     results = []
     for day in await pending_days(engine, today):
-        result = await rollup_day(engine, day, window_seconds)
+        result = await rollup_day(engine, day, window_seconds, derivation=derivation)
         results.append(result)
         if progress is not None:
             progress(result)
