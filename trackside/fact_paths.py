@@ -58,8 +58,14 @@ class FactPaths:
 
 def fact_path_of(settings: Any) -> Callable[[ev.Event], str]:
     """The settings' `path_of` for derivation (`Settings`; typed loosely to keep this module import-light)."""
-    routes = [*settings.label_rules, *(p for patterns in settings.content_rules.values() for p in patterns)]
-    return FactPaths(routes, settings.path_redact).path_of
+    routes = (*settings.label_rules, *(p for patterns in settings.content_rules.values() for p in patterns))
+    return _fact_paths(routes, tuple(settings.path_redact)).path_of
+
+
+@lru_cache(maxsize=8)
+def _fact_paths(routes: tuple[str, ...], redact: tuple[str, ...]) -> FactPaths:
+    # The worker asks once per batch: the same rules keep one set of compiled patterns and its cache.
+    return FactPaths(routes, redact)
 
 
 def cap_per_label(rows: Iterable[tuple[str, str, int]], cap: int) -> list[tuple[str, str, int]]:
