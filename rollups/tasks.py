@@ -9,7 +9,6 @@ from arq import Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from trackside.derive import derivation_of
-from trackside.provisional import build as build_provisional
 from trackside.queue import unpack_batch
 from trackside.rollup import prune, rollup_pending
 from trackside.storage.salts import DatabaseSalts
@@ -60,18 +59,6 @@ async def rollup_closed_days(ctx: dict[str, Any]) -> int:
         return 0
     _database_ok(ctx)
     return sum(1 for r in results if not r.skipped)
-
-
-async def provisional_today(ctx: dict[str, Any]) -> int:
-    """Today's figures, derived now and stored for the stats endpoints to read (`trackside.provisional`)."""
-    settings = ctx["settings"]
-    try:
-        figures = await build_provisional(ctx["engine"], settings.view_window_minutes * 60.0)
-    except _TRANSIENT as exc:
-        _database_away(ctx, exc)
-        return 0
-    _database_ok(ctx)
-    return figures.counts["page_views"]
 
 
 async def prune_old(ctx: dict[str, Any]) -> dict[str, int]:

@@ -17,7 +17,7 @@ from arq import Worker, cron, func
 from redis.exceptions import RedisError
 
 from rollups.health import Health, health_path
-from rollups.tasks import persist_batch, provisional_today, prune_old, rollup_closed_days
+from rollups.tasks import persist_batch, prune_old, rollup_closed_days
 from trackside.queue import deserialize, queue_state, redis_settings, serialize
 from trackside.settings import Settings
 from trackside.storage.engine import create_engine
@@ -65,8 +65,6 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             # Shortly after midnight UTC, and every half hour after that for late events.
             cron(rollup_closed_days, minute={5, 35}, unique=True, timeout=300, run_at_startup=True),
             cron(prune_old, minute={45}, unique=True, timeout=300),
-            # Today's provisional figures for the stats endpoints, every five minutes.
-            cron(provisional_today, minute=set(range(2, 60, 5)), unique=True, timeout=300),
         ],
         # arq's default poll of 0.5 s with 4 jobs at a time caps a worker at 8 batches a second.
         "poll_delay": 0.05,

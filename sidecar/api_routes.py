@@ -3,9 +3,9 @@ visitors, CSV export, the figures behind the dashboard, and the OpenAPI document
 (by the site's roles) and the static admin token only.
 
 The query, popular, site and item answers go through the stats endpoints' cache (`_cached`): keyed by
-the normalized request, the day and the rollup generation, read only after authorization;
-`?refresh=true` skips it and derives today anew (once per caller every 10 s). Today's figures come
-from today's provisional copy while it is recent: `computed_at` says as of when."""
+the normalized request, the day and the state of the closed days it covers, read only after
+authorization, kept at most 5 s when the answer includes today; `?refresh=true` skips it (once per
+caller and answer every 10 s). Figures are as of the read: `computed_at`."""
 
 from __future__ import annotations
 
@@ -24,9 +24,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.openapi import openapi_document
-from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
+from sidecar.stats_routes import NO_STORE, StatsEndpoints, error, last_days
 from trackside.authz import Caller, may_read_metrics
-from trackside.figures import DayFigures, TodayElsewhere, load_days, rolled_item_sketches, rolled_item_totals
+from trackside.figures import DayFigures, rolled_item_sketches
+from trackside.stats.cache import ClosedDays, closed_state
+from trackside.stats.item import DAYS as ITEM_DAYS
 from trackside.stats.query import (
     CONTENT_METRICS,
     Query,
@@ -42,7 +44,8 @@ from trackside.stats.query import (
     viewers_needed,
 )
 from trackside.stats.series import iso
-from trackside.stats.site import as_of
+from trackside.stats.site import COMPUTED_AT, as_of
+from trackside.stats.site import DAYS as SITE_DAYS
 from trackside.storage.engine import snapshot
 from trackside.storage.reads import recent_page_views
 
@@ -50,15 +53,17 @@ REALTIME_SECONDS = 300
 
 
 async def _ranked_days(
-    conn: AsyncConnection, first: date, last: date, window: float, today: TodayElsewhere
+    conn: AsyncConnection, first: date, last: date, window: float, closed: ClosedDays
 ) -> tuple[list[DayFigures], DayFigures, list[date]]:
     """The days of a content ranking: each day's site figures; items per day only for days read from
-    raw events or today's copy; the rolled days' items summed by the database into one extra figure
-    (`totals`); and which days those are, for their sketches."""
-    days = await load_days(conn, first, last, window, with_items=True, rolled_items=False, today_elsewhere=today)
+    stored events; the rolled days' items summed by the database into one extra figure (`totals`);
+    and which days those are, for their sketches. Closed days' figures and totals come from `closed`
+    while their state holds."""
+    state = await closed_state(conn, first, last)
+    days = await closed.load(conn, first, last, window, state, with_items=True, rolled_items=False)
     rolled = [d.day for d in days if d.rolled]
     totals = DayFigures(first, rolled=True)
-    totals.items = await rolled_item_totals(conn, rolled)
+    totals.items = await closed.item_totals(conn, rolled, state)
     return days, totals, rolled
 
 
@@ -108,16 +113,18 @@ class TracksideApi:
             q = parse_query(raw, datetime.now(UTC).date())
         except QueryError as exc:
             return error(400, str(exc))
-        result = await self.stats._cached("query:" + _query_key(q), caller, refresh, functools.partial(self._query, q))
+        result = await self.stats._cached(
+            "query:" + _query_key(q), caller, refresh, functools.partial(self._query, q), (q.first, q.last)
+        )
         if _wants_csv(request):
             return _csv(result)
         return JSONResponse(result, headers=NO_STORE)
 
-    async def _query(self, q: Query, conn: AsyncConnection, now: datetime, refresh: bool) -> dict[str, Any]:
+    async def _query(self, q: Query, conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         needs_items = "content" in q.dimensions or any(m in CONTENT_METRICS for m in q.metrics)
-        today = functools.partial(self.stats.today, fresh=refresh)
+        closed = self.stats.closed
         if needs_items and "day" not in q.dimensions:
-            days, totals, rolled = await _ranked_days(conn, q.first, q.last, self.window, today)
+            days, totals, rolled = await _ranked_days(conn, q.first, q.last, self.window, closed)
             # The rows' order never depends on merged viewers unless they come first: merge the
             # rolled days' sketches of the page's items only, on a second (cheap) pass.
             everything = [*days, totals]
@@ -129,7 +136,8 @@ class TracksideApi:
                 ranked = rank_query(q, everything)
                 result = finish_query(ranked, await rolled_item_sketches(conn, rolled, page_items(ranked)))
         else:
-            days = await load_days(conn, q.first, q.last, self.window, with_items=needs_items, today_elsewhere=today)
+            state = await closed_state(conn, q.first, q.last)
+            days = await closed.load(conn, q.first, q.last, self.window, state, with_items=needs_items)
             result = run_query(q, days)
         result["meta"]["computed_at"] = _computed_at(days, now)
         result["meta"]["definitions"]["computed_at"] = COMPUTED_AT
@@ -154,9 +162,8 @@ class TracksideApi:
         except ValueError:
             return error(400, "limit: an integer between 1 and 100")
 
-        async def compute(conn: AsyncConnection, now: datetime, fresh: bool) -> dict[str, Any]:
-            today = functools.partial(self.stats.today, fresh=fresh)
-            days, totals, rolled = await _ranked_days(conn, first, last, self.window, today)
+        async def compute(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+            days, totals, rolled = await _ranked_days(conn, first, last, self.window, self.stats.closed)
             everything = [*days, totals]
             candidates = popular_rank(everything, kind, limit)
             sketches = await rolled_item_sketches(conn, rolled, [(kind, r["id"]) for r in candidates])
@@ -167,7 +174,9 @@ class TracksideApi:
                 "computed_at": _computed_at(days, now),
             }
 
-        result = await self.stats._cached(f"popular:{kind}:{first}:{last}:{limit}", caller, refresh, compute)
+        result = await self.stats._cached(
+            f"popular:{kind}:{first}:{last}:{limit}", caller, refresh, compute, (first, last)
+        )
         items = result["items"]
         if _wants_csv(request):
             return _csv_rows(["id", "views", "unique_viewers", "impressions"], [list(i.values()) for i in items])
@@ -194,7 +203,7 @@ class TracksideApi:
         asked = await self._asked(request)
         if isinstance(asked, JSONResponse):
             return asked
-        body = await self.stats._cached("site", asked[0], asked[1], self.stats.site_figures)
+        body = await self.stats._cached("site", asked[0], asked[1], self.stats.site_figures, last_days(SITE_DAYS))
         return JSONResponse(body, headers=NO_STORE)
 
     async def item(self, request: Request) -> Response:
@@ -206,7 +215,9 @@ class TracksideApi:
         if kind not in self.settings.content_rules:
             return error(404, f"no such content kind {kind!r}")
         # The same computation, and so the same cache entry, as the item's stats endpoint.
-        body = await self.stats._cached(f"{kind}:{item}", caller, refresh, self.stats.item_figures(kind, item))
+        body = await self.stats._cached(
+            f"{kind}:{item}", caller, refresh, self.stats.item_figures(kind, item), last_days(ITEM_DAYS)
+        )
         if body is None:
             return error(404, f"no views or impressions of {kind} {item!r} in 30 days")
         return JSONResponse({"kind": kind, "id": item, **body}, headers=NO_STORE)
@@ -219,13 +230,6 @@ class TracksideApi:
                 headers={"www-authenticate": "Bearer", **NO_STORE},
             )
         return JSONResponse(openapi_document())
-
-
-COMPUTED_AT = (
-    "the figures include events stored by then: closed days from daily rollups, today from today's provisional "
-    "copy (derived every 5 minutes, used while at most 10 minutes old; computed_at is then the copy's time) or, "
-    "with ?refresh=true or without a recent copy, from the raw events at this time"
-)
 
 
 def _computed_at(days: list[Any], now: datetime) -> str | None:

@@ -32,8 +32,8 @@ def _refresh() -> dict[str, Any]:
         "name": "refresh",
         "in": "query",
         "schema": {"type": "boolean"},
-        "description": "skip the 5-minute cache and derive today anew instead of reading today's provisional copy "
-        "(at most once per 10 s per caller; beyond that, what a plain read gets)",
+        "description": "skip the cache (an answer that includes today is cached at most 5 s, so this is rarely "
+        "needed; at most once per 10 s per caller and answer, beyond that what a plain read gets)",
     }
 
 

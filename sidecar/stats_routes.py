@@ -9,17 +9,19 @@ item Trackside has recorded views of, in the default `auto` mode), Trackside ans
 authorizes itself: moderators, or the item's owner. Authorization always comes before the cache.
 
 The item id is checked before anything is asked: a plain path segment only, so `..` or an encoded
-slash can never move the question to another of the API's paths with the caller's token."""
+slash can never move the question to another of the API's paths with the caller's token.
+
+How current: every answer is computed from what is stored at the time of the read (`computed_at`),
+and cached at most `TODAY_SECONDS` while it includes today (`trackside.stats.cache`)."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -31,15 +33,20 @@ from starlette.routing import Route
 from sidecar.upstreams import Upstreams
 from trackside.authz import Authorizer, Caller, Unauthorized
 from trackside.enrich.auth import TokenVerifier
-from trackside.figures import DayFigures
-from trackside.offload import LiveDays
-from trackside.provisional import REFRESH_SECONDS as PROVISIONAL_REFRESH_SECONDS
-from trackside.provisional import load as load_provisional
-from trackside.provisional import load_item as load_provisional_item
-from trackside.provisional import store as store_provisional
 from trackside.settings import Settings
-from trackside.stats.cache import MemoryCache, RedisCache, StatsCache, generation
+from trackside.stats.cache import (
+    TODAY_SECONDS,
+    ClosedDays,
+    MemoryCache,
+    RedisCache,
+    StatsCache,
+    all_closed,
+    closed_state,
+    state_key,
+)
+from trackside.stats.item import DAYS as ITEM_DAYS
 from trackside.stats.item import item_stats
+from trackside.stats.site import DAYS as SITE_DAYS
 from trackside.stats.site import site_stats
 from trackside.storage.engine import snapshot
 from trackside.storage.reads import content_alias, latest_author
@@ -54,8 +61,8 @@ ID_FIELD = {"artwork": "post_id", "blog_post": "blog_post_id"}
 # answers alone for an item it has recorded views of.
 NO_SUCH_ROUTE = (404, 405)
 
-# What `StatsEndpoints._cached` computes on a miss: (conn, now, refresh) -> the JSON-able answer.
-Compute = Callable[[AsyncConnection, datetime, bool], Awaitable[Any]]
+# What `StatsEndpoints._cached` computes on a miss: (conn, now) -> the JSON-able answer.
+Compute = Callable[[AsyncConnection, datetime], Awaitable[Any]]
 
 
 def error(status: int, detail: str) -> JSONResponse:
@@ -76,8 +83,7 @@ class StatsEndpoints:
         self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
         self.upstreams = Upstreams(settings)
         self.authorizer = Authorizer(settings, tokens, self.client)
-        self.live_days = LiveDays(settings.database_url)
-        self._refresher: asyncio.Task[None] | None = None
+        self.closed = ClosedDays()
         self.cache_hits = self.cache_misses = 0  # answers served from the cache, and computed
         self.cache: StatsCache = (
             MemoryCache() if settings.redis_url is None else RedisCache(settings.redis_url, settings.queue_name + ":")
@@ -90,46 +96,7 @@ class StatsEndpoints:
             Route("/api/admin/sitewide-stats", self.sitewide, methods=["GET"]),
         ]
 
-    async def today(
-        self, day: date, window_seconds: float, *, fresh: bool = False, with_items: bool = True
-    ) -> DayFigures:
-        """Today's figures for site-level reads: the provisional copy while it is recent, else
-        derived anew in the other process (and stored as the new provisional copy). Their `as_of`
-        says when: the copy's time, or when the derivation read the raw events."""
-        if not fresh:
-            async with self.engine.connect() as conn:
-                found = await load_provisional(conn, day, with_items=with_items)
-            if found is not None:
-                return found
-        figures = await self.live_days.live_day(day, window_seconds, fresh=fresh)
-        await store_provisional(self.engine, figures)
-        if self.settings.redis_url is None and self._refresher is None:
-            # Embedded mode: once someone reads stats, keep today's copy fresh (the worker's cron
-            # does this in Redis mode).
-            self._refresher = asyncio.create_task(self._refresh_today(window_seconds), name="trackside-provisional")
-        return figures
-
-    async def today_copy(
-        self, conn: AsyncConnection, day: date, kind: str, content_id: str, *, refresh: bool = False
-    ) -> DayFigures | None:
-        """Today's recent provisional copy of one item, for an item read (never derived for it: an
-        item's own raw events are cheaper than the whole day), or None on refresh or without one."""
-        return None if refresh else await load_provisional_item(conn, day, kind, content_id)
-
-    async def _refresh_today(self, window_seconds: float) -> None:
-        while True:
-            await asyncio.sleep(PROVISIONAL_REFRESH_SECONDS)
-            try:
-                day = datetime.now(UTC).date()
-                figures = await self.live_days.live_day(day, window_seconds, fresh=True)
-                await store_provisional(self.engine, figures)
-            except Exception:
-                logger.exception("refreshing today's provisional figures failed")
-
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-        self.live_days.close()
         await self.client.aclose()
         if isinstance(self.cache, RedisCache):
             await self.cache.close()
@@ -197,7 +164,9 @@ class StatsEndpoints:
                 return error(404, f"no such {kind}")
             if not caller.is_moderator and (caller.user is None or caller.user != owner):
                 return error(403, "only the owner or a moderator may read these stats")
-        figures = await self._cached(f"{kind}:{content_id}", caller, refresh, self.item_figures(kind, content_id))
+        figures = await self._cached(
+            f"{kind}:{content_id}", caller, refresh, self.item_figures(kind, content_id), last_days(ITEM_DAYS)
+        )
         if figures is None:
             if upstream is None and owner is None:
                 return error(404, f"no such {kind}")
@@ -213,21 +182,15 @@ class StatsEndpoints:
         figures an answer would show, so it is never answered alone with nothing in it)."""
         now = datetime.now(UTC)
         async with snapshot(self.engine) as conn:
-            found = await self.item_figures(kind, content_id)(conn, now, False)
+            found = await self.item_figures(kind, content_id)(conn, now)
         return found is not None
 
     def item_figures(self, kind: str, content_id: str) -> Compute:
-        """What `_cached` computes for one item: today from the recent provisional copy, unless a
-        refresh asks for the item's raw events now (the stats endpoint and the query API's item route)."""
+        """What `_cached` computes for one item (the stats endpoint and the query API's item route)."""
 
-        async def compute(conn: AsyncConnection, now: datetime, refresh: bool) -> dict[str, Any] | None:
+        async def compute(conn: AsyncConnection, now: datetime) -> dict[str, Any] | None:
             return await item_stats(
-                conn,
-                kind,
-                content_id,
-                now=now,
-                window_seconds=self.settings.view_window_minutes * 60.0,
-                today_copy=await self.today_copy(conn, now.date(), kind, content_id, refresh=refresh),
+                conn, kind, content_id, now=now, window_seconds=self.settings.view_window_minutes * 60.0
             )
 
         return compute
@@ -268,34 +231,40 @@ class StatsEndpoints:
         caller, refresh = asked
         if not caller.is_moderator:
             return error(403, "only moderators may read sitewide stats")
-        figures = await self._cached("site", caller, refresh, self.site_figures)
+        figures = await self._cached("site", caller, refresh, self.site_figures, last_days(SITE_DAYS))
         return JSONResponse(figures, headers=NO_STORE)
 
-    async def site_figures(self, conn: AsyncConnection, now: datetime, refresh: bool) -> dict[str, Any]:
+    async def site_figures(self, conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         return await site_stats(
-            conn,
-            now=now,
-            window_seconds=self.settings.view_window_minutes * 60.0,
-            today_elsewhere=functools.partial(self.today, fresh=refresh),
+            conn, now=now, window_seconds=self.settings.view_window_minutes * 60.0, closed=self.closed
         )
 
-    async def _cached(self, name: str, caller: Caller, refresh: bool, compute: Compute) -> Any:
-        """The cached answer for `name` (keyed by the day and the rollup generation), or
-        `compute(conn, now, refresh)` stored as the new one. A refresh (`refresh=True`) skips the cache
-        and asks compute to derive today anew, once per caller in `REFRESH_INTERVAL_SECONDS`; beyond
-        that the caller gets what a plain read gets."""
+    async def _cached(self, name: str, caller: Caller, refresh: bool, compute: Compute, days: tuple[date, date]) -> Any:
+        """The cached answer for `name` over `days` (first, last), or `compute(conn, now)` stored as the
+        new one. The key carries the state of the range's closed days; an answer that includes a day
+        read from stored events (today) is kept at most `TODAY_SECONDS`. A refresh (`refresh=True`)
+        skips the cache, once per caller and answer in `REFRESH_INTERVAL_SECONDS`; beyond that the
+        caller gets what a plain read gets."""
         now = datetime.now(UTC)
+        started = time.monotonic()
+        first, last = days
         async with snapshot(self.engine) as conn:
-            key = f"stats:{name}:{now.date().isoformat()}:{await generation(conn)}"
-            refresh = refresh and await self.cache.allow_refresh(caller.key)
+            state = await closed_state(conn, first, last)
+            key = f"stats:{name}:{now.date().isoformat()}:{state_key(state)}"
+            refresh = refresh and await self.cache.allow_refresh(f"{caller.key}:{name}")
             if not refresh:
                 hit = await self.cache.get(key)
                 if hit is not None:
                     self.cache_hits += 1
                     return json.loads(hit)
             self.cache_misses += 1
-            figures = await compute(conn, now, refresh)
-        await self.cache.set(key, json.dumps(figures), self.settings.stats_cache_seconds)
+            figures = await compute(conn, now)
+        seconds: float = self.settings.stats_cache_seconds
+        if not all_closed(state, first, last):
+            # Counted from the read's start: an event stored while it ran is at most this late.
+            seconds = min(seconds, TODAY_SECONDS) - (time.monotonic() - started)
+        if seconds > 0:
+            await self.cache.set(key, json.dumps(figures), seconds)
         return figures
 
     async def _ask_upstream(self, request: Request) -> dict[str, Any] | Response:
@@ -344,3 +313,9 @@ class StatsEndpoints:
         async with self.engine.connect() as conn:
             author = await latest_author(conn, kind, content_id)
         return True, author
+
+
+def last_days(count: int) -> tuple[date, date]:
+    """The range of the `count` UTC days ending today."""
+    today = datetime.now(UTC).date()
+    return today - timedelta(days=count - 1), today

@@ -121,8 +121,9 @@
     }
   }
 
-  async function api(path, { missingOk = false } = {}) {
-    const response = await fetch(API + path, {
+  async function api(path, { missingOk = false, refresh = false } = {}) {
+    const url = API + path + (refresh ? `${path.includes('?') ? '&' : '?'}refresh=true` : '');
+    const response = await fetch(url, {
       headers: { Authorization: `Bearer ${state.token}`, Accept: 'application/json' },
       cache: 'no-store',
       credentials: 'omit',
@@ -735,7 +736,7 @@
       h('span', { class: 'brand-sub', text: 'last 30 days · UTC' }),
       h('div', { class: 'spacer' }),
       toggle,
-      h('button', { type: 'button', class: 'ghost', 'data-action': 'refresh', text: 'Refresh', onclick: () => load() }),
+      h('button', { type: 'button', class: 'ghost', 'data-action': 'refresh', text: 'Refresh', onclick: () => load({ refresh: true }) }),
       h('button', { type: 'button', class: 'ghost', 'data-action': 'signout', text: 'Sign out', onclick: signOut }));
     bar.hidden = false;
   }
@@ -792,7 +793,9 @@
     }
   }
 
-  async function load() {
+  // `refresh`: the Refresh button's load, which asks past the server's cache (`?refresh=true`);
+  // without it the server may answer what it computed a few seconds ago.
+  async function load({ refresh = false } = {}) {
     if (!state.token) {
       showLogin();
       return;
@@ -806,14 +809,14 @@
       let data;
       if (route.view === 'item') {
         const item = KINDS[route.kind] || /^[a-z_]+$/.test(route.kind)
-          ? await api(`items/${encodeURIComponent(route.kind)}/${encodeURIComponent(route.id)}`, { missingOk: true })
+          ? await api(`items/${encodeURIComponent(route.kind)}/${encodeURIComponent(route.id)}`, { missingOk: true, refresh })
           : null;
         data = { view: 'item', kind: route.kind, id: route.id, item };
       } else {
         const [site, realtime, ...popular] = await Promise.all([
-          api('site'),
+          api('site', { refresh }),
           api('realtime').catch((e) => (e instanceof AuthError ? Promise.reject(e) : null)),
-          ...Object.keys(KINDS).map((kind) => api(`popular?kind=${kind}&period=30d&limit=10`, { missingOk: true })),
+          ...Object.keys(KINDS).map((kind) => api(`popular?kind=${kind}&period=30d&limit=10`, { missingOk: true, refresh })),
         ]);
         data = { view: 'overview', site, realtime, popular: Object.fromEntries(Object.keys(KINDS).map((k, i) => [k, popular[i]])) };
       }

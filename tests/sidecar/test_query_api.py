@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,6 @@ import pytest
 from tests.servers import run_sidecar
 from tests.sidecar.test_stats import ADMIN, MOD, bearer, ev, midnight
 from trackside.batch import Batch
-from trackside.provisional import build
 from trackside.rollup import rollup_pending
 from trackside.storage.writes import write_batch
 
@@ -153,20 +153,22 @@ async def test_bad_json_body_and_roles(seeded):
     }
 
 
-async def test_query_answers_are_cached_by_normalized_query_until_a_rollup_or_refresh(seeded):
+async def test_query_answers_are_cached_by_normalized_query_a_few_seconds_with_today_and_closed_days_till_they_change(
+    seeded,
+):
     settings, engine = seeded
     # Rolled up first, so that the sidecar's own start-up rollup changes nothing mid-test.
     await rollup_pending(engine, 1800.0)
     by_day = {"metrics": "page_views", "dimensions": "day", "period": "7d"}
+    closed = {"metrics": "page_views", "dimensions": "day", "period": "yesterday"}
     async with run_sidecar(settings) as (url, app):
         async with httpx.AsyncClient(base_url=url, headers=MOD) as c:
-            first = (await c.get(API + "/query", params=by_day)).json()  # derives today, stores the copy
+            first = (await c.get(API + "/query", params=by_day)).json()
             popular = (await c.get(API + "/popular", params={"period": "30d"})).json()
-            # A new page view today, and a newer copy that has it (as the worker's cron would build).
+            yesterday = (await c.get(API + "/query", params=closed)).json()
             await write_batch(engine, Batch(events=[ev(time.time(), "v7", path="/about")]))
-            await build(engine, 1800.0)
             hits = app.stats.cache_hits
-            # The same query, spelled another way (POST, lists): served from the cache.
+            # The same query, spelled another way (POST, lists): served from the cache (at most 5 s old).
             again = (
                 await c.post(API + "/query", json={"metrics": ["page_views"], "dimensions": ["day"], "period": "7d"})
             ).json()
@@ -175,18 +177,28 @@ async def test_query_answers_are_cached_by_normalized_query_until_a_rollup_or_re
             denied = await c.get(API + "/query", params=by_day, headers=bearer("u7"))  # never from the cache
             refreshed = (await c.get(API + "/query", params={**by_day, "refresh": "true"})).json()
             limited = (await c.get(API + "/query", params={**by_day, "refresh": "true"})).json()
-            # A late event for yesterday, then a rollup of it: a new generation, so a new answer.
+            # After 5 s an answer that includes today is computed again; one of closed days alone is not.
+            await asyncio.sleep(5.2)
+            hits = app.stats.cache_hits
+            later = (await c.get(API + "/query", params=by_day)).json()
+            yesterday_later = (await c.get(API + "/query", params=closed)).json()
+            assert app.stats.cache_hits == hits + 1
+            # A late event for yesterday makes its day dirty: the next answers read it from stored events...
             await write_batch(engine, Batch(events=[ev(midnight(1) + 300, "v8", path="/about")]))
-            stale = (await c.get(API + "/query", params=by_day, headers=bearer("mod2", ["moderator"]))).json()
+            late = (await c.get(API + "/query", params=closed)).json()
+            late_week = (await c.get(API + "/query", params=by_day)).json()
+            # ...and once the day is rolled up again, from its new daily rows.
             await rollup_pending(engine, 1800.0)
-            rolled = (await c.get(API + "/query", params=by_day, headers=bearer("mod3", ["moderator"]))).json()
+            rolled = (await c.get(API + "/query", params=closed)).json()
     counts = lambda r: [row["metrics"][0] for row in r["results"]]  # noqa: E731
     assert counts(first) == [0, 0, 0, 0, 0, 2, 4]
     assert again == first and popular_again == popular
-    assert first["meta"]["computed_at"] and "provisional copy" in first["meta"]["definitions"]["computed_at"]
+    assert "the time of the read" in first["meta"]["definitions"]["computed_at"]
     assert denied.status_code == 403
-    assert counts(refreshed) == [0, 0, 0, 0, 0, 2, 5]  # today derived anew
+    assert counts(refreshed) == [0, 0, 0, 0, 0, 2, 5]  # ?refresh=true skips the cache
     assert refreshed["meta"]["computed_at"] > first["meta"]["computed_at"]
     assert limited == refreshed  # a second refresh within 10 s is served from the cache
-    assert stale == refreshed  # a late event alone changes no cached answer...
-    assert counts(rolled) == [0, 0, 0, 0, 0, 3, 5]  # ...its day's rollup does
+    assert counts(later) == [0, 0, 0, 0, 0, 2, 5] and later["meta"]["computed_at"] > refreshed["meta"]["computed_at"]
+    assert counts(yesterday) == [2] and yesterday_later == yesterday  # closed days: the same cached answer
+    assert counts(late) == [3] and counts(late_week) == [0, 0, 0, 0, 0, 3, 5]
+    assert counts(rolled) == [3] and rolled["meta"]["computed_at"] > late["meta"]["computed_at"]

@@ -6,8 +6,8 @@
   anonymous visitor-days (an anonymous id rotates with the daily salt).
 - impressions: the item shown in a feed, a search result or a widget; apart from views.
 - daily series: 30 UTC days ending today, zero-filled; hourly: the last 24 UTC hours.
-- today: from today's provisional copy when there is a recent one (`trackside.provisional`), and
-  `computed_at` is then the copy's time; else (or on `?refresh=true`) the item's raw events now."""
+- closed days from their daily rollups, today (and a day not rolled up yet) from what is stored at
+  the time of the read: `computed_at`."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.figures import DayFigures, ItemFigures, item_days, merge_users
+from trackside.figures import ItemFigures, item_days, merge_users
 from trackside.stats.series import day_range, hour_label, hour_starts, iso, top
+from trackside.stats.site import COMPUTED_AT
 
 DAYS = 30
 
@@ -28,9 +29,7 @@ DEFINITIONS = {
     "impressions": "times the item was shown in a feed, search result or widget; not views",
     "authenticated": "the same figure for signed-in viewers only",
     "bots": "never counted",
-    "computed_at": "the figures include events stored by then: closed days come from daily rollups, today from "
-    "today's provisional copy (derived every 5 minutes, used while at most 10 minutes old; computed_at is then "
-    "the copy's time) or, without a recent copy or with ?refresh=true, from the raw events at this time",
+    "computed_at": COMPUTED_AT,
 }
 
 
@@ -41,14 +40,10 @@ async def item_stats(
     *,
     now: datetime,
     window_seconds: float,
-    today_copy: DayFigures | None = None,
 ) -> dict[str, Any] | None:
-    """None when the item has no view and no impression in the 30 days. `today_copy`: today's
-    provisional copy, read instead of the item's raw events of today."""
+    """None when the item has no view and no impression in the 30 days."""
     today = now.astimezone(UTC).date()
-    if today_copy is not None and today_copy.day != today:
-        today_copy = None
-    days = await item_days(conn, kind, item, today - timedelta(days=DAYS - 1), today, window_seconds, today_copy)
+    days = await item_days(conn, kind, item, today - timedelta(days=DAYS - 1), today, window_seconds)
     present = [(d, f) for d, f in days if f is not None]
     if not present:
         return None
@@ -77,8 +72,7 @@ async def item_stats(
     lasts = [f.last_at for f in parts if f.last_at is not None]
     out["first_view_at"] = iso(min(firsts)) if firsts else None
     out["last_view_at"] = iso(max(lasts)) if lasts else None
-    # As of when today's figures are: the copy's time when it was read.
-    out["computed_at"] = iso(today_copy.as_of if today_copy is not None and today_copy.as_of else now)
+    out["computed_at"] = iso(now)
     out["definitions"] = DEFINITIONS
     return out
 

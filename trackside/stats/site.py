@@ -3,7 +3,9 @@ the original `_30d` version), every page-view figure with its `_authenticated` t
 
 - page views: navigations the proxy (or the snippet) saw, back and reload included; bots never.
 - unique visitors: signed-in users merged over the 30 days plus anonymous visitor-days.
-- daily series: 30 UTC days ending today, zero-filled; hourly: the last 24 UTC hours."""
+- daily series: 30 UTC days ending today, zero-filled; hourly: the last 24 UTC hours.
+- closed days from their daily rollups, today (and a day not rolled up yet) from what is stored at
+  the time of the read: `computed_at`."""
 
 from __future__ import annotations
 
@@ -13,11 +15,18 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.figures import DayFigures, TodayElsewhere, load_days, merge_users
+from trackside.figures import DayFigures, load_days, merge_users
+from trackside.stats.cache import ClosedDays, closed_state
 from trackside.stats.series import hour_label, hour_starts, iso, top
 from trackside.storage.reads import bot_hits, bot_hits_by_day
 
 DAYS = 30
+
+# What `computed_at` means, in every stats answer that has it.
+COMPUTED_AT = (
+    "the time of the read: the figures include every event stored by then (closed days from their daily "
+    "rollups, today from the stored events); an answer that includes today is cached at most 5 seconds"
+)
 
 DEFINITIONS = {
     "page_views": "every navigation seen (documents, Next.js data and RSC fetches, snippet beacons); bots never",
@@ -31,9 +40,7 @@ DEFINITIONS = {
     "impressions": "items shown in feeds, search results or widgets; not page views",
     "unverified_beacons": "beacons without a valid page token from visitors the proxy never saw within the view "
     "window: in no figure",
-    "computed_at": "the figures include events stored by then: closed days come from daily rollups, today from "
-    "today's provisional copy (derived every 5 minutes, used while at most 10 minutes old; computed_at is then "
-    "the copy's time) or, without a recent copy or with ?refresh=true, from the raw events at this time",
+    "computed_at": COMPUTED_AT,
 }
 
 
@@ -42,11 +49,17 @@ async def site_stats(
     *,
     now: datetime,
     window_seconds: float,
-    today_elsewhere: TodayElsewhere | None = None,
+    closed: ClosedDays | None = None,
 ) -> dict[str, Any]:
+    """`closed`: where closed days' figures are kept between reads (none: all read now)."""
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=DAYS - 1)
-    days = await load_days(conn, first, today, window_seconds, with_items=False, today_elsewhere=today_elsewhere)
+    if closed is None:
+        days = await load_days(conn, first, today, window_seconds, with_items=False)
+    else:
+        days = await closed.load(
+            conn, first, today, window_seconds, await closed_state(conn, first, today), with_items=False
+        )
     by_day = {d.day: d for d in days}
     out: dict[str, Any] = {}
     dims: dict[tuple[str, bool], Counter[str]] = {}
@@ -104,7 +117,7 @@ async def site_stats(
 
 
 def as_of(days: list[DayFigures], today: date) -> datetime | None:
-    """When today's figures among `days` were derived (a provisional copy's time), if known."""
+    """When today's figures among `days` were read from the stored events, if known."""
     return next((d.as_of for d in days if d.day == today and not d.rolled), None)
 
 
