@@ -18,15 +18,13 @@ SQLite file in a temp dir):
    after that only today is read from raw events by the endpoints.
 2. Starts the sidecar in this process (`tests.servers.run_sidecar`, the same uvicorn options as `trackside serve`)
    in front of the test upstream (`tests.upstream_app`, which answers the site's `/api/post/{id}/stats` for the
-   overlay), waits for its start-up rollup check to finish, builds today's provisional copy with
-   `trackside.provisional.build` (what the worker's cron runs every 5 minutes; its seconds are reported, and it
-   is built again whenever the copy is older than that period), then times with httpx:
+   overlay), waits for its start-up rollup check to finish, then times with httpx:
    - each seed endpoint: the first call (stats cache cold), `--repeats - 1` more cold calls (`?refresh=true` with a
      different moderator each, so the refresh rate limit does not serve the cache), and the cached call;
    - artworks again with the overlay off (`stats_overlay=()`: Trackside answers alone);
    - query API calls over 30 days, and `popular`: the first call (query cache cold), `--query-repeats - 1` calls
      with `?refresh=true` (today derived anew), and the cached call.
-   Cold calls read today from the copy (item endpoints too); refreshed calls derive today anew.
+   Every call reads today from what is stored (there is no provisional copy any more).
    With `--unrolled` (default when `--events` <= 2M) the seed endpoints are also timed before the 6 closed raw days
    are rolled up (7 raw days read live: a rollup that lags).
 3. Profiles (`--profile`, on by default): the phases of a 30-day read in process (SQL fetch, Event objects,
@@ -75,8 +73,6 @@ from tests.servers import run_server, run_sidecar  # noqa: E402
 from tests.upstream_app import app as upstream_asgi  # noqa: E402
 from trackside.aggregate import aggregate_day  # noqa: E402
 from trackside.figures import figures_of, item_days, load_days, rolled_day  # noqa: E402
-from trackside.provisional import REFRESH_SECONDS as PROVISIONAL_REFRESH_SECONDS  # noqa: E402
-from trackside.provisional import build as build_provisional  # noqa: E402
 from trackside.rollup import prune, rollup_pending  # noqa: E402
 from trackside.settings import Settings  # noqa: E402
 from trackside.stats.item import item_stats  # noqa: E402
@@ -91,7 +87,6 @@ from trackside.storage.tables import (  # noqa: E402
     DAILY_SITE,
     DAILY_SITE_DIMS,
     EVENTS,
-    PROVISIONAL_DAYS,
 )
 from trackside.storage.writes import _COLUMNS, add_bot_hits  # noqa: E402
 from trackside.views import derive_day  # noqa: E402
@@ -738,7 +733,7 @@ QUERIES = (
 
 
 async def time_query(timer: Timer, name: str, method: str, path: str, body: Any, repeats: int) -> dict[str, Any]:
-    """The first call (query cache cold, today from the provisional copy), `repeats - 1` more with `?refresh=true`
+    """The first call (query cache cold), `repeats - 1` more with `?refresh=true`
     from a new moderator each (today derived anew), and the cached call (the median of 3 repeats of the first)."""
     admin = {"authorization": "Bearer " + ADMIN}
     first = await timer.call(method, path, admin, body, probe=True)
@@ -766,38 +761,6 @@ async def sidecar(
         yield base, started, waited
 
 
-async def ensure_copy(url: str, out: dict[str, Any]) -> None:
-    """Today's provisional copy, as the worker's cron keeps it (`provisional_today` calls the same
-    `trackside.provisional.build`): built before the cold calls are timed, and again when it is older
-    than the cron's period. Records how long each build took."""
-    engine = create_engine(url)
-    try:
-        async with engine.connect() as conn:
-            day = datetime.now(UTC).date()
-            age = (
-                await conn.execute(select(PROVISIONAL_DAYS.c.computed_at).where(PROVISIONAL_DAYS.c.day == day))
-            ).scalar()
-        now = datetime.now(UTC).replace(tzinfo=None)
-        if age is not None and (now - age).total_seconds() < PROVISIONAL_REFRESH_SECONDS:
-            return
-        t = time.monotonic()
-        cpu = time.process_time()
-        figures = await build_provisional(engine, WINDOW)
-        took = time.monotonic() - t
-        builds = out.setdefault("provisional_builds", [])
-        builds.append(
-            {
-                "seconds": took,
-                "cpu_seconds": time.process_time() - cpu,
-                "page_views": figures.counts["page_views"],
-                "items": len(figures.items),
-            }
-        )
-        log(f"  today's provisional copy built in {took:.1f}s ({len(figures.items):,} items), as the cron would")
-    finally:
-        await engine.dispose()
-
-
 def top_items(factory: EventFactory) -> dict[str, str]:
     return {
         "artwork_top": factory.artworks[0],
@@ -822,7 +785,6 @@ async def measure_endpoints(
         out["sidecar_start_seconds"] = started
         out["startup_schedule_seconds"] = waited
         log(f"sidecar up in {started:.1f}s; its start-up rollup/prune pass took {waited:.1f}s more ({scenario})")
-        await ensure_copy(url, out)
         async with httpx.AsyncClient(base_url=base) as client:
             timer = Timer(client, deadline)
             seeds = (
@@ -835,7 +797,6 @@ async def measure_endpoints(
             for name, path in seeds:
                 out["rows"].append(await time_seed_endpoint(timer, name, path, args.repeats))
             if queries:
-                await ensure_copy(url, out)  # the sitewide refreshes above store newer copies; a lag would not
                 for name, body in QUERIES:
                     out["rows"].append(
                         await time_query(timer, name, "POST", "/_trackside/api/v1/query", body, args.query_repeats)
@@ -852,7 +813,6 @@ async def measure_endpoints(
                 )
     if args.overlay_off and time.monotonic() < deadline:
         async with sidecar(url, upstream, tmp, ()) as (base, _, _):
-            await ensure_copy(url, out)
             async with httpx.AsyncClient(base_url=base) as client:
                 timer = Timer(client, deadline)
                 for name, key in (
@@ -1142,12 +1102,6 @@ def markdown(reports: list[dict[str, Any]]) -> str:
                     f"{fmt(row['cold_refresh_median_ms'])} | {fmt(cached) if cached is not None else 'no cache'} | "
                     f"{row['target_ms']:.0f} | {ok} |"
                 )
-    for rep in reports:
-        for build in (rep.get("rolled") or {}).get("provisional_builds", []):
-            lines.append(
-                f"\n{rep['backend']}: today's provisional copy built in {build['seconds']:.1f}s "
-                f"({build['cpu_seconds']:.1f}s CPU here; {build['items']:,} items), as the worker's cron builds it"
-            )
     return "\n".join(lines)
 
 
