@@ -168,7 +168,7 @@ class _deadline:
         raw = await self.conn.get_raw_connection()
         self.sqlite = raw.driver_connection
         deadline = time.monotonic() + self.seconds
-        await self.sqlite.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+        await self.sqlite.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1_000)
 
     async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if self.sqlite is not None:

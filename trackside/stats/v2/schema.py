@@ -231,7 +231,7 @@ def _month_start(day: date, months_back: int) -> date:
 
 def _shortcut(name: str, today: date) -> tuple[date | None, date]:
     if name not in SHORTCUTS:
-        raise V2Error(f"date_range '{name}' is not supported; one of {', '.join(SHORTCUTS)} or an ISO pair")
+        raise V2Error(f"date_range '{name}' is not supported ({', '.join(SHORTCUTS)}, or two ISO dates)")
     if name == "day":
         return today, today
     if name == "all":

@@ -199,9 +199,11 @@ class Builder:
             pv.day, pv.ts, pv.hour, pv.who, pv.visit_id, sa.literal(1).label("is_page"),
             sa.literal("pageview").label("name"), pv.path, pv.label,
         ).where(*self._in_range(pv.day, pv.ts))  # fmt: skip
+        # A site event has no page: its path is the request's, most often an API route.
         events = sa.select(
-            se.day, se.ts, se.hour, se.who, se.visit_id, sa.literal(0).label("is_page"), se.name, se.path, se.label
-        ).where(se.kind == "event", *self._in_range(se.day, se.ts))
+            se.day, se.ts, se.hour, se.who, se.visit_id, sa.literal(0).label("is_page"), se.name,
+            sa.cast(sa.null(), sa.String).label("path"), se.label,
+        ).where(se.kind == "event", *self._in_range(se.day, se.ts))  # fmt: skip
         return sa.union_all(pages, events).subquery(name)
 
     def goal_condition(self, e: Any, goal: Goal) -> Expr:
@@ -260,6 +262,8 @@ class Builder:
             select = select.where(condition)
         if goal is not None:
             select = select.where(self.goal_condition(e, goal))
+        if "event:page" in self.q.dimensions:
+            select = select.where(e.c.path.is_not(None))
         if exprs:
             select = select.group_by(*exprs)
         if "event:goal" in self.q.dimensions and not drop_goal_dimension:
