@@ -1,0 +1,415 @@
+"""Reads and rollups over fact rows: 30 rolled days and a big today, read cold through a real sidecar; the
+rollup of one big day with its time and peak memory.
+
+Run from the repository root:
+
+    .venv/bin/python bench/facts_bench.py                                   # 1x: 1.43M today, 30 days of 100k
+    .venv/bin/python bench/facts_bench.py --events-today 14300000 --rolled-events-per-day 1000000   # 10x
+    .venv/bin/python bench/facts_bench.py --parts bigday --bigday-events 10000000
+    .venv/bin/python bench/facts_bench.py --backends sqlite --parts bigday --bigday-events 1000000
+
+Data (`bench/realistic_day.py`, `SiteTraffic.day`): visits over a daily curve, each a few page views of one
+visitor with its API calls, impressions, errors, 8% signed in; artworks and blog posts by Zipf popularity. Raw
+events go in with COPY (PostgreSQL) or executemany (SQLite), a few hundred thousand at a time, then every
+visitor-day they touch is marked (`derive_marks`, as events stored before facts existed are) and derived the way
+the code does it: the rolled days by `trackside.rollup.rollup_day` (which derives a day's marked visitor-days,
+then groups its facts), today by `trackside.storage.facts.derive_marked` (the facts derivation at ingest would
+have made: derivation is per visitor-day, whole). Raw events older than 7 days are pruned, as the worker would.
+
+Parts:
+- `reads` (PostgreSQL by default): the data above (`--days` rolled days of `--rolled-events-per-day`, today
+  `--events-today` up to a few minutes ago), then a sidecar (`tests.servers.run_sidecar`, the same uvicorn
+  options as `trackside serve`) in front of the test upstream (`tests.upstream_app`, the site's
+  `/api/post/{id}/stats` for the overlay): each seed endpoint's first call (its cache cold), three cached
+  calls and a `?refresh=true` one from another moderator (cold again); then v2 queries
+  (`POST /_trackside/api/v2/query`, skipped with a message when the route answers 404), each once cold.
+- `bigday`: a fresh database with `--bigday-events` raw events of yesterday, marked; then, each in a child
+  process whose peak RSS is read from `wait4`'s rusage: the derivation of every marked visitor-day
+  (`derive_marked`), and `trackside rollup --day D` (grouping the day's facts into daily rows).
+
+PostgreSQL databases are `trackside_bench_<random>`, dropped at the end; SQLite files live in a temp dir.
+Prints Markdown tables, writes JSON to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import derive_bench as dbench  # bench/ is sys.path[0]
+import pipeline_bench as plb
+from realistic_day import SiteTraffic
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import jwt  # noqa: E402
+
+from trackside.derive import derivation_of  # noqa: E402
+from trackside.settings import Settings  # noqa: E402
+from trackside.storage.engine import create_engine  # noqa: E402
+
+SECRET = "facts-bench-secret-facts-bench-secret-0123"
+ADMIN = "facts-bench-admin-token-0123456789"
+CHUNK = 300_000  # events generated and stored at a time (each chunk its own visitors)
+T0 = time.monotonic()
+log = dbench.log
+
+
+def midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def settings_for(url: str, upstream: str = "http://127.0.0.1:9", spool: str = "/tmp") -> Settings:
+    return Settings(
+        frontend_url=upstream,
+        api_url=upstream,
+        jwt_secret=SECRET,
+        trust_roles_claim=True,
+        admin_token=ADMIN,
+        database_url=url,
+        spool_dir=spool,
+        log_level="warning",
+        stats_overlay=("artwork",),
+        auto_migrate=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Seeding.
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def store_day(url: str, day: date, count: int, seed: int, end: float | None = None) -> dict[str, float]:
+    """`count` events of `day` (before `end`), CHUNK at a time; then every visitor-day of the day marked."""
+    gen = ins = 0.0
+    left, part = count, 0
+    while left > 0:
+        n = min(CHUNK, left)
+        t = time.monotonic()
+        events = SiteTraffic(seed=seed * 1000 + part).day(midnight(day), n, end)
+        gen += time.monotonic() - t
+        ins += await dbench.bulk_store(url, events)
+        left -= n
+        part += 1
+    t = time.monotonic()
+    await mark_day(url, day)
+    return {"generate_s": gen, "store_s": ins, "mark_s": time.monotonic() - t}
+
+
+async def mark_day(url: str, day: date) -> None:
+    now = "now() AT TIME ZONE 'utc'" if url.startswith("postgresql") else "CURRENT_TIMESTAMP"
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(
+                f"INSERT INTO derive_marks (day, visitor, marked_at) SELECT DISTINCT day, visitor, {now} "  # noqa: S608
+                f"FROM events WHERE day = '{day.isoformat()}' ON CONFLICT DO NOTHING"
+            )
+    finally:
+        await engine.dispose()
+
+
+async def count(url: str, sql: str) -> int:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.exec_driver_sql(sql)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def seed_reads(url: str, args: argparse.Namespace, report: dict[str, Any]) -> None:
+    from trackside.rollup import prune, rollup_day
+    from trackside.storage.facts import derive_marked
+    from trackside.storage.migrate import migrate
+
+    await migrate(url)
+    today = datetime.now(UTC).date()
+    derivation = derivation_of(settings_for(url))
+    seeding: dict[str, Any] = report.setdefault("seeding", {})
+    # 1. The rolled days: stored, then each rolled up (which derives its marked visitor-days first).
+    totals = {"generate_s": 0.0, "store_s": 0.0, "mark_s": 0.0, "rollup_s": 0.0, "events": 0}
+    engine = create_engine(url)
+    try:
+        for d in range(args.days, 0, -1):
+            day = today - timedelta(days=d)
+            for k, v in (await store_day(url, day, args.rolled_events_per_day, seed=d)).items():
+                totals[k] += v
+            t = time.monotonic()
+            result = await rollup_day(engine, day, derivation.window_seconds, derivation=derivation)
+            totals["rollup_s"] += time.monotonic() - t
+            totals["events"] += result.events
+            log(f"  rolled {day}: {result.events:,} events; {time.monotonic() - T0:.0f}s so far")
+        t = time.monotonic()
+        pruned = await prune(engine, 7, 0, today=today)
+        seeding["rolled"] = {**{k: round(v, 1) for k, v in totals.items()}, "days": args.days,
+                             "pruned_raw": pruned.raw_events, "prune_s": round(time.monotonic() - t, 1)}  # fmt: skip
+        # 2. Today up to a few minutes ago, derived whole.
+        end = min(time.time() - 120, midnight(today) + 86400)
+        stored = await store_day(url, today, args.events_today, seed=0, end=end)
+        t = time.monotonic()
+        derived = await derive_marked(engine, derivation, today)
+        took = time.monotonic() - t
+        n = await count(url, f"SELECT COUNT(*) FROM events WHERE day = '{today.isoformat()}'")  # noqa: S608
+        seeding["today"] = {**{k: round(v, 1) for k, v in stored.items()}, "events": n, "visitor_days": derived,
+                            "derive_s": round(took, 1), "derive_events_per_s": round(n / took)}  # fmt: skip
+        log(f"  today: {n:,} events, {derived:,} visitor-days derived in {took:.0f}s")
+        if url.startswith("postgresql"):
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("ANALYZE")
+        seeding["table_rows"] = {
+            t: await count(url, f"SELECT COUNT(*) FROM {t}")  # noqa: S608
+            for t in ("events", "fact_page_views", "fact_looks", "fact_visits", "daily_site", "daily_content")
+        }
+    finally:
+        await engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reads through a real sidecar.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def bearer(sub: str, roles: list[str]) -> dict[str, str]:
+    claims = {"sub": sub, "exp": int(time.time()) + 7200, "roles": roles}
+    return {"authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
+
+
+def moderators() -> Iterator[dict[str, str]]:
+    n = 0
+    while True:
+        n += 1
+        yield bearer(f"bench-mod-{n}", ["user", "moderator"])
+
+
+async def timed(
+    client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> dict[str, Any]:
+    t = time.perf_counter()
+    r = await client.request(method, path, headers=headers, json=body, timeout=300.0)
+    out: dict[str, Any] = {"ms": round((time.perf_counter() - t) * 1000, 1), "status": r.status_code}
+    if r.status_code != 200:
+        out["error"] = r.text[:300]
+    elif path.startswith("/_trackside/api/v2/"):
+        out["results"] = len(r.json().get("results", []))
+    return out
+
+
+V2_QUERIES = (
+    ("v2: visitors+pageviews by source, country=US and device=Desktop, 30d",
+     {"metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["visit:source"],
+      "filters": [["is", "visit:country", ["US"]], ["is", "visit:device", ["Desktop"]]]}),
+    ("v2: visitors+pageviews by page, page contains /p/ and browser=Chrome, 30d",
+     {"metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["event:page"],
+      "filters": [["contains", "event:page", ["/p/"]], ["is", "visit:browser", ["Chrome"]]],
+      "pagination": {"limit": 20}}),
+    ("v2: visitors+bounce rate by entry page, source=Google and os=iOS, 30d",
+     {"metrics": ["visitors", "bounce_rate", "visit_duration"], "date_range": "30d",
+      "dimensions": ["visit:entry_page"],
+      "filters": [["is", "visit:source", ["Google"]], ["is", "visit:os", ["iOS"]]], "pagination": {"limit": 20}}),
+    ("v2: content views by item, kind=artwork and country=DE, 30d",
+     {"metrics": ["content_views", "unique_viewers"], "date_range": "30d", "dimensions": ["event:props:content_id"],
+      "filters": [["is", "event:props:content_kind", ["artwork"]], ["is", "visit:country", ["DE"]]],
+      "pagination": {"limit": 20}}),
+)  # fmt: skip
+
+
+async def measure_reads(url: str, tmp: Path, report: dict[str, Any]) -> None:
+    from tests.servers import run_server, run_sidecar
+    from tests.upstream_app import app as upstream_asgi
+
+    rows: list[dict[str, Any]] = report.setdefault("reads", [])
+    who = moderators()
+    async with run_server(upstream_asgi) as upstream:
+        settings = settings_for(url, upstream, str(tmp / "spool"))
+        t = time.monotonic()
+        async with run_sidecar(settings) as (base, _app):
+            report["sidecar_start_s"] = round(time.monotonic() - t, 1)
+            async with httpx.AsyncClient(base_url=base) as client:
+                for name, path in (
+                    ("artwork, the top one", "/api/post/art00000/stats"),
+                    ("artwork, rank 100", "/api/post/art00099/stats"),
+                    ("artwork, rank 5,000", "/api/post/art04999/stats"),
+                    ("blog post, the top one", "/api/blog-post/post-000/stats"),
+                    ("sitewide", "/api/admin/sitewide-stats"),
+                ):
+                    first = await timed(client, "GET", path, next(who))
+                    caller = next(who)
+                    await timed(client, "GET", path, caller)  # this caller's answer cached
+                    cached = [(await timed(client, "GET", path, caller))["ms"] for _ in range(3)]
+                    refresh = await timed(client, "GET", path + "?refresh=true", next(who))
+                    rows.append({"read": name, "path": path, "cold_ms": first["ms"], "status": first["status"],
+                                 "refresh_ms": refresh["ms"], "cached_ms": sorted(cached)[1],
+                                 "error": first.get("error")})  # fmt: skip
+                    log(f"  {name}: cold {first['ms']} ms ({first['status']}), refresh {refresh['ms']} ms")
+                admin = {"authorization": "Bearer " + ADMIN}
+                for name, body in V2_QUERIES:
+                    first = await timed(client, "POST", "/_trackside/api/v2/query", admin, body)
+                    if first["status"] == 404:
+                        report["v2"] = "skipped: POST /_trackside/api/v2/query answered 404 (not in this build)"
+                        log("  " + report["v2"])
+                        break
+                    again = await timed(client, "POST", "/_trackside/api/v2/query", admin, body)
+                    rows.append({"read": name, "body": body, "cold_ms": first["ms"], "status": first["status"],
+                                 "again_ms": again["ms"], "results": first.get("results"),
+                                 "error": first.get("error")})  # fmt: skip
+                    log(
+                        f"  {name}: {first['ms']} ms ({first['status']}, {first.get('results')} rows), "
+                        f"again {again['ms']} ms {first.get('error') or ''}"
+                    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The big day: derivation and rollup, each in a child process.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def child(argv: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any]:
+    """Run to the end; wall seconds, CPU seconds and peak RSS (`wait4`'s ru_maxrss) of the child itself."""
+    t = time.monotonic()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    result = {"seconds": round(time.monotonic() - t, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+              "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": proc.returncode}  # fmt: skip
+    if proc.returncode != 0:
+        result["log"] = log_path.read_text()[-1500:]
+    return result
+
+
+def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[str, Any]:
+    from trackside.storage.migrate import migrate
+
+    url = dbs.new(backend, f"bigday-{backend}")
+    asyncio.run(migrate(url))
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    t = time.monotonic()
+    stored = asyncio.run(store_day(url, day, args.bigday_events, seed=7))
+    n = asyncio.run(count(url, "SELECT COUNT(*) FROM events"))
+    marks = asyncio.run(count(url, "SELECT COUNT(*) FROM derive_marks"))
+    log(f"{backend} big day {day}: {n:,} events, {marks:,} visitor-days marked in {time.monotonic() - t:.0f}s")
+    env = plb.child_env(TRACKSIDE_DATABASE_URL=url, TRACKSIDE_LOG_LEVEL="warning")
+    derive = child([sys.executable, str(Path(__file__).resolve()), "--child-derive", url, day.isoformat()], env,
+                   tmp / f"derive-{backend}.log")  # fmt: skip
+    log(f"  derive (child): {derive}")
+    rollup = child([sys.executable, "-m", "sidecar", "rollup", "--day", day.isoformat()], env,
+                   tmp / f"rollup-{backend}.log")  # fmt: skip
+    log(f"  rollup (child): {rollup}")
+    return {"backend": backend, "day": day.isoformat(), "events": n, "visitor_days": marks,
+            "store": {k: round(v, 1) for k, v in stored.items()}, "derive": derive,
+            "derive_events_per_s": round(n / derive["seconds"]) if derive["seconds"] else None, "rollup": rollup,
+            "rollup_s_per_million": round(rollup["seconds"] / n * 1e6, 2) if n else None}  # fmt: skip
+
+
+def child_derive(url: str, day: str) -> None:
+    from trackside.storage.facts import derive_marked
+
+    async def run() -> int:
+        engine = create_engine(url)
+        try:
+            return await derive_marked(engine, derivation_of(settings_for(url)), date.fromisoformat(day))
+        finally:
+            await engine.dispose()
+
+    print(f"derived {asyncio.run(run())} visitor-days")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = []
+    for r in result.get("reads", []):
+        seeding = r.get("seeding", {})
+        lines += [f"### {r['backend']}: today {seeding.get('today', {}).get('events', 0):,} events, "
+                  f"{seeding.get('rolled', {}).get('days', '?')} rolled days", "",
+                  "| read | cold ms | again / refresh ms | cached ms | status |",
+                  "|---|---:|---:|---:|---|"]  # fmt: skip
+        for row in r.get("reads", []):
+            again = row.get("again_ms", row.get("refresh_ms"))
+            lines.append(
+                f"| {row['read']} | {row['cold_ms']} | {again} | {row.get('cached_ms', '—')} | {row['status']} |"
+            )
+        if r.get("v2"):
+            lines.append(f"\n{r['v2']}")
+        lines.append("")
+    for b in result.get("bigday", []):
+        if "error" in b:
+            lines.append(f"{b['backend']} big day: {b['error']}")
+            continue
+        d, u = b["derive"], b["rollup"]
+        lines += ["| big day | events | derive s (peak RSS MB) | rollup s (peak RSS MB) | rollup s per million |",
+                  "|---|---:|---:|---:|---:|",
+                  f"| {b['backend']} {b['day']} | {b['events']:,} | {d['seconds']} ({d['peak_rss_mb']}) "
+                  f"| {u['seconds']} ({u['peak_rss_mb']}) | {b['rollup_s_per_million']} |", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child-derive":
+        child_derive(sys.argv[2], sys.argv[3])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", default="reads,bigday")
+    p.add_argument("--backends", default="postgres")
+    p.add_argument("--events-today", type=int, default=1_430_000)
+    p.add_argument("--days", type=int, default=30, help="rolled days before today")
+    p.add_argument("--rolled-events-per-day", type=int, default=100_000)
+    p.add_argument("--bigday-events", type=int, default=1_430_000)
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "facts.json"))
+    args = p.parse_args()
+    parts = args.parts.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="trackside-facts-bench-"))
+    (tmp / "spool").mkdir()
+    dbs = plb.Databases(tmp)
+    result: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "config": vars(args),
+                              "git": dbench.git_state(), "load_avg_start": os.getloadavg()}  # fmt: skip
+    try:
+        for backend in args.backends.split(","):
+            if "reads" in parts:
+                report: dict[str, Any] = {"backend": backend}
+                result.setdefault("reads", []).append(report)
+                url = dbs.new(backend, f"reads-{backend}")
+                log(
+                    f"=== {backend}: {args.days} rolled days of {args.rolled_events_per_day:,}, "
+                    f"today {args.events_today:,}"
+                )
+                asyncio.run(seed_reads(url, args, report))
+                asyncio.run(measure_reads(url, tmp, report))
+            if "bigday" in parts:
+                result.setdefault("bigday", []).append(bigday(backend, args, tmp, dbs))
+    finally:
+        dbs.drop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    result["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["load_avg_end"] = os.getloadavg()
+    result["elapsed_s"] = round(time.monotonic() - T0)
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(markdown(result))
+    log(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
