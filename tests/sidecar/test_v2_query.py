@@ -28,6 +28,7 @@ from tests.sidecar.test_stats import ADMIN, MOD, SECRET, bearer, ev, midnight
 from trackside.api_keys import create_key
 from trackside.batch import Batch
 from trackside.derive import derivation_of
+from trackside.goals import PAGE, Goal, add_goal
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.writes import write_batch
@@ -291,6 +292,8 @@ async def test_filters_every_operator_and_combination(site):
         (["not", ["is", "visit:country", ["GB"]]], [2, 3, 4]),
         (["and", [["is", "visit:device", ["Desktop"]], ["not", ["contains", "event:page", ["/p/"]]]]], [2, 2, 5]),
         (["is", "event:props:label", ["/p/[post]"]], [2, 2, 2]),
+        (["matches", "visit:browser", ["^fire"], {"case_sensitive": False}], [1, 2, 4]),
+        (["matches_not", "visit:browser", ["^FIRE"], {"case_sensitive": False}], [2, 3, 4]),
     ]
     answers = await ask_all(settings, [{"metrics": m, "date_range": ALL, "filters": [f]} for f, _ in cases])
     for (f, expected), answer in zip(cases, answers, strict=True):
@@ -318,7 +321,10 @@ async def test_filters_every_operator_and_combination(site):
 
 
 async def test_goals_conversions_and_percentage(site):
-    settings, _ = site
+    settings, engine = site
+    # A stored goal beside the settings' two (`trackside goals add Artwork --page '/p/*'`).
+    async with engine.begin() as conn:
+        await add_goal(conn, settings, Goal("Artwork", PAGE, "/p/*"))
     by_goal, filtered, by_device, percentage, contains = await ask_all(
         settings,
         [
@@ -342,8 +348,13 @@ async def test_goals_conversions_and_percentage(site):
             {"metrics": ["events"], "date_range": ALL, "filters": [["contains", "event:goal", ["sign", "abo"]]]},
         ],
     )
-    # About: va (twice on D) and vc: 2 of 3 visitors, 3 page views; signup: u1, 1 of 3.
-    assert rows(by_goal) == [[["About"], [2, 3, 66.67, 66.67]], [["signup"], [1, 1, 33.33, 33.33]]]
+    # About: va (twice on D) and vc: 2 of 3 visitors, 3 page views; Artwork: va and u1 at /p/a1;
+    # signup: u1, 1 of 3.
+    assert rows(by_goal) == [
+        [["About"], [2, 3, 66.67, 66.67]],
+        [["Artwork"], [2, 2, 66.67, 66.67]],
+        [["signup"], [1, 1, 33.33, 33.33]],
+    ]
     assert rows(filtered) == [[[], [1, 1, 33.33]]]
     # Of Desktop's 2 visitors both converted; of 3 visitors in all, 2.
     assert rows(by_device) == [[["Desktop"], [2, 66.67, 100.0]]]

@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from trackside.goals import EVENT, Goal
 from trackside.stats.v2.labels import DEVICES, DIRECT, NOT_SET, matching_codes
-from trackside.stats.v2.schema import Filter, Leaf, Query, V2Error
+from trackside.stats.v2.schema import Filter, Leaf, Query, V2Error, leaves
 from trackside.storage.tables import (
     BOT_HITS,
     FACT_IMPRESSIONS,
@@ -72,17 +72,23 @@ class Builder:
     def leaf_condition(self, col: Expr, leaf: Leaf) -> Expr:
         """A leaf filter on a string column, as its positive operator (negation is the caller's)."""
         col = sa.func.coalesce(col, "")
+        op = leaf.positive_op
+        if op == "matches":
+            return sa.or_(*(self._regexp(col, v, leaf.case_sensitive) for v in leaf.values))
         values = list(leaf.values)
         if not leaf.case_sensitive:
             col = sa.func.lower(col)
             values = [v.lower() for v in values]
-        op = leaf.positive_op
         if op == "is":
             return col.in_(values)
-        if op == "contains":
-            return sa.or_(*(self._contains(col, v) for v in values))
-        flags = None if leaf.case_sensitive else "i"
-        return sa.or_(*(col.regexp_match(v, flags=flags) for v in leaf.values))
+        return sa.or_(*(self._contains(col, v) for v in values))
+
+    def _regexp(self, col: Expr, pattern: str, case_sensitive: bool) -> Expr:
+        if self.postgres:
+            return col.regexp_match(pattern, flags=None if case_sensitive else "i")  # ~ or ~*
+        # SQLite's REGEXP is Python's `re` (SQLAlchemy's dialect installs it); the flag goes inline,
+        # since SQLAlchemy drops `flags` from a negated match on SQLite.
+        return col.regexp_match(pattern if case_sensitive else "(?i)" + pattern)
 
     def _apply(self, leaf: Leaf, condition: Expr) -> Expr:
         return sa.not_(condition) if leaf.negative else condition
@@ -256,7 +262,12 @@ class Builder:
             sa.func.count().label("events"),
             sa.func.count(sa.distinct(e.c.visit_id)).label("event_visits"),
         ]
-        select = sa.select(*exprs, *figures).select_from(e.join(v, sa.and_(v.c.day == e.c.day, v.c.id == e.c.visit_id)))
+        # The visit is joined only when a visit dimension or filter needs its entry values.
+        named = [*self.q.dimensions, *(leaf.dimension for f in filters for leaf in leaves(f))]
+        source = e
+        if any(d.startswith("visit:") for d in named):
+            source = e.join(v, sa.and_(v.c.day == e.c.day, v.c.id == e.c.visit_id))
+        select = sa.select(*exprs, *figures).select_from(source)
         condition = self.compile(filters, leaf_of)
         if condition is not None:
             select = select.where(condition)
