@@ -17,9 +17,10 @@ from calendar import timegm
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -100,24 +101,6 @@ def _needed() -> Any:
     )
 
 
-# Signed-in API calls that name no item, no event and no error only lend their user to the same
-# visitor's anonymous page views and looks within the view window: they make no fact of their own,
-# so a signed-in app polling the API all day never closes the quiet gap a cut needs.
-def _lender_only() -> Any:
-    c = EVENTS.c
-    return and_(
-        c.nav == NAV_API,
-        c.user_id.is_not(None),
-        c.content_id.is_(None),
-        c.event_name.is_(None),
-        c.kind != ERROR,
-    )
-
-
-def _step() -> Any:
-    return and_(_needed(), ~_lender_only())
-
-
 # How far back the search for a quiet gap looks before a visitor's earliest new event; no gap
 # found in it means re-deriving the visitor's whole day (a visitor active without pause for hours).
 LOOKBACK_SECONDS = 4 * 3600.0
@@ -146,10 +129,14 @@ def _cut(times: list[float], since: float, earliest_new: float, gap: float) -> f
 
 
 async def derive_visitor_days(
-    conn: AsyncConnection, keys: Iterable[VisitorDay] | dict[VisitorDay, float | None], derivation: Derivation
+    conn: AsyncConnection,
+    keys: Iterable[VisitorDay] | dict[VisitorDay, float | None],
+    derivation: Derivation,
+    api_touched: set[VisitorDay] | None = None,
 ) -> int:
     """Re-derive these visitor-days and replace their fact rows. With each one's earliest new event
-    time (a dict), only from the latest quiet gap before it; without (None), the whole day.
+    time (a dict), only from the latest quiet gap before it; without (None), the whole day. The
+    visitor-days' API counts are recounted for `api_touched` only (None: all of them).
     Returns the number of raw rows read (the cost, reported by the ingest benchmark)."""
     earliest: dict[VisitorDay, float | None] = dict(keys) if isinstance(keys, dict) else dict.fromkeys(keys)
     # Stored times keep microseconds (truncated): a new event's time is compared a millisecond early,
@@ -159,6 +146,10 @@ async def derive_visitor_days(
     if not ordered:
         return 0
     await lock_buckets(conn, ordered)
+    # A visitor-day still marked was never derived: it is derived whole.
+    if (await conn.execute(select(DERIVE_MARKS.c.day).limit(1))).first() is not None:
+        for key in await _marked_among(conn, ordered):
+            earliest[key] = None
     by_day: dict[date, list[str]] = defaultdict(list)
     for day, visitor in ordered:
         by_day[day].append(visitor)
@@ -167,100 +158,98 @@ async def derive_visitor_days(
     for day, visitors in sorted(by_day.items()):
         for first in range(0, len(visitors), _CHUNK):
             chunk = visitors[first : first + _CHUNK]
-            cuts, n = await _cuts(conn, day, {v: earliest[(day, v)] for v in chunk}, gap)
+            recount = chunk if api_touched is None else [v for v in chunk if (day, v) in api_touched]
+            cuts, events, n = await _load(conn, day, {v: earliest[(day, v)] for v in chunk}, gap, derivation)
             read += n
-            events, api, n = await _read(conn, day, cuts, derivation.window_seconds)
-            read += n
+            api = await _api_counts(conn, day, recount)
             facts = [derivation.visitor_day(day, v, events.get(v, []), api.get(v, (0, 0))) for v in chunk]
-            await _replace(conn, day, cuts, facts)
+            await _replace(conn, day, cuts, facts, set(recount))
     return read
 
 
-async def _cuts(
-    conn: AsyncConnection, day: date, earliest: dict[str, float | None], gap: float
-) -> tuple[dict[str, float | None], int]:
+async def _marked_among(conn: AsyncConnection, keys: list[VisitorDay]) -> list[VisitorDay]:
+    out: list[VisitorDay] = []
+    by_day: dict[date, list[str]] = defaultdict(list)
+    for day, visitor in keys:
+        by_day[day].append(visitor)
+    for day, visitors in by_day.items():
+        for first in range(0, len(visitors), _CHUNK):
+            query = select(DERIVE_MARKS.c.visitor).where(
+                DERIVE_MARKS.c.day == day, DERIVE_MARKS.c.visitor.in_(visitors[first : first + _CHUNK])
+            )
+            out += [(day, v) for (v,) in await conn.execute(query)]
+    return out
+
+
+def _is_step(e: Event) -> bool:
+    """Of the events derivation needs, one that is more than a lender of its user. Signed-in API
+    calls that name no item, no event and no error only lend their user to the same visitor's
+    anonymous page views and looks within the view window, and make no fact of their own: a
+    signed-in app polling the API all day must not close the quiet gap a cut needs."""
+    return e.nav != NAV_API or e.content_id is not None or e.event_name is not None or e.kind == ERROR
+
+
+async def _load(
+    conn: AsyncConnection, day: date, earliest: dict[str, float | None], gap: float, derivation: Derivation
+) -> tuple[dict[str, float | None], dict[str, list[Event]], int]:
+    """Each visitor's cut (None: the whole day) and the raw events derivation uses from it: one
+    read of the lookback window for the visitors with new events, one of the whole day for the rest."""
     c = EVENTS.c
+    window = derivation.window_seconds
     cuts: dict[str, float | None] = dict.fromkeys(earliest)
-    timed = {v: t for v, t in earliest.items() if t is not None}
-    if not timed:
-        return cuts, 0
-    # A visitor-day still marked was never derived: it is derived whole.
-    marked_rows = await conn.execute(
-        select(DERIVE_MARKS.c.visitor).where(DERIVE_MARKS.c.day == day, DERIVE_MARKS.c.visitor.in_(sorted(timed)))
-    )
-    for (visitor,) in marked_rows:
-        timed.pop(visitor, None)
-    if not timed:
-        return cuts, 0
-    since = {v: t - LOOKBACK_SECONDS for v, t in timed.items()}
-    query = (
-        select(c.visitor, c.ts)
-        .where(
-            c.day == day,
-            c.visitor.in_(sorted(timed)),
-            c.ts >= _dt(min(since.values())),
-            c.ts < _dt(max(timed.values())),
-            _step(),
-        )
-        .order_by(c.visitor, c.ts)
-    )
-    times: dict[str, list[float]] = defaultdict(list)
-    n = 0
-    for visitor, ts in await conn.execute(query):
-        n += 1
-        t = _ts(ts)
-        if since[visitor] <= t < timed[visitor]:
-            times[visitor].append(t)
-    for visitor, t0 in timed.items():
-        cuts[visitor] = _cut(times.get(visitor, []), since[visitor], t0, gap)
-    return cuts, n
-
-
-async def _read(
-    conn: AsyncConnection, day: date, cuts: dict[str, float | None], window: float
-) -> tuple[dict[str, list[Event]], dict[str, tuple[int, int]], int]:
-    """The raw events derivation uses of these visitors' day from their cut (None: all of it), and
-    each one's API calls of the whole day (all, signed in), counted in SQL."""
-    c = EVENTS.c
     out: dict[str, list[Event]] = defaultdict(list)
-    whole = sorted(v for v, cut in cuts.items() if cut is None)
-    tails = {v: cut for v, cut in cuts.items() if cut is not None}
-    queries = []
-    if whole:
-        queries.append(select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(whole), _needed()))
-    if tails:
-        # From a view window before the cut: the users lent across it (nothing else crosses it).
-        lowest = _dt(min(tails.values()) - window - SLACK)
-        queries.append(
-            select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(sorted(tails)), c.ts >= lowest, _needed())
-        )
     n = 0
-    for query in queries:
+    timed = {v: t for v, t in earliest.items() if t is not None}
+    if timed:
+        since = {v: t - LOOKBACK_SECONDS for v, t in timed.items()}
+        query = select(*EVENT_COLUMNS).where(
+            c.day == day, c.visitor.in_(sorted(timed)), c.ts >= _dt(min(since.values()) - window), _needed()
+        )
+        seen: dict[str, list[Event]] = defaultdict(list)
         for e in rows_to_events(await conn.execute(query)):
             n += 1
-            cut = tails.get(e.visitor)
-            if cut is None or e.ts >= cut - SLACK:
-                out[e.visitor].append(e)
-            elif e.ts >= cut - window - SLACK and _lends_only(e):
-                out[e.visitor].append(e)
+            seen[e.visitor].append(e)
+        for visitor, t0 in timed.items():
+            events = sorted(seen.get(visitor, ()), key=lambda e: e.ts)
+            steps = [e.ts for e in events if since[visitor] <= e.ts < t0 and _is_step(e)]
+            cut = _cut(steps, since[visitor], t0, gap)
+            cuts[visitor] = cut
+            if cut is not None:
+                # From a view window before the cut: the users lent across it (nothing else crosses it).
+                out[visitor] = [
+                    e for e in events if e.ts >= cut - SLACK or (e.ts >= cut - window - SLACK and not _is_step(e))
+                ]
+    whole = sorted(v for v, cut in cuts.items() if cut is None)
+    if whole:
+        query = select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(whole), _needed())
+        for e in rows_to_events(await conn.execute(query)):
+            n += 1
+            out[e.visitor].append(e)
     # A token-less beacon counts when the proxy saw its visitor near it, by any request: those
     # visitors' other requests are read too (from a window before the cut).
     doubtful = sorted(v for v, events in out.items() if any(e.unverified for e in events))
     if doubtful:
-        lowest_doubt = min((tails.get(v) or 0.0) for v in doubtful) - window - SLACK
+        lowest = min((cuts.get(v) or 0.0) for v in doubtful) - window - SLACK
         query = select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(doubtful), ~_needed())
-        if lowest_doubt > 0:
-            query = query.where(c.ts >= _dt(lowest_doubt))
+        if lowest > 0:
+            query = query.where(c.ts >= _dt(lowest))
         for e in rows_to_events(await conn.execute(query)):
             n += 1
             out[e.visitor].append(e)
+    return cuts, out, n
+
+
+async def _api_counts(conn: AsyncConnection, day: date, visitors: list[str]) -> dict[str, tuple[int, int]]:
+    """Each visitor's API calls of the whole day (all, signed in), counted in SQL."""
+    if not visitors:
+        return {}
+    c = EVENTS.c
     counts = (
         select(c.visitor, func.count(), func.count(c.user_id))
-        .where(c.day == day, c.visitor.in_(sorted(cuts)), c.nav == NAV_API)
+        .where(c.day == day, c.visitor.in_(sorted(visitors)), c.nav == NAV_API)
         .group_by(c.visitor)
     )
-    api = {visitor: (int(a), int(b)) for visitor, a, b in await conn.execute(counts)}
-    return out, api, n
+    return {visitor: (int(a), int(b)) for visitor, a, b in await conn.execute(counts)}
 
 
 def _lends_only(e: Event) -> bool:
@@ -279,34 +268,70 @@ _TIME = {
 }
 
 
+def _sqlite_value(value: object) -> object:
+    # The text forms SQLAlchemy's SQLite Date and DateTime types write and read back: the rows go
+    # through the driver directly (SQLAlchemy's per-row parameter processing was most of the cost).
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+@lru_cache(maxsize=32)
+def _insert_sql(table: str, columns: tuple[str, ...], postgres: bool) -> str:
+    marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1)) if postgres else ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+
 async def _replace(
-    conn: AsyncConnection, day: date, cuts: dict[str, float | None], facts: list[VisitorDayFacts]
+    conn: AsyncConnection,
+    day: date,
+    cuts: dict[str, float | None],
+    facts: list[VisitorDayFacts],
+    recounted: set[str],
 ) -> None:
+    postgres = conn.dialect.name == "postgresql"
     whole = sorted(v for v, cut in cuts.items() if cut is None)
     tails = sorted((v, cut) for v, cut in cuts.items() if cut is not None)
     for table in FACT_TABLES:
         column = _TIME.get(table)
         if whole or column is None:
-            everyone = whole if column is not None else sorted(cuts)
+            everyone = whole if column is not None else sorted(recounted)
             if everyone:
                 await conn.execute(delete(table).where(table.c.day == day, table.c.visitor.in_(everyone)))
         if tails and column is not None:
-            stmt = delete(table).where(
-                table.c.day == day, table.c.visitor == bindparam("v"), table.c[column] >= bindparam("cut")
-            )
-            await conn.execute(stmt, [{"v": v, "cut": _dt(cut - SLACK)} for v, cut in tails])
-    rows: dict[object, list[dict[str, object]]] = defaultdict(list)
+            if postgres:
+                await conn.exec_driver_sql(
+                    f"DELETE FROM {table.name} AS t USING unnest($2::varchar[], $3::timestamp[]) AS c(v, cut) "
+                    f"WHERE t.day = $1 AND t.visitor = c.v AND t.{column} >= c.cut",
+                    (day, [v for v, _ in tails], [_dt(cut - SLACK) for _, cut in tails]),
+                )
+            else:
+                await conn.exec_driver_sql(
+                    f"DELETE FROM {table.name} WHERE day = ? AND visitor = ? AND {column} >= ?",
+                    [(day.isoformat(), v, _sqlite_value(_dt(cut - SLACK))) for v, cut in tails],
+                )
+    rows: dict[Any, list[dict[str, object]]] = defaultdict(list)
     for f in facts:
         rows[FACT_PAGE_VIEWS] += f.page_views
         rows[FACT_LOOKS] += f.looks
         rows[FACT_IMPRESSIONS] += f.impressions
         rows[FACT_SITE_EVENTS] += f.site_events
         rows[FACT_VISITS] += f.visits
-        if f.visitor_day is not None and f.visitor_day["api_calls"]:
+        if f.visitor_day is not None and f.visitor_day["api_calls"] and f.visitor_day["visitor"] in recounted:
             rows[FACT_VISITOR_DAYS].append(f.visitor_day)
     for table, table_rows in rows.items():
-        for first in range(0, len(table_rows), 1000):
-            await conn.execute(table.insert(), table_rows[first : first + 1000])  # type: ignore[attr-defined]
+        if not table_rows:
+            continue
+        columns = tuple(c.name for c in table.columns)
+        if postgres:
+            params = [tuple(r[c] for c in columns) for r in table_rows]
+        else:
+            params = [tuple(_sqlite_value(r[c]) for c in columns) for r in table_rows]
+        await conn.exec_driver_sql(_insert_sql(table.name, columns, postgres), params)
     if whole:
         await conn.execute(delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day == day, DERIVE_MARKS.c.visitor.in_(whole)))
 

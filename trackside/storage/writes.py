@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.batch import Batch, BotKey
 from trackside.derive import Derivation
-from trackside.events import Event
+from trackside.events import NAV_API, Event
 from trackside.storage.facts import derive_visitor_days, store_authors, visitor_days_of
 from trackside.storage.tables import APPLIED, BOT_HITS, CONTENT_ALIASES, EVENTS, ROLLUP_DAYS
 
@@ -46,6 +46,7 @@ SQLITE_GROUP = 32
 def _sqlite_insert(rows: int) -> str:
     values = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
     return "INSERT OR IGNORE INTO events ({}) VALUES {}".format(", ".join(_COLUMNS), ", ".join([values] * rows))
+
 
 _POSTGRES_INSERT = "INSERT INTO events ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING".format(
     ", ".join(_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
@@ -120,7 +121,8 @@ async def write_batch_on(
         if fresh:
             # Authors first: their row locks are taken before any bucket lock (no waiting in a cycle).
             await store_authors(conn, fresh)
-            await derive_visitor_days(conn, visitor_days_of(fresh), derivation or DEFAULT_DERIVATION)
+            api_touched = set(visitor_days_of(e for e in fresh if e.nav == NAV_API))
+            await derive_visitor_days(conn, visitor_days_of(fresh), derivation or DEFAULT_DERIVATION, api_touched)
     if batch.aliases:
         stmt = _insert(conn, CONTENT_ALIASES)
         stmt = stmt.on_conflict_do_update(
