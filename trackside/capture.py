@@ -124,7 +124,9 @@ class Capturer:
         self.sink = sink
         self.salts = salts
         self.metrics = metrics
-        self.labeler = Labeler(settings.label_rules)
+        # A redacted route is its own label too: a short token in a path (`/reset-password/<token>`)
+        # does not look like an id, and the generic label would keep it.
+        self.labeler = Labeler([*settings.path_redact, *settings.label_rules])
         self.content = ContentMatcher(settings.content_rules)
         self.event_rules = EventRules(parse_event_rule(r) for r in settings.event_rules)
         # Typed looks (a player's view) from the site's hints or the view-type rules.
