@@ -122,10 +122,10 @@ class Builder:
             return [day]
         if grain == "week":
             if self.postgres:
-                return [sa.cast(sa.func.date_trunc("week", day), sa.Date)]
+                return [sa.cast(sa.func.date_trunc("week", sa.cast(day, sa.DateTime)), sa.Date)]
             return [sa.func.date(day, "-6 days", "weekday 1")]
         if self.postgres:
-            return [sa.cast(sa.func.date_trunc("month", day), sa.Date)]
+            return [sa.cast(sa.func.date_trunc("month", sa.cast(day, sa.DateTime)), sa.Date)]
         return [sa.func.strftime("%Y-%m-01", day)]
 
     def _unique(self, who: Expr, day: Expr) -> Expr:
@@ -300,8 +300,10 @@ class Builder:
             else:
                 col = e.c.path if leaf.dimension == "event:page" else e.c.label
                 matched = self.leaf_condition(col, leaf)
-            inside = sa.exists().where(e.c.day == v.c.day, e.c.visit_id == v.c.id, matched)
-            return sa.not_(inside) if leaf.negative else inside
+            # A semi-join on the matching events' visit ids, computed once (not a subquery per
+            # visit: facts have no index on visit_id). Visit ids are event ids, unique across days.
+            holding = sa.select(e.c.visit_id).where(e.c.visit_id.is_not(None), matched)
+            return v.c.id.not_in(holding) if leaf.negative else v.c.id.in_(holding)
 
         hour = sa.func.extract("hour", v.c.started_at)
         exprs, dims = self._group(metric, columns, v.c.day, hour)
