@@ -18,7 +18,7 @@ Goals: `signup` (an event) and `About` (the page `/about`)."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -29,6 +29,8 @@ from trackside.api_keys import create_key
 from trackside.batch import Batch
 from trackside.derive import derivation_of
 from trackside.goals import PAGE, Goal, add_goal
+from trackside.stats.v2.labels import time_labels
+from trackside.stats.v2.schema import echo_range, parse
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.writes import write_batch
@@ -612,3 +614,37 @@ async def test_a_slow_query_is_a_503(upstream_url, make_settings, database_url):
     [answer] = await ask_all(settings, [slow], headers={"authorization": "Bearer " + ADMIN})
     assert answer.status_code == 503
     assert answer.json() == {"error": "the query took longer than 0.001 s"}
+
+
+@pytest.mark.parametrize(
+    ("shortcut", "first", "last"),
+    [
+        ("day", "2026-01-15", "2026-01-15"),
+        ("7d", "2026-01-08", "2026-01-14"),
+        ("28d", "2025-12-18", "2026-01-14"),
+        ("30d", "2025-12-16", "2026-01-14"),
+        ("91d", "2025-10-16", "2026-01-14"),
+        ("month", "2026-01-01", "2026-01-31"),
+        ("6mo", "2025-07-01", "2025-12-31"),
+        ("12mo", "2025-01-01", "2025-12-31"),
+        ("year", "2026-01-01", "2026-12-31"),
+    ],
+)
+def test_date_range_shortcuts_in_utc_days(shortcut, first, last):
+    q = parse({"metrics": ["visitors"], "date_range": shortcut}, date(2026, 1, 15))
+    assert (q.first, q.last) == (date.fromisoformat(first), date.fromisoformat(last))
+    assert echo_range(q, q.first) == [f"{first}T00:00:00+00:00", f"{last}T23:59:59+00:00"]
+
+
+def test_time_labels_clamp_weeks_and_months_to_the_range():
+    # 2026-01-15 is a Thursday: its week's label is the range's first day, then Mondays.
+    assert time_labels("week", date(2026, 1, 15), date(2026, 2, 2), None, None) == [
+        "2026-01-15", "2026-01-19", "2026-01-26", "2026-02-02"
+    ]  # fmt: skip
+    assert time_labels("month", date(2025, 11, 20), date(2026, 1, 3), None, None) == [
+        "2025-11-20", "2025-12-01", "2026-01-01"
+    ]  # fmt: skip
+    start, end = datetime(2026, 1, 15, 22, 30), datetime(2026, 1, 16, 1, 0)
+    assert time_labels("hour", date(2026, 1, 15), date(2026, 1, 16), start, end) == [
+        "2026-01-15 22:00:00", "2026-01-15 23:00:00", "2026-01-16 00:00:00", "2026-01-16 01:00:00"
+    ]  # fmt: skip
