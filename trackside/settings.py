@@ -204,6 +204,8 @@ class Settings:
     # auto: the site's 404/405 on an item with recorded views is answered by Trackside alone;
     # always: the site's every non-200 stands; never: the site's API is not asked.
     stats_overlay_mode: str = "auto"
+    # How long a stats answer of closed days alone is cached (its key changes with their rollups);
+    # an answer that includes today is cached at most 5 s whatever this says.
     stats_cache_seconds: int = 300
     # The Stats API v2 query's statement timeout (`POST /_trackside/api/v2/query`): longer is a 503.
     query_timeout_seconds: float = 10.0
