@@ -553,6 +553,15 @@ BAD = [
         {"metrics": ["visitors"], "date_range": "7d", "filters": [["is", "time:day", [D]]]},
         "dimension 'time:day' cannot be filtered; set date_range instead",
     ),
+    (
+        {
+            "metrics": ["visitors"],
+            "date_range": ["1970-01-01", "2999-12-31"],
+            "dimensions": ["time:hour"],
+            "include": {"time_labels": True},
+        },
+        "include.time_labels: more than 10,000 time:hour buckets; use a coarser time dimension",
+    ),
     ([1, 2], "the query is a JSON object"),
 ]
 

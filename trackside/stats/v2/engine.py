@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.goals import Goal
+from trackside.goals import load_goals as goals_of
 from trackside.stats.v2.labels import bucket, country_name, time_labels
 from trackside.stats.v2.schema import (
     EVENT_DIMENSIONS,
@@ -24,6 +25,7 @@ from trackside.stats.v2.schema import (
     Query,
     V2Error,
     echo_range,
+    has_goal,
     time_grain,
 )
 from trackside.stats.v2.sql import Builder, Plan, oldest_fact_day
@@ -32,6 +34,7 @@ from trackside.storage.engine import snapshot
 Key = tuple[str, ...]
 Rows = dict[Key, dict[str, float]]
 
+MAX_TIME_LABELS = 10_000
 UNIQUES = (
     "visitors and unique_viewers: each signed-in user once over the whole range, plus each anonymous "
     "visitor once per UTC day (an anonymous id is salted anew every day, so a range's anonymous "
@@ -64,9 +67,7 @@ class Limits:
 
 async def load_goals(conn: AsyncConnection, settings: Any) -> list[Goal]:
     """The site's goals: the settings' and the stored ones (`trackside.goals`)."""
-    from trackside.goals import load_goals as load
-
-    return list(await load(conn, settings))
+    return list(await goals_of(conn, settings))
 
 
 async def answer(
@@ -84,10 +85,9 @@ async def answer(
             first = q.first if q.first is not None else (oldest_day or q.last)
             q = q if q.first is not None else replace(q, first=first)
             grain = time_grain(q, first)
-            uses_goals = "event:goal" in q.dimensions or any(
-                leaf.dimension == "event:goal" for f in q.filters for leaf in _leaves(f)
-            )
-            goal_list = await goals(conn) if uses_goals else []
+            if q.time_labels and grain is not None:
+                _check_label_count(grain, first, q)
+            goal_list = await goals(conn) if has_goal(q) else []
             builder = Builder(q, first, grain, goal_list, conn.dialect.name)
             rows = await _rows(conn, builder, q, first, grain, goal_list)
     ordered = _order(q, rows)
@@ -138,10 +138,17 @@ async def answer(
     }
 
 
-def _leaves(f: Any) -> list[Leaf]:
-    from trackside.stats.v2.schema import leaves
-
-    return leaves(f)
+def _check_label_count(grain: str, first: date, q: Query) -> None:
+    """Time labels are listed whole: refuse a list no client wants (an hour-by-hour millennium)."""
+    if q.start is not None and q.end is not None:
+        hours = (q.end - q.start).total_seconds() / 3600
+    else:
+        hours = ((q.last - first).days + 1) * 24.0
+    buckets = {"hour": hours, "day": hours / 24, "week": hours / 168, "month": hours / 720}[grain]
+    if buckets > MAX_TIME_LABELS:
+        raise V2Error(
+            f"include.time_labels: more than {MAX_TIME_LABELS:,} time:{grain} buckets; use a coarser time dimension"
+        )
 
 
 def _as_date(value: Any) -> date:
