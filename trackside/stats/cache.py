@@ -128,7 +128,7 @@ def state_key(state: dict[date, DayState]) -> str:
 
 def all_closed(state: dict[date, DayState], first: date, last: date) -> bool:
     """Whether every day of [first, last] is read from daily rows (no day from stored events)."""
-    return len(state) == (last - first).days + 1
+    return sum(1 for day in state if first <= day <= last) == (last - first).days + 1
 
 
 class ClosedDays:
