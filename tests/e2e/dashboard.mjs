@@ -148,7 +148,9 @@ async function main() {
   const requests = [];
   page.on('request', (req) => {
     const u = new URL(req.url());
-    requests.push({ origin: u.origin, path: u.pathname, auth: (req.headers().authorization || '').split(' ')[0] });
+    requests.push({
+      origin: u.origin, path: u.pathname, query: u.search, auth: (req.headers().authorization || '').split(' ')[0],
+    });
   });
 
   const out = { problems };
@@ -230,6 +232,13 @@ async function main() {
     await page.waitForSelector('#app[data-ready="overview"]', WAIT);
     out.back_to_overview = await page.evaluate(() => location.hash);
   }
+
+  // The Refresh button loads the overview again, asking past the server's cache.
+  await page.waitForSelector('#app[data-ready="overview"]', WAIT);
+  const beforeRefresh = requests.length;
+  await page.click('[data-action="refresh"]');
+  await page.waitForSelector('#app[data-ready="overview"]', WAIT);
+  out.refresh = requests.slice(beforeRefresh).filter((r) => r.path.includes('/api/')).map((r) => r.path + r.query).sort();
 
   await page.click('[data-action="signout"]');
   await page.waitForSelector('#app[data-ready="login"]', WAIT);

@@ -429,6 +429,14 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
     assert missing["empty_titles"] == ["No data yet"] and missing["kpis"] == {}
     assert got["back_to_overview"] == "#/"
 
+    # The Refresh button asks for every figure past the server's cache (realtime has none).
+    api = ROOT + "api/v1/"
+    assert set(got["refresh"]) == {
+        *(f"{api}popular?kind={kind}&period=30d&limit=10&refresh=true" for kind in ("artwork", "blog_post")),
+        f"{api}realtime",  # the 30-second realtime poll may add another; it has no cache
+        f"{api}site?refresh=true",
+    }, got["refresh"]
+
     # Sign-out forgets the token; the static admin token signs in too.
     assert got["signed_out"] == {"stored_token": False, "error": None}
     assert got["admin"] == "13"
