@@ -657,3 +657,17 @@ def test_time_labels_clamp_weeks_and_months_to_the_range():
     assert time_labels("hour", date(2026, 1, 15), date(2026, 1, 16), start, end) == [
         "2026-01-15 22:00:00", "2026-01-15 23:00:00", "2026-01-16 00:00:00", "2026-01-16 01:00:00"
     ]  # fmt: skip
+
+
+async def test_a_pattern_only_python_reads_is_a_400_on_postgresql(site):
+    """Patterns are checked with Python's `re` first; PostgreSQL's own refusal is a 400 too."""
+    settings, _ = site
+    body = {"metrics": ["pageviews"], "date_range": ALL, "filters": [["matches", "event:page", ["(?P<x>/about)"]]]}
+    [answer] = await ask_all(settings, [body])
+    if settings.database_url.startswith("postgresql"):
+        assert answer.status_code == 400
+        assert answer.json() == {
+            "error": "invalid regular expression: invalid embedded option (PostgreSQL's regular expressions)"
+        }
+    else:
+        assert rows(answer) == [[[], [3]]]

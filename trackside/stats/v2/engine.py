@@ -187,7 +187,8 @@ class _deadline:
         if isinstance(exc, DBAPIError) and _sqlstate(exc) == "57014":
             raise QueryTimeout(f"the query took longer than {self.seconds:g} s") from exc
         if isinstance(exc, DBAPIError) and _sqlstate(exc) == "2201B":
-            raise V2Error(f"invalid regular expression: {str(exc.orig).splitlines()[0]}") from exc
+            detail = str(exc.orig).splitlines()[0].split(">: ", 1)[-1]  # past asyncpg's class name
+            raise V2Error(f"{detail} (PostgreSQL's regular expressions)") from exc
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
