@@ -17,7 +17,7 @@ from trackside.aggregate import aggregate_day
 from trackside.batch import Batch
 from trackside.derive import Derivation
 from trackside.events import Event
-from trackside.figures import DayFigures, figures_of, item_days, live_day, load_days, rolled_day
+from trackside.figures import DayFigures, figures_of, item_days, live_day, load_days, merge_users, rolled_day
 from trackside.rollup import rollup_day
 from trackside.storage.daily import day_bot_hits
 from trackside.storage.engine import create_engine
@@ -25,7 +25,7 @@ from trackside.storage.fact_reads import read_item_day
 from trackside.storage.facts import mark
 from trackside.storage.migrate import migrate
 from trackside.storage.reads import day_events
-from trackside.storage.tables import DAILY_CONTENT_DIMS, DERIVE_MARKS, FACT_TABLES
+from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DERIVE_MARKS, FACT_TABLES
 from trackside.storage.writes import write_batch
 from trackside.views import derive_day
 
@@ -351,5 +351,41 @@ async def test_marked_visitor_days_are_derived_before_a_read_with_the_derivation
             assert (await conn.execute(select(func.count()).select_from(DERIVE_MARKS))).scalar_one() == 0
         assert rolled.counts == expected.counts and rolled.dims == expected.dims
         assert rolled.unique_visitors == expected.unique_visitors
+    finally:
+        await engine.dispose()
+
+
+async def test_a_rollup_of_many_items_writes_every_items_sketch_while_streaming(database_url):
+    """More items than one chunk of sketch updates: updates run while the stream of users is open."""
+    engine = await setup(database_url)
+    try:
+        events = [
+            ev(i * 7, f"/p/x{i}", visitor=f"m{i % 40}", user_id=f"u{i % 9}", country=("GB", "FR")[i % 2])
+            for i in range(2_300)
+        ]
+        await write_batch(engine, Batch(events=events))
+        async with engine.connect() as conn:
+            live = await live_day(conn, DAY, WINDOW)
+        assert len(live.items) == 2_300
+        await rollup_day(engine, DAY, WINDOW)
+        async with engine.connect() as conn:
+            rolled = await rolled_day(conn, DAY)
+            c = DAILY_CONTENT.c
+            sketches = (
+                await conn.execute(select(func.count()).where(c.day == DAY, c.users_sketch.is_not(None)))
+            ).scalar()
+            x7 = await item_days(conn, "artwork", "x7", DAY, DAY, WINDOW)
+        assert sketches == 2_300
+        assert rolled.counts == live.counts and rolled.dims == live.dims
+        assert {k: (i.counts, i.viewers) for k, i in rolled.items.items()} == {
+            k: (i.counts, i.viewers) for k, i in live.items.items()
+        }
+        assert merge_users([(None, rolled.items[("artwork", "x7")].users_sketch)]) == 1
+        assert x7[0][1] is not None and x7[0][1].dims == {
+            ("country", "FR"): [1, 1],
+            ("device", "desktop"): [1, 1],
+            ("type", "view"): [1, 1],
+            ("hour", "00"): [1, 1],
+        }
     finally:
         await engine.dispose()
