@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from trackside import events as ev
@@ -21,6 +21,7 @@ from trackside.enrich.user_agent import canonical_browser, canonical_os
 from trackside.views import derive_day
 
 VISIT_GAP_SECONDS = 30 * 60.0
+_MILLISECOND = timedelta(milliseconds=1)
 
 Row = dict[str, Any]
 PathOf = Callable[[ev.Event], str]
@@ -206,7 +207,8 @@ def _visit(visitor: str, steps: list[tuple[float, str, Row | None, Row | None]],
     for i, row in enumerate(pages):
         row["visit_id"] = visit_id
         if i + 1 < len(pages):
-            row["time_on_page_ms"] = int((pages[i + 1]["ts"] - row["ts"]).total_seconds() * 1000)
+            # Exact: a float of seconds times 1000 loses a millisecond now and then (1.001 s -> 1000).
+            row["time_on_page_ms"] = (pages[i + 1]["ts"] - row["ts"]) // _MILLISECOND
     user = next((r["user_id"] for r in pages + events if r["user_id"]), None)
     entry = pages[0] if pages else None
     exit_ = pages[-1] if pages else None

@@ -182,12 +182,6 @@ def test_time_on_page_runs_to_the_next_page_view_and_the_last_page_has_none():
     assert (second["duration_s"], second["entry_page"], second["exit_page"]) == (61, "/b", "/c")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="derive._visit: int(timedelta.total_seconds() * 1000) truncates float error: 1.001 s gives 1000 ms "
-    "(741 of the first 100,000 whole-millisecond gaps come out a millisecond short); "
-    "`(b - a) // timedelta(milliseconds=1)` is exact",
-)
 def test_time_on_page_counts_every_millisecond():
     facts = derive([ev(0, "/a"), ev(1.001, "/b"), ev(5.002, "/c"), ev(5.3, "/d")])
     assert [pv["time_on_page_ms"] for pv in facts.page_views] == [1001, 4001, 298, None]
@@ -398,15 +392,6 @@ async def test_stored_facts_are_the_derivation_of_the_stored_events(database_url
 
 
 async def test_stored_times_are_the_events_to_the_microsecond(database_url, request):
-    if database_url.startswith("sqlite"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="writes._sqlite_row truncates (int((ts - second) * 1e6)): 00:00:00.461 is stored as "
-                ".460999 on SQLite, .461000 on PostgreSQL (datetime.fromtimestamp rounds), so the two backends' "
-                "facts differ (ts, started_at, time on page by a millisecond, a gap of exactly 30 minutes)",
-            )
-        )
     await migrate(database_url)
     engine = create_engine(database_url)
     try:
@@ -473,12 +458,6 @@ async def test_derive_marked_derives_a_marked_visitor_day_whole(database_url):
         await engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="facts.derive_visitor_days (5126e12, cut points): a marked visitor-day is derived whole and its "
-    "mark cleared, but its API count is recounted only when the batch has API calls (api_touched): a page view "
-    "alone leaves fact_visitor_days without the day's API calls, and no mark is left to repair it",
-)
 async def test_a_new_event_of_a_marked_visitor_day_derives_it_whole(database_url):
     """The next event of a visitor-day stored before facts existed, even hours after its events,
     re-derives all of it (API counts included), as `derive_marked` would."""

@@ -158,9 +158,10 @@ async def derive_visitor_days(
     for day, visitors in sorted(by_day.items()):
         for first in range(0, len(visitors), _CHUNK):
             chunk = visitors[first : first + _CHUNK]
-            recount = chunk if api_touched is None else [v for v in chunk if (day, v) in api_touched]
             cuts, events, n = await _load(conn, day, {v: earliest[(day, v)] for v in chunk}, gap, derivation)
             read += n
+            # A visitor-day derived whole (never derived, or no quiet gap) is recounted too.
+            recount = [v for v in chunk if api_touched is None or (day, v) in api_touched or cuts[v] is None]
             api = await _api_counts(conn, day, recount)
             facts = [derivation.visitor_day(day, v, events.get(v, []), api.get(v, (0, 0))) for v in chunk]
             await _replace(conn, day, cuts, facts, set(recount))

@@ -64,7 +64,11 @@ def _sqlite_row(e: Event) -> tuple[Any, ...]:
     # per second because strftime costs more than the insert itself.
     second = int(e.ts)
     stamp, day, hour = _second(second)
-    micros = min(int((e.ts - second) * 1_000_000), 999_999)
+    # Rounded as datetime.fromtimestamp (PostgreSQL's path) rounds, so both backends store one time.
+    micros = round((e.ts - second) * 1_000_000)
+    if micros >= 1_000_000:
+        when = datetime.fromtimestamp(e.ts, UTC).replace(tzinfo=None)
+        return (e.id, when.strftime("%Y-%m-%d %H:%M:%S.%f"), when.date().isoformat(), when.hour, *_rest_of(e))
     return (e.id, f"{stamp}.{micros:06d}", day, hour, *_rest_of(e))
 
 
