@@ -16,6 +16,7 @@ and cached at most `TODAY_SECONDS` while it includes today (`trackside.stats.cac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -84,7 +85,9 @@ class StatsEndpoints:
         self.upstreams = Upstreams(settings)
         self.authorizer = Authorizer(settings, tokens, self.client)
         self.closed = ClosedDays()
-        self.cache_hits = self.cache_misses = 0  # answers served from the cache, and computed
+        self.cache_hits = self.cache_misses = 0  # answers served from the cache, and not
+        self.computations = 0  # answers computed (concurrent misses of one answer share one)
+        self._flights: dict[str, asyncio.Task[Any]] = {}
         self.cache: StatsCache = (
             MemoryCache() if settings.redis_url is None else RedisCache(settings.redis_url, settings.queue_name + ":")
         )
@@ -97,6 +100,8 @@ class StatsEndpoints:
         ]
 
     async def close(self) -> None:
+        for flight in list(self._flights.values()):
+            flight.cancel()
         await self.client.aclose()
         if isinstance(self.cache, RedisCache):
             await self.cache.close()
@@ -242,9 +247,10 @@ class StatsEndpoints:
     async def _cached(self, name: str, caller: Caller, refresh: bool, compute: Compute, days: tuple[date, date]) -> Any:
         """The cached answer for `name` over `days` (first, last), or `compute(conn, now)` stored as the
         new one. The key carries the state of the range's closed days; an answer that includes a day
-        read from stored events (today) is kept at most `TODAY_SECONDS`. A refresh (`refresh=True`)
-        skips the cache, once per caller and answer in `REFRESH_INTERVAL_SECONDS`; beyond that the
-        caller gets what a plain read gets."""
+        read from stored events (today) is kept at most `TODAY_SECONDS`. Concurrent misses of one key
+        in this process share one computation. A refresh (`refresh=True`) skips the cache, once per
+        caller and answer in `REFRESH_INTERVAL_SECONDS`; beyond that the caller gets what a plain read
+        gets."""
         now = datetime.now(UTC)
         started = time.monotonic()
         first, last = days
@@ -257,14 +263,31 @@ class StatsEndpoints:
                 if hit is not None:
                     self.cache_hits += 1
                     return json.loads(hit)
-            self.cache_misses += 1
-            figures = await compute(conn, now)
+        self.cache_misses += 1
         seconds: float = self.settings.stats_cache_seconds
         if not all_closed(state, first, last):
-            # Counted from the read's start: an event stored while it ran is at most this late.
-            seconds = min(seconds, TODAY_SECONDS) - (time.monotonic() - started)
-        if seconds > 0:
-            await self.cache.set(key, json.dumps(figures), seconds)
+            seconds = min(seconds, TODAY_SECONDS)
+        flight = None if refresh else self._flights.get(key)
+        if flight is None:
+            # A task of its own: a caller that goes away does not cancel it for the others.
+            flight = asyncio.create_task(self._compute(key, compute, now, started, seconds))
+            flight.add_done_callback(_retrieve)
+            if not refresh:
+                self._flights[key] = flight
+                flight.add_done_callback(
+                    lambda done: self._flights.pop(key, None) if self._flights.get(key) is done else None
+                )
+        return await asyncio.shield(flight)
+
+    async def _compute(self, key: str, compute: Compute, now: datetime, started: float, seconds: float) -> Any:
+        """`compute` in a snapshot of its own, stored for `seconds` counted from `started` (the read's
+        start: an event stored while it ran is at most that late)."""
+        self.computations += 1
+        async with snapshot(self.engine) as conn:
+            figures = await compute(conn, now)
+        left = seconds - (time.monotonic() - started)
+        if left > 0:
+            await self.cache.set(key, json.dumps(figures), left)
         return figures
 
     async def _ask_upstream(self, request: Request) -> dict[str, Any] | Response:
@@ -313,6 +336,12 @@ class StatsEndpoints:
         async with self.engine.connect() as conn:
             author = await latest_author(conn, kind, content_id)
         return True, author
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # Its callers see the exception; this keeps asyncio from logging it again when they went away.
+    if not task.cancelled():
+        task.exception()
 
 
 def last_days(count: int) -> tuple[date, date]:

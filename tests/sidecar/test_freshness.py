@@ -23,6 +23,7 @@ from tests.rollups.redis_server import RedisServer
 from tests.servers import run_sidecar
 from tests.sidecar.test_stats import ADMIN, MOD, SECRET, ev
 from trackside.batch import Batch
+from trackside.rollup import rollup_pending
 from trackside.settings import Settings
 from trackside.storage.writes import write_batch
 
@@ -222,3 +223,17 @@ async def test_an_event_stored_directly_is_in_every_answer_within_5_s(seeded):
     assert item["computed_at"] > first_item["computed_at"]
     for definitions in (site["definitions"], item["definitions"], answer["meta"]["definitions"]):
         assert definitions["computed_at"].startswith("the time of the read")
+
+
+async def test_concurrent_reads_of_one_answer_share_one_computation(seeded):
+    settings, engine = seeded
+    # Rolled up first: the sidecar's start-up rollup would rightly make a new answer mid-test.
+    await rollup_pending(engine, 1800.0)
+    async with run_sidecar(settings) as (url, app), moderator_client(url) as c:
+        answers = await asyncio.gather(*(c.get("/api/admin/sitewide-stats") for _ in range(8)))
+        computed = app.stats.computations
+        refreshed = await c.get("/api/admin/sitewide-stats?refresh=true")
+    assert [a.status_code for a in answers] == [200] * 8
+    assert len({a.text for a in answers}) == 1 and answers[0].json()["total_page_views_30d"] == 8
+    assert computed == 1
+    assert app.stats.computations == 2 and refreshed.json()["total_page_views_30d"] == 8
