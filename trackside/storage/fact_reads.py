@@ -150,7 +150,6 @@ async def read_site(conn: AsyncConnection, day: date, *, with_users: bool = True
         out.users = set((await conn.execute(page_view_users(day))).scalars())
 
     for dim, key, n, n_auth, who, who_auth in await conn.execute(site_dims(day)):
-        key = f"{int(key):02d}" if dim == "hour" else key  # already so; an int on no database
         out.dims[(dim, key[:255])] = [int(n), int(n_auth), int(who), int(who_auth)]
 
     for kind, name, n, n_auth in await conn.execute(site_events(day)):
