@@ -33,7 +33,9 @@ from starlette.routing import Route
 
 from sidecar.upstreams import Upstreams
 from trackside.authz import Authorizer, Caller, Unauthorized
+from trackside.derive import derivation_of
 from trackside.enrich.auth import TokenVerifier
+from trackside.figures import derive_pending
 from trackside.settings import Settings
 from trackside.stats.cache import (
     TODAY_SECONDS,
@@ -85,6 +87,7 @@ class StatsEndpoints:
         self.upstreams = Upstreams(settings)
         self.authorizer = Authorizer(settings, tokens, self.client)
         self.closed = ClosedDays()
+        self.derivation = derivation_of(settings)
         self.cache_hits = self.cache_misses = 0  # answers served from the cache, and not
         self.computations = 0  # answers computed (concurrent misses of one answer share one)
         self._flights: dict[str, asyncio.Task[Any]] = {}
@@ -270,7 +273,7 @@ class StatsEndpoints:
         flight = None if refresh else self._flights.get(key)
         if flight is None:
             # A task of its own: a caller that goes away does not cancel it for the others.
-            flight = asyncio.create_task(self._compute(key, compute, now, started, seconds))
+            flight = asyncio.create_task(self._compute(key, compute, now, started, seconds, days))
             flight.add_done_callback(_retrieve)
             if not refresh:
                 self._flights[key] = flight
@@ -279,10 +282,19 @@ class StatsEndpoints:
                 )
         return await asyncio.shield(flight)
 
-    async def _compute(self, key: str, compute: Compute, now: datetime, started: float, seconds: float) -> Any:
+    async def _compute(
+        self, key: str, compute: Compute, now: datetime, started: float, seconds: float, days: tuple[date, date]
+    ) -> Any:
         """`compute` in a snapshot of its own, stored for `seconds` counted from `started` (the read's
-        start: an event stored while it ran is at most that late)."""
+        start: an event stored while it ran is at most that late). Visitor-days of `days` still marked
+        for derivation (events stored before facts existed) are derived first, committed before the
+        snapshot begins, so that it sees them."""
         self.computations += 1
+        try:
+            async with self.engine.connect() as conn:
+                await derive_pending(conn, days[0], days[1], self.derivation)
+        except Exception:  # the figures are still read; the worker or the rollup derives them later
+            logger.exception("deriving marked visitor-days before a stats read failed")
         async with snapshot(self.engine) as conn:
             figures = await compute(conn, now)
         left = seconds - (time.monotonic() - started)

@@ -10,12 +10,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from arq import Worker
+from sqlalchemy import delete, func, select
 
 from rollups.worker import worker_options
 from tests.conftest import DOC
@@ -25,6 +27,9 @@ from tests.sidecar.test_stats import ADMIN, MOD, SECRET, ev
 from trackside.batch import Batch
 from trackside.rollup import rollup_pending
 from trackside.settings import Settings
+from trackside.storage.facts import mark
+from trackside.storage.reads import day_events
+from trackside.storage.tables import DERIVE_MARKS, FACT_TABLES
 from trackside.storage.writes import write_batch
 
 pytestmark = pytest.mark.timeout(120)
@@ -237,3 +242,24 @@ async def test_concurrent_reads_of_one_answer_share_one_computation(seeded):
     assert len({a.text for a in answers}) == 1 and answers[0].json()["total_page_views_30d"] == 8
     assert computed == 1
     assert app.stats.computations == 2 and refreshed.json()["total_page_views_30d"] == 8
+
+
+async def test_visitor_days_still_marked_are_derived_before_a_stats_read(seeded):
+    """As after the upgrade to facts: today's events stored, their facts not derived yet, their
+    visitor-days marked. The first sitewide and item reads have them all (and leave no mark)."""
+    settings, engine = seeded
+    await rollup_pending(engine, 1800.0)
+    today = datetime.now(UTC).date()
+    async with engine.begin() as conn:
+        visitors = {e.visitor for e in await day_events(conn, today)}
+        for table in FACT_TABLES:
+            await conn.execute(delete(table).where(table.c.day == today))
+        await mark(conn, [(today, v) for v in visitors])
+    async with run_sidecar(settings) as (url, _), moderator_client(url) as c:
+        site = (await c.get("/api/admin/sitewide-stats")).json()
+        item = (await c.get("/api/post/1/stats")).json()
+    async with engine.connect() as conn:
+        marks = (await conn.execute(select(func.count()).select_from(DERIVE_MARKS))).scalar_one()
+    assert len(visitors) == 5 and marks == 0
+    assert site["daily_views"][-1]["count"] == 4 and site["total_page_views_30d"] == 8
+    assert item["total_views"] == 6 and item["daily_views"][-1]["views"] == 2

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from datetime import date, datetime, timedelta
 from typing import Protocol, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.figures import DayFigures, ItemFigures, load_days, rolled_item_totals
@@ -102,11 +102,6 @@ class RedisCache:
 
     async def close(self) -> None:
         await self.redis.aclose()
-
-
-async def generation(conn: AsyncConnection) -> str:
-    latest = (await conn.execute(select(func.max(ROLLUP_DAYS.c.rolled_at)))).scalar()
-    return latest.isoformat() if latest is not None else "none"
 
 
 async def closed_state(conn: AsyncConnection, first: date, last: date) -> dict[date, DayState]:
