@@ -327,7 +327,7 @@ async def item_user_sketches(conn: AsyncConnection, day: date) -> AsyncIterator[
         yield current, sketch_of(users) or b""
 
 
-async def _partitions(conn: AsyncConnection, query: Select, size: int = 10_000) -> AsyncIterator[Sequence[Any]]:
+async def _partitions(conn: AsyncConnection, query: Select, size: int = 2_000) -> AsyncIterator[Sequence[Any]]:
     result = await conn.stream(query.execution_options(yield_per=size))
     async for part in result.partitions(size):
         yield part
