@@ -4,7 +4,7 @@ rollup of one big day with its time and peak memory.
 Run from the repository root:
 
     .venv/bin/python bench/facts_bench.py                                   # 1x: 1.43M today, 30 days of 100k
-    .venv/bin/python bench/facts_bench.py --events-today 14300000 --rolled-events-per-day 1000000   # 10x
+    .venv/bin/python bench/facts_bench.py --scale 10                        # 10x: 14.3M today, 30 days of 1M
     .venv/bin/python bench/facts_bench.py --parts bigday --bigday-events 10000000
     .venv/bin/python bench/facts_bench.py --backends sqlite --parts bigday --bigday-events 1000000
 
@@ -40,6 +40,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,7 @@ async def seed_reads(url: str, args: argparse.Namespace, report: dict[str, Any])
             result = await rollup_day(engine, day, derivation.window_seconds, derivation=derivation)
             totals["rollup_s"] += time.monotonic() - t
             totals["events"] += result.events
+            await dbench.analyze(url)  # as autovacuum would have over a month
             log(f"  rolled {day}: {result.events:,} events; {time.monotonic() - T0:.0f}s so far")
         t = time.monotonic()
         pruned = await prune(engine, 7, 0, today=today)
@@ -169,9 +171,7 @@ async def seed_reads(url: str, args: argparse.Namespace, report: dict[str, Any])
         seeding["today"] = {**{k: round(v, 1) for k, v in stored.items()}, "events": n, "visitor_days": derived,
                             "derive_s": round(took, 1), "derive_events_per_s": round(n / took)}  # fmt: skip
         log(f"  today: {n:,} events, {derived:,} visitor-days derived in {took:.0f}s")
-        if url.startswith("postgresql"):
-            async with engine.begin() as conn:
-                await conn.exec_driver_sql("ANALYZE")
+        await dbench.analyze(url)
         seeding["table_rows"] = {
             t: await count(url, f"SELECT COUNT(*) FROM {t}")  # noqa: S608
             for t in ("events", "fact_page_views", "fact_looks", "fact_visits", "daily_site", "daily_content")
@@ -364,6 +364,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, dbench._interrupted)
+    signal.signal(signal.SIGINT, dbench._interrupted)
     if len(sys.argv) == 4 and sys.argv[1] == "--child-derive":
         child_derive(sys.argv[2], sys.argv[3])
         return 0
@@ -374,8 +376,11 @@ def main() -> int:
     p.add_argument("--days", type=int, default=30, help="rolled days before today")
     p.add_argument("--rolled-events-per-day", type=int, default=100_000)
     p.add_argument("--bigday-events", type=int, default=1_430_000)
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies every event count above (10: the 10x run)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "facts.json"))
     args = p.parse_args()
+    for name in ("events_today", "rolled_events_per_day", "bigday_events"):
+        setattr(args, name, round(getattr(args, name) * args.scale))
     parts = args.parts.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="trackside-facts-bench-"))
     (tmp / "spool").mkdir()
