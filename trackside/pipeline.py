@@ -19,7 +19,7 @@ from trackside.settings import Settings
 from trackside.spool import Spool
 from trackside.storage.engine import create_engine
 from trackside.storage.salts import DatabaseSalts
-from trackside.storage.writes import DatabaseWriter
+from trackside.storage.writer_thread import WriterThread
 
 logger = logging.getLogger("trackside.pipeline")
 
@@ -36,9 +36,9 @@ class Pipeline:
         self.salts = DatabaseSalts(self.engine)
         self.buffer = EventBuffer(settings.buffer_size, self.metrics)  # the ledger is opened at start
         self.spool = Spool(settings.spool_dir)
-        self.writer: DatabaseWriter | RedisWriter
+        self.writer: WriterThread | RedisWriter
         if settings.redis_url is None:
-            self.writer = DatabaseWriter(self.engine, derivation_of(settings))
+            self.writer = WriterThread(settings.database_url, derivation_of(settings))
         else:
             self.writer = RedisWriter(settings.redis_url, settings.queue_name)
         self.flusher = Flusher(
@@ -108,7 +108,6 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.flusher.stop()
-        if isinstance(self.writer, RedisWriter):
-            await self.writer.close()
+        await self.writer.close()
         self.capturer.countries.close()
         await self.engine.dispose()

@@ -222,8 +222,8 @@ class DatabaseWriter:
         self.derivation = derivation
 
     async def write(self, batch: Batch) -> int:
-        # Rows are made a chunk at a time: this runs on the proxy's event loop, and a whole batch
-        # at once would hold proxied requests back by milliseconds.
+        # Rows are made a chunk at a time: a loop shared with other work (the in-process
+        # middleware's tests, a caller without the writer thread) is held back less.
         rows: list[tuple[Any, ...]] = []
         days: set[date] = set()
         for first in range(0, len(batch.events), SQLITE_GROUP):
