@@ -53,7 +53,9 @@ async def persist_batch(ctx: dict[str, Any], wire: dict[str, Any] | bytes) -> in
 async def rollup_closed_days(ctx: dict[str, Any]) -> int:
     settings = ctx["settings"]
     try:
-        results = await rollup_pending(ctx["engine"], settings.view_window_minutes * 60.0)
+        results = await rollup_pending(
+            ctx["engine"], settings.view_window_minutes * 60.0, derivation=derivation_of(settings)
+        )
     except _TRANSIENT as exc:  # the next run (every half hour) goes on where this one stopped
         _database_away(ctx, exc)
         return 0
