@@ -30,7 +30,8 @@ EXTENSION_METRICS = ("content_views", "unique_viewers", "impressions", "api_call
 SESSION_METRICS = ("bounce_rate", "visit_duration", "views_per_visit")
 TIME_DIMENSIONS = ("time", "time:hour", "time:day", "time:week", "time:month")
 EVENT_DIMENSIONS = ("event:page", "event:goal", "event:props:label")
-CONTENT_DIMENSIONS = ("event:props:content_kind", "event:props:content_id")
+# Content metrics only: a look's or impression's view type is `view`, `player`, `widget`, `listing` ...
+CONTENT_DIMENSIONS = ("event:props:content_kind", "event:props:content_id", "event:props:view_type")
 VISIT_DIMENSIONS = (
     "visit:source",
     "visit:referrer",

@@ -335,7 +335,7 @@ class Builder:
         t = FACT_LOOKS.alias("l")
 
         def columns(d: str) -> Expr | None:
-            if d in ("event:props:content_kind", "event:props:content_id"):
+            if d in ("event:props:content_kind", "event:props:content_id", "event:props:view_type"):
                 return t.c[d[12:]]
             if d == "visit:device":
                 return self._device(t.c.device)
@@ -353,7 +353,7 @@ class Builder:
         t = FACT_IMPRESSIONS.alias("i")
 
         def columns(d: str) -> Expr | None:
-            if d in ("event:props:content_kind", "event:props:content_id"):
+            if d in ("event:props:content_kind", "event:props:content_id", "event:props:view_type"):
                 return t.c[d[12:]]
             return None
 
