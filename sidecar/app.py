@@ -38,6 +38,7 @@ from trackside.page_token import PageTokens
 from trackside.pipeline import Pipeline
 from trackside.queue import RedisWriter
 from trackside.settings import Settings
+from trackside.share_tokens import ShareRing
 
 logger = logging.getLogger("trackside.sidecar")
 
@@ -60,6 +61,7 @@ class SidecarApp:
             self.entry = SnippetInjector(self.proxy, self.snippet.url, tokens, capturer)
         self.stats = StatsEndpoints(settings, self.pipeline.engine, self.pipeline.capturer.tokens)
         self.stats.authorizer.keys = self.events_api.keys  # read keys for the stats and the query API
+        self.stats.authorizer.shares = ShareRing(self.pipeline.engine)  # read-only dashboard links
         self.own_routes = Starlette(
             routes=[
                 Route("/_trackside/health", self.health),

@@ -308,6 +308,68 @@ def keys_revoke(key_id: str, database_url: str | None) -> None:
 
 
 @main.group()
+def share() -> None:
+    """Share tokens: read-only links that open the dashboard signed in (/_trackside/#token=...)."""
+
+
+@share.command("create")
+@click.option("--expires", default="30d", show_default=True, help="How long it lasts: 90m, 12h, 30d, 2w")
+@click.option("--label", default="", help="Who or what it is for, e.g. board-meeting")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def share_create(expires: str, label: str, database_url: str | None) -> None:
+    """Make a token; it is printed once and only its hash is stored."""
+    from trackside.share_tokens import ShareError, create_share, parse_expiry
+
+    try:
+        lasts = parse_expiry(expires)
+        token, secret = _keys_run(database_url, lambda engine: create_share(engine, label, lasts))
+    except ShareError as exc:
+        raise click.BadParameter(str(exc)) from None
+    expires_at = token.as_dict()["expires_at"]
+    click.echo(
+        f"created share token {token.id} (expires {expires_at}); keep it now, it is not shown again."
+        f" Open /_trackside/#token=<token> to see the dashboard:",
+        err=True,
+    )
+    click.echo(secret)
+
+
+@share.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def share_list(as_json: bool, database_url: str | None) -> None:
+    """The share tokens, expired and revoked ones included (never their secrets)."""
+    from trackside.share_tokens import list_shares
+
+    found = _keys_run(database_url, list_shares)
+    if as_json:
+        click.echo(json.dumps([t.as_dict() for t in found], indent=2))
+        return
+    for t in found:
+        row = t.as_dict()
+        if t.revoked_at:
+            state = f"revoked {row['revoked_at']}"
+        elif t.expired():
+            state = f"expired {row['expires_at']}"
+        else:
+            state = f"expires {row['expires_at']}"
+        click.echo(f"{t.id}  {row['created_at']}  {state:<28}  {t.label}")
+
+
+@share.command("revoke")
+@click.argument("token_id")
+@click.option("--database-url", help="Database [TRACKSIDE_DATABASE_URL]")
+def share_revoke(token_id: str, database_url: str | None) -> None:
+    """Revoke a share token by its id (every sidecar refuses it within 10 seconds)."""
+    from trackside.share_tokens import revoke_share
+
+    if not _keys_run(database_url, lambda engine: revoke_share(engine, token_id)):
+        click.echo(f"trackside: no active share token {token_id!r}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked share token {token_id}")
+
+
+@main.group()
 def goals() -> None:
     """Goals: site events (signup, upload, ...) and page patterns that count as conversions."""
 

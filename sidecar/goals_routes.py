@@ -6,7 +6,7 @@ database or the settings); DELETE `/_trackside/api/goals/{name}` (or `?name=`) r
 (204; 404 when there is none; 409 for a goal of the settings, which only the settings change).
 
 Who: the same callers as the rest of Trackside's API (a moderator's token, the admin token); a read
-API key may list goals but not change them."""
+API key or a share token may list goals but not change them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
-from trackside.api_keys import PREFIX as KEY_PREFIX
 from trackside.goals import GoalConflict, GoalError, add_goal, check_goal, list_goals, remove_goal
 
 ROUTE = "/_trackside/api/goals"
@@ -42,9 +41,9 @@ class GoalsApi:
             return caller
         if not caller.is_moderator:
             return error(403, "moderators only")
-        token = request.headers.get("authorization", "").partition(" ")[2].strip()
-        if changes and token.startswith(KEY_PREFIX):
-            return error(403, "a read API key may list goals but not change them")
+        if changes and caller.read_only:
+            what = "a share token" if caller.share is not None else "a read API key"
+            return error(403, f"{what} may list goals but not change them")
         return None
 
     async def collection(self, request: Request) -> Response:

@@ -4,7 +4,8 @@ The caller comes from the Bearer JWT (HS256, `TRACKSIDE_JWT_SECRET`; user from `
 `user_id`), or is a machine holding the static `TRACKSIDE_ADMIN_TOKEN`. Roles come from the site's
 "who am I" endpoint when one is configured (the site keeps roles in its database; called with the
 caller's own token, cached briefly), else from the token's `roles` claim, but only when the operator
-said to believe it (`TRACKSIDE_TRUST_ROLES_CLAIM=1`)."""
+said to believe it (`TRACKSIDE_TRUST_ROLES_CLAIM=1`). A `read` API key (`trackside.api_keys`) and a
+share token (`trackside.share_tokens`) read as the admin token does, and change nothing."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import httpx
 
 from trackside.enrich.auth import TokenVerifier, user_of
 from trackside.settings import Settings
+from trackside.share_tokens import EXPIRED as SHARE_EXPIRED
+from trackside.share_tokens import PREFIX as SHARE_PREFIX
 
 MODERATOR_ROLES = frozenset({"moderator", "owner"})
 ROLE_CACHE_SECONDS = 60.0
@@ -27,6 +30,9 @@ class Caller:
     user: str | None
     roles: frozenset[str]
     machine: bool = False
+    # A read API key or a share token: may read what a moderator reads, never change anything.
+    read_only: bool = False
+    share: str | None = None  # the share token's id
 
     @property
     def is_moderator(self) -> bool:
@@ -34,6 +40,8 @@ class Caller:
 
     @property
     def key(self) -> str:
+        if self.share is not None:
+            return f"share:{self.share}"
         return "machine" if self.machine else f"user:{self.user}"
 
 
@@ -49,6 +57,8 @@ class Authorizer:
         self._roles: dict[str, tuple[frozenset[str] | None, float]] = {}
         # API keys (`trackside.api_keys.KeyRing`): a `read` key reads stats as the admin token does.
         self.keys: Any = None
+        # Share tokens (`trackside.share_tokens.ShareRing`): read-only, as a read key.
+        self.shares: Any = None
 
     async def caller(self, authorization: str | None) -> Caller:
         scheme, _, token = (authorization or "").partition(" ")
@@ -62,7 +72,14 @@ class Authorizer:
             key = await self.keys.check(token)
             if key is None or key.scope != "read":
                 raise Unauthorized("unknown or revoked API key, or not a read key")
-            return Caller(None, frozenset(), machine=True)
+            return Caller(None, frozenset(), machine=True, read_only=True)
+        if self.shares is not None and token.startswith(SHARE_PREFIX):
+            share = await self.shares.check(token)
+            if share is None:
+                raise Unauthorized("unknown or revoked share token")
+            if share.expired():
+                raise Unauthorized(SHARE_EXPIRED)
+            return Caller(None, frozenset(), machine=True, read_only=True, share=share.id)
         claims = self.tokens.claims(token)
         if claims is None:
             raise Unauthorized("the token does not verify")
