@@ -1,11 +1,14 @@
 // Trackside's built-in dashboard: plain JavaScript, no library, no build step.
-// Every figure comes from /_trackside/api/v1/ with the moderator's token (kept in sessionStorage).
+// The overview's period, filters and comparison are answered by the Query API v2 (/_trackside/api/v2/query); the
+// 30-day poster parts (24 hours, signups, errors, popular items, bots) and item pages by /_trackside/api/v1/, all
+// with the moderator's token (kept in sessionStorage).
 // Every string from the API reaches the page through textContent or an attribute, never as HTML:
 // page labels and referrers are whatever visitors sent.
 'use strict';
 
 (() => {
   const API = 'api/v1/'; // relative to /_trackside/
+  const API_V2 = 'api/v2/query';
   const TOKEN_KEY = 'trackside.token';
   const MODE_KEY = 'trackside.mode';
   const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -229,7 +232,8 @@
   }
 
   // A line chart over days: `points` [{key, values: {series: n}}], `series` [{id, name, cls, area, dots}].
-  function lineChart({ name, points, series, label, height = 260, emptyText, emptySub }) {
+  function lineChart({ name, points, series, label, height = 260, emptyText, emptySub,
+    format = { short: shortDay, long: longDay } }) {
     const wrap = h('div', { class: 'chart', 'data-chart': name });
     const total = points.reduce((sum, p) => sum + series.reduce((s, se) => s + (p.values[se.id] || 0), 0), 0);
     if (!total) {
@@ -268,7 +272,7 @@
       const every = xLabelEvery(n, iw, 64);
       for (let i = n - 1; i >= 0; i -= every) {
         const anchor = i === n - 1 ? 'end' : i === 0 ? 'start' : 'middle';
-        svg('text', { x: x(i), y: H - 9, 'text-anchor': anchor, class: 'tick', text: shortDay(points[i].key) }, grid);
+        svg('text', { x: x(i), y: H - 9, 'text-anchor': anchor, class: 'tick', text: format.short(points[i].key) }, grid);
       }
       const guide = svg('line', { x1: 0, x2: 0, y1: m.t, y2: m.t + ih, class: 'guide', visibility: 'hidden' }, root);
       const dots = [];
@@ -302,7 +306,7 @@
         guide.setAttribute('x1', x(i));
         guide.setAttribute('x2', x(i));
         guide.setAttribute('visibility', 'visible');
-        tip.show(x(i), m.t + 8, longDay(points[i].key),
+        tip.show(x(i), m.t + 8, format.long(points[i].key),
           series.map((se) => [se.name, num(points[i].values[se.id] || 0), se.cls]));
       };
       const move = (event) => {
@@ -414,7 +418,9 @@
   // ------------------------------------------------------------------------------------------ panels
 
   // A horizontal bar list of a {key: count} map, largest first.
-  function barList({ name, data, limit = 8, label = (k) => k, mono = false, emptyText = 'No data yet', tone }) {
+  // `onPick(key)`: rows are buttons (a click adds a filter); `active`: the keys already filtered on.
+  function barList({ name, data, limit = 8, label = (k) => k, mono = false, emptyText = 'No data yet', tone, onPick,
+    active = [], pickTitle }) {
     const entries = Object.entries(data || {})
       .map(([k, v]) => [k, Number(v) || 0])
       .filter(([, v]) => v > 0)
@@ -429,8 +435,13 @@
       const fill = h('span', { class: 'fill', 'aria-hidden': 'true' });
       fill.style.width = `${Math.max(1.5, (100 * value) / max)}%`;
       const shown = label(key);
-      const row = h('li', { class: i >= limit ? 'bar-row more' : 'bar-row', 'data-key': key, 'data-value': value,
-        title: `${shown}: ${num(value)} (${share(value, total)})` },
+      const classes = ['bar-row', i >= limit ? 'more' : '', onPick ? 'pick' : '', active.includes(key) ? 'active' : '']
+        .filter(Boolean).join(' ');
+      const row = h('li', { class: classes, 'data-key': key, 'data-value': value,
+        title: `${pickTitle ? `${pickTitle}: ` : ''}${typeof shown === 'string' ? shown : key}: ${num(value)} (${share(value, total)})`,
+        role: onPick ? 'button' : null, tabindex: onPick ? '0' : null,
+        onclick: onPick ? () => onPick(key) : null,
+        onkeydown: onPick ? (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); onPick(key); } } : null },
       fill,
       h('span', { class: mono ? 'bar-label mono' : 'bar-label' }, shown),
       h('span', { class: 'bar-share', text: share(value, total) }),
@@ -469,13 +480,14 @@
   }
 
   // A KPI card. `split` false: the figure has no signed-in twin (it stays the all-visitors figure).
-  function kpi({ name, title, value, note, definition, spark, sparkCls, split = true, live = false }) {
+  function kpi({ name, title, value, note, definition, spark, sparkCls, split = true, live = false, delta: change }) {
     const notSplit = state.mode === 'auth' && !split;
     return h('div', { class: `kpi${notSplit ? ' not-split' : ''}${live ? ' live' : ''}`, 'data-kpi': name },
       h('div', { class: 'kpi-head' },
         live ? h('span', { class: 'pulse', 'aria-hidden': 'true' }) : null,
         h('span', { class: 'kpi-title', text: title }), help(definition)),
       h('div', { class: 'kpi-value', text: value }),
+      change || null,
       h('div', { class: 'kpi-note', title: note || null }, notSplit ? h('span', { class: 'tag', text: 'all visitors' }) : null, note || ''),
       spark ? sparkline(spark, sparkCls) : null);
   }
@@ -489,51 +501,336 @@
       'Every figure with a signed-in twin shows it; figures marked “all visitors” have none.');
   }
 
+  // ------------------------------------------------------------------------------------------ the view (in the URL)
+
+  // Period, comparison and filters live in the hash (`#/?period=7d&compare=1&f=visit:source|Reddit`), so a view
+  // can be bookmarked and shared. Every day is a UTC day.
+  const PERIODS = [
+    ['today', 'Today'], ['yesterday', 'Yesterday'], ['7d', 'Last 7 days'], ['30d', 'Last 30 days'],
+    ['month', 'This month'], ['last_month', 'Last month'], ['12mo', 'Last 12 months'], ['custom', 'Custom range'],
+  ];
+  const DIM_NAMES = {
+    'event:page': 'Page', 'event:props:label': 'Route', 'event:goal': 'Goal', 'visit:source': 'Source',
+    'visit:referrer': 'Referrer', 'visit:utm_source': 'UTM source', 'visit:utm_medium': 'UTM medium',
+    'visit:utm_campaign': 'UTM campaign', 'visit:country': 'Country', 'visit:device': 'Device',
+    'visit:browser': 'Browser', 'visit:os': 'OS', 'visit:entry_page': 'Entry page', 'visit:exit_page': 'Exit page',
+  };
+  const ISO_DAY = /^\d{4}-\d{2}-\d{2}$/;
+  const isoOf = (d) => d.toISOString().slice(0, 10);
+  const todayIso = () => isoOf(new Date());
+  const addDays = (iso, n) => isoOf(new Date(dayOf(iso).getTime() + n * 864e5));
+  const daysBetween = (a, b) => Math.round((dayOf(b) - dayOf(a)) / 864e5) + 1;
+  const monthStart = (iso, back = 0) => {
+    const d = dayOf(iso);
+    return isoOf(new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - back, 1)));
+  };
+
+  function parseView(query) {
+    const params = new URLSearchParams(query || '');
+    let period = params.get('period') || '30d';
+    if (!PERIODS.some(([p]) => p === period)) period = '30d';
+    let from = params.get('from') || '';
+    let to = params.get('to') || '';
+    if (period === 'custom' && !(ISO_DAY.test(from) && ISO_DAY.test(to))) period = '30d';
+    if (period === 'custom' && from > to) [from, to] = [to, from];
+    const filters = [];
+    for (const f of params.getAll('f')) {
+      const at = f.indexOf('|');
+      const dim = at > 0 ? f.slice(0, at) : '';
+      if (DIM_NAMES[dim] && !filters.some(([d, v]) => d === dim && v === f.slice(at + 1))) {
+        filters.push([dim, f.slice(at + 1)]);
+      }
+    }
+    return { period, from, to, compare: params.get('compare') === '1', filters };
+  }
+
+  function viewHash(view) {
+    const params = new URLSearchParams();
+    params.set('period', view.period);
+    if (view.period === 'custom') {
+      params.set('from', view.from);
+      params.set('to', view.to);
+    }
+    if (view.compare) params.set('compare', '1');
+    for (const [dim, value] of view.filters) params.append('f', `${dim}|${value}`);
+    return `#/?${params.toString()}`;
+  }
+
+  function go(change) {
+    const next = { ...state.page.viewState, ...change };
+    location.hash = viewHash(next);
+  }
+
+  // The period's first and last UTC day, and the previous period of as many days just before it.
+  function rangeOf(view) {
+    const t = todayIso();
+    const ranges = {
+      today: [t, t],
+      yesterday: [addDays(t, -1), addDays(t, -1)],
+      '7d': [addDays(t, -6), t],
+      '30d': [addDays(t, -29), t],
+      month: [monthStart(t), t],
+      last_month: [monthStart(t, 1), addDays(monthStart(t), -1)],
+      '12mo': [monthStart(t, 11), t],
+      custom: [view.from, view.to],
+    };
+    const [from, to] = ranges[view.period];
+    const days = daysBetween(from, to);
+    return { from, to, days, prev: [addDays(from, -days), addDays(from, -1)],
+      grain: days === 1 ? 'hour' : days <= 92 ? 'day' : 'month' };
+  }
+
+  // Chips of one dimension are alternatives (is any of), different dimensions all apply.
+  function v2Filters(filters) {
+    const byDim = new Map();
+    for (const [dim, value] of filters) byDim.set(dim, [...(byDim.get(dim) || []), value]);
+    return [...byDim].map(([dim, values]) => ['is', dim, values]);
+  }
+
+  async function query(body) {
+    const response = await fetch(API_V2, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${state.token}`, Accept: 'application/json', 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+      cache: 'no-store',
+      credentials: 'omit',
+    });
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch (e) {
+      answer = null;
+    }
+    if (response.status === 401 || response.status === 403) throw new AuthError(response.status, answer && answer.error);
+    if (!response.ok) throw new Error((answer && answer.error) || `the query answered HTTP ${response.status}`);
+    return answer;
+  }
+
+  const CARD_METRICS = ['visitors', 'visits', 'pageviews', 'views_per_visit', 'bounce_rate', 'visit_duration'];
+
+  // The panels: each a breakdown by one dimension, every row a filter.
+  function panelSpecs(view) {
+    const label = view.filters.find(([d]) => d === 'event:props:label');
+    return [
+      label
+        ? { name: 'pages', title: 'Top pages', sub: `paths of ${label[1]} · page views`, dim: 'event:page', metric: 'pageviews', mono: true }
+        : { name: 'pages', title: 'Top pages', sub: 'page views by route · a route opens its paths', dim: 'event:props:label', metric: 'pageviews', mono: true },
+      { name: 'entry_pages', title: 'Entry pages', sub: 'visits starting there', dim: 'visit:entry_page', metric: 'visits', mono: true },
+      { name: 'exit_pages', title: 'Exit pages', sub: 'visits ending there', dim: 'visit:exit_page', metric: 'visits', mono: true },
+      { name: 'sources', title: 'Sources', sub: 'visitors', dim: 'visit:source', metric: 'visitors' },
+      { name: 'referrers', title: 'Referrers', sub: 'visitors arriving from another site', dim: 'visit:referrer', metric: 'visitors', mono: true, hide: ['Direct / None'], emptyText: 'No referrers yet' },
+      { name: 'countries', title: 'Countries', sub: 'visitors', dim: 'visit:country', metric: 'visitors', label: countryLabel },
+      { name: 'utm_source', title: 'UTM source', sub: 'visitors', dim: 'visit:utm_source', metric: 'visitors', hide: ['(not set)'], emptyText: 'No UTM-tagged visits' },
+      { name: 'utm_medium', title: 'UTM medium', sub: 'visitors', dim: 'visit:utm_medium', metric: 'visitors', hide: ['(not set)'], emptyText: 'No UTM-tagged visits' },
+      { name: 'utm_campaign', title: 'UTM campaign', sub: 'visitors', dim: 'visit:utm_campaign', metric: 'visitors', hide: ['(not set)'], emptyText: 'No UTM-tagged visits' },
+      { name: 'devices', title: 'Devices', sub: 'visitors', dim: 'visit:device', metric: 'visitors' },
+      { name: 'browsers', title: 'Browsers', sub: 'visitors', dim: 'visit:browser', metric: 'visitors' },
+      { name: 'os', title: 'Operating systems', sub: 'visitors', dim: 'visit:os', metric: 'visitors' },
+      { name: 'goals', title: 'Goals', sub: 'visitors who reached each', dim: 'event:goal', metric: 'visitors', emptyText: 'No goal reached (or none defined)' },
+    ];
+  }
+
+  // Everything the overview's v2 part asks: the cards, the chart, each panel; the previous period when comparing.
+  async function loadQueries(view) {
+    const range = rangeOf(view);
+    const filters = v2Filters(view.filters);
+    const period = [range.from, range.to];
+    const previous = range.prev;
+    const timeDim = `time:${range.grain}`;
+    const series = (dr) => query({ metrics: ['visitors', 'pageviews'], date_range: dr, filters,
+      dimensions: [timeDim], include: { time_labels: true } });
+    const specs = panelSpecs(view);
+    const [cards, prevCards, chart, prevChart, ...panels] = await Promise.all([
+      query({ metrics: CARD_METRICS, date_range: period, filters }),
+      view.compare ? query({ metrics: CARD_METRICS, date_range: previous, filters }) : null,
+      series(period),
+      view.compare ? series(previous) : null,
+      ...specs.map((spec) => query({ metrics: [spec.metric], date_range: period, filters, dimensions: [spec.dim],
+        order_by: [[spec.metric, 'desc'], [spec.dim, 'asc']], pagination: { limit: 100 } })
+        .catch((e) => (e instanceof AuthError ? Promise.reject(e) : { error: String(e.message || e) }))),
+    ]);
+    return { view, range, cards, prevCards, chart, prevChart, specs, panels };
+  }
+
+  // ------------------------------------------------------------------------------------------ the view's parts
+
+  const durationText = (s) => {
+    const secs = Math.round(Number(s) || 0);
+    if (secs < 60) return `${secs}s`;
+    const m = Math.floor(secs / 60);
+    return m < 60 ? `${m}m ${secs % 60}s` : `${Math.floor(m / 60)}h ${m % 60}m`;
+  };
+
+  // The change from the previous period, in percent (a rate's change in percentage points).
+  function delta(now, before, { points = false, lowerBetter = false } = {}) {
+    const cur = Number(now) || 0;
+    const prev = Number(before) || 0;
+    let text;
+    let change;
+    if (points) {
+      change = Math.round((cur - prev) * 10) / 10;
+      text = `${change > 0 ? '+' : change < 0 ? '−' : ''}${num(Math.abs(change))} pp`;
+    } else if (!prev) {
+      change = cur ? 1 : 0;
+      text = cur ? 'new' : '0%';
+    } else {
+      change = Math.round((100 * (cur - prev)) / prev);
+      text = `${change > 0 ? '+' : change < 0 ? '−' : ''}${num(Math.abs(change))}%`;
+    }
+    const good = lowerBetter ? change < 0 : change > 0;
+    const cls = change === 0 ? 'flat' : good ? 'good' : 'bad';
+    return h('span', { class: `delta ${cls}`, 'data-delta': text, title: 'compared with the previous period' },
+      change > 0 ? '▲ ' : change < 0 ? '▼ ' : '', text);
+  }
+
+  function rangeText(range) {
+    if (range.from === range.to) return `${longDay(range.from)} · UTC`;
+    return `${shortDay(range.from)} – ${longDay(range.to)} · UTC days`;
+  }
+
+  function controls(view, range, meta) {
+    const select = h('select', { 'data-control': 'period', 'aria-label': 'Period' },
+      PERIODS.map(([value, text]) => h('option', { value, text, selected: view.period === value })));
+    const from = h('input', { type: 'date', 'data-control': 'from', value: range.from, 'aria-label': 'First day (UTC)' });
+    const to = h('input', { type: 'date', 'data-control': 'to', value: range.to, 'aria-label': 'Last day (UTC)' });
+    const apply = h('button', { type: 'button', class: 'ghost', 'data-control': 'apply', text: 'Apply',
+      onclick: () => {
+        if (ISO_DAY.test(from.value) && ISO_DAY.test(to.value)) go({ period: 'custom', from: from.value, to: to.value });
+      } });
+    const custom = h('span', { class: 'custom-range', hidden: view.period !== 'custom' }, from, '–', to, apply);
+    select.addEventListener('change', () => {
+      if (select.value === 'custom') {
+        custom.hidden = false;
+        from.focus();
+      } else {
+        go({ period: select.value });
+      }
+    });
+    const compare = h('input', { type: 'checkbox', 'data-control': 'compare', checked: view.compare,
+      onchange: (e) => go({ compare: e.target.checked }) });
+    const chips = view.filters.map(([dim, value], i) => h('span', { class: 'chip', 'data-filter': `${dim}|${value}` },
+      h('span', { class: 'chip-dim', text: DIM_NAMES[dim] }),
+      h('span', { class: 'chip-value', text: dim === 'visit:country' ? countryName(value) : value }),
+      h('button', { type: 'button', class: 'chip-remove', 'aria-label': `Remove the filter ${DIM_NAMES[dim]} ${value}`,
+        text: '×', onclick: () => go({ filters: view.filters.filter((_, j) => j !== i) }) })));
+    return h('section', { class: 'controls', 'aria-label': 'Period and filters' },
+      h('div', { class: 'controls-row' },
+        select, custom,
+        h('label', { class: 'compare' }, compare, 'Compare with the previous period'),
+        h('span', { class: 'range', 'data-range': `${range.from}/${range.to}`, text: rangeText(range) })),
+      chips.length ? h('div', { class: 'chips', 'aria-label': 'Filters' }, chips,
+        h('button', { type: 'button', class: 'link-button', 'data-action': 'clear-filters', text: 'Clear all',
+          onclick: () => go({ filters: [] }) })) : null,
+      meta && meta.facts_note ? h('p', { class: 'notice-retention', 'data-note': 'retention', role: 'note',
+        text: `This period reaches past the facts' retention: ${meta.facts_note}.` }) : null);
+  }
+
+  function addFilter(view, dim, value) {
+    if (view.filters.some(([d, v]) => d === dim && v === value)) return;
+    go({ filters: [...view.filters, [dim, value]] });
+  }
+
+  function metricCards(q) {
+    const row = (q.cards.results[0] || { metrics: [] }).metrics;
+    const prev = q.prevCards ? (q.prevCards.results[0] || { metrics: [] }).metrics : null;
+    const at = (name) => CARD_METRICS.indexOf(name);
+    const byKey = new Map((q.chart.results || []).map((r) => [r.dimensions[0], r.metrics]));
+    const labels = (q.chart.meta && q.chart.meta.time_labels) || [...byKey.keys()];
+    const trend = (name) => labels.map((k) => Number((byKey.get(k) || [])[name === 'visitors' ? 0 : 1]) || 0);
+    const card = (name, title, text, definition, opts = {}) => kpi({
+      name, title, value: text(row[at(name)] || 0), definition, split: false,
+      note: prev ? `was ${text(prev[at(name)] || 0)}` : opts.note || rangeText(q.range).replace(' · UTC days', ''),
+      delta: prev ? delta(row[at(name)], prev[at(name)], opts) : null,
+      spark: opts.spark, sparkCls: opts.sparkCls,
+    });
+    return h('section', { class: 'kpis kpis-v2', 'aria-label': 'Key figures of the period' },
+      card('visitors', 'Visitors', num, 'a signed-in user once over the period, an anonymous visitor once a UTC day',
+        { spark: trend('visitors'), sparkCls: 'c2' }),
+      card('visits', 'Visits', num, 'a visit ends after 30 minutes without a page view'),
+      card('pageviews', 'Page views', num, 'every navigation seen, bots left out', { spark: trend('pageviews') }),
+      card('views_per_visit', 'Views per visit', num, 'page views divided by visits'),
+      card('bounce_rate', 'Bounce rate', (v) => `${num(v)}%`, 'visits with one page view and nothing else',
+        { points: true, lowerBetter: true }),
+      card('visit_duration', 'Visit duration', durationText, 'the mean time from the first to the last event of a visit'));
+  }
+
+  function timeKeys(grain) {
+    if (grain === 'hour') {
+      const at = (k) => new Date(`${k.replace(' ', 'T')}Z`);
+      return { short: (k) => timeFormat.format(at(k)), long: (k) => `${longDayFormat.format(at(k))}, ${timeFormat.format(at(k))} UTC` };
+    }
+    if (grain === 'month') {
+      const f = new Intl.DateTimeFormat('en', { month: 'short', year: 'numeric', timeZone: 'UTC' });
+      return { short: (k) => f.format(dayOf(k)), long: (k) => f.format(dayOf(k)) };
+    }
+    return { short: shortDay, long: longDay };
+  }
+
+  function periodChart(q) {
+    // Every bucket of the period (time_labels), the previous period's buckets matched by position.
+    const filled = (answer) => {
+      if (!answer) return [];
+      const byKey = new Map((answer.results || []).map((r) => [r.dimensions[0], r.metrics]));
+      const labels = (answer.meta && answer.meta.time_labels) || [...byKey.keys()];
+      return labels.map((key) => ({ key, metrics: byKey.get(key) || [0, 0] }));
+    };
+    const prevRows = filled(q.prevChart);
+    const points = filled(q.chart).map((r, i) => ({ key: r.key, values: {
+      views: r.metrics[1], visitors: r.metrics[0], previous: prevRows[i] ? prevRows[i].metrics[1] : 0 } }));
+    const series = [
+      { id: 'views', name: 'Page views', cls: 'c1', area: true, dots: true },
+      { id: 'visitors', name: 'Visitors', cls: 'c2' },
+    ];
+    if (q.prevChart) series.push({ id: 'previous', name: 'Page views, previous period', cls: 'c4', dashed: true });
+    return lineChart({ name: 'period', points, series, format: timeKeys(q.range.grain),
+      label: `Page views and visitors per ${q.range.grain === 'hour' ? 'hour' : q.range.grain} (UTC), ${rangeText(q.range)}`,
+      emptyText: 'No page views in this period', emptySub: q.view.filters.length ? 'No visit matches every filter.' : null });
+  }
+
+  function panel(q, spec, answer) {
+    let body;
+    if (answer && answer.error) {
+      body = h('div', { class: 'list-empty', 'data-list': spec.name, 'data-empty': '1' }, h('span', { text: answer.error }));
+    } else {
+      const data = {};
+      for (const r of answer.results || []) {
+        const key = String(r.dimensions[0]);
+        if (!(spec.hide || []).includes(key)) data[key] = r.metrics[0];
+      }
+      const active = q.view.filters.filter(([d]) => d === spec.dim).map(([, v]) => v);
+      body = barList({ name: spec.name, data, mono: spec.mono, label: spec.label || ((k) => k), emptyText: spec.emptyText,
+        active, onPick: (key) => addFilter(q.view, spec.dim, key), pickTitle: `Filter on this ${DIM_NAMES[spec.dim].toLowerCase()}` });
+    }
+    return card({ name: spec.name, title: spec.title, sub: spec.sub, body });
+  }
+
   // ------------------------------------------------------------------------------------------ pages
 
   function renderOverview(data) {
-    const { site, realtime, popular } = data;
+    const { site, realtime, popular, q } = data;
     const defs = site.definitions || {};
     const auth = state.mode === 'auth';
     const who = auth ? 'signed-in visitors' : 'all visitors';
-    const daily = pick(site, 'daily_views') || [];
-    const dailyVisitors = pick(site, 'daily_unique_visitors') || [];
-    const visitorsByDay = new Map(dailyVisitors.map((p) => [p.date, p.count]));
     const hourly = pick(site, 'hourly_views') || [];
     const hourlyVisitors = new Map((pick(site, 'hourly_unique_visitors') || []).map((p) => [p.hour, p.count]));
+    const meta = q.cards.meta || {};
 
-    const kpis = h('section', { class: 'kpis', 'aria-label': 'Key figures, last 30 days' },
-      kpi({ name: 'page_views', title: 'Page views', value: num(pick(site, 'total_page_views_30d')),
-        note: `30 days · ${who}`, definition: defs.page_views, spark: counts(daily) }),
-      kpi({ name: 'unique_visitors', title: 'Unique visitors', value: num(pick(site, 'unique_visitors_30d')),
-        note: auth ? 'signed-in users, merged' : 'users merged + visitor-days',
-        definition: `${capital(defs.unique_visitors || UNIQUE_NOTE)}: a signed-in user counts once in 30 days, an `
-          + 'anonymous visitor once a day (their id rotates daily).', spark: counts(dailyVisitors), sparkCls: 'c2' }),
-      kpi({ name: 'signups', title: 'Signups', value: num(site.new_signups_30d), note: '30 days',
+    // The last 30 days' poster figures that the query engine does not answer (signups, uploads, API calls, errors).
+    const kpis = h('section', { class: 'kpis kpis-poster', 'aria-label': 'Key figures, last 30 days' },
+      kpi({ name: 'signups', title: 'Signups', value: num(site.new_signups_30d), note: 'last 30 days',
         definition: 'accounts created: the signup routes answered 2xx', spark: counts(site.daily_signups),
         sparkCls: 'c3', split: false }),
-      kpi({ name: 'uploads', title: 'Uploads', value: num(site.new_posts_30d), note: '30 days',
+      kpi({ name: 'uploads', title: 'Uploads', value: num(site.new_posts_30d), note: 'last 30 days',
         definition: 'posts created: the upload routes answered 2xx', spark: counts(site.daily_posts),
         sparkCls: 'c3', split: false }),
-      kpi({ name: 'api_calls', title: 'API calls', value: num(site.total_api_calls_30d), note: '30 days',
+      kpi({ name: 'api_calls', title: 'API calls', value: num(site.total_api_calls_30d), note: 'last 30 days',
         definition: defs.api_calls, spark: counts(site.daily_api_calls), sparkCls: 'c4', split: false }),
-      kpi({ name: 'errors', title: 'Errors', value: num(site.total_errors_30d), note: '30 days',
+      kpi({ name: 'errors', title: 'Errors', value: num(site.total_errors_30d), note: 'last 30 days',
         definition: defs.errors, spark: counts(site.daily_errors), sparkCls: 'c5', split: false }),
       kpi({ name: 'realtime', title: 'Visitors now', value: realtime ? num(realtime.visitors) : '—',
         note: realtime ? `${plural(realtime.page_views, 'page view', 'page views')} · last 5 min` : 'unavailable',
         definition: realtime && realtime.definition, split: false, live: true }));
 
-    const dailyChart = lineChart({
-      name: 'daily',
-      label: `Page views and unique visitors per day, last 30 days, ${who}`,
-      points: daily.map((p) => ({ key: p.date, values: { views: p.count, visitors: visitorsByDay.get(p.date) || 0 } })),
-      series: [
-        { id: 'views', name: 'Page views', cls: 'c1', area: true, dots: true },
-        { id: 'visitors', name: 'Unique visitors', cls: 'c2' },
-      ],
-      emptyText: 'No page views yet',
-      emptySub: auth ? 'No signed-in visitor in the last 30 days.' : 'Figures appear here as visitors arrive.',
-    });
     const hourPoints = hourly.map((p) => ({ key: p.hour, value: p.count, title: hourRange(p.hour) }));
     const hourlyChart = barChart({
       name: 'hourly',
@@ -546,7 +843,8 @@
     });
     const legend = h('div', { class: 'legend' },
       h('span', {}, h('span', { class: 'swatch c1' }), 'Page views'),
-      h('span', {}, h('span', { class: 'swatch c2 line' }), 'Unique visitors'));
+      h('span', {}, h('span', { class: 'swatch c2 line' }), 'Visitors'),
+      q.prevChart ? h('span', {}, h('span', { class: 'swatch c4 line dashed' }), 'Previous period') : null);
 
     const popularPanels = Object.keys(KINDS).filter((kind) => popular[kind]).map((kind) => card({
       name: `popular-${kind}`,
@@ -574,31 +872,33 @@
         }),
         barList({ name: 'bots', data: bots.by_bot, limit: 8, tone: 'tone-bot', emptyText: 'No bots seen yet' })));
 
+    const panels = new Map(q.specs.map((spec, i) => [spec.name, panel(q, spec, q.panels[i])]));
+    const grid = (cls, ...names) => h('div', { class: `grid ${cls}` }, names.map((n) => panels.get(n)));
+    const v2Note = auth ? h('div', { class: 'banner' }, h('strong', { text: 'All visitors. ' }),
+      'The period’s figures and panels have no signed-in split; the 24 hours chart does.') : null;
+    const periodName = (PERIODS.find(([p]) => p === q.view.period) || [0, ''])[1];
+    const chartSub = `per ${q.range.grain === 'hour' ? 'hour' : q.range.grain === 'month' ? 'month' : 'day'}, UTC · all visitors`;
+
     return h('div', { class: 'page' },
       modeBanner(),
-      kpis,
+      controls(q.view, q.range, meta),
+      v2Note,
+      metricCards(q),
       h('div', { class: 'grid charts' },
-        card({ name: 'daily', cls: 'wide', title: 'Views, last 30 days', sub: `per UTC day · ${who}`,
-          action: legend, body: dailyChart, note: UNIQUE_NOTE }),
+        card({ name: 'period', cls: 'wide', title: `${periodName}: page views and visitors`, sub: chartSub,
+          action: legend, body: periodChart(q), note: UNIQUE_NOTE.replace('unique visitors', 'visitors') }),
         card({ name: 'hourly', title: 'Last 24 hours', sub: `page views per hour (UTC) · ${who}`,
           body: h('div', {}, hourlyChart, hourSummary(hourPoints, 'page view', 'page views')) })),
-      h('div', { class: 'grid three' },
-        card({ name: 'pages', title: 'Top pages', sub: 'page views by route', body:
-          barList({ name: 'pages', data: pick(site, 'views_by_page'), limit: 10, mono: true }) }),
-        card({ name: 'countries', title: 'Countries', sub: 'page views', body:
-          barList({ name: 'countries', data: pick(site, 'views_by_country'), label: countryLabel }) }),
-        card({ name: 'referrers', title: 'Referrers', sub: 'page views arriving from another site', body:
-          barList({ name: 'referrers', data: pick(site, 'top_referrers'), mono: true,
-            emptyText: 'No referrers yet' }) })),
-      h('div', { class: 'grid three' },
-        card({ name: 'devices', title: 'Devices', sub: 'page views', body:
-          barList({ name: 'devices', data: pick(site, 'views_by_device'), label: capital }) }),
-        card({ name: 'browsers', title: 'Browsers', sub: 'page views', body:
-          barList({ name: 'browsers', data: pick(site, 'views_by_browser') }) }),
-        card({ name: 'errors', title: 'Errors by type', sub: auth ? '30 days · all visitors (no signed-in split)'
-          : '30 days', note: defs.errors ? capital(defs.errors) : null, body:
+      grid('three', 'pages', 'entry_pages', 'exit_pages'),
+      grid('three', 'sources', 'referrers', 'countries'),
+      grid('three', 'utm_source', 'utm_medium', 'utm_campaign'),
+      grid('three', 'devices', 'browsers', 'os'),
+      h('div', { class: 'grid two' }, panels.get('goals'),
+        card({ name: 'errors', title: 'Errors by type', sub: auth ? 'last 30 days · all visitors (no signed-in split)'
+          : 'last 30 days', note: defs.errors ? capital(defs.errors) : null, body:
           barList({ name: 'errors', data: site.errors_by_type, label: (k) => ERROR_NAMES[k] || k, tone: 'tone-error',
             emptyText: 'No errors' }) })),
+      kpis,
       popularPanels.length ? h('div', { class: 'grid two' }, popularPanels) : null,
       botPanel,
       definitions(defs, { unique_visitors: UNIQUE_NOTE, ...(realtime ? { realtime: realtime.definition } : {}) }));
@@ -733,7 +1033,7 @@
       })));
     bar.replaceChildren(
       h('a', { class: 'brand', href: '#/' }, h('span', { class: 'brand-mark', 'aria-hidden': 'true' }), 'Trackside'),
-      h('span', { class: 'brand-sub', text: 'last 30 days · UTC' }),
+      h('span', { class: 'brand-sub', text: 'days in UTC' }),
       h('div', { class: 'spacer' }),
       toggle,
       h('button', { type: 'button', class: 'ghost', 'data-action': 'refresh', text: 'Refresh', onclick: () => load({ refresh: true }) }),
@@ -777,10 +1077,11 @@
       try {
         return { view: 'item', kind: decodeURIComponent(match[1]), id: decodeURIComponent(match[2]) };
       } catch (e) {
-        return { view: 'overview' };
+        return { view: 'overview', viewState: parseView('') };
       }
     }
-    return { view: 'overview' };
+    const query = /^#\/?\?(.*)$/.exec(location.hash);
+    return { view: 'overview', viewState: parseView(query ? query[1] : '') };
   }
 
   function loading() {
@@ -813,18 +1114,20 @@
           : null;
         data = { view: 'item', kind: route.kind, id: route.id, item };
       } else {
-        const [site, realtime, ...popular] = await Promise.all([
+        const [q, site, realtime, ...popular] = await Promise.all([
+          loadQueries(route.viewState),
           api('site', { refresh }),
           api('realtime').catch((e) => (e instanceof AuthError ? Promise.reject(e) : null)),
           ...Object.keys(KINDS).map((kind) => api(`popular?kind=${kind}&period=30d&limit=10`, { missingOk: true, refresh })),
         ]);
-        data = { view: 'overview', site, realtime, popular: Object.fromEntries(Object.keys(KINDS).map((k, i) => [k, popular[i]])) };
+        data = { view: 'overview', q, site, realtime, popular: Object.fromEntries(Object.keys(KINDS).map((k, i) => [k, popular[i]])) };
       }
       if (seq !== state.seq) return;
+      const sameView = state.data && state.data.view === data.view && data.view === 'overview';
       state.data = data;
       $('#app').classList.remove('busy');
       draw();
-      window.scrollTo({ top: 0 });
+      if (!sameView) window.scrollTo({ top: 0 }); // a filter or a period keeps the reader where they were
       schedule();
     } catch (error) {
       if (seq !== state.seq) return;
