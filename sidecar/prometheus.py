@@ -37,6 +37,10 @@ COUNTERS = {
     "upstream_busy": ("trackside_upstream_busy", "503 answers: no upstream connection came free in time"),
     "upstream_broken_stream": ("trackside_upstream_broken_stream", "Answers cut off: the upstream broke mid-body"),
     "beacons": ("trackside_beacons", "Beacons recorded with a valid page token"),
+    "events_excluded": (
+        "trackside_events_excluded",
+        "Requests and beacons of internal traffic (TRACKSIDE_EXCLUDE_ADDRESSES, TRACKSIDE_EXCLUDE_USERS), never stored",
+    ),
     "beacons_unverified": (
         "trackside_beacons_unverified",
         "Beacons recorded without a valid page token (they count if the proxy saw the visitor)",

@@ -6,6 +6,7 @@ and only appended to a bounded in-memory buffer (the sink)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
@@ -146,6 +147,10 @@ class Capturer:
                 "TRACKSIDE_COUNTRY_HEADER is set but TRACKSIDE_TRUSTED_PROXIES is not: the header is "
                 "believed only from a trusted proxy, so no country will come from it"
             )
+        # Internal traffic (`TRACKSIDE_EXCLUDE_ADDRESSES`, `TRACKSIDE_EXCLUDE_USERS`): never stored,
+        # so it is in no figure; only counted (`events_excluded`).
+        self._excluded_networks = settings.exclude_addresses
+        self._excluded_users = frozenset(settings.exclude_users)
         # Where answered requests wait to be recorded off the request path (the pipeline's buffer,
         # once its flusher runs); None: record at once.
         self.waiting: Waiting | None = None
@@ -182,6 +187,21 @@ class Capturer:
         `flood_per_address` (a script rotating user agents), are no person's: they are kept as bot
         counters (bot "flood"), never as page views or API calls."""
         return self.flood.over(visitor, ip, started)
+
+    def excluded_address(self, ip: str) -> bool:
+        """Whether the resolved client address is internal traffic (`TRACKSIDE_EXCLUDE_ADDRESSES`)."""
+        if not self._excluded_networks or not ip:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped is not None:  # ::ffff:10.1.2.3 is 10.1.2.3
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._excluded_networks)
+
+    def excluded_user(self, user: str | None) -> bool:
+        return user is not None and user in self._excluded_users
 
     def trusted_request(self, scope: Scope, headers: dict[str, str]) -> tuple[str, str | None, str | None]:
         """The client's address, the site's own host name and the country header's value: the
@@ -251,11 +271,14 @@ class Capturer:
         page_path = c.path[:MAX_PATH]
         label = self.labeler.label(page_path)
         ua = headers.get("user-agent", "")
+        ip, own_host, country_header = self.trusted_request(scope, headers)
+        if self.excluded_address(ip):
+            self.metrics.inc("events_excluded")
+            return
         bot = bot_name(ua, self.settings.bot_allowlist)
         if bot is not None:
             self.sink.put_bot(ev.BotHit(started, bot, label))
             return
-        ip, own_host, country_header = self.trusted_request(scope, headers)
         visitor = visitor_hash(self.salt_at(started), self.settings.site, ip, ua)
         if self.is_flood(visitor, ip, started):
             self.sink.put_bot(ev.BotHit(started, "flood", label))
@@ -267,6 +290,9 @@ class Capturer:
             platform_hint=headers.get("sec-ch-ua-platform"),
         )
         user = self.tokens.user_from_header(headers.get("authorization")) or _hint(hints, HINT_USER)
+        if self.excluded_user(user):
+            self.metrics.inc("events_excluded")
+            return
         kind = c.kind or "asset"
         content_kind = content_id = None
         if kind in (ev.PAGE_VIEW, ev.API_CALL) and method in ("GET", "HEAD") and status < 400:
@@ -350,7 +376,8 @@ class Capturer:
 
     def record_beacon(self, scope: Scope, beacon: Beacon, verified: bool, started: float) -> str | None:
         """The events of one checked beacon (a client page view, impressions, widget views), enriched as
-        a request is. Returns why nothing was stored (`do-not-track`, `bot`, `flood`, `no-known-items`), else None."""
+        a request is. Returns why nothing was stored (`do-not-track`, `excluded`, `bot`, `flood`, `no-known-items`),
+        else None."""
         headers = self.read_headers(scope)
         if self.settings.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
             self.metrics.inc("skipped_do_not_track")
@@ -365,11 +392,15 @@ class Capturer:
         if not shown:
             return "no-known-items"
         ua = headers.get("user-agent", "")
+        ip, own_host, country_header = self.trusted_request(scope, headers)
+        user = self.tokens.user_from_header(headers.get("authorization"))
+        if self.excluded_address(ip) or self.excluded_user(user):
+            self.metrics.inc("events_excluded")
+            return "excluded"
         bot = bot_name(ua, self.settings.bot_allowlist)
         if bot is not None:
             self.sink.put_bot(ev.BotHit(started, bot, self.labeler.label(shown[0][0])))
             return "bot"
-        ip, own_host, country_header = self.trusted_request(scope, headers)
         visitor = visitor_hash(self.salt_at(started), self.settings.site, ip, ua)
         if self.is_flood(visitor, ip, started):
             # A script posting beacons in a loop: counters, never rows, like any other flood.
@@ -389,7 +420,6 @@ class Capturer:
         source = medium = campaign = None
         if beacon.type == PAGEVIEW and beacon.query:
             source, medium, campaign = utm(beacon.query)
-        user = self.tokens.user_from_header(headers.get("authorization"))
         for path, content_kind, content_id in shown:
             self.sink.put(
                 ev.Event(

@@ -127,6 +127,10 @@ class Settings:
     bot_allowlist: tuple[str, ...] = DEFAULT_PLAYERS
     players: tuple[str, ...] = DEFAULT_PLAYERS
     honor_dnt: bool = False
+    # Internal traffic, never recorded (`Capturer.excluded`): requests from these CIDRs (the client
+    # address as resolved through the trusted proxies) and requests signed in as these user ids.
+    exclude_addresses: tuple[IPNetwork, ...] = ()
+    exclude_users: tuple[str, ...] = ()
     # More requests than this from one visitor in one minute are a flood: counted as bot traffic.
     flood_per_minute: int = 300
     # More requests than this from one client address in one minute, whatever their user agents,
@@ -423,6 +427,7 @@ _TUPLES = {
     "view_type_rules",
     "goals",
     "path_redact",
+    "exclude_users",
 }
 
 
@@ -447,7 +452,7 @@ def _parse(key: str, raw: str, name: str) -> Any:
             return tuple(part.strip() for part in raw.split(",") if part.strip())
         if key == "routes":
             return tuple(_parse_route(part) for part in raw.split(";") if part.strip())
-        if key == "trusted_proxies":
+        if key in ("trusted_proxies", "exclude_addresses"):
             return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
         if key == "content_rules":
             return _parse_content_rules(raw)
@@ -532,7 +537,7 @@ def _format(key: str, value: Any) -> str:
         return "1" if value else "0"
     if key == "routes":
         return ";".join(f"{r.prefix}={r.upstream}{' strip' if r.strip else ''}" for r in value)
-    if key == "trusted_proxies":
+    if key in ("trusted_proxies", "exclude_addresses"):
         return ",".join(str(n) for n in value)
     if key == "content_rules":
         return ";".join(f"{k}={'|'.join(v)}" for k, v in value.items())
