@@ -93,7 +93,7 @@ function collect() {
     banner: text(document.querySelector('.banner')),
     toggle: all('.segmented button').map((b) => [b.dataset.mode, b.getAttribute('aria-pressed')]),
     kpis,
-    charts: { daily: chart('daily'), hourly: chart('hourly'), bots: chart('bots') },
+    charts: { daily: chart('daily'), period: chart('period'), hourly: chart('hourly'), bots: chart('bots') },
     lists,
     bots: bots ? {
       heading: text(bots.querySelector('h2')),
@@ -172,13 +172,13 @@ async function main() {
   out.overview = await page.evaluate(collect);
   await shot(page, 'overview');
 
-  // Hover the 30-day chart over its last point: the tooltip shows that day's values.
-  const daily = await page.$('[data-chart="daily"] svg');
+  // Hover the period's chart over its last point: the tooltip shows that day's values.
+  const daily = await page.$('[data-chart="period"] svg');
   if (daily) {
     const box = await daily.boundingBox();
     await page.mouse.move(box.x + box.width - 16, box.y + box.height / 2);
-    await page.waitForSelector('[data-chart="daily"] .tip:not([hidden])', WAIT);
-    out.daily_tip = await page.$eval('[data-chart="daily"] .tip', (t) => Array.from(t.children).map((c) => c.textContent));
+    await page.waitForSelector('[data-chart="period"] .tip:not([hidden])', WAIT);
+    out.daily_tip = await page.$eval('[data-chart="period"] .tip', (t) => Array.from(t.children).map((c) => c.textContent));
     await page.mouse.move(2, 2);
   }
   const hourly = await page.$('[data-chart="hourly"] svg');
@@ -196,7 +196,7 @@ async function main() {
   await shot(page, 'overview-signed-in');
   await page.click('.segmented button[data-mode="all"]');
   await page.waitForSelector('body[data-mode="all"] #app[data-ready="overview"]', WAIT);
-  out.back_to_all = await page.evaluate(() => document.querySelector('[data-kpi="page_views"] .kpi-value').textContent);
+  out.back_to_all = await page.evaluate(() => document.querySelector('[data-kpi="pageviews"] .kpi-value').textContent);
 
   // A narrow screen: the charts fit, nothing scrolls sideways.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -250,7 +250,7 @@ async function main() {
   if (ADMIN_TOKEN) {
     await signIn(page, ADMIN_TOKEN);
     await page.waitForSelector('#app[data-ready="overview"]', WAIT);
-    out.admin = await page.evaluate(() => document.querySelector('[data-kpi="page_views"] .kpi-value').textContent);
+    out.admin = await page.evaluate(() => document.querySelector('[data-kpi="pageviews"] .kpi-value').textContent);
   }
 
   out.requests = {
