@@ -192,11 +192,17 @@ class ServerEvents:
         peer: str | None,
         started: float,
     ) -> str | None:
-        """Puts the event in the buffer. Returns why nothing was stored (`bot`), else None."""
+        """Puts the event in the buffer. Returns why nothing was stored (`excluded`, `bot`), else None."""
         c = self.capturer
         label = c.labeler.label(event.path)
         player = event.player
-        ip = _leftmost(forwarded_for) or peer or ""  # a malformed header is the caller's 400, bot or not
+        client = _leftmost(forwarded_for)
+        ip = client or peer or ""  # a malformed header is the caller's 400, bot or not
+        # Internal traffic (`TRACKSIDE_EXCLUDE_ADDRESSES`) by the client address the caller forwards,
+        # never by the caller's own (a server on the internal network sending for everyone).
+        if client and c.excluded_address(client):
+            c.metrics.inc("events_excluded")
+            return "excluded"
         if player is None and event.view_type != PLAYER:
             bot = bot_name(user_agent, self.settings.bot_allowlist)
             if bot is not None:

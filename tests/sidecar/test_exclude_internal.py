@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from tests.conftest import DOC, GOOGLEBOT
 from tests.servers import run_sidecar
+from tests.sidecar.test_events_api import new_key
 from tests.sidecar.test_v2_query import ROUTE as V2
 from trackside.errors import ConfigError
 from trackside.settings import Settings
@@ -60,6 +61,7 @@ def _excluded_total(text: str) -> float | None:
 
 async def test_excluded_addresses_and_users_are_never_recorded(upstream_url, make_settings, database_url):
     await migrate(database_url)
+    key = {"authorization": "Bearer " + await new_key(database_url)}
     env = Settings.from_env(
         {"TRACKSIDE_EXCLUDE_ADDRESSES": "10.1.0.0/16,2001:db8::/32", "TRACKSIDE_EXCLUDE_USERS": "staff1"}
     )
@@ -91,22 +93,35 @@ async def test_excluded_addresses_and_users_are_never_recorded(upstream_url, mak
                 content=b'{"t":"pageview","p":"/x"}',
                 headers={"user-agent": DOC["user-agent"], "x-forwarded-for": "10.1.2.3"},
             )
+            # The events API: by the client address its caller forwards.
+            sent = [
+                await c.post(
+                    "/_trackside/api/event",
+                    json={"name": "pageview", "url": "/about"},
+                    headers={**key, "user-agent": DOC["user-agent"], "x-forwarded-for": forwarded},
+                )
+                for forwarded in ("10.1.9.9", "203.0.113.50")
+            ]
             deadline = time.monotonic() + 15
             while True:
                 metrics = (await c.get("/_trackside/metrics?format=prometheus")).text
                 answer = await c.post(V2, json=query, headers={"authorization": "Bearer " + ADMIN})
                 assert answer.status_code == 200, answer.text
                 got = [[r["dimensions"], r["metrics"]] for r in answer.json()["results"]]
-                if (_excluded_total(metrics) == 6.0 and len(got) == 3) or time.monotonic() > deadline:
+                if (_excluded_total(metrics) == 7.0 and len(got) == 3) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
             totals = await c.post(V2, json=others, headers={"authorization": "Bearer " + ADMIN})
     assert (beacon.status_code, beacon.headers.get("x-trackside-ignored")) == (204, "excluded")
-    # 2 + 1 by address, 1 signed-in user, the bot from an excluded address, the beacon.
-    assert _excluded_total(metrics) == 6.0
-    # Only the four recorded page views; no bot hit from the excluded Googlebot.
-    assert got == [[["/about"], [2, 2]], [["/"], [1, 1]], [["/p/a1"], [1, 1]]]
-    assert totals.status_code == 200 and totals.json()["results"] == [{"dimensions": [], "metrics": [4, 1, 0]}]
+    assert [(r.status_code, r.json()) for r in sent] == [
+        (202, {"status": "ignored", "reason": "excluded"}),
+        (202, {"status": "accepted"}),
+    ]
+    # 2 + 1 by address, 1 signed-in user, the bot from an excluded address, the beacon, the events API's.
+    assert _excluded_total(metrics) == 7.0
+    # Only the five recorded page views; no bot hit from the excluded Googlebot.
+    assert got == [[["/about"], [3, 3]], [["/"], [1, 1]], [["/p/a1"], [1, 1]]]
+    assert totals.status_code == 200 and totals.json()["results"] == [{"dimensions": [], "metrics": [5, 1, 0]}]
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
@@ -114,5 +129,11 @@ async def test_excluded_addresses_and_users_are_never_recorded(upstream_url, mak
             bots = (await conn.execute(sa.text("SELECT count(*) FROM bot_hits"))).scalar()
     finally:
         await engine.dispose()
-    assert sorted((p, u or "") for p, u in stored) == [("/", ""), ("/about", ""), ("/about", "u2"), ("/p/a1", "")]
+    assert sorted((p, u or "") for p, u in stored) == [
+        ("/", ""),
+        ("/about", ""),
+        ("/about", ""),
+        ("/about", "u2"),
+        ("/p/a1", ""),
+    ]
     assert bots == 0
