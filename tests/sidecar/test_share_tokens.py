@@ -17,10 +17,11 @@ import sqlalchemy as sa
 
 from tests.servers import run_sidecar
 from tests.sidecar.test_stats import ADMIN, SECRET, ev, midnight
-from tests.sidecar.test_v2_query import ROUTE as V2, D, T
+from tests.sidecar.test_v2_query import ROUTE as V2
+from tests.sidecar.test_v2_query import D, T
 from trackside.batch import Batch
 from trackside.derive import derivation_of
-from trackside.share_tokens import SHARE_TOKENS, create_share, parse_expiry, revoke_share
+from trackside.share_tokens import SHARE_TOKENS, ShareRing, create_share, list_shares, parse_expiry, revoke_share
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.writes import write_batch
@@ -165,3 +166,23 @@ async def test_a_sidecar_reads_with_a_share_token_and_refuses_revoked_expired_an
 def rows(response: httpx.Response) -> list:
     assert response.status_code == 200, response.text
     return [[r["dimensions"], r["metrics"]] for r in response.json()["results"]]
+
+
+async def test_the_ring_remembers_a_token_until_its_recheck(database_url):
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    try:
+        row, token = await create_share(engine, "board", timedelta(days=1))
+        patient, eager = ShareRing(engine, recheck_seconds=3600), ShareRing(engine, recheck_seconds=0)
+        assert (await patient.check(token)).id == row.id
+        assert (await eager.check(token)).label == "board"
+        assert await eager.check("tss_" + row.id + "_wrong") is None
+        assert await eager.check("tsk_" + row.id + "_x") is None
+        await revoke_share(engine, row.id)
+        # A revoked token stops at the next database read: at once here, within the recheck elsewhere.
+        assert await eager.check(token) is None
+        assert (await patient.check(token)).id == row.id
+        assert [(t.id, t.revoked_at is not None) for t in await list_shares(engine)] == [(row.id, True)]
+        assert not await revoke_share(engine, row.id)
+    finally:
+        await engine.dispose()
