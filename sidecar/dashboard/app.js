@@ -1222,9 +1222,21 @@
     input.focus();
   }
 
+  // A shared link `/_trackside/#token=<token>` signs in with that token (a fragment never reaches a server log);
+  // the token leaves the address bar at once, so it is not bookmarked nor shared on.
+  function tokenFromLink() {
+    const match = /^#token=([\x21-\x7e]+)$/.exec(location.hash);
+    if (!match) return;
+    state.token = decodeURIComponent(match[1]);
+    sessionStorage.setItem(TOKEN_KEY, state.token);
+    history.replaceState(null, '', `${location.pathname}${location.search}#/`);
+  }
+
   window.addEventListener('hashchange', () => {
+    tokenFromLink();
     if (state.token) load();
   });
+  tokenFromLink();
 
   if (state.token) load();
   else showLogin();

@@ -85,7 +85,10 @@ async function main() {
     out.steps[name] = await page.evaluate(collect);
   };
   const shot = async (name) => {
-    if (SCREENSHOT_DIR) await page.screenshot({ path: join(SCREENSHOT_DIR, `dashboard-${SHOT_PREFIX}-${name}.png`) });
+    if (!SCREENSHOT_DIR) return;
+    await page.evaluate(() => window.scrollTo({ top: 0 })); // the top of the view: period, chips, cards
+    await page.mouse.move(1, 1);
+    await page.screenshot({ path: join(SCREENSHOT_DIR, `dashboard-${SHOT_PREFIX}-${name}.png`) });
   };
 
   // A shared link opens the view it names once signed in.
@@ -116,6 +119,10 @@ async function main() {
   });
   await step('yesterday', () => page.selectOption('[data-control="period"]', 'yesterday'));
   await step('today', () => page.selectOption('[data-control="period"]', 'today'));
+  // A share link carries its token in the fragment: signed in, and the token leaves the address bar.
+  await page.evaluate(() => sessionStorage.clear());
+  await step('share_link', () => page.goto(`${URL_}#token=${encodeURIComponent(TOKEN)}`, { waitUntil: 'load' }));
+  out.share_link_token_kept = await page.evaluate(() => sessionStorage.getItem('trackside.token') !== null);
   return out;
 }
 

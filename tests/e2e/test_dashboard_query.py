@@ -249,3 +249,6 @@ async def test_dashboard_periods_comparison_and_filters(site_settings, viewport:
     assert deltas(yesterday)["pageviews"] == "−100%"  # the day before (day 2) had a and b's 4 page views
     assert s["today"]["range"] == f"{day(0)}/{day(0)}" and values(s["today"])["visits"] == "0"
     assert s["today"]["lists"]["pages"] == {"empty": "No data yet"}
+
+    # ---- a share link (`#token=...`) signs in; the token leaves the address bar for the default view
+    assert s["share_link"]["hash"] == "#/" and values(s["share_link"]) == values(c30) and got["share_link_token_kept"]
