@@ -165,7 +165,8 @@ async def seed_reads(url: str, args: argparse.Namespace, report: dict[str, Any])
         end = min(time.time() - 120, midnight(today) + 86400)
         stored = await store_day(url, today, args.events_today, seed=0, end=end)
         t = time.monotonic()
-        derived = await derive_marked(engine, derivation, today)
+        with dbench.Autoanalyze(url):
+            derived = await derive_marked(engine, derivation, today)
         took = time.monotonic() - t
         n = await count(url, f"SELECT COUNT(*) FROM events WHERE day = '{today.isoformat()}'")  # noqa: S608
         seeding["today"] = {**{k: round(v, 1) for k, v in stored.items()}, "events": n, "visitor_days": derived,
@@ -305,8 +306,11 @@ def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases
     marks = asyncio.run(count(url, "SELECT COUNT(*) FROM derive_marks"))
     log(f"{backend} big day {day}: {n:,} events, {marks:,} visitor-days marked in {time.monotonic() - t:.0f}s")
     env = plb.child_env(TRACKSIDE_DATABASE_URL=url, TRACKSIDE_LOG_LEVEL="warning")
-    derive = child([sys.executable, str(Path(__file__).resolve()), "--child-derive", url, day.isoformat()], env,
-                   tmp / f"derive-{backend}.log")  # fmt: skip
+    with dbench.Autoanalyze(url) as analyzer:
+        derive = child([sys.executable, str(Path(__file__).resolve()), "--child-derive", url, day.isoformat()], env,
+                       tmp / f"derive-{backend}.log")  # fmt: skip
+    derive["analyze_runs"] = analyzer.runs
+    asyncio.run(dbench.analyze(url))
     log(f"  derive (child): {derive}")
     rollup = child([sys.executable, "-m", "sidecar", "rollup", "--day", day.isoformat()], env,
                    tmp / f"rollup-{backend}.log")  # fmt: skip
@@ -404,15 +408,16 @@ def main() -> int:
     finally:
         dbs.drop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    result["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    result["load_avg_end"] = os.getloadavg()
-    result["elapsed_s"] = round(time.monotonic() - T0)
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(markdown(result))
-    log(f"JSON: {out}")
+        # Written whatever happened: an interrupted run keeps what it measured.
+        result["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        result["load_avg_end"] = os.getloadavg()
+        result["elapsed_s"] = round(time.monotonic() - T0)
+        result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str))
+        print(markdown(result))
+        log(f"JSON: {out}")
     return 0
 
 
