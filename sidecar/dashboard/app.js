@@ -944,7 +944,7 @@
   function renderItem({ kind, id, item }) {
     const kindName = KINDS[kind] || kind;
     const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' },
-      h('a', { href: '#/', text: 'Overview' }), h('span', { class: 'sep', text: '/' }),
+      h('a', { href: state.overviewHash || '#/', text: 'Overview' }), h('span', { class: 'sep', text: '/' }),
       h('span', { text: KINDS_PLURAL[kind] ? `${kindName}s` : kindName }), h('span', { class: 'sep', text: '/' }),
       h('span', { class: 'mono', text: id }));
     if (!item) {
@@ -1064,6 +1064,8 @@
     unmountAll();
     app.removeAttribute('data-ready');
     if (!state.data) return;
+    // The item page's way back returns to the overview as it was left (period, filters, comparison).
+    if (state.data.view === 'overview') state.overviewHash = /^#\/\?./.test(location.hash) ? location.hash : '';
     const page = state.data.view === 'item' ? renderItem(state.data) : renderOverview(state.data);
     app.replaceChildren(page);
     footer(state.data.view === 'item' ? state.data.item && state.data.item.computed_at : state.data.site.computed_at);

@@ -2,7 +2,8 @@
 // one viewport, and prints one JSON object of what the page showed after each step; the Python test asserts the values.
 //
 // Env: DASHBOARD_URL (required, .../_trackside/), TOKEN (required: a moderator's), VIEWPORT ("1280x800"),
-// CHROMIUM, SCREENSHOT_DIR (optional: PNGs of the viewport there), SHOT_PREFIX ("desktop"), DASHBOARD_TIMEOUT_MS.
+// CHROMIUM, SCREENSHOT_DIR (optional: PNGs of the viewport there), SHOT_PREFIX ("desktop"), COLOR_SCHEME ("dark"
+// for the dark theme), DASHBOARD_TIMEOUT_MS.
 import { join } from 'node:path';
 
 import { browserRun } from './browser.mjs';
@@ -64,7 +65,8 @@ function collect() {
 }
 
 async function main() {
-  const context = await run.start({ viewport: { width: WIDTH, height: HEIGHT } });
+  const context = await run.start({ viewport: { width: WIDTH, height: HEIGHT },
+    colorScheme: process.env.COLOR_SCHEME === 'dark' ? 'dark' : 'light' });
   const page = context.pages()[0] || (await context.newPage());
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
