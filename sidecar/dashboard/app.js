@@ -11,6 +11,7 @@
   const API_V2 = 'api/v2/query';
   const TOKEN_KEY = 'trackside.token';
   const MODE_KEY = 'trackside.mode';
+  const NO_TIME_ON_PAGE_KEY = 'trackside.no_time_on_page';
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const KINDS = { artwork: 'Artwork', blog_post: 'Blog post' };
   const KINDS_PLURAL = { artwork: 'Popular artworks', blog_post: 'Popular blog posts' };
@@ -420,7 +421,7 @@
   // A horizontal bar list of a {key: count} map, largest first.
   // `onPick(key)`: rows are buttons (a click adds a filter); `active`: the keys already filtered on.
   function barList({ name, data, limit = 8, label = (k) => k, mono = false, emptyText = 'No data yet', tone, onPick,
-    active = [], pickTitle }) {
+    active = [], pickTitle, detail }) {
     const entries = Object.entries(data || {})
       .map(([k, v]) => [k, Number(v) || 0])
       .filter(([, v]) => v > 0)
@@ -444,6 +445,7 @@
         onkeydown: onPick ? (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); onPick(key); } } : null },
       fill,
       h('span', { class: mono ? 'bar-label mono' : 'bar-label' }, shown),
+      detail ? h('span', { class: 'bar-detail', 'data-detail': detail(key), text: detail(key) }) : null,
       h('span', { class: 'bar-share', text: share(value, total) }),
       h('span', { class: 'bar-value', text: num(value) }));
       list.append(row);
@@ -613,8 +615,8 @@
     const label = view.filters.find(([d]) => d === 'event:props:label');
     return [
       label
-        ? { name: 'pages', title: 'Top pages', sub: `paths of ${label[1]} · page views`, dim: 'event:page', metric: 'pageviews', mono: true }
-        : { name: 'pages', title: 'Top pages', sub: 'page views by route · a route opens its paths', dim: 'event:props:label', metric: 'pageviews', mono: true },
+        ? { name: 'pages', title: 'Top pages', sub: `paths of ${label[1]} · page views`, dim: 'event:page', metric: 'pageviews', mono: true, timeOnPage: true }
+        : { name: 'pages', title: 'Top pages', sub: 'page views by route · a route opens its paths', dim: 'event:props:label', metric: 'pageviews', mono: true, timeOnPage: true },
       { name: 'entry_pages', title: 'Entry pages', sub: 'visits starting there', dim: 'visit:entry_page', metric: 'visits', mono: true },
       { name: 'exit_pages', title: 'Exit pages', sub: 'visits ending there', dim: 'visit:exit_page', metric: 'visits', mono: true },
       { name: 'sources', title: 'Sources', sub: 'visitors', dim: 'visit:source', metric: 'visitors' },
@@ -628,6 +630,22 @@
       { name: 'os', title: 'Operating systems', sub: 'visitors', dim: 'visit:os', metric: 'visitors' },
       { name: 'goals', title: 'Goals', sub: 'visitors who reached each', dim: 'event:goal', metric: 'visitors', emptyText: 'No goal reached (or none defined)' },
     ];
+  }
+
+  // Time on page is asked of the query engine as Plausible's `time_on_page`; an engine without it answers 400
+  // naming it, and the panel goes without for the rest of the tab's session (asked once, not on every view).
+  async function panelQuery(spec, period, filters) {
+    const body = (metrics) => ({ metrics, date_range: period, filters, dimensions: [spec.dim],
+      order_by: [[spec.metric, 'desc'], [spec.dim, 'asc']], pagination: { limit: 100 } });
+    if (spec.timeOnPage && sessionStorage.getItem(NO_TIME_ON_PAGE_KEY) === null) {
+      try {
+        return await query(body([spec.metric, 'time_on_page']));
+      } catch (e) {
+        if (e instanceof AuthError || !/time_on_page/.test(String(e.message))) throw e;
+        sessionStorage.setItem(NO_TIME_ON_PAGE_KEY, '1');
+      }
+    }
+    return query(body([spec.metric]));
   }
 
   // Everything the overview's v2 part asks: the cards, the chart, each panel; the previous period when comparing.
@@ -645,8 +663,7 @@
       view.compare ? query({ metrics: CARD_METRICS, date_range: previous, filters }) : null,
       series(period),
       view.compare ? series(previous) : null,
-      ...specs.map((spec) => query({ metrics: [spec.metric], date_range: period, filters, dimensions: [spec.dim],
-        order_by: [[spec.metric, 'desc'], [spec.dim, 'asc']], pagination: { limit: 100 } })
+      ...specs.map((spec) => panelQuery(spec, period, filters)
         .catch((e) => (e instanceof AuthError ? Promise.reject(e) : { error: String(e.message || e) }))),
     ]);
     return { view, range, cards, prevCards, chart, prevChart, specs, panels };
@@ -793,13 +810,16 @@
       body = h('div', { class: 'list-empty', 'data-list': spec.name, 'data-empty': '1' }, h('span', { text: answer.error }));
     } else {
       const data = {};
+      const times = {};
       for (const r of answer.results || []) {
         const key = String(r.dimensions[0]);
         if (!(spec.hide || []).includes(key)) data[key] = r.metrics[0];
+        if (r.metrics.length > 1 && r.metrics[1] !== null && r.metrics[1] !== undefined) times[key] = r.metrics[1];
       }
       const active = q.view.filters.filter(([d]) => d === spec.dim).map(([, v]) => v);
       body = barList({ name: spec.name, data, mono: spec.mono, label: spec.label || ((k) => k), emptyText: spec.emptyText,
-        active, onPick: (key) => addFilter(q.view, spec.dim, key), pickTitle: `Filter on this ${DIM_NAMES[spec.dim].toLowerCase()}` });
+        active, onPick: (key) => addFilter(q.view, spec.dim, key), pickTitle: `Filter on this ${DIM_NAMES[spec.dim].toLowerCase()}`,
+        detail: Object.keys(times).length ? (key) => (key in times ? `${durationText(times[key])} on page` : '') : null });
     }
     return card({ name: spec.name, title: spec.title, sub: spec.sub, body });
   }

@@ -70,8 +70,14 @@ async function main() {
   const page = context.pages()[0] || (await context.newPage());
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  out.refused = 0; // 400s: the query engine's answer to the dashboard asking whether it has `time_on_page`
   page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+    if (m.type() !== 'error') return;
+    if (/^Failed to load resource: the server responded with a status of 400 /.test(m.text())) out.refused += 1;
+    else problems.push(`console: ${m.text()}`);
+  });
+  page.on('request', (req) => {
+    if (req.method() === 'POST' && req.postData().includes('time_on_page')) out.time_on_page_asked = (out.time_on_page_asked || 0) + 1;
   });
   out.problems = problems;
 
