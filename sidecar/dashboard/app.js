@@ -705,7 +705,7 @@
     return `${shortDay(range.from)} – ${longDay(range.to)} · UTC days`;
   }
 
-  function controls(view, range, meta) {
+  function controls(view, range, meta, prevMeta) {
     const select = h('select', { 'data-control': 'period', 'aria-label': 'Period' },
       PERIODS.map(([value, text]) => h('option', { value, text, selected: view.period === value })));
     const from = h('input', { type: 'date', 'data-control': 'from', value: range.from, 'aria-label': 'First day (UTC)' });
@@ -739,7 +739,10 @@
         h('button', { type: 'button', class: 'link-button', 'data-action': 'clear-filters', text: 'Clear all',
           onclick: () => go({ filters: [] }) })) : null,
       meta && meta.facts_note ? h('p', { class: 'notice-retention', 'data-note': 'retention', role: 'note',
-        text: `This period reaches past the facts' retention: ${meta.facts_note}.` }) : null);
+        text: `This period reaches past the facts' retention: ${meta.facts_note}.` }) : null,
+      !(meta && meta.facts_note) && prevMeta && prevMeta.facts_note ? h('p', { class: 'notice-retention',
+        'data-note': 'retention', role: 'note',
+        text: `The previous period reaches past the facts' retention: ${prevMeta.facts_note}; its figures and the changes are partial.` }) : null);
   }
 
   function addFilter(view, dim, value) {
@@ -901,7 +904,7 @@
 
     return h('div', { class: 'page' },
       modeBanner(),
-      controls(q.view, q.range, meta),
+      controls(q.view, q.range, meta, q.prevCards && q.prevCards.meta),
       v2Note,
       metricCards(q),
       h('div', { class: 'grid charts' },

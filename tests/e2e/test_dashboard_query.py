@@ -194,6 +194,9 @@ async def test_dashboard_periods_comparison_and_filters(site_settings, viewport:
     assert deltas(c30) == dict(zip(cards, ["+500%", "+500%", "+900%", "+67%", "−50 pp", "new"], strict=True))
     assert len(c30["chart"]["views"]["keys"]) == 30 and sum(c30["chart"]["views"]["values"]) == 10
     assert sum(c30["chart"]["previous"]["values"]) == 1
+    # The previous period (days 59..30) begins before the oldest fact day (35): said, with what it means.
+    assert c30["retention"].startswith("The previous period reaches past the facts' retention")
+    assert f"begin at {day(35)}" in c30["retention"] and c7["retention"] is None
     assert rows(c30, "entry_pages") == [("/", 3), ("/p/a1", 2), ("/about", 1)]
     assert rows(c30, "exit_pages") == [("/", 2), ("/about", 2), ("/p/a1", 1), ("/p/b2", 1)]
     assert rows(c30, "sources") == [("Reddit", 2), ("newsletter", 2), ("Direct / None", 1), ("Hacker News", 1)]
