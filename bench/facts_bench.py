@@ -24,7 +24,7 @@ Parts:
   calls and a `?refresh=true` one from another moderator (cold again); then v2 queries
   (`POST /_trackside/api/v2/query`, skipped with a message when the route answers 404), each once cold.
 - `bigday`: a fresh database with `--bigday-events` raw events of yesterday, marked; then, each in a child
-  process whose peak RSS is read from `wait4`'s rusage: the derivation of every marked visitor-day
+  process that writes its own VmHWM at exit: the derivation of every marked visitor-day
   (`derive_marked`), and `trackside rollup --day D` (grouping the day's facts into daily rows).
 
 PostgreSQL databases are `trackside_bench_<random>`, dropped at the end; SQLite files live in a temp dir.
@@ -280,15 +280,37 @@ async def measure_reads(url: str, tmp: Path, report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+# Runs a module (`-m NAME args`) or a script (`PATH args`) and writes its own VmHWM at exit. `wait4`'s
+# ru_maxrss will not do: Linux carries the forking parent's high-water mark across exec.
+HWM_WRAPPER = """
+import atexit, os, runpy, sys
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            open(os.environ["BENCH_HWM_FILE"], "w").write(line.split()[1])
+atexit.register(hwm)
+if sys.argv[1] == "-m":
+    sys.argv = sys.argv[2:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = sys.argv[1:]
+    sys.path.insert(0, os.path.dirname(sys.argv[0]))
+    runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def child(argv: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any]:
-    """Run to the end; wall seconds, CPU seconds and peak RSS (`wait4`'s ru_maxrss) of the child itself."""
+    """Run `python -m NAME args` or `python PATH args` to the end: wall and CPU seconds, its own peak RSS."""
+    hwm = log_path.with_suffix(".hwm")
     t = time.monotonic()
     with open(log_path, "w") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-c", HWM_WRAPPER, *argv], env={**env, "BENCH_HWM_FILE": str(hwm)},
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     result = {"seconds": round(time.monotonic() - t, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-              "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": proc.returncode}  # fmt: skip
+              "peak_rss_mb": round(int(hwm.read_text()) / 1024) if hwm.exists() else None,
+              "exit": proc.returncode}  # fmt: skip
     if proc.returncode != 0:
         result["log"] = log_path.read_text()[-1500:]
     return result
@@ -307,12 +329,12 @@ def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases
     log(f"{backend} big day {day}: {n:,} events, {marks:,} visitor-days marked in {time.monotonic() - t:.0f}s")
     env = plb.child_env(TRACKSIDE_DATABASE_URL=url, TRACKSIDE_LOG_LEVEL="warning")
     with dbench.Autoanalyze(url) as analyzer:
-        derive = child([sys.executable, str(Path(__file__).resolve()), "--child-derive", url, day.isoformat()], env,
+        derive = child([str(Path(__file__).resolve()), "--child-derive", url, day.isoformat()], env,
                        tmp / f"derive-{backend}.log")  # fmt: skip
     derive["analyze_runs"] = analyzer.runs
     asyncio.run(dbench.analyze(url))
     log(f"  derive (child): {derive}")
-    rollup = child([sys.executable, "-m", "sidecar", "rollup", "--day", day.isoformat()], env,
+    rollup = child(["-m", "sidecar", "rollup", "--day", day.isoformat()], env,
                    tmp / f"rollup-{backend}.log")  # fmt: skip
     log(f"  rollup (child): {rollup}")
     return {"backend": backend, "day": day.isoformat(), "events": n, "visitor_days": marks,
