@@ -1,7 +1,8 @@
 """The built-in dashboard at `/_trackside/`: three plain files (`sidecar/dashboard/`), read once at
-start-up and served as they are, no build step. The page asks `/_trackside/api/v1/` for its figures
-with the moderator's token; these routes themselves need none (they hold no data), are never
-proxied and never counted."""
+start-up and served as they are, no build step. The page asks `/_trackside/api/v2/query` (the
+period, filters and comparison) and `/_trackside/api/v1/` (the 30-day poster parts, item pages) for
+its figures with the moderator's token; these routes themselves need none (they hold no data), are
+never proxied and never counted."""
 
 from __future__ import annotations
 
