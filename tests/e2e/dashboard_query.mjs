@@ -116,6 +116,8 @@ async function main() {
   await step('path', () => page.click('[data-list="pages"] li[data-key="/p/b2"]'));
   await step('no_source', () => page.click('.chip[data-filter^="visit:source|"] .chip-remove'));
   await step('cleared', () => page.click('[data-action="clear-filters"]'));
+  await step('goal', () => page.click('[data-list="goals"] li[data-key="signup"]'));
+  await step('goal_removed', () => page.click('.chip .chip-remove'));
   await step('os', () => page.click('[data-list="os"] li[data-key="iOS"]'));
   await step('os_removed', () => page.click('.chip .chip-remove'));
   await step('year', () => page.selectOption('[data-control="period"]', '12mo'));

@@ -4,7 +4,7 @@ visits. `dashboard_query.mjs` signs in from a shared link, compares, changes the
 into filter chips, reloads, removes the chips, and prints what the page showed after each step.
 
 The site (days ago, UTC; each visit a minute between page views, anonymous visitors):
-- 2: a, desktop Firefox/Linux in GB from reddit.com: `/`, `/p/a1`, `/p/b2` (120 s);
+- 2: a, desktop Firefox/Linux in GB from reddit.com: `/`, `/p/a1`, the signup (the `signup` goal), `/p/b2` (120 s);
      b, mobile Safari/iOS in US, utm newsletter/email/dec: `/about` (a bounce);
 - 4: c, desktop Chrome/Windows in DE from news.ycombinator.com: `/p/a1`, `/` (60 s);
 - 10: d, desktop Firefox/Linux in GB from reddit.com: `/` (a bounce);
@@ -59,6 +59,8 @@ IOS = dict(device="mobile", browser="Safari", os="iOS", country="US")
 def seed() -> Batch:
     events = [
         *visit(2, "a", ["/", "/p/a1", "/p/b2"], referrer="reddit.com", **LINUX),
+        ev(midnight(2) + 10 * 3600 + 90, "a", "/api/auth/register", kind="api_call", nav="api", method="POST",
+           status=201, event_name="signup", **LINUX),
         *visit(2, "b", ["/about"], utm_source="newsletter", utm_medium="email", utm_campaign="dec", **IOS),
         *visit(4, "c", ["/p/a1", "/"], referrer="news.ycombinator.com", device="desktop", browser="Chrome",
                os="Windows", country="DE"),
@@ -232,6 +234,13 @@ async def test_dashboard_periods_comparison_and_filters(site_settings, viewport:
     assert s["cleared"]["chips"] == [] and s["cleared"]["hash"] == "#/?period=30d&compare=1"
     assert values(s["cleared"]) == values(c30) and deltas(s["cleared"]) == deltas(c30)
     assert rows(s["cleared"], "pages") == [("/", 4), ("/p/[post]", 4), ("/about", 2)]
+    # A goal as a filter: the visits that reached it (a's).
+    goal = s["goal"]
+    assert rows(s["cleared"], "goals") == [("signup", 1)]
+    assert goal["chips"] == [["event:goal|signup", "Goal", "signup"]]
+    # Visit figures of the visits holding the goal (3 page views, 120 s); page views of a site event: none.
+    assert values(goal) == dict(zip(cards, ["1", "1", "0", "3", "0%", "2m 0s"], strict=True))
+    assert values(s["goal_removed"]) == values(c30)
     # An OS row as a filter: b and e (iOS), and back.
     os_ = s["os"]
     assert os_["chips"] == [["visit:os|iOS", "OS", "iOS"]]
