@@ -38,6 +38,7 @@ from trackside.storage.fact_reads import (
 )
 from trackside.storage.fact_retention import prune_facts
 from trackside.storage.facts import derive_visitor_days, marked
+from trackside.storage.tables import EVENTS, FACT_TABLES
 
 logger = logging.getLogger("trackside.rollup")
 
@@ -143,4 +144,9 @@ async def prune(
         daily = 0
         if daily_retention_days > 0:
             daily = await prune_daily(conn, today - timedelta(days=daily_retention_days))
+    if engine.dialect.name == "postgresql":
+        # Fresh planner statistics for the fact tables, whether or not autovacuum runs: with none,
+        # PostgreSQL takes a growing table for a small one and derivation's deletes scan it whole.
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("ANALYZE " + ", ".join(t.name for t in (*FACT_TABLES, EVENTS)))
     return PruneResult(raw, daily, facts)
