@@ -113,7 +113,8 @@
     upstream_timeout: 'Upstream timeout (504)',
     not_found: 'Not found (404)',
   };
-  const VIEW_TYPES = { view: 'Page view', listing: 'Feed / listing', search: 'Search result', widget: 'Widget' };
+  const VIEW_TYPES = { view: 'Page view', listing: 'Feed / listing', search: 'Search result', widget: 'Widget',
+    player: 'Player' };
 
   // ------------------------------------------------------------------------------------------ API
 
@@ -516,7 +517,12 @@
     'visit:referrer': 'Referrer', 'visit:utm_source': 'UTM source', 'visit:utm_medium': 'UTM medium',
     'visit:utm_campaign': 'UTM campaign', 'visit:country': 'Country', 'visit:device': 'Device',
     'visit:browser': 'Browser', 'visit:os': 'OS', 'visit:entry_page': 'Entry page', 'visit:exit_page': 'Exit page',
+    'event:props:view_type': 'View type', 'event:props:content_id': 'Item',
   };
+  // Looks (content views) have their own facts: the query engine filters them by these only, and filters visit
+  // figures by none of the look-only ones (view type, item).
+  const LOOK_ONLY = new Set(['event:props:view_type', 'event:props:content_id']);
+  const LOOK_FILTERS = new Set([...LOOK_ONLY, 'visit:device', 'visit:country', 'visit:referrer']);
   const ISO_DAY = /^\d{4}-\d{2}-\d{2}$/;
   const isoOf = (d) => d.toISOString().slice(0, 10);
   const todayIso = () => isoOf(new Date());
@@ -603,6 +609,9 @@
     } catch (e) {
       answer = null;
     }
+    if (response.status === 429) {
+      throw new AuthError(429, `try again in ${response.headers.get('Retry-After') || 60} s`);
+    }
     if (response.status === 401 || response.status === 403) throw new AuthError(response.status, answer && answer.error);
     if (!response.ok) throw new Error((answer && answer.error) || `the query answered HTTP ${response.status}`);
     return answer;
@@ -629,6 +638,8 @@
       { name: 'browsers', title: 'Browsers', sub: 'visitors', dim: 'visit:browser', metric: 'visitors' },
       { name: 'os', title: 'Operating systems', sub: 'visitors', dim: 'visit:os', metric: 'visitors' },
       { name: 'goals', title: 'Goals', sub: 'visitors who reached each', dim: 'event:goal', metric: 'visitors', emptyText: 'No goal reached (or none defined)' },
+      { name: 'view_types', title: 'Looks by view type', sub: 'content views: web pages, players, widgets', dim: 'event:props:view_type', metric: 'content_views', looks: true, label: (k) => VIEW_TYPES[k] || capital(k), emptyText: 'No content views' },
+      { name: 'items', title: 'Looked-at items', sub: 'content views by item', dim: 'event:props:content_id', metric: 'content_views', looks: true, mono: true, emptyText: 'No content views' },
     ];
   }
 
@@ -649,24 +660,29 @@
   }
 
   // Everything the overview's v2 part asks: the cards, the chart, each panel; the previous period when comparing.
-  async function loadQueries(view) {
+  // The cards' query goes first, alone: a refused token costs one refusal, not twenty (the sidecar limits refused
+  // tokens per minute and address); the rest are asked together once it is answered.
+  async function loadQueries(view, afterCards = () => []) {
     const range = rangeOf(view);
-    const filters = v2Filters(view.filters);
+    const filters = v2Filters(view.filters.filter(([d]) => !LOOK_ONLY.has(d)));
+    const lookFilters = v2Filters(view.filters.filter(([d]) => LOOK_FILTERS.has(d)));
     const period = [range.from, range.to];
     const previous = range.prev;
     const timeDim = `time:${range.grain}`;
     const series = (dr) => query({ metrics: ['visitors', 'pageviews'], date_range: dr, filters,
       dimensions: [timeDim], include: { time_labels: true } });
     const specs = panelSpecs(view);
-    const [cards, prevCards, chart, prevChart, ...panels] = await Promise.all([
-      query({ metrics: CARD_METRICS, date_range: period, filters }),
+    const cards = await query({ metrics: CARD_METRICS, date_range: period, filters });
+    const others = afterCards();
+    for (const other of others) other.catch(() => {}); // awaited below; a refusal there is not left unhandled
+    const [prevCards, chart, prevChart, ...panels] = await Promise.all([
       view.compare ? query({ metrics: CARD_METRICS, date_range: previous, filters }) : null,
       series(period),
       view.compare ? series(previous) : null,
-      ...specs.map((spec) => panelQuery(spec, period, filters)
+      ...specs.map((spec) => panelQuery(spec, period, spec.looks ? lookFilters : filters)
         .catch((e) => (e instanceof AuthError ? Promise.reject(e) : { error: String(e.message || e) }))),
     ]);
-    return { view, range, cards, prevCards, chart, prevChart, specs, panels };
+    return { q: { view, range, cards, prevCards, chart, prevChart, specs, panels }, others: await Promise.all(others) };
   }
 
   // ------------------------------------------------------------------------------------------ the view's parts
@@ -738,6 +754,9 @@
       chips.length ? h('div', { class: 'chips', 'aria-label': 'Filters' }, chips,
         h('button', { type: 'button', class: 'link-button', 'data-action': 'clear-filters', text: 'Clear all',
           onclick: () => go({ filters: [] }) })) : null,
+      view.filters.some(([d]) => LOOK_ONLY.has(d)) ? h('p', { class: 'notice-retention', 'data-note': 'looks-only',
+        role: 'note', text: 'View type and item filters apply to the looks panels only: the cards, the chart and the '
+          + 'visit panels are not filtered by them.' }) : null,
       meta && meta.facts_note ? h('p', { class: 'notice-retention', 'data-note': 'retention', role: 'note',
         text: `This period reaches past the facts' retention: ${meta.facts_note}.` }) : null,
       !(meta && meta.facts_note) && prevMeta && prevMeta.facts_note ? h('p', { class: 'notice-retention',
@@ -916,6 +935,7 @@
       grid('three', 'sources', 'referrers', 'countries'),
       grid('three', 'utm_source', 'utm_medium', 'utm_campaign'),
       grid('three', 'devices', 'browsers', 'os'),
+      grid('two', 'view_types', 'items'),
       h('div', { class: 'grid two' }, panels.get('goals'),
         card({ name: 'errors', title: 'Errors by type', sub: auth ? 'last 30 days · all visitors (no signed-in split)'
           : 'last 30 days', note: defs.errors ? capital(defs.errors) : null, body:
@@ -1039,7 +1059,10 @@
         card({ name: 'devices', title: 'Devices', sub: 'views', body:
           barList({ name: 'devices', data: pick(item, 'views_by_device'), label: capital }) }),
         card({ name: 'types', title: 'How it was seen', sub: 'views and impressions by type', body:
-          barList({ name: 'types', data: pick(item, 'views_by_type'), label: (k) => VIEW_TYPES[k] || k }) }),
+          barList({ name: 'types', data: pick(item, 'views_by_type'), label: (k) => VIEW_TYPES[k] || k,
+            pickTitle: 'Open the overview filtered on this item and view type',
+            onPick: (key) => { location.hash = viewHash({ period: '30d', compare: false,
+              filters: [['event:props:content_id', id], ['event:props:view_type', key]] }); } }) }),
         card({ name: 'referrers', title: 'Referrers', sub: 'views arriving from another site', body:
           barList({ name: 'referrers', data: pick(item, 'top_referrers'), mono: true, emptyText: 'No referrers yet' }) })),
       definitions(defs, { unique_viewers: UNIQUE_NOTE.replace(/visitors/g, 'viewers') }));
@@ -1139,8 +1162,7 @@
           : null;
         data = { view: 'item', kind: route.kind, id: route.id, item };
       } else {
-        const [q, site, realtime, ...popular] = await Promise.all([
-          loadQueries(route.viewState),
+        const { q, others: [site, realtime, ...popular] } = await loadQueries(route.viewState, () => [
           api('site', { refresh }),
           api('realtime').catch((e) => (e instanceof AuthError ? Promise.reject(e) : null)),
           ...Object.keys(KINDS).map((kind) => api(`popular?kind=${kind}&period=30d&limit=10`, { missingOk: true, refresh })),

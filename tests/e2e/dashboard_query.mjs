@@ -56,6 +56,7 @@ function collect() {
     range_text: text(document.querySelector('[data-range]')),
     chips: all('.chip').map((c) => [c.dataset.filter, text(c.querySelector('.chip-dim')), text(c.querySelector('.chip-value'))]),
     retention: text(document.querySelector('[data-note="retention"]')),
+    looks_only: text(document.querySelector('[data-note="looks-only"]')),
     kpis,
     lists,
     pages_sub: sub('pages'),
@@ -118,6 +119,14 @@ async function main() {
   await step('cleared', () => page.click('[data-action="clear-filters"]'));
   await step('goal', () => page.click('[data-list="goals"] li[data-key="signup"]'));
   await step('goal_removed', () => page.click('.chip .chip-remove'));
+  await step('player', () => page.click('[data-list="view_types"] li[data-key="player"]'));
+  await step('player_removed', () => page.click('.chip .chip-remove'));
+  // The item page's views by type open the overview filtered on the item and that view type.
+  await page.evaluate(() => { location.hash = '#/item/artwork/a1'; });
+  await page.waitForSelector('#app[data-ready="item"] [data-list="types"] li[data-key="player"]', WAIT);
+  await step('item_player', () => page.click('[data-list="types"] li[data-key="player"]'));
+  await page.evaluate(() => { location.hash = '#/?period=30d&compare=1'; });
+  await page.waitForSelector('#app[data-ready="overview"] [data-control="compare"]:checked', WAIT);
   await step('os', () => page.click('[data-list="os"] li[data-key="iOS"]'));
   await step('os_removed', () => page.click('.chip .chip-remove'));
   await step('year', () => page.selectOption('[data-control="period"]', '12mo'));

@@ -6,6 +6,7 @@ into filter chips, reloads, removes the chips, and prints what the page showed a
 The site (days ago, UTC; each visit a minute between page views, anonymous visitors):
 - 2: a, desktop Firefox/Linux in GB from reddit.com: `/`, `/p/a1`, the signup (the `signup` goal), `/p/b2` (120 s);
      b, mobile Safari/iOS in US, utm newsletter/email/dec: `/about` (a bounce);
+- 3: a player's look at a1 (an API read with view type `player`): no page view, no visit;
 - 4: c, desktop Chrome/Windows in DE from news.ycombinator.com: `/p/a1`, `/` (60 s);
 - 10: d, desktop Firefox/Linux in GB from reddit.com: `/` (a bounce);
       e, mobile Safari/iOS in US: `/`, `/about` (60 s);
@@ -62,6 +63,9 @@ def seed() -> Batch:
         ev(midnight(2) + 10 * 3600 + 90, "a", "/api/auth/register", kind="api_call", nav="api", method="POST",
            status=201, event_name="signup", **LINUX),
         *visit(2, "b", ["/about"], utm_source="newsletter", utm_medium="email", utm_campaign="dec", **IOS),
+        # A player's look at a1 (an API read hinted `player`): a content view, no page view, no visit.
+        ev(midnight(3) + 9 * 3600, "p", "/api/p/a1", kind="api_call", nav="api", view_type="player", device="player",
+           browser="Makapix-Player", os="Other", label="/api/p/[post]", content_kind="artwork", content_id="a1"),
         *visit(4, "c", ["/p/a1", "/"], referrer="news.ycombinator.com", device="desktop", browser="Chrome",
                os="Windows", country="DE"),
         *visit(10, "d", ["/"], referrer="reddit.com", **LINUX),
@@ -241,6 +245,17 @@ async def test_dashboard_periods_comparison_and_filters(site_settings, viewport:
     # Visit figures of the visits holding the goal (3 page views, 120 s); page views of a site event: none.
     assert values(goal) == dict(zip(cards, ["1", "1", "0", "3", "0%", "2m 0s"], strict=True))
     assert values(s["goal_removed"]) == values(c30)
+    # Looks by view type: a player's look at a1 is a filter of the looks panels; the visit figures are not filtered.
+    assert rows(c30, "view_types") == [("view", 4), ("player", 1)]
+    assert rows(c30, "items") == [("a1", 4), ("b2", 1)]
+    player = s["player"]
+    assert player["chips"] == [["event:props:view_type|player", "View type", "player"]]
+    assert rows(player, "view_types") == [("player", 1)] and rows(player, "items") == [("a1", 1)]
+    assert values(player) == values(c30) and player["looks_only"].startswith("View type and item filters apply")
+    assert rows(s["player_removed"], "view_types") == rows(c30, "view_types")
+    item_player = s["item_player"]
+    assert item_player["hash"] == "#/?period=30d&f=event%3Aprops%3Acontent_id%7Ca1&f=event%3Aprops%3Aview_type%7Cplayer"
+    assert rows(item_player, "items") == [("a1", 1)] and rows(item_player, "view_types") == [("player", 1)]
     # An OS row as a filter: b and e (iOS), and back.
     os_ = s["os"]
     assert os_["chips"] == [["visit:os|iOS", "OS", "iOS"]]
