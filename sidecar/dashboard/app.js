@@ -758,10 +758,11 @@
         role: 'note', text: 'View type and item filters apply to the looks panels only: the cards, the chart and the '
           + 'visit panels are not filtered by them.' }) : null,
       meta && meta.facts_note ? h('p', { class: 'notice-retention', 'data-note': 'retention', role: 'note',
-        text: `This period reaches past the facts' retention: ${meta.facts_note}.` }) : null,
+        text: `This period begins before the oldest fact day: ${meta.facts_note}.` }) : null,
       !(meta && meta.facts_note) && prevMeta && prevMeta.facts_note ? h('p', { class: 'notice-retention',
         'data-note': 'retention', role: 'note',
-        text: `The previous period reaches past the facts' retention: ${prevMeta.facts_note}; its figures and the changes are partial.` }) : null);
+        text: `The previous period begins before the oldest fact day: ${prevMeta.facts_note}; `
+          + 'its figures and the changes are partial.' }) : null);
   }
 
   function addFilter(view, dim, value) {
