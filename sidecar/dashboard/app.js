@@ -11,7 +11,6 @@
   const API_V2 = 'api/v2/query';
   const TOKEN_KEY = 'trackside.token';
   const MODE_KEY = 'trackside.mode';
-  const NO_TIME_ON_PAGE_KEY = 'trackside.no_time_on_page';
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const KINDS = { artwork: 'Artwork', blog_post: 'Blog post' };
   const KINDS_PLURAL = { artwork: 'Popular artworks', blog_post: 'Popular blog posts' };
@@ -643,20 +642,11 @@
     ];
   }
 
-  // Time on page is asked of the query engine as Plausible's `time_on_page`; an engine without it answers 400
-  // naming it, and the panel goes without for the rest of the tab's session (asked once, not on every view).
+  // The pages panels also show time on page (Plausible's `time_on_page`: seconds until the visitor's next page).
   async function panelQuery(spec, period, filters) {
-    const body = (metrics) => ({ metrics, date_range: period, filters, dimensions: [spec.dim],
+    const metrics = spec.timeOnPage ? [spec.metric, 'time_on_page'] : [spec.metric];
+    return query({ metrics, date_range: period, filters, dimensions: [spec.dim],
       order_by: [[spec.metric, 'desc'], [spec.dim, 'asc']], pagination: { limit: 100 } });
-    if (spec.timeOnPage && sessionStorage.getItem(NO_TIME_ON_PAGE_KEY) === null) {
-      try {
-        return await query(body([spec.metric, 'time_on_page']));
-      } catch (e) {
-        if (e instanceof AuthError || !/time_on_page/.test(String(e.message))) throw e;
-        sessionStorage.setItem(NO_TIME_ON_PAGE_KEY, '1');
-      }
-    }
-    return query(body([spec.metric]));
   }
 
   // Everything the overview's v2 part asks: the cards, the chart, each panel; the previous period when comparing.

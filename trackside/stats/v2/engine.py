@@ -241,7 +241,9 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
     rows: Rows = {}
     metrics = set(q.metrics)
     event_dims = [d for d in q.dimensions if d in EVENT_DIMENSIONS]
-    event_metrics = {"visitors", "pageviews", "events", "percentage", "conversion_rate", "group_conversion_rate"}
+    event_metrics = {
+        "visitors", "pageviews", "events", "percentage", "conversion_rate", "group_conversion_rate", "time_on_page"
+    }  # fmt: skip
     visits_by_events = "visits" in metrics and bool(event_dims)
     first_metric = q.metrics[0]
     if metrics & event_metrics or visits_by_events:
@@ -321,6 +323,10 @@ def _metric(figures: dict[str, float], metric: str) -> int | float:
     if metric == "views_per_visit":
         visits = figures.get("visits", 0.0)
         return round(figures.get("visit_pageviews", 0.0) / visits, 2) if visits else 0.0
+    if metric == "time_on_page":
+        # Seconds, the mean over page views followed by another page view of their visit.
+        counted = figures.get("time_on_page_count", 0.0)
+        return round(figures.get("time_on_page_sum", 0.0) / counted / 1000) if counted else 0
     if metric in ("percentage", "conversion_rate", "group_conversion_rate"):
         return float(figures.get(metric, 0.0))
     return int(figures.get(metric, 0.0))

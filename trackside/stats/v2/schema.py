@@ -24,6 +24,7 @@ METRICS = (
     "percentage",
     "conversion_rate",
     "group_conversion_rate",
+    "time_on_page",
 )
 # Trackside's own figures, beside Plausible's.
 EXTENSION_METRICS = ("content_views", "unique_viewers", "impressions", "api_calls", "errors", "bot_hits")
