@@ -24,6 +24,9 @@ Parts:
   queue's depth (`ZCARD`) sampled every 0.5 s; then how long the queue takes to empty, and the worker's CPU and
   peak RSS (VmHWM).
 
+Statistics: the events are analyzed after a bulk load, the fact tables every 20 s while a derivation runs and
+everything once derived, as autovacuum would (it is off on the machine these figures come from).
+
 Each PostgreSQL database is `trackside_bench_<random>` (fresh per measurement, dropped at the end); SQLite files
 live in a temp dir. Prints a Markdown table, writes JSON to `--out`.
 """
