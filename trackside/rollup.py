@@ -38,6 +38,7 @@ from trackside.storage.fact_reads import (
 )
 from trackside.storage.fact_retention import prune_facts
 from trackside.storage.facts import derive_visitor_days, marked
+from trackside.storage.partitions import drop_empty_partitions, make_partitions
 from trackside.storage.tables import EVENTS, FACT_TABLES
 
 logger = logging.getLogger("trackside.rollup")
@@ -145,6 +146,9 @@ async def prune(
         if daily_retention_days > 0:
             daily = await prune_daily(conn, today - timedelta(days=daily_retention_days))
     if engine.dialect.name == "postgresql":
+        # Day partitions: the next days' made ahead, the pruned days' dropped (their rows are gone).
+        await make_partitions(engine, today)
+        await drop_empty_partitions(engine, today - timedelta(days=fact_retention_days))
         # Fresh planner statistics for the fact tables, whether or not autovacuum runs: with none,
         # PostgreSQL takes a growing table for a small one and derivation's deletes scan it whole.
         async with engine.begin() as conn:

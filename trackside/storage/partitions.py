@@ -1,0 +1,95 @@
+"""PostgreSQL's day partitions of the fact tables (migration 0014): made a few days ahead by the
+scheduled prune, dropped once their day's facts are pruned. A day without its partition (a late
+event, the first day after the upgrade) lands in the table's default partition; a day partition is
+never made while the default partition holds rows of that day (PostgreSQL would refuse it).
+
+Making a partition locks its table for a moment: it is done here, in its own short transaction, never
+on the ingest path."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trackside.storage.tables import FACT_TABLES
+
+logger = logging.getLogger("trackside.partitions")
+
+AHEAD_DAYS = 2
+
+
+def partition_name(table: str, day: date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+async def _partitioned(engine: AsyncEngine) -> bool:
+    if engine.dialect.name != "postgresql":
+        return False
+    async with engine.connect() as conn:
+        kind = await conn.scalar(text("SELECT relkind FROM pg_class WHERE relname = 'fact_page_views'"))
+    return kind in ("p", b"p")  # a "char": asyncpg may give it as bytes
+
+
+async def _existing(engine: AsyncEngine) -> set[str]:
+    query = text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = ANY(:tables)"
+    )
+    async with engine.connect() as conn:
+        return set((await conn.execute(query, {"tables": [t.name for t in FACT_TABLES]})).scalars())
+
+
+async def make_partitions(engine: AsyncEngine, today: date, ahead: int = AHEAD_DAYS) -> list[str]:
+    """Partitions of today and the next `ahead` days, where missing; returns those made."""
+    if not await _partitioned(engine):
+        return []
+    existing = await _existing(engine)
+    made: list[str] = []
+    for offset in range(ahead + 1):
+        day = today + timedelta(days=offset)
+        for table in FACT_TABLES:
+            name = partition_name(table.name, day)
+            if name in existing:
+                continue
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                # Rows of that day already in the default partition: it stays there.
+                stray = await conn.scalar(
+                    text(f'SELECT 1 FROM "{table.name}_default" WHERE day = :day LIMIT 1'), {"day": day}
+                )
+                if stray:
+                    continue
+                await conn.execute(
+                    text(
+                        f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{table.name}" '
+                        f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
+                    )
+                )
+            made.append(name)
+    if made:
+        logger.info("made %d fact partitions", len(made))
+    return made
+
+
+async def drop_empty_partitions(engine: AsyncEngine, before: date) -> list[str]:
+    """Day partitions of days before `before` that hold no rows any more (their facts were pruned)."""
+    if not await _partitioned(engine):
+        return []
+    dropped: list[str] = []
+    for name in sorted(await _existing(engine)):
+        stamp = name.rsplit("_p", 1)[-1]
+        if not (len(stamp) == 8 and stamp.isdigit()):
+            continue  # the default partition
+        day = date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:]))
+        if day >= before:
+            continue
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+            if await conn.scalar(text(f'SELECT 1 FROM "{name}" LIMIT 1')):
+                continue
+            await conn.execute(text(f'DROP TABLE "{name}"'))
+        dropped.append(name)
+    return dropped
