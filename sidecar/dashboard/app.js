@@ -9,12 +9,15 @@
 (() => {
   const API = 'api/v1/'; // relative to /_trackside/
   const API_V2 = 'api/v2/query';
+  const API_GOALS = 'api/goals';
   const TOKEN_KEY = 'trackside.token';
   const MODE_KEY = 'trackside.mode';
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const KINDS = { artwork: 'Artwork', blog_post: 'Blog post' };
   const KINDS_PLURAL = { artwork: 'Popular artworks', blog_post: 'Popular blog posts' };
   const REALTIME_EVERY_MS = 30000;
+  const LIVE_EVERY_MS = 5000; // the live view's refresh
+  const LIVE_MINUTES = 30;
   const UNIQUE_NOTE = 'unique visitors = signed-in users merged + anonymous visitor-days';
 
   const state = {
@@ -616,6 +619,25 @@
     return answer;
   }
 
+  // The goals API (`/_trackside/api/goals`): its refusals are `{"detail": "field: why"}`, shown as they are.
+  async function goalsCall(method, { body, name } = {}) {
+    const headers = { Authorization: `Bearer ${state.token}`, Accept: 'application/json' };
+    if (body) headers['Content-Type'] = 'application/json';
+    // A name in the query string, not the path: a goal's name may hold a slash.
+    const url = API_GOALS + (name ? `?name=${encodeURIComponent(name)}` : '');
+    const response = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined,
+      cache: 'no-store', credentials: 'omit' });
+    if (response.status === 204) return null;
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch (e) {
+      answer = null;
+    }
+    if (!response.ok) throw new Error((answer && answer.detail) || `the goals API answered HTTP ${response.status}`);
+    return answer;
+  }
+
   const CARD_METRICS = ['visitors', 'visits', 'pageviews', 'views_per_visit', 'bounce_rate', 'visit_duration'];
 
   // The panels: each a breakdown by one dimension, every row a filter.
@@ -636,15 +658,19 @@
       { name: 'devices', title: 'Devices', sub: 'visitors', dim: 'visit:device', metric: 'visitors' },
       { name: 'browsers', title: 'Browsers', sub: 'visitors', dim: 'visit:browser', metric: 'visitors' },
       { name: 'os', title: 'Operating systems', sub: 'visitors', dim: 'visit:os', metric: 'visitors' },
-      { name: 'goals', title: 'Goals', sub: 'visitors who reached each', dim: 'event:goal', metric: 'visitors', emptyText: 'No goal reached (or none defined)' },
+      { name: 'goals', title: 'Goals', sub: 'visitors who reached each · conversion rate', dim: 'event:goal', metric: 'visitors', conversion: true, emptyText: 'No goal reached (or none defined)' },
       { name: 'view_types', title: 'Looks by view type', sub: 'content views: web pages, players, widgets', dim: 'event:props:view_type', metric: 'content_views', looks: true, label: (k) => VIEW_TYPES[k] || capital(k), emptyText: 'No content views' },
       { name: 'items', title: 'Looked-at items', sub: 'content views by item', dim: 'event:props:content_id', metric: 'content_views', looks: true, mono: true, emptyText: 'No content views' },
     ];
   }
 
   // The pages panels also show time on page (Plausible's `time_on_page`: seconds until the visitor's next page).
+  // The goals panel also shows each goal's conversion rate (percent of the period's visitors).
+  const panelMetrics = (spec) => [spec.metric, ...(spec.timeOnPage ? ['time_on_page'] : []),
+    ...(spec.conversion ? ['conversion_rate'] : [])];
+
   async function panelQuery(spec, period, filters) {
-    const metrics = spec.timeOnPage ? [spec.metric, 'time_on_page'] : [spec.metric];
+    const metrics = panelMetrics(spec);
     return query({ metrics, date_range: period, filters, dimensions: [spec.dim],
       order_by: [[spec.metric, 'desc'], [spec.dim, 'asc']], pagination: { limit: 100 } });
   }
@@ -740,7 +766,8 @@
       h('div', { class: 'controls-row' },
         select, custom,
         h('label', { class: 'compare' }, compare, 'Compare with the previous period'),
-        h('span', { class: 'range', 'data-range': `${range.from}/${range.to}`, text: rangeText(range) })),
+        h('span', { class: 'range', 'data-range': `${range.from}/${range.to}`, text: rangeText(range) }),
+        asOf(meta && meta.computed_at)),
       chips.length ? h('div', { class: 'chips', 'aria-label': 'Filters' }, chips,
         h('button', { type: 'button', class: 'link-button', 'data-action': 'clear-filters', text: 'Clear all',
           onclick: () => go({ filters: [] }) })) : null,
@@ -754,6 +781,15 @@
         text: `The previous period begins before the oldest fact day: ${prevMeta.facts_note}; `
           + 'its figures and the changes are partial.' }) : null);
   }
+
+  // "as of 16:05:09 UTC": when the figures were read (an answer's computed_at).
+  function asOf(iso) {
+    if (!iso) return null;
+    const at = new Date(iso);
+    if (Number.isNaN(at.getTime())) return null;
+    return h('span', { class: 'asof', 'data-asof': iso, title: stamp(iso), text: `as of ${asOfText(at)}` });
+  }
+  const asOfText = (at) => `${at.toISOString().slice(11, 19)} UTC`;
 
   function addFilter(view, dim, value) {
     if (view.filters.some(([d, v]) => d === dim && v === value)) return;
@@ -817,30 +853,132 @@
       emptyText: 'No page views in this period', emptySub: q.view.filters.length ? 'No visit matches every filter.' : null });
   }
 
-  function panel(q, spec, answer) {
+  // ------------------------------------------------------------------------------------------ CSV
+
+  // RFC 4180: a field with a quote, comma, CR or LF is quoted, its quotes doubled; rows end with CRLF. A text
+  // field starting like a formula (= + - @, a tab or CR) gets a leading ' so a spreadsheet shows it, never runs
+  // it: page paths and referrers are whatever visitors sent.
+  function csvField(value) {
+    if (value === null || value === undefined) return '';
+    let text = String(value);
+    if (typeof value === 'string' && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+    return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  }
+
+  const csvText = (rows) => rows.map((row) => `${row.map(csvField).join(',')}\r\n`).join('');
+
+  // Built in the page (a Blob behind a download link): the rows are those the panel was drawn from.
+  function downloadCsv(filename, rows) {
+    const url = URL.createObjectURL(new Blob([csvText(rows)], { type: 'text/csv;charset=utf-8' }));
+    const link = h('a', { href: url, download: filename, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  function panelRows(spec, answer) {
+    return (answer.results || []).filter((r) => !(spec.hide || []).includes(String(r.dimensions[0])))
+      .map((r) => [String(r.dimensions[0]), ...r.metrics]);
+  }
+
+  function csvButton(q, spec, answer) {
+    if (!answer || answer.error) return null;
+    return h('button', { type: 'button', class: 'link-button csv', 'data-action': 'csv', 'data-csv': spec.name,
+      title: `Download these rows as CSV (${rangeText(q.range)})`, text: 'Export CSV',
+      onclick: () => downloadCsv(`trackside-${spec.name}-${q.range.from}_${q.range.to}.csv`,
+        [[spec.dim, ...panelMetrics(spec)], ...panelRows(spec, answer)]) });
+  }
+
+  function panel(q, spec, answer, extra) {
     let body;
     if (answer && answer.error) {
       body = h('div', { class: 'list-empty', 'data-list': spec.name, 'data-empty': '1' }, h('span', { text: answer.error }));
     } else {
       const data = {};
-      const times = {};
+      const second = {};
       for (const r of answer.results || []) {
         const key = String(r.dimensions[0]);
         if (!(spec.hide || []).includes(key)) data[key] = r.metrics[0];
-        if (r.metrics.length > 1 && r.metrics[1] !== null && r.metrics[1] !== undefined) times[key] = r.metrics[1];
+        if (r.metrics.length > 1 && r.metrics[1] !== null && r.metrics[1] !== undefined) second[key] = r.metrics[1];
       }
+      const shown = spec.timeOnPage ? (v) => `${durationText(v)} on page` : (v) => `${num(v)}%`;
       const active = q.view.filters.filter(([d]) => d === spec.dim).map(([, v]) => v);
       body = barList({ name: spec.name, data, mono: spec.mono, label: spec.label || ((k) => k), emptyText: spec.emptyText,
         active, onPick: (key) => addFilter(q.view, spec.dim, key), pickTitle: `Filter on this ${DIM_NAMES[spec.dim].toLowerCase()}`,
-        detail: Object.keys(times).length ? (key) => (key in times ? `${durationText(times[key])} on page` : '') : null });
+        detail: Object.keys(second).length ? (key) => (key in second ? shown(second[key]) : '') : null });
     }
-    return card({ name: spec.name, title: spec.title, sub: spec.sub, body });
+    return card({ name: spec.name, title: spec.title, sub: spec.sub, body: extra ? h('div', {}, body, extra) : body,
+      action: csvButton(q, spec, answer) });
+  }
+
+  // ------------------------------------------------------------------------------------------ goals
+
+  // The site's goals with their conversions in the period; a moderator adds one (a site event or a page pattern)
+  // or removes a stored one. The API's refusal (400 naming the field, 409 a taken name) is shown as it is.
+  function goalsManager(q, goals, answer) {
+    if (!goals) return h('p', { class: 'card-note', 'data-goals': 'unavailable', text: 'The goals could not be listed.' });
+    const figures = new Map(((answer && answer.results) || []).map((r) => [String(r.dimensions[0]), r.metrics]));
+    const problem = h('p', { class: 'goal-error', 'data-goal-error': '1', role: 'alert', hidden: true });
+    const fail = (error) => {
+      problem.textContent = String(error && error.message ? error.message : error);
+      problem.hidden = false;
+    };
+    const rows = goals.goals.map((goal) => {
+      const [visitors, rate] = figures.get(goal.name) || [0, 0];
+      const remove = goal.origin === 'database' ? h('button', { type: 'button', class: 'link-button', 'data-action': 'remove-goal',
+        'aria-label': `Remove the goal ${goal.name}`, text: 'Remove', onclick: async () => {
+          try {
+            await goalsCall('DELETE', { name: goal.name });
+            state.goalsOpen = true;
+            load();
+          } catch (error) {
+            fail(error);
+          }
+        } }) : h('span', { class: 'muted', title: 'Goals of the settings change only in the settings', text: 'settings' });
+      return h('tr', { 'data-goal': goal.name },
+        h('td', { text: goal.name }),
+        h('td', { class: 'mono', text: `${goal.kind === 'page' ? 'page' : 'event'} ${goal.match}` }),
+        h('td', { class: 'num', 'data-goal-visitors': String(visitors), text: num(visitors) }),
+        h('td', { class: 'num', 'data-goal-rate': String(rate), text: `${num(rate)}%` }),
+        h('td', {}, remove));
+    });
+    const name = h('input', { name: 'goal-name', 'data-goal-field': 'name', required: true, maxlength: '120',
+      placeholder: 'Read an artwork', 'aria-label': 'Goal name' });
+    const kind = h('select', { name: 'goal-kind', 'data-goal-field': 'kind', 'aria-label': 'Goal kind' },
+      h('option', { value: 'page', text: 'Page pattern' }), h('option', { value: 'event', text: 'Site event' }));
+    const match = h('input', { name: 'goal-match', 'data-goal-field': 'match', required: true, class: 'mono',
+      placeholder: '/p/*', 'aria-label': 'Page pattern or event name' });
+    kind.addEventListener('change', () => { match.placeholder = kind.value === 'page' ? '/p/*' : 'signup'; });
+    const form = h('form', { class: 'goal-form', 'data-goal-form': '1' }, name, kind, match,
+      h('button', { type: 'submit', class: 'ghost', text: 'Add goal' }));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      problem.hidden = true;
+      try {
+        await goalsCall('POST', { body: { name: name.value.trim(), kind: kind.value, match: match.value.trim() } });
+        state.goalsOpen = true;
+        load();
+      } catch (error) {
+        fail(error);
+      }
+    });
+    const details = h('details', { class: 'goals-manage', 'data-goals': String(goals.goals.length), open: Boolean(state.goalsOpen) },
+      h('summary', { text: `Goals defined (${goals.goals.length}) · add or remove` }),
+      h('table', { class: 'goals-table' },
+        h('thead', {}, h('tr', {}, ['Goal', 'Reached by', 'Visitors', 'Rate', ''].map((t) => h('th', { text: t })))),
+        h('tbody', {}, rows)),
+      form, problem,
+      h('p', { class: 'card-note', text: 'A page pattern: * any characters but /, ** any (/p/* matches /p/a1). '
+        + 'Visitors and rate are of the period and filters above.' }));
+    details.addEventListener('toggle', () => { state.goalsOpen = details.open; });
+    return details;
   }
 
   // ------------------------------------------------------------------------------------------ pages
 
   function renderOverview(data) {
-    const { site, realtime, popular, q } = data;
+    const { site, realtime, popular, q, goals } = data;
     const defs = site.definitions || {};
     const auth = state.mode === 'auth';
     const who = auth ? 'signed-in visitors' : 'all visitors';
@@ -905,7 +1043,8 @@
         }),
         barList({ name: 'bots', data: bots.by_bot, limit: 8, tone: 'tone-bot', emptyText: 'No bots seen yet' })));
 
-    const panels = new Map(q.specs.map((spec, i) => [spec.name, panel(q, spec, q.panels[i])]));
+    const panels = new Map(q.specs.map((spec, i) => [spec.name, panel(q, spec, q.panels[i],
+      spec.name === 'goals' ? goalsManager(q, goals, q.panels[i]) : null)]));
     const grid = (cls, ...names) => h('div', { class: `grid ${cls}` }, names.map((n) => panels.get(n)));
     const v2Note = auth ? h('div', { class: 'banner' }, h('strong', { text: 'All visitors. ' }),
       'The period’s figures and panels have no signed-in split; the 24 hours chart does.') : null;
@@ -1037,6 +1176,7 @@
     return h('div', { class: 'page', 'data-item': `${kind}/${id}` },
       crumbs,
       h('h1', { class: 'item-title' }, `${kindName} `, h('span', { class: 'mono', text: id })),
+      asOf(item.computed_at),
       modeBanner(),
       kpis,
       h('div', { class: 'grid charts' },
@@ -1059,6 +1199,67 @@
       definitions(defs, { unique_viewers: UNIQUE_NOTE.replace(/visitors/g, 'viewers') }));
   }
 
+  // ------------------------------------------------------------------------------------------ live
+
+  // The live view: visitors now (v1 realtime: the last 5 minutes) and the last 30 minutes' page views by page (v2
+  // with a date-time range), asked again every 5 s and redrawn in place. The range ends two minutes past this
+  // browser's clock: nothing is stored in the future, and a clock a little behind the server's loses nothing.
+  const isoSecond = (ms) => `${new Date(ms).toISOString().slice(0, 19)}Z`;
+
+  async function liveFigures() {
+    const now = Date.now();
+    const range = [isoSecond(now - LIVE_MINUTES * 60000), isoSecond(now + 120000)];
+    const [realtime, totals, pages] = await Promise.all([
+      api('realtime'),
+      query({ metrics: ['visitors', 'pageviews'], date_range: range }),
+      query({ metrics: ['pageviews', 'visitors'], date_range: range, dimensions: ['event:page'],
+        order_by: [['pageviews', 'desc'], ['event:page', 'asc']], pagination: { limit: 100 } }),
+    ]);
+    return { realtime, totals, pages, range };
+  }
+
+  function liveBody(live) {
+    const [visitors, pageviews] = (live.totals.results[0] || { metrics: [0, 0] }).metrics;
+    const data = Object.fromEntries((live.pages.results || []).map((r) => [String(r.dimensions[0]), r.metrics[0]]));
+    const rows = (live.pages.results || []).map((r) => [String(r.dimensions[0]), ...r.metrics]);
+    const at = live.totals.meta && live.totals.meta.computed_at;
+    const csv = h('button', { type: 'button', class: 'link-button csv', 'data-action': 'csv', 'data-csv': 'live_pages',
+      text: 'Export CSV', onclick: () => downloadCsv(`trackside-live-pages-${(at || '').slice(0, 19).replace(/:/g, '')}.csv`,
+        [['event:page', 'pageviews', 'visitors'], ...rows]) });
+    return [
+      h('section', { class: 'kpis kpis-live', 'aria-label': 'Live figures' },
+        kpi({ name: 'live_now', title: 'Visitors now', value: num(live.realtime.visitors), live: true, split: false,
+          note: `${plural(live.realtime.page_views, 'page view', 'page views')} · last 5 min`,
+          definition: live.realtime.definition }),
+        kpi({ name: 'live_visitors', title: 'Visitors', value: num(visitors), split: false,
+          note: `last ${LIVE_MINUTES} min`, definition: 'distinct visitors with an event in the last 30 minutes' }),
+        kpi({ name: 'live_pageviews', title: 'Page views', value: num(pageviews), split: false,
+          note: `last ${LIVE_MINUTES} min` })),
+      card({ name: 'live_pages', title: 'Pages', sub: `page views in the last ${LIVE_MINUTES} minutes, by page`, action: csv,
+        body: barList({ name: 'live_pages', data, mono: true, limit: 15, emptyText: `No page views in the last ${LIVE_MINUTES} minutes` }) }),
+    ];
+  }
+
+  function renderLive({ live }) {
+    return h('div', { class: 'page', 'data-live': '1' },
+      h('h1', { class: 'item-title' }, 'Live ', h('span', { class: 'live-dot pulse', 'aria-hidden': 'true' })),
+      h('p', { class: 'card-sub' }, `Updated every ${LIVE_EVERY_MS / 1000} s · all visitors · `,
+        h('span', { 'data-live-asof': '1' }, asOf(live.totals.meta && live.totals.meta.computed_at))),
+      h('div', { 'data-live-body': '1' }, liveBody(live)));
+  }
+
+  async function refreshLive() {
+    const seq = state.seq;
+    const live = await liveFigures();
+    if (seq !== state.seq || !state.data || state.data.view !== 'live') return;
+    state.data.live = live;
+    const body = $('[data-live-body]');
+    if (!body) return;
+    body.replaceChildren(...liveBody(live));
+    $('[data-live-asof]').replaceChildren(asOf(live.totals.meta && live.totals.meta.computed_at) || '');
+    footer(live.totals.meta && live.totals.meta.computed_at);
+  }
+
   // ------------------------------------------------------------------------------------------ shell
 
   function renderShell() {
@@ -1068,9 +1269,14 @@
         type: 'button', 'data-mode': mode, 'aria-pressed': String(state.mode === mode), text,
         onclick: () => setMode(mode),
       })));
+    const current = state.page && state.page.view === 'live' ? 'live' : 'overview';
+    const tab = (name, href, text) => h('a', { class: 'tab', href, 'data-tab': name, text,
+      'aria-current': current === name ? 'page' : null });
     bar.replaceChildren(
       h('a', { class: 'brand', href: '#/' }, h('span', { class: 'brand-mark', 'aria-hidden': 'true' }), 'Trackside'),
       h('span', { class: 'brand-sub', text: 'days in UTC' }),
+      h('nav', { class: 'tabs', 'aria-label': 'Views' }, tab('overview', state.overviewHash || '#/', 'Overview'),
+        tab('live', '#/live', 'Live')),
       h('div', { class: 'spacer' }),
       toggle,
       h('button', { type: 'button', class: 'ghost', 'data-action': 'refresh', text: 'Refresh', onclick: () => load({ refresh: true }) }),
@@ -1103,14 +1309,17 @@
     if (!state.data) return;
     // The item page's way back returns to the overview as it was left (period, filters, comparison).
     if (state.data.view === 'overview') state.overviewHash = /^#\/\?./.test(location.hash) ? location.hash : '';
-    const page = state.data.view === 'item' ? renderItem(state.data) : renderOverview(state.data);
+    const view = state.data.view;
+    const page = view === 'item' ? renderItem(state.data) : view === 'live' ? renderLive(state.data) : renderOverview(state.data);
     app.replaceChildren(page);
-    footer(state.data.view === 'item' ? state.data.item && state.data.item.computed_at : state.data.site.computed_at);
+    footer(view === 'item' ? state.data.item && state.data.item.computed_at
+      : view === 'live' ? state.data.live.totals.meta && state.data.live.totals.meta.computed_at : state.data.site.computed_at);
     document.body.dataset.mode = state.mode;
     app.dataset.ready = state.data.view;
   }
 
   function parseRoute() {
+    if (/^#\/live\/?$/.test(location.hash)) return { view: 'live' };
     const match = /^#\/item\/([^/]+)\/([^/]+)\/?$/.exec(location.hash);
     if (match) {
       try {
@@ -1147,18 +1356,21 @@
     loading();
     try {
       let data;
-      if (route.view === 'item') {
+      if (route.view === 'live') {
+        data = { view: 'live', live: await liveFigures() };
+      } else if (route.view === 'item') {
         const item = KINDS[route.kind] || /^[a-z_]+$/.test(route.kind)
           ? await api(`items/${encodeURIComponent(route.kind)}/${encodeURIComponent(route.id)}`, { missingOk: true, refresh })
           : null;
         data = { view: 'item', kind: route.kind, id: route.id, item };
       } else {
-        const { q, others: [site, realtime, ...popular] } = await loadQueries(route.viewState, () => [
+        const { q, others: [site, realtime, goals, ...popular] } = await loadQueries(route.viewState, () => [
           api('site', { refresh }),
           api('realtime').catch((e) => (e instanceof AuthError ? Promise.reject(e) : null)),
+          goalsCall('GET').catch(() => null),
           ...Object.keys(KINDS).map((kind) => api(`popular?kind=${kind}&period=30d&limit=10`, { missingOk: true, refresh })),
         ]);
-        data = { view: 'overview', q, site, realtime, popular: Object.fromEntries(Object.keys(KINDS).map((k, i) => [k, popular[i]])) };
+        data = { view: 'overview', q, site, realtime, goals, popular: Object.fromEntries(Object.keys(KINDS).map((k, i) => [k, popular[i]])) };
       }
       if (seq !== state.seq) return;
       const sameView = state.data && state.data.view === data.view && data.view === 'overview';
@@ -1187,6 +1399,17 @@
 
   function schedule() {
     clearInterval(state.timer);
+    if (state.data && state.data.view === 'live') {
+      state.timer = setInterval(async () => {
+        if (document.hidden) return;
+        try {
+          await refreshLive();
+        } catch (error) {
+          if (error instanceof AuthError) signOut(null, reason(error));
+        }
+      }, LIVE_EVERY_MS);
+      return;
+    }
     state.timer = setInterval(async () => {
       if (document.hidden || !state.data || state.data.view !== 'overview') return;
       try {
