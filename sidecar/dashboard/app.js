@@ -424,7 +424,7 @@
   // A horizontal bar list of a {key: count} map, largest first.
   // `onPick(key)`: rows are buttons (a click adds a filter); `active`: the keys already filtered on.
   function barList({ name, data, limit = 8, label = (k) => k, mono = false, emptyText = 'No data yet', tone, onPick,
-    active = [], pickTitle, detail }) {
+    active = [], pickTitle, detail, shares = true }) {
     const entries = Object.entries(data || {})
       .map(([k, v]) => [k, Number(v) || 0])
       .filter(([, v]) => v > 0)
@@ -449,7 +449,7 @@
       fill,
       h('span', { class: mono ? 'bar-label mono' : 'bar-label' }, shown),
       detail ? h('span', { class: 'bar-detail', 'data-detail': detail(key), text: detail(key) }) : null,
-      h('span', { class: 'bar-share', text: share(value, total) }),
+      shares ? h('span', { class: 'bar-share', text: share(value, total) }) : null,
       h('span', { class: 'bar-value', text: num(value) }));
       list.append(row);
     });
@@ -902,11 +902,13 @@
         if (!(spec.hide || []).includes(key)) data[key] = r.metrics[0];
         if (r.metrics.length > 1 && r.metrics[1] !== null && r.metrics[1] !== undefined) second[key] = r.metrics[1];
       }
-      const shown = spec.timeOnPage ? (v) => `${durationText(v)} on page` : (v) => `${num(v)}%`;
+      // A goal's share of the list would read like its conversion rate: the goals panel shows the rate alone.
+      const shown = spec.timeOnPage ? (v) => `${durationText(v)} on page` : (v) => `${num(v)}% conv.`;
       const active = q.view.filters.filter(([d]) => d === spec.dim).map(([, v]) => v);
       body = barList({ name: spec.name, data, mono: spec.mono, label: spec.label || ((k) => k), emptyText: spec.emptyText,
         active, onPick: (key) => addFilter(q.view, spec.dim, key), pickTitle: `Filter on this ${DIM_NAMES[spec.dim].toLowerCase()}`,
-        detail: Object.keys(second).length ? (key) => (key in second ? shown(second[key]) : '') : null });
+        detail: Object.keys(second).length ? (key) => (key in second ? shown(second[key]) : '') : null,
+        shares: !spec.conversion });
     }
     return card({ name: spec.name, title: spec.title, sub: spec.sub, body: extra ? h('div', {}, body, extra) : body,
       action: csvButton(q, spec, answer) });

@@ -3,14 +3,18 @@
 // Half-way, before the live view's update, it prints `{"await": "event"}` and waits for a line on stdin: the test
 // stores a new page view then, and the live view must show it without a reload.
 //
-// Env: DASHBOARD_URL (required, .../_trackside/), TOKEN (required: a moderator's), CHROMIUM, DASHBOARD_TIMEOUT_MS.
+// Env: DASHBOARD_URL (required, .../_trackside/), TOKEN (required: a moderator's), VIEWPORT ("1280x800"), CHROMIUM,
+// DASHBOARD_TIMEOUT_MS, SCREENSHOT_DIR (optional: PNGs of the goals panel and the live view there).
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { browserRun } from './browser.mjs';
 
 const URL_ = process.env.DASHBOARD_URL || '';
 const TOKEN = process.env.TOKEN || '';
+const [WIDTH, HEIGHT] = (process.env.VIEWPORT || '1280x800').split('x').map(Number);
+const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR || '';
 const TIMEOUT_MS = Number(process.env.DASHBOARD_TIMEOUT_MS || 90000);
 const WAIT = { timeout: 20000 };
 
@@ -47,6 +51,7 @@ function collect() {
     defined: all('tr[data-goal]').map((tr) => [tr.dataset.goal, ...all('td', tr).slice(1, 4).map(text),
       Boolean(tr.querySelector('[data-action="remove-goal"]'))]),
     goal_error: error && !error.hidden ? text(error) : null,
+    overflow_x: document.scrollingElement.scrollWidth - window.innerWidth,
     csv_buttons: all('[data-action="csv"]').map((b) => b.dataset.csv),
     tabs: all('[data-tab]').map((a) => [a.dataset.tab, a.getAttribute('aria-current')]),
     live: {
@@ -56,7 +61,7 @@ function collect() {
 }
 
 async function main() {
-  const context = await run.start({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const context = await run.start({ viewport: { width: WIDTH, height: HEIGHT }, acceptDownloads: true });
   const page = context.pages()[0] || (await context.newPage());
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
@@ -77,6 +82,12 @@ async function main() {
     out.steps[name] = await page.evaluate(collect);
   };
   const shown = async (name) => { out.steps[name] = await page.evaluate(collect); };
+  const shot = async (name, selector) => {
+    if (!SCREENSHOT_DIR) return;
+    const path = join(SCREENSHOT_DIR, `dashboard-${WIDTH < 600 ? 'phone' : 'desktop'}-${name}.png`);
+    if (selector) await page.locator(selector).screenshot({ path });
+    else await page.screenshot({ path });
+  };
 
   await page.goto(`${URL_}#/?period=30d`, { waitUntil: 'load' });
   await page.waitForSelector('#app[data-ready="login"]', WAIT);
@@ -100,6 +111,7 @@ async function main() {
   await addGoal('Bad', 'page', 'p/*');
   await page.waitForFunction(() => /^match:/.test(document.querySelector('[data-goal-error]').textContent), null, WAIT);
   await shown('goal_bad');
+  await shot('goals', '[data-panel="goals"]');
 
   // The goals panel's CSV: built in the page, downloaded.
   const [download] = await Promise.all([page.waitForEvent('download', WAIT),
@@ -110,6 +122,9 @@ async function main() {
   out.csv_sources = { name: sources.suggestedFilename(), text: readFileSync(await sources.path(), 'utf8') };
 
   await redraw('goal_removed', () => page.click('tr[data-goal="Saw \\"art\\""] [data-action="remove-goal"]'));
+
+  // An item page says as of when too.
+  await redraw('item', () => page.evaluate(() => { location.hash = '#/item/artwork/a1'; }));
 
   // The live view: a tab; updated in place every 5 s.
   await redraw('live', () => page.click('[data-tab="live"]'));
@@ -125,6 +140,7 @@ async function main() {
   out.live_update_ms = Date.now() - asked;
   out.live_same_page = await page.evaluate(() => document.querySelector('#app .page') === window.__live);
   await shown('live_updated');
+  await shot('live');
   out.stored = JSON.parse(answer.value);
   return out;
 }

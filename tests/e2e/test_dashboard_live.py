@@ -1,6 +1,6 @@
 """The dashboard's goals (conversions and rate, added and removed from the page), a panel's CSV export and the live
-view, in headless Chromium (1280x800) on a real sidecar over SQLite and PostgreSQL. The site is
-test_dashboard_query's month of known visits plus two visitors of the last 20 minutes:
+view, in headless Chromium at a desktop (1280x800) and a phone (390x844) viewport on a real sidecar over SQLite and
+PostgreSQL. The site is test_dashboard_query's month of known visits plus two visitors of the last 20 minutes:
 - r1 (desktop Firefox/Linux, direct): `/` 20 minutes ago, `/p/a1` a minute ago;
 - r2 (mobile Safari/iOS, direct): `/about` 30 s ago.
 So the last 30 days have 8 visitors (a..f, r1, r2); `/p/*` was reached by a, c, f and r1 (4, 50%), the signup
@@ -64,7 +64,7 @@ async def site(upstream_url: str, make_settings: Any, database_url: str, tmp_pat
     await engine.dispose()
 
 
-async def drive(node: str, chromium: str, url: str, on_await: Any, timeout: float = 150.0) -> dict:
+async def drive(node: str, chromium: str, url: str, viewport: str, on_await: Any, timeout: float = 150.0) -> dict:
     """node dashboard_live.mjs in its own process group (ended by id): answers its `await` line once `on_await()`
     has run, and returns its final JSON."""
     environ = dict(os.environ)
@@ -72,8 +72,11 @@ async def drive(node: str, chromium: str, url: str, on_await: Any, timeout: floa
         DASHBOARD_URL=url,
         TOKEN=token("mod1", ["user", "moderator"]),
         CHROMIUM=chromium,
+        VIEWPORT=viewport,
         DASHBOARD_TIMEOUT_MS=str(int(timeout * 1000) - 5000),
     )
+    if os.environ.get("TRACKSIDE_TEST_SCREENSHOTS"):
+        environ["SCREENSHOT_DIR"] = os.environ["TRACKSIDE_TEST_SCREENSHOTS"]
     proc = await asyncio.create_subprocess_exec(
         node,
         str(SCRIPT),
@@ -114,7 +117,8 @@ async def drive(node: str, chromium: str, url: str, on_await: Any, timeout: floa
 
 
 @pytest.mark.browser
-async def test_dashboard_goals_csv_and_live(site) -> None:
+@pytest.mark.parametrize("viewport", ["1280x800", "390x844"], ids=["desktop", "phone"])
+async def test_dashboard_goals_csv_and_live(site, viewport: str) -> None:
     settings, engine = site
     node, chromium = browser_or_skip()
 
@@ -124,23 +128,25 @@ async def test_dashboard_goals_csv_and_live(site) -> None:
         return "r3"
 
     async with run_sidecar(settings) as (url, _):
-        got = await drive(node, chromium, url + ROOT, store_r3)
+        got = await drive(node, chromium, url + ROOT, viewport, store_r3)
     assert got["problems"] == [], got["problems"]
     s = got["steps"]
+    for name, step in s.items():
+        assert step["overflow_x"] <= 0, name  # nothing scrolls sideways on a phone, the goals' form open too
 
     # ---- the overview: every view says as of when (UTC); the goals with conversions and rate; CSV on each panel
     first = s["overview"]
     assert first["ready"] == "overview" and len(first["asof"]) == 1
     assert first["asof"][0].startswith("as of ") and first["asof"][0].endswith(" UTC")
     assert first["tabs"] == [["overview", "page"], ["live", None]]
-    assert first["goals"] == [["signup", 1, "12.5%"]]
+    assert first["goals"] == [["signup", 1, "12.5% conv."]]
     assert [g[0] for g in first["defined"]] == ["signup", "upload"]
     assert first["defined"][0] == ["signup", "event signup", "1", "12.5%", False]  # a settings goal: no Remove
     assert {"pages", "sources", "goals", "countries", "items"} <= set(first["csv_buttons"])
 
     # ---- a page-pattern goal added from the form: its conversions (a, c, f, r1 of 8 visitors) and rate
     added = s["goal_added"]
-    assert added["goals"] == [['Saw "art"', 4, "50%"], ["signup", 1, "12.5%"]]
+    assert added["goals"] == [['Saw "art"', 4, "50% conv."], ["signup", 1, "12.5% conv."]]
     assert ['Saw "art"', "page /p/*", "4", "50%", True] in added["defined"]
     assert added["goal_error"] is None
     # The API's refusals, as it words them: a taken name (409), a pattern not starting with / (400, the field).
@@ -148,7 +154,10 @@ async def test_dashboard_goals_csv_and_live(site) -> None:
     assert s["goal_bad"]["goal_error"].startswith("match: a page pattern starts with /")
     # ---- removed: back to the settings' goals
     removed = s["goal_removed"]
-    assert removed["goals"] == [["signup", 1, "12.5%"]] and [g[0] for g in removed["defined"]] == ["signup", "upload"]
+    assert removed["goals"] == [["signup", 1, "12.5% conv."]] and [g[0] for g in removed["defined"]] == [
+        "signup",
+        "upload",
+    ]
 
     # ---- the CSV exports: every row the query answered (a goal nobody reached too), RFC 4180 quoting, CRLF
     assert got["csv"]["name"].startswith("trackside-goals-") and got["csv"]["name"].endswith(".csv")
@@ -158,6 +167,9 @@ async def test_dashboard_goals_csv_and_live(site) -> None:
     lines = got["csv_sources"]["text"].split("\r\n")
     assert lines[0] == "visit:source,visitors" and lines[-1] == ""
     assert sorted(lines[1:-1]) == ["Direct / None,3", "Hacker News,1", "Reddit,2", "newsletter,2"]
+
+    item = s["item"]
+    assert item["ready"] == "item" and item["asof"][0].startswith("as of ") and item["asof"][0].endswith(" UTC")
 
     # ---- the live view: visitors now (5 min), the last 30 minutes by page; then r3's page view, in place
     live = s["live"]
