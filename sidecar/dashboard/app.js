@@ -1246,7 +1246,8 @@
     return h('div', { class: 'page', 'data-live': '1' },
       h('h1', { class: 'item-title' }, 'Live ', h('span', { class: 'live-dot pulse', 'aria-hidden': 'true' })),
       h('p', { class: 'card-sub' }, `Updated every ${LIVE_EVERY_MS / 1000} s · all visitors · `,
-        h('span', { 'data-live-asof': '1' }, asOf(live.totals.meta && live.totals.meta.computed_at))),
+        h('span', { 'data-live-asof': '1' }, asOf(live.totals.meta && live.totals.meta.computed_at)),
+        h('span', { class: 'live-stale', 'data-live-stale': '1', role: 'status' })),
       h('div', { 'data-live-body': '1' }, liveBody(live)));
   }
 
@@ -1258,6 +1259,7 @@
     const body = $('[data-live-body]');
     if (!body) return;
     body.replaceChildren(...liveBody(live));
+    $('[data-live-stale]').textContent = '';
     $('[data-live-asof]').replaceChildren(asOf(live.totals.meta && live.totals.meta.computed_at) || '');
     footer(live.totals.meta && live.totals.meta.computed_at);
   }
@@ -1408,6 +1410,9 @@
           await refreshLive();
         } catch (error) {
           if (error instanceof AuthError) signOut(null, reason(error));
+          // The figures shown stay, said to be old: the next refresh may well succeed.
+          const stale = $('[data-live-stale]');
+          if (stale) stale.textContent = ` · not updated: ${String(error && error.message ? error.message : error)}`;
         }
       }, LIVE_EVERY_MS);
       return;

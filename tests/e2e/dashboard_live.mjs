@@ -112,6 +112,8 @@ async function main() {
   await page.waitForFunction(() => /^match:/.test(document.querySelector('[data-goal-error]').textContent), null, WAIT);
   await shown('goal_bad');
   await shot('goals', '[data-panel="goals"]');
+  // A goal whose name would be a spreadsheet formula: its CSV cell is quoted out of being one.
+  await redraw('goal_formula', () => addGoal('=cmd', 'event', 'nothing'));
 
   // The goals panel's CSV: built in the page, downloaded.
   const [download] = await Promise.all([page.waitForEvent('download', WAIT),
@@ -121,6 +123,7 @@ async function main() {
     page.click('[data-action="csv"][data-csv="sources"]')]);
   out.csv_sources = { name: sources.suggestedFilename(), text: readFileSync(await sources.path(), 'utf8') };
 
+  await redraw('formula_removed', () => page.click('tr[data-goal="=cmd"] [data-action="remove-goal"]'));
   await redraw('goal_removed', () => page.click('tr[data-goal="Saw \\"art\\""] [data-action="remove-goal"]'));
 
   // An item page says as of when too.

@@ -152,6 +152,9 @@ async def test_dashboard_goals_csv_and_live(site, viewport: str) -> None:
     # The API's refusals, as it words them: a taken name (409), a pattern not starting with / (400, the field).
     assert 'Saw "art"' in s["goal_duplicate"]["goal_error"]
     assert s["goal_bad"]["goal_error"].startswith("match: a page pattern starts with /")
+    # An event goal named like a formula (its CSV cell gets a leading ', below), then removed.
+    assert ["=cmd", "event nothing", "0", "0%", True] in s["goal_formula"]["defined"]
+    assert [g[0] for g in s["formula_removed"]["defined"]] == ["signup", "upload", 'Saw "art"']
     # ---- removed: back to the settings' goals
     removed = s["goal_removed"]
     assert removed["goals"] == [["signup", 1, "12.5% conv."]] and [g[0] for g in removed["defined"]] == [
@@ -162,7 +165,7 @@ async def test_dashboard_goals_csv_and_live(site, viewport: str) -> None:
     # ---- the CSV exports: every row the query answered (a goal nobody reached too), RFC 4180 quoting, CRLF
     assert got["csv"]["name"].startswith("trackside-goals-") and got["csv"]["name"].endswith(".csv")
     assert got["csv"]["text"] == (
-        'event:goal,visitors,conversion_rate\r\n"Saw ""art""",4,50\r\nsignup,1,12.5\r\nupload,0,0\r\n'
+        'event:goal,visitors,conversion_rate\r\n"Saw ""art""",4,50\r\nsignup,1,12.5\r\n\'=cmd,0,0\r\nupload,0,0\r\n'
     )
     lines = got["csv_sources"]["text"].split("\r\n")
     assert lines[0] == "visit:source,visitors" and lines[-1] == ""
