@@ -1,7 +1,8 @@
 // Trackside's built-in dashboard: plain JavaScript, no library, no build step.
 // The overview's period, filters and comparison are answered by the Query API v2 (/_trackside/api/v2/query); the
 // 30-day poster parts (24 hours, signups, errors, popular items, bots) and item pages by /_trackside/api/v1/, all
-// with the moderator's token (kept in sessionStorage).
+// with the moderator's token (kept in sessionStorage). Goals are listed, added and removed through
+// /_trackside/api/goals; the live view (#/live) asks v1 realtime and v2 every 5 s; CSV exports are built in the page.
 // Every string from the API reaches the page through textContent or an attribute, never as HTML:
 // page labels and referrers are whatever visitors sent.
 'use strict';
