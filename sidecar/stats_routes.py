@@ -297,7 +297,13 @@ class StatsEndpoints:
             logger.exception("deriving marked visitor-days before a stats read failed")
         async with snapshot(self.engine) as conn:
             figures = await compute(conn, now)
-        left = seconds - (time.monotonic() - started)
+        took = time.monotonic() - started
+        left = seconds - took
+        if left <= 0 and seconds < self.settings.stats_cache_seconds:
+            # A read of today slower than its freshness bound (a very busy day: the grouping of
+            # today's facts takes seconds) is kept as long as it took, so that such reads do not
+            # follow each other back to back; figures are then at most twice that read's time late.
+            left = min(took, self.settings.stats_cache_seconds)
         if left > 0:
             await self.cache.set(key, json.dumps(figures), left)
         return figures
