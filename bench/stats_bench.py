@@ -1203,7 +1203,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--artworks", type=int, default=20_000)
     p.add_argument("--blog-posts", type=int, default=500)
-    p.add_argument("--users", type=int, default=60_000, help="signed-in user pool (5% of visitors are signed in)")
+    p.add_argument("--users", type=int, default=60_000, help="signed-in user pool (5%% of visitors are signed in)")
     p.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of content popularity")
     p.add_argument("--seed", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2, help="cold calls per seed endpoint (the first + refreshes)")
