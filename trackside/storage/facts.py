@@ -20,8 +20,9 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import String, any_, delete, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import VISIT_GAP_SECONDS, Derivation, VisitorDayFacts, authors_of
@@ -61,6 +62,15 @@ def visitor_days_of(events: Iterable[Event]) -> dict[VisitorDay, float]:
         if known is None or e.ts < known:
             out[key] = e.ts
     return out
+
+
+def _among(conn: AsyncConnection, column: Any, values: list[str]) -> Any:
+    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter: with an `IN` of 500
+    parameters and no statistics yet (a young table, autovacuum off), the planner scanned the whole
+    day's facts for each chunk; the array keeps the (day, visitor) index in use."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(literal(values, type_=ARRAY(String)))
+    return column.in_(values)
 
 
 def bucket_key(day: date, visitor: str) -> int:
@@ -176,7 +186,7 @@ async def _marked_among(conn: AsyncConnection, keys: list[VisitorDay]) -> list[V
     for day, visitors in by_day.items():
         for first in range(0, len(visitors), _CHUNK):
             query = select(DERIVE_MARKS.c.visitor).where(
-                DERIVE_MARKS.c.day == day, DERIVE_MARKS.c.visitor.in_(visitors[first : first + _CHUNK])
+                DERIVE_MARKS.c.day == day, _among(conn, DERIVE_MARKS.c.visitor, visitors[first : first + _CHUNK])
             )
             out += [(day, v) for (v,) in await conn.execute(query)]
     return out
@@ -204,7 +214,7 @@ async def _load(
     if timed:
         since = {v: t - LOOKBACK_SECONDS for v, t in timed.items()}
         query = select(*EVENT_COLUMNS).where(
-            c.day == day, c.visitor.in_(sorted(timed)), c.ts >= _dt(min(since.values()) - window), _needed()
+            c.day == day, _among(conn, c.visitor, sorted(timed)), c.ts >= _dt(min(since.values()) - window), _needed()
         )
         seen: dict[str, list[Event]] = defaultdict(list)
         for e in rows_to_events(await conn.execute(query)):
@@ -222,7 +232,7 @@ async def _load(
                 ]
     whole = sorted(v for v, cut in cuts.items() if cut is None)
     if whole:
-        query = select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(whole), _needed())
+        query = select(*EVENT_COLUMNS).where(c.day == day, _among(conn, c.visitor, whole), _needed())
         for e in rows_to_events(await conn.execute(query)):
             n += 1
             out[e.visitor].append(e)
@@ -231,7 +241,7 @@ async def _load(
     doubtful = sorted(v for v, events in out.items() if any(e.unverified for e in events))
     if doubtful:
         lowest = min((cuts.get(v) or 0.0) for v in doubtful) - window - SLACK
-        query = select(*EVENT_COLUMNS).where(c.day == day, c.visitor.in_(doubtful), ~_needed())
+        query = select(*EVENT_COLUMNS).where(c.day == day, _among(conn, c.visitor, doubtful), ~_needed())
         if lowest > 0:
             query = query.where(c.ts >= _dt(lowest))
         for e in rows_to_events(await conn.execute(query)):
@@ -247,7 +257,7 @@ async def _api_counts(conn: AsyncConnection, day: date, visitors: list[str]) -> 
     c = EVENTS.c
     counts = (
         select(c.visitor, func.count(), func.count(c.user_id))
-        .where(c.day == day, c.visitor.in_(sorted(visitors)), c.nav == NAV_API)
+        .where(c.day == day, _among(conn, c.visitor, sorted(visitors)), c.nav == NAV_API)
         .group_by(c.visitor)
     )
     return {visitor: (int(a), int(b)) for visitor, a, b in await conn.execute(counts)}
@@ -302,7 +312,7 @@ async def _replace(
         if whole or column is None:
             everyone = whole if column is not None else sorted(recounted)
             if everyone:
-                await conn.execute(delete(table).where(table.c.day == day, table.c.visitor.in_(everyone)))
+                await conn.execute(delete(table).where(table.c.day == day, _among(conn, table.c.visitor, everyone)))
         if tails and column is not None:
             if postgres:
                 await conn.exec_driver_sql(
@@ -334,7 +344,9 @@ async def _replace(
             params = [tuple(_sqlite_value(r[c]) for c in columns) for r in table_rows]
         await conn.exec_driver_sql(_insert_sql(table.name, columns, postgres), params)
     if whole:
-        await conn.execute(delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day == day, DERIVE_MARKS.c.visitor.in_(whole)))
+        await conn.execute(
+            delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day == day, _among(conn, DERIVE_MARKS.c.visitor, whole))
+        )
 
 
 async def mark(conn: AsyncConnection, keys: Iterable[VisitorDay]) -> None:
