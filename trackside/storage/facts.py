@@ -149,7 +149,7 @@ async def derive_visitor_days(
     visitor-days' API counts are recounted for `api_touched` only (None: all of them).
     Returns the number of raw rows read (the cost, reported by the ingest benchmark)."""
     earliest: dict[VisitorDay, float | None] = dict(keys) if isinstance(keys, dict) else dict.fromkeys(keys)
-    # Stored times keep microseconds (truncated): a new event's time is compared a millisecond early,
+    # Stored times keep microseconds (rounded): a new event's time is compared a millisecond early,
     # and so are the cuts below (nothing lies within the quiet gap before a cut anyway).
     earliest = {k: None if t is None else t - SLACK for k, t in earliest.items()}
     ordered = sorted(earliest)
