@@ -14,9 +14,10 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -61,7 +62,7 @@ class ApiKey:
         }
 
 
-def _digest(secret: str) -> str:
+def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -91,7 +92,11 @@ async def create_key(engine: AsyncEngine, name: str, scope: str) -> tuple[ApiKey
     async with engine.begin() as conn:
         await conn.execute(
             API_KEYS.insert().values(
-                id=key.id, name=key.name, scope=key.scope, secret_sha256=_digest(secret), created_at=key.created_at
+                id=key.id,
+                name=key.name,
+                scope=key.scope,
+                secret_sha256=secret_digest(secret),
+                created_at=key.created_at,
             )
         )
     return key, f"{PREFIX}{key.id}_{secret}"
@@ -116,26 +121,40 @@ async def revoke_key(engine: AsyncEngine, key_id: str) -> bool:
         return bool(done.rowcount)
 
 
+T = TypeVar("T")
+
+
+class Remembered(Generic[T]):
+    """Answers of a lookup by presented secret, each kept `recheck_seconds` (misses too, so a caller
+    hammering a bad secret costs one read per secret and interval); bounded at 10,000."""
+
+    def __init__(self, recheck_seconds: float) -> None:
+        self.recheck = recheck_seconds
+        self._known: dict[str, tuple[T | None, float]] = {}
+
+    async def get(self, presented: str, lookup: Callable[[str], Awaitable[T | None]]) -> T | None:
+        now = time.monotonic()
+        hit = self._known.get(presented)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        found = await lookup(presented)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[presented] = (found, now + self.recheck)
+        return found
+
+
 class KeyRing:
     """Checks presented keys against the database, remembering the answer for `RECHECK_SECONDS`
     (wrong keys too, so a caller hammering a bad key costs one read per key and interval)."""
 
     def __init__(self, engine: AsyncEngine, recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.engine = engine
-        self.recheck = recheck_seconds
-        self._known: dict[str, tuple[ApiKey | None, float]] = {}
+        self._remembered: Remembered[ApiKey] = Remembered(recheck_seconds)
 
     async def check(self, presented: str) -> ApiKey | None:
         """The key's row when `presented` is a valid, unrevoked key; else None."""
-        now = time.monotonic()
-        hit = self._known.get(presented)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        found = await self._lookup(presented)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[presented] = (found, now + self.recheck)
-        return found
+        return await self._remembered.get(presented, self._lookup)
 
     async def _lookup(self, presented: str) -> ApiKey | None:
         parts = split_key(presented)
@@ -157,6 +176,6 @@ class KeyRing:
             ).first()
         if row is None or row.revoked_at is not None:
             return None
-        if not hmac.compare_digest(row.secret_sha256, _digest(secret)):
+        if not hmac.compare_digest(row.secret_sha256, secret_digest(secret)):
             return None
         return ApiKey(row.id, row.name, row.scope, row.created_at)

@@ -11,17 +11,17 @@ reason, so the dashboard can say why it signs the user out. A sidecar remembers 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trackside.api_keys import Remembered, secret_digest
 
 PREFIX = "tss_"
 RECHECK_SECONDS = 10.0
@@ -74,10 +74,6 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds") + "Z"
 
 
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -118,7 +114,7 @@ async def create_share(engine: AsyncEngine, label: str, lasts: timedelta) -> tup
             SHARE_TOKENS.insert().values(
                 id=token.id,
                 label=token.label,
-                secret_sha256=_digest(secret),
+                secret_sha256=secret_digest(secret),
                 created_at=token.created_at,
                 expires_at=token.expires_at,
             )
@@ -158,21 +154,12 @@ class ShareRing:
 
     def __init__(self, engine: AsyncEngine, recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.engine = engine
-        self.recheck = recheck_seconds
-        self._known: dict[str, tuple[ShareToken | None, float]] = {}
+        self._remembered: Remembered[ShareToken] = Remembered(recheck_seconds)
 
     async def check(self, presented: str) -> ShareToken | None:
         """The token's row when `presented` is a valid, unrevoked token (expired or not: the caller
         says which); else None."""
-        now = time.monotonic()
-        hit = self._known.get(presented)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        found = await self._lookup(presented)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[presented] = (found, now + self.recheck)
-        return found
+        return await self._remembered.get(presented, self._lookup)
 
     async def _lookup(self, presented: str) -> ShareToken | None:
         parts = split_token(presented)
@@ -187,6 +174,6 @@ class ShareRing:
             ).first()
         if row is None or row.revoked_at is not None:
             return None
-        if not hmac.compare_digest(row.secret_sha256, _digest(secret)):
+        if not hmac.compare_digest(row.secret_sha256, secret_digest(secret)):
             return None
         return ShareToken(row.id, row.label, row.created_at, row.expires_at)
