@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, LargeBinary, SmallInteger, String, false, text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, LargeBinary, SmallInteger, String, false, text
 from sqlmodel import Field, SQLModel
 
 
@@ -378,6 +378,10 @@ class DeriveMarkRow(SQLModel, table=True):
     day: date = Field(primary_key=True)
     visitor: str = Field(sa_column=Column(String(32), primary_key=True))
     marked_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    # The earliest new event since the last derivation (None: derive the whole day), and a counter
+    # bumped by every new mark: the deriver clears a mark only if no batch marked it meanwhile.
+    earliest: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    version: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class GoalRow(SQLModel, table=True):
