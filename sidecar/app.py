@@ -19,6 +19,7 @@ from sidecar.beacon import BeaconApp
 from sidecar.dashboard_routes import Dashboard
 from sidecar.events_api import ROUTE as EVENTS_ROUTE
 from sidecar.events_api import EventsApi
+from sidecar.funnels_routes import FunnelsApi
 from sidecar.goals_routes import GoalsApi
 from sidecar.inject import SnippetInjector
 from sidecar.operator_errors import explain
@@ -71,6 +72,7 @@ class SidecarApp:
                 *TracksideApi(self.stats).routes(),
                 *QueryApiV2(self.stats).routes(),
                 *GoalsApi(self.stats).routes(),
+                *FunnelsApi(self.stats).routes(),
                 *Dashboard().routes(),
             ]
         )

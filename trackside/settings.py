@@ -119,6 +119,9 @@ class Settings:
     # Goals (`trackside.goals`), comma-separated: `signup`, `NAME=event:EVENT`, `NAME=page:/p/*`.
     # Unset: one event goal per name of the event rules. More are stored by `trackside goals add`.
     goals: tuple[str, ...] | None = None
+    # Funnels (`trackside.funnels`): JSON `{"NAME": [{"page": "/"}, {"goal": "upload"}]}` or compact
+    # `NAME=/ > /p/* > goal:upload; NAME2=...`. More are stored by moderators (the funnels API).
+    funnels: str | None = None
     # Facts keep a raw path only where the route rules allow it (`trackside.fact_paths`); a path
     # matching a redaction rule (`/reset-password/[token]`) is kept as the rule. Figures show at
     # most `fact_paths_per_label` raw paths per route label, the rest as `(other)`.
@@ -499,6 +502,12 @@ def _check_goals_and_paths(settings: Settings) -> None:
         settings_goals(settings)
     except GoalError as exc:
         raise ConfigError(f"TRACKSIDE_GOALS: {exc}") from None
+    from trackside.funnels import FunnelError, parse_funnels_setting
+
+    try:
+        parse_funnels_setting(settings.funnels)
+    except FunnelError as exc:
+        raise ConfigError(f"TRACKSIDE_FUNNELS: {exc}") from None
     for rule in settings.path_redact:
         if not rule.startswith("/"):
             raise ConfigError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, LargeBinary, SmallInteger, String, false, text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, LargeBinary, SmallInteger, String, Text, false, text
 from sqlmodel import Field, SQLModel
 
 
@@ -396,6 +396,17 @@ class GoalRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
 
 
+class FunnelRow(SQLModel, table=True):
+    """A funnel added by a moderator (`trackside.funnels`): its steps as JSON; the settings' funnels
+    are not stored."""
+
+    __tablename__ = "funnels"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    steps: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
 # SQLAlchemy Core handles of the tables, for the modules that write and read them.
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
@@ -418,5 +429,6 @@ FACT_VISITS = FactVisitRow.__table__  # type: ignore[attr-defined]
 ITEM_AUTHORS = ItemAuthorRow.__table__  # type: ignore[attr-defined]
 DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
 GOALS = GoalRow.__table__  # type: ignore[attr-defined]
+FUNNELS = FunnelRow.__table__  # type: ignore[attr-defined]
 # Replaced whole per visitor-day by derivation; pruned by `TRACKSIDE_FACT_RETENTION_DAYS`.
 FACT_TABLES = (FACT_PAGE_VIEWS, FACT_LOOKS, FACT_IMPRESSIONS, FACT_SITE_EVENTS, FACT_VISITOR_DAYS, FACT_VISITS)

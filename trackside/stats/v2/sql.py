@@ -289,10 +289,10 @@ class Builder:
 
     # Visits.
 
-    def visit_plan(self, metric: str, filters: tuple[Filter, ...]) -> Plan:
-        v = FACT_VISITS.alias("v")
-        columns = self._visit_columns(v)
-        leaf_on = self._leaf_on(metric, columns)
+    def visit_condition(self, v: Any, metric: str, filters: tuple[Filter, ...]) -> Expr | None:
+        """The visits of `v` (an alias of the visits) the filters keep: visit dimensions by the
+        visit's entry values, an event filter by the visit holding such an event (or none)."""
+        leaf_on = self._leaf_on(metric, self._visit_columns(v))
 
         def leaf_of(leaf: Leaf) -> Expr:
             if leaf.dimension not in EVENT_LEVEL:
@@ -309,6 +309,11 @@ class Builder:
             holding = sa.select(e.c.visit_id).where(e.c.visit_id.is_not(None), matched)
             return v.c.id.not_in(holding) if leaf.negative else v.c.id.in_(holding)
 
+        return self.compile(filters, leaf_of)
+
+    def visit_plan(self, metric: str, filters: tuple[Filter, ...]) -> Plan:
+        v = FACT_VISITS.alias("v")
+        columns = self._visit_columns(v)
         hour = sa.func.extract("hour", v.c.started_at)
         exprs, dims = self._group(metric, columns, v.c.day, hour)
         figures = [
@@ -318,7 +323,7 @@ class Builder:
             sa.func.coalesce(sa.func.sum(v.c.page_views), 0).label("visit_pageviews"),
         ]
         select = sa.select(*exprs, *figures).select_from(v).where(*self._in_range(v.c.day, v.c.started_at))
-        condition = self.compile(filters, leaf_of)
+        condition = self.visit_condition(v, metric, filters)
         if condition is not None:
             select = select.where(condition)
         if exprs:

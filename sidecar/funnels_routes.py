@@ -1,0 +1,158 @@
+"""Funnels over HTTP.
+
+`POST /_trackside/api/v2/funnel` answers a funnel (`trackside.stats.v2.funnel`): `{"date_range",
+"steps", "filters"}`, date range and filters as the v2 query's. The same callers as the v2 query
+(moderators, the admin token, read API keys, share tokens), authorized before the body is read;
+errors are `{"error": "..."}` (400 naming the problem, 503 past the query timeout).
+
+`/_trackside/api/funnels`: GET lists the named funnels with their origin (the settings or the
+database); POST `{"name", "steps"}` stores one (201; 400 naming the bad field or an unknown goal;
+409 when the name is taken); DELETE `/_trackside/api/funnels/{name}` (or `?name=`) removes a stored
+one (204; 404; 409 for one of the settings). A read API key or a share token may list, not change."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
+from trackside.figures import derive_pending
+from trackside.funnels import FunnelConflict, FunnelError, add_funnel, check_funnel, list_funnels, remove_funnel
+from trackside.goals import load_goals
+from trackside.stats.v2.engine import QueryTimeout, limits_of
+from trackside.stats.v2.funnel import answer_funnel, parse_funnel, resolve_goals
+from trackside.stats.v2.schema import V2Error
+
+logger = logging.getLogger("trackside.sidecar")
+
+QUERY_ROUTE = "/_trackside/api/v2/funnel"
+ROUTE = "/_trackside/api/funnels"
+MAX_BODY = 64 * 1024
+
+
+def _v2_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=NO_STORE)
+
+
+class FunnelsApi:
+    def __init__(self, stats: StatsEndpoints) -> None:
+        self.stats = stats
+        self.settings = stats.settings
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(QUERY_ROUTE, self.query, methods=["POST"]),
+            Route(ROUTE, self.collection, methods=["GET", "POST", "DELETE"]),
+            Route(ROUTE + "/{name}", self.one, methods=["DELETE"]),
+        ]
+
+    async def query(self, request: Request) -> Response:
+        caller = await self.stats._caller(request)
+        if isinstance(caller, JSONResponse):
+            return _v2_error(caller.status_code, json.loads(bytes(caller.body))["detail"])
+        if not caller.is_moderator:
+            return _v2_error(403, "moderators, the admin token or a read API key only")
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return _v2_error(413, f"the funnel is larger than {MAX_BODY // 1024} KB")
+        try:
+            raw = json.loads(body or b"null")
+        except ValueError:
+            return _v2_error(400, "the body is not valid JSON")
+        except RecursionError:
+            return _v2_error(400, "the body is nested too deeply")
+        try:
+            fq = parse_funnel(raw, datetime.now(UTC).date())
+            if fq.q.first is not None:
+                await self._derive_pending(fq.q.first, fq.q.last)
+            goals = functools.partial(load_goals, settings=self.settings)
+            result = await answer_funnel(self.stats.engine, fq, limits_of(self.settings), goals)
+        except V2Error as exc:
+            return _v2_error(400, str(exc))
+        except QueryTimeout as exc:
+            return _v2_error(503, str(exc))
+        return JSONResponse(result, headers=NO_STORE)
+
+    async def _derive_pending(self, first: Any, last: Any) -> None:
+        """Visitor-days stored but not derived yet are derived before the read (as the stats reads)."""
+        try:
+            async with self.stats.engine.connect() as conn:
+                await derive_pending(conn, first, last, self.stats.derivation)
+        except Exception:  # answered without them; the writer, the worker or the rollup derives them
+            logger.exception("deriving marked visitor-days before a funnel failed")
+
+    async def _refused(self, request: Request, *, changes: bool) -> JSONResponse | None:
+        caller = await self.stats._caller(request)
+        if isinstance(caller, JSONResponse):
+            return caller
+        if not caller.is_moderator:
+            return error(403, "moderators only")
+        if changes and caller.read_only:
+            what = "a share token" if caller.share is not None else "a read API key"
+            return error(403, f"{what} may list funnels but not change them")
+        return None
+
+    async def collection(self, request: Request) -> Response:
+        refused = await self._refused(request, changes=request.method != "GET")
+        if refused is not None:
+            return refused
+        if request.method == "POST":
+            return await self._add(request)
+        if request.method == "DELETE":
+            name = request.query_params.get("name")
+            if not name:
+                return error(400, "name: give the funnel's name, /_trackside/api/funnels/{name} or ?name=")
+            return await self._remove(name)
+        async with self.stats.engine.connect() as conn:
+            found = await list_funnels(conn, self.settings)
+        return JSONResponse({"funnels": [f.as_dict() for f in found]}, headers=NO_STORE)
+
+    async def one(self, request: Request) -> Response:
+        refused = await self._refused(request, changes=True)
+        if refused is not None:
+            return refused
+        return await self._remove(request.path_params["name"])
+
+    async def _add(self, request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return error(413, f"a funnel is at most {MAX_BODY // 1024} KB of JSON")
+        try:
+            raw: Any = json.loads(body or b"null")
+        except (ValueError, RecursionError):
+            return error(400, "body: a JSON object {name, steps}")
+        if not isinstance(raw, dict):
+            return error(400, "body: a JSON object {name, steps}")
+        unknown = sorted(set(raw) - {"name", "steps"})
+        if unknown:
+            return error(400, f"{unknown[0]}: unknown field (name, steps)")
+        try:
+            funnel = check_funnel(raw.get("name"), raw.get("steps"))
+        except FunnelError as exc:
+            return error(400, str(exc))
+        try:
+            async with self.stats.engine.begin() as conn:
+                resolve_goals(funnel.steps, await load_goals(conn, self.settings))
+                stored = await add_funnel(conn, self.settings, funnel)
+        except V2Error as exc:
+            return error(400, str(exc))
+        except FunnelConflict as exc:
+            return error(409, str(exc))
+        return JSONResponse(stored.as_dict(), status_code=201, headers=NO_STORE)
+
+    async def _remove(self, name: str) -> Response:
+        try:
+            async with self.stats.engine.begin() as conn:
+                removed = await remove_funnel(conn, self.settings, name)
+        except FunnelConflict as exc:
+            return error(409, str(exc))
+        if not removed:
+            return error(404, f"no stored funnel {name[:80]!r}")
+        return Response(status_code=204, headers=NO_STORE)
