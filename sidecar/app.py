@@ -22,6 +22,7 @@ from sidecar.events_api import EventsApi
 from sidecar.funnels_routes import FunnelsApi
 from sidecar.goals_routes import GoalsApi
 from sidecar.inject import SnippetInjector
+from sidecar.journey_routes import JourneyApi
 from sidecar.operator_errors import explain
 from sidecar.prometheus import CONTENT_TYPE, SidecarCollector, render
 from sidecar.proxy import ProxyApp
@@ -71,6 +72,7 @@ class SidecarApp:
                 *self.stats.routes(),
                 *TracksideApi(self.stats).routes(),
                 *QueryApiV2(self.stats).routes(),
+                *JourneyApi(self.stats).routes(),
                 *GoalsApi(self.stats).routes(),
                 *FunnelsApi(self.stats).routes(),
                 *Dashboard().routes(),

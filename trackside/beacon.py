@@ -8,7 +8,9 @@ A beacon is a small JSON object (or the same fields in a query string, for the i
 - `r`: the referrer: `document.referrer` for a page view, the embedding page for a widget;
 - `i`: items, `"artwork:a1,artwork:b2"` or `["artwork:a1", ...]` (impressions and widgets);
 - `v`: where impressions were shown: `listing` (default) or `search`;
-- `k`: the page token the sidecar gave the page.
+- `k`: the page token the sidecar gave the page;
+- `s`, `m` (`t` = `engagement`, with `p`): the page view's deepest scroll in percent (0-100) and the
+  milliseconds it was visible, sent once per page view when it is hidden or left.
 
 `POST /api/track/page-view` takes `{"path", "referrer", "token"}` (the route the original review
 proposed) and means the same as `{"t": "pageview", "p", "r", "k"}`.
@@ -33,7 +35,10 @@ MAX_FIELDS = 16
 PAGEVIEW = "pageview"
 IMPRESSION = "impression"
 WIDGET = "widget"
-TYPES = frozenset({PAGEVIEW, IMPRESSION, WIDGET})
+ENGAGEMENT = "engagement"
+TYPES = frozenset({PAGEVIEW, IMPRESSION, WIDGET, ENGAGEMENT})
+# A page visible longer than a day is a tab left open: its visible time is capped there.
+MAX_VISIBLE_MS = 86_400_000
 
 # sendBeacon sends a string as text/plain (no CORS preflight), a keepalive fetch may say JSON.
 _BODY_TYPES = frozenset({"", "text/plain", "application/json"})
@@ -56,6 +61,8 @@ class Beacon:
     items: tuple[tuple[str, str], ...]
     view_type: str | None  # listing / search for impressions, widget for widgets, None for page views
     token: str | None
+    scroll_depth: int | None = None  # engagement: 0-100
+    visible_ms: int | None = None  # engagement
 
 
 def decode_body(body: bytes, content_type: str) -> dict[str, object]:
@@ -88,7 +95,7 @@ def parse_beacon(fields: Mapping[str, object], kinds: Collection[str]) -> Beacon
     """The compact beacon's fields; `kinds` are the site's content kinds (items of others are skipped)."""
     kind = fields.get("t")
     if not isinstance(kind, str) or kind not in TYPES:
-        raise BeaconError("t must be pageview, impression or widget")
+        raise BeaconError("t must be pageview, impression, widget or engagement")
     token = _text(fields, "k", MAX_REFERRER)
     referrer = _text(fields, "r", MAX_REFERRER)
     if kind == WIDGET:
@@ -97,6 +104,10 @@ def parse_beacon(fields: Mapping[str, object], kinds: Collection[str]) -> Beacon
     path, query = check_path(fields.get("p"), "p")
     if kind == PAGEVIEW:
         return Beacon(PAGEVIEW, path, query, referrer, (), None, token)
+    if kind == ENGAGEMENT:
+        depth = _whole(fields, "s", 100)
+        visible = min(_whole(fields, "m", None), MAX_VISIBLE_MS)
+        return Beacon(ENGAGEMENT, path, query, None, (), None, token, depth, visible)
     view = fields.get("v")
     if view is None:
         view = LISTING
@@ -160,6 +171,17 @@ def _text(fields: Mapping[str, object], name: str, limit: int) -> str | None:
         raise BeaconError(f"{name} must be a string")
     if len(value) > limit:
         raise BeaconError(f"{name} is longer than {limit} characters")
+    return value
+
+
+def _whole(fields: Mapping[str, object], name: str, most: int | None) -> int:
+    """A whole number field, from JSON or the image fallback's query string."""
+    value = fields.get(name)
+    if isinstance(value, str) and value.isdigit() and len(value) <= 12:
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (most is not None and value > most):
+        bound = f"0 to {most}" if most is not None else "0 or more"
+        raise BeaconError(f"{name} must be a whole number from {bound}")
     return value
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trackside import events as ev
-from trackside.beacon import IMPRESSION, PAGEVIEW, WIDGET, Beacon, item_path
+from trackside.beacon import ENGAGEMENT, IMPRESSION, PAGEVIEW, WIDGET, Beacon, item_path
 from trackside.classify import classify
 from trackside.enrich.auth import TokenVerifier
 from trackside.enrich.bots import bot_name
@@ -387,6 +387,8 @@ class Capturer:
             shown = [(item_path(k, i, self.settings.content_rules), k, i) for k, i in beacon.items]
         elif beacon.type == IMPRESSION:
             shown = [(beacon.path, k, i) for k, i in beacon.items]
+        elif beacon.type == ENGAGEMENT:
+            shown = [(beacon.path, None, None)]
         else:
             shown = [(beacon.path, *(self.content.match(beacon.path) or (None, None)))]
         if not shown:
@@ -425,12 +427,14 @@ class Capturer:
                 ev.Event(
                     id=ev.new_event_id(started),
                     ts=started,
-                    kind=ev.IMPRESSION if beacon.type == IMPRESSION else ev.PAGE_VIEW,
+                    kind=_EVENT_KIND.get(beacon.type, ev.PAGE_VIEW),
                     nav=ev.NAV_BEACON,
                     method=scope["method"][:8],
                     path=path,
                     label=self.labeler.label(path),
-                    status=204,
+                    # An engagement's scroll depth and visible time ride on these two (`ev.ENGAGEMENT`).
+                    status=beacon.scroll_depth if beacon.scroll_depth is not None else 204,
+                    duration_ms=float(beacon.visible_ms or 0),
                     visitor=visitor,
                     device=info.device,
                     browser=info.browser,
@@ -448,6 +452,10 @@ class Capturer:
                 )
             )
         return None
+
+
+# The event kind of each beacon type (a page view and a widget view are both page views).
+_EVENT_KIND = {IMPRESSION: ev.IMPRESSION, ENGAGEMENT: ev.ENGAGEMENT}
 
 
 def _hint(hints: dict[bytes, str], name: bytes) -> str | None:

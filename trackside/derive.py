@@ -70,6 +70,10 @@ def derive_visitor_day(
     (all, signed in) when counted apart: the events then need not hold the anonymous ones."""
     unique = {e.id: e for e in events}
     ordered = sorted(unique.values(), key=lambda e: (e.ts, e.id))
+    # What the snippet measured of a page view refines that page view; it is no event of its own.
+    engagements = [e for e in ordered if e.kind == ev.ENGAGEMENT]
+    if engagements:
+        ordered = [e for e in ordered if e.kind != ev.ENGAGEMENT]
     views = derive_day(ordered, window_seconds, exclude_authors=False)
     out = VisitorDayFacts()
 
@@ -135,8 +139,12 @@ def derive_visitor_day(
                 "country": e.country,
                 "view_type": e.view_type,
                 "time_on_page_ms": None,
+                "scroll_depth": None,
+                "visible_ms": None,
             }  # fmt: skip
         )
+    if engagements:
+        _engage(views.page_views, out.page_views, engagements)
     for look in views.looks:
         f = look.first
         at = _at(f.ts)
@@ -178,6 +186,20 @@ def derive_visitor_day(
     return out
 
 
+def _engage(page_views: list[Any], rows: list[Row], engagements: list[ev.Event]) -> None:
+    """Each engagement (in time order) onto the visitor's latest page view of the same path at or
+    before it, once: the snippet sends one per page view, when the page is hidden or left."""
+    by_path: dict[str, list[tuple[float, Row]]] = {}
+    for pv, row in zip(page_views, rows, strict=True):
+        by_path.setdefault(pv.event.path, []).append((pv.event.ts, row))
+    for e in engagements:
+        earlier = [row for ts, row in by_path.get(e.path, ()) if ts <= e.ts]
+        if not earlier or earlier[-1]["visible_ms"] is not None:
+            continue
+        earlier[-1]["scroll_depth"] = max(0, min(100, e.status))
+        earlier[-1]["visible_ms"] = int(e.duration_ms)
+
+
 def _visits(out: VisitorDayFacts, visitor: str, page_views: list[Any], source_of: SourceOf) -> None:
     """Group page views and site events into visits; set each page view's visit and time on page."""
     # (ts, id, page view row or None, site event row or None), in time order.
@@ -206,7 +228,10 @@ def _visit(visitor: str, steps: list[tuple[float, str, Row | None, Row | None]],
         row["visit_id"] = visit_id
     for i, row in enumerate(pages):
         row["visit_id"] = visit_id
-        if i + 1 < len(pages):
+        if row["visible_ms"] is not None:
+            # The snippet's measure: the time the page was in front, the visit's last page included.
+            row["time_on_page_ms"] = row["visible_ms"]
+        elif i + 1 < len(pages):
             # Exact: a float of seconds times 1000 loses a millisecond now and then (1.001 s -> 1000).
             row["time_on_page_ms"] = (pages[i + 1]["ts"] - row["ts"]) // _MILLISECOND
     user = next((r["user_id"] for r in pages + events if r["user_id"]), None)

@@ -14,6 +14,10 @@ PAGE_VIEW = "page_view"
 API_CALL = "api_call"
 ERROR = "error"
 IMPRESSION = "impression"
+# What the web snippet measured of a page view once it was hidden: `status` holds the deepest scroll
+# (0-100 %), `duration_ms` the milliseconds the page was visible. Derivation folds it into the
+# visitor's page view of the same path (`trackside.derive`); it is never a figure of its own.
+ENGAGEMENT = "engagement"
 
 # How a request arrived: a document load, a Next.js data fetch (pages router), an RSC fetch
 # (app router), an API call, a beacon from the web snippet, or anything else.

@@ -40,6 +40,7 @@ from trackside.storage.fact_retention import prune_facts
 from trackside.storage.facts import derive_visitor_days, marked
 from trackside.storage.partitions import drop_empty_partitions, make_partitions
 from trackside.storage.tables import EVENTS, FACT_TABLES
+from trackside.storage.user_days import prune_user_days, record_user_days
 
 logger = logging.getLogger("trackside.rollup")
 
@@ -94,6 +95,7 @@ async def rollup_day(
         site.users_sketch = await users_sketch(conn, day)
         await replace_day(conn, site, events)
         await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
+        await record_user_days(conn, day)
     logger.info("rolled up %s: %d events", day, events)
     return RollupResult(day, events, False)
 
@@ -145,6 +147,8 @@ async def prune(
         daily = 0
         if daily_retention_days > 0:
             daily = await prune_daily(conn, today - timedelta(days=daily_retention_days))
+            # Signed-in users' active days (retention), with the daily rows: not counted among them.
+            await prune_user_days(conn, today - timedelta(days=daily_retention_days))
     if engine.dialect.name == "postgresql":
         # Day partitions: the next days' made ahead, the pruned days' dropped (their rows are gone).
         await make_partitions(engine, today)

@@ -9,6 +9,9 @@
  * An item counts once per page, once at least half of it (or half the viewport) has been visible for
  * one second while the tab is in front.
  * With data-honor-dnt on its tag, nothing is sent when Do Not Track or Global Privacy Control is on.
+ * Engagement (the site's own pages): once per page view, when the page is hidden or left (or a
+ * client-side navigation leaves it), the deepest scroll (% of the page seen) and the milliseconds it
+ * was visible; never two such beacons within ENGAGE_GAP ms (one that would be is not sent).
  */
 (function () {
   'use strict';
@@ -23,6 +26,7 @@
   var home = origin === location.origin;
   var token = me.getAttribute('data-token') || '';
   var page = null, seen = {}, pending = {}, flushTimer = 0, scanTimer = 0, gen = 0, watched = [];
+  var ENGAGE_GAP = 5000, depth = 0, shownMs = 0, shownSince = 0, engaged = false, lastEngage = -ENGAGE_GAP;
 
   function send(data) {
     if (home && token) data.k = token;
@@ -96,10 +100,35 @@
     }
   }
 
+  function now() { return w.performance && performance.now ? performance.now() : Date.now(); }
+
+  function measure() {
+    var root = d.documentElement, body = d.body;
+    var height = Math.max(root.scrollHeight, body ? body.scrollHeight : 0);
+    var bottom = (w.pageYOffset || root.scrollTop || 0) + w.innerHeight;
+    var pct = height > 0 ? Math.round(Math.min(1, bottom / height) * 100) : 100;
+    if (pct > depth) depth = pct;
+  }
+
+  function engage() {
+    if (page === null || engaged) return;
+    engaged = true;
+    if (shownSince) { shownMs += now() - shownSince; shownSince = d.visibilityState === 'visible' ? now() : 0; }
+    var at = now();
+    if (at - lastEngage < ENGAGE_GAP) return;
+    lastEngage = at;
+    measure();
+    send({ t: 'engagement', p: page, s: depth, m: Math.round(shownMs) });
+  }
+
   function pageview() {
     var here = (location.pathname + location.search).slice(0, 512);
     if (here === page) return;
     var first = page === null;
+    // The page left: what it saw is sent once, and the next one is measured from now.
+    engage();
+    depth = 0; shownMs = 0; engaged = false;
+    shownSince = d.visibilityState === 'visible' ? now() : 0;
     // A new page: what the last one showed is sent, and every item may count again here.
     flush();
     if (observer) observer.disconnect();
@@ -110,6 +139,7 @@
     page = here;
     send({ t: 'pageview', p: here, r: first ? d.referrer : '' });
     scan();
+    measure();
   }
 
   function start() {
@@ -123,6 +153,12 @@
       };
     });
     w.addEventListener('popstate', pageview);
+    w.addEventListener('scroll', measure, { passive: true });
+    w.addEventListener('pagehide', engage);
+    d.addEventListener('visibilitychange', function () {
+      if (d.visibilityState === 'hidden') engage();
+      else if (!shownSince) shownSince = now();
+    });
     pageview();
   }
   // A prerendered page runs its scripts before anyone sees it: it counts once it is shown.

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, LargeBinary, SmallInteger, String, Text, false, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    false,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -242,6 +256,10 @@ class FactPageViewRow(SQLModel, table=True):
     country: str | None = Field(default=None, sa_column=Column(String(2)))
     view_type: str | None = Field(default=None, sa_column=Column(String(16)))
     time_on_page_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # What the web snippet reported of this page view (migration 0018): the deepest scroll (0-100 %)
+    # and the milliseconds it was visible; NULL when it reported nothing.
+    scroll_depth: int | None = Field(default=None, sa_column=Column(SmallInteger))
+    visible_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class FactLookRow(SQLModel, table=True):
@@ -407,6 +425,29 @@ class FunnelRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
 
 
+class UserDayRow(SQLModel, table=True):
+    """A signed-in user active on a UTC day (any signed-in request), written by the rollup: what the
+    weekly retention grid reads. User ids only; pruned with the daily rows."""
+
+    __tablename__ = "user_days"
+    __table_args__ = (Index("ix_user_days_user", "user_id", "day"),)
+
+    day: date = Field(primary_key=True)
+    user_id: str = Field(sa_column=Column(String(64), primary_key=True))
+
+
+class UserFirstSeenRow(SQLModel, table=True):
+    """A signed-in user's first and last day in `user_days` (its retention cohort is its first
+    day's week); pruned once its last day is older than the daily rows' retention."""
+
+    __tablename__ = "user_first_seen"
+    __table_args__ = (Index("ix_user_first_seen_first", "first_day"),)
+
+    user_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    first_day: date = Field(sa_column=Column(Date, nullable=False))
+    last_day: date = Field(sa_column=Column(Date, nullable=False))
+
+
 # SQLAlchemy Core handles of the tables, for the modules that write and read them.
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
@@ -429,6 +470,8 @@ FACT_VISITS = FactVisitRow.__table__  # type: ignore[attr-defined]
 ITEM_AUTHORS = ItemAuthorRow.__table__  # type: ignore[attr-defined]
 DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
 GOALS = GoalRow.__table__  # type: ignore[attr-defined]
+USER_DAYS = UserDayRow.__table__  # type: ignore[attr-defined]
+USER_FIRST_SEEN = UserFirstSeenRow.__table__  # type: ignore[attr-defined]
 FUNNELS = FunnelRow.__table__  # type: ignore[attr-defined]
 # Replaced whole per visitor-day by derivation; pruned by `TRACKSIDE_FACT_RETENTION_DAYS`.
 FACT_TABLES = (FACT_PAGE_VIEWS, FACT_LOOKS, FACT_IMPRESSIONS, FACT_SITE_EVENTS, FACT_VISITOR_DAYS, FACT_VISITS)

@@ -242,7 +242,8 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
     metrics = set(q.metrics)
     event_dims = [d for d in q.dimensions if d in EVENT_DIMENSIONS]
     event_metrics = {
-        "visitors", "pageviews", "events", "percentage", "conversion_rate", "group_conversion_rate", "time_on_page"
+        "visitors", "pageviews", "events", "percentage", "conversion_rate", "group_conversion_rate", "time_on_page",
+        "scroll_depth",
     }  # fmt: skip
     visits_by_events = "visits" in metrics and bool(event_dims)
     first_metric = q.metrics[0]
@@ -327,6 +328,10 @@ def _metric(figures: dict[str, float], metric: str) -> int | float:
         # Seconds, the mean over page views followed by another page view of their visit.
         counted = figures.get("time_on_page_count", 0.0)
         return round(figures.get("time_on_page_sum", 0.0) / counted / 1000) if counted else 0
+    if metric == "scroll_depth":
+        # Percent, the mean deepest scroll over page views the web snippet reported one for.
+        counted = figures.get("scroll_count", 0.0)
+        return round(figures.get("scroll_sum", 0.0) / counted) if counted else 0
     if metric in ("percentage", "conversion_rate", "group_conversion_rate"):
         return float(figures.get(metric, 0.0))
     return int(figures.get(metric, 0.0))

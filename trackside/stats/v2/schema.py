@@ -25,6 +25,7 @@ METRICS = (
     "conversion_rate",
     "group_conversion_rate",
     "time_on_page",
+    "scroll_depth",
 )
 # Trackside's own figures, beside Plausible's.
 EXTENSION_METRICS = ("content_views", "unique_viewers", "impressions", "api_calls", "errors", "bot_hits")

@@ -40,7 +40,10 @@ from trackside.storage.tables import (
 
 Expr = ColumnElement[Any]
 # The raw figures each source's SELECT answers per group, after its dimension columns.
-EVENT_FIGURES = ("visitors", "pageviews", "events", "event_visits", "time_on_page_sum", "time_on_page_count")
+EVENT_FIGURES = (
+    "visitors", "pageviews", "events", "event_visits", "time_on_page_sum", "time_on_page_count", "scroll_sum",
+    "scroll_count",
+)  # fmt: skip
 VISIT_FIGURES = ("visits", "bounces", "duration", "visit_pageviews")
 EVENT_LEVEL = ("event:page", "event:props:label", "event:goal")
 
@@ -203,13 +206,14 @@ class Builder:
         pv, se = FACT_PAGE_VIEWS.c, FACT_SITE_EVENTS.c
         pages = sa.select(
             pv.day, pv.ts, pv.hour, pv.who, pv.visit_id, sa.literal(1).label("is_page"),
-            sa.literal("pageview").label("name"), pv.path, pv.label, pv.time_on_page_ms,
+            sa.literal("pageview").label("name"), pv.path, pv.label, pv.time_on_page_ms, pv.scroll_depth,
         ).where(*self._in_range(pv.day, pv.ts))  # fmt: skip
         # A site event has no page: its path is the request's, most often an API route.
         events = sa.select(
             se.day, se.ts, se.hour, se.who, se.visit_id, sa.literal(0).label("is_page"), se.name,
             sa.cast(sa.null(), sa.String).label("path"), se.label,
             sa.cast(sa.null(), sa.BigInteger).label("time_on_page_ms"),
+            sa.cast(sa.null(), sa.SmallInteger).label("scroll_depth"),
         ).where(se.kind == "event", *self._in_range(se.day, se.ts))  # fmt: skip
         return sa.union_all(pages, events).subquery(name)
 
@@ -265,6 +269,9 @@ class Builder:
             # Time on page: a page view's until the visitor's next one; a visit's last page has none.
             sa.func.coalesce(sa.func.sum(e.c.time_on_page_ms), 0).label("time_on_page_sum"),
             sa.func.count(e.c.time_on_page_ms).label("time_on_page_count"),
+            # Scroll depth: over the page views the web snippet reported (`fact_page_views.scroll_depth`).
+            sa.func.coalesce(sa.func.sum(e.c.scroll_depth), 0).label("scroll_sum"),
+            sa.func.count(e.c.scroll_depth).label("scroll_count"),
         ]
         # The visit is joined only when a visit dimension or filter needs its entry values.
         named = [*self.q.dimensions, *(leaf.dimension for f in filters for leaf in leaves(f))]

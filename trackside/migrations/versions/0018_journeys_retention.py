@@ -1,0 +1,64 @@
+"""Retention of signed-in users and engagement of page views.
+
+- `user_days`: one row per UTC day and signed-in user active that day (any signed-in request),
+  written by the rollup; `user_first_seen`: each user's first and last such day. The weekly
+  retention grid reads only these (user ids only, never an IP or a visitor id), so it reaches past
+  the facts' retention; both are pruned with the daily rows (`TRACKSIDE_DAILY_RETENTION_DAYS`).
+  Backfilled here from the facts still kept.
+- `fact_page_views.scroll_depth` (0-100) and `visible_ms`: what the web snippet reported of the
+  page view (NULL when it reported nothing).
+
+Revision ID: 0018_journeys_retention
+Revises: 0017_funnels
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0018_journeys_retention"
+down_revision = "0017_funnels"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "user_days",
+        sa.Column("day", sa.Date(), primary_key=True, nullable=False),
+        sa.Column("user_id", sa.String(length=64), primary_key=True, nullable=False),
+    )
+    op.create_index("ix_user_days_user", "user_days", ["user_id", "day"])
+    op.create_table(
+        "user_first_seen",
+        sa.Column("user_id", sa.String(length=64), primary_key=True, nullable=False),
+        sa.Column("first_day", sa.Date(), nullable=False),
+        sa.Column("last_day", sa.Date(), nullable=False),
+    )
+    op.create_index("ix_user_first_seen_first", "user_first_seen", ["first_day"])
+    op.add_column("fact_page_views", sa.Column("scroll_depth", sa.SmallInteger(), nullable=True))
+    op.add_column("fact_page_views", sa.Column("visible_ms", sa.BigInteger(), nullable=True))
+    # The days the facts still hold: every signed-in user of a page view, look, impression or site
+    # event (API-only requests are not in facts; the rollup reads them from raw events).
+    op.execute(
+        "INSERT INTO user_days (day, user_id) "
+        "SELECT day, user_id FROM fact_page_views WHERE user_id IS NOT NULL "
+        "UNION SELECT day, user_id FROM fact_site_events WHERE user_id IS NOT NULL "
+        "UNION SELECT day, user_id FROM fact_looks WHERE user_id IS NOT NULL "
+        "UNION SELECT day, user_id FROM fact_impressions WHERE user_id IS NOT NULL"
+    )
+    op.execute(
+        "INSERT INTO user_first_seen (user_id, first_day, last_day) "
+        "SELECT user_id, MIN(day), MAX(day) FROM user_days GROUP BY user_id"
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("fact_page_views") as batch:
+        batch.drop_column("visible_ms")
+        batch.drop_column("scroll_depth")
+    op.drop_index("ix_user_first_seen_first", table_name="user_first_seen")
+    op.drop_table("user_first_seen")
+    op.drop_index("ix_user_days_user", table_name="user_days")
+    op.drop_table("user_days")

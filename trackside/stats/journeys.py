@@ -1,0 +1,205 @@
+"""Journeys: the page before and the page after a chosen page within the same visit, from the page
+view facts (`fact_page_views`: each view's visit, time, route label and path).
+
+The chosen page is a route label (`/p/[post]`) or a path (`/p/a1`, where facts keep paths). Each
+view of it is one passage through it: the view just before it in its visit (by time) is its
+previous page, "(entry)" when it opened the visit; the view just after it is its next page, "(exit)"
+when the visit ended there. Both are named by route label. Counted per passage (a visit through the
+page twice counts twice) and per visit (distinct visits).
+
+Filters are the v2 query's (`trackside.stats.v2.schema`), applied to visits: a visit dimension by
+the visit's entry values, an event filter by the visit holding such an event, so a visit is kept
+or dropped whole and its order of pages never has holes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trackside.goals import Goal
+from trackside.stats.v2.schema import Filter, Query, V2Error, _filter, parse_date_range
+from trackside.stats.v2.sql import Builder
+from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_VISITS
+
+ENTRY = "(entry)"
+EXIT = "(exit)"
+KEYS = ("date_range", "label", "page", "filters", "limit")
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 100
+
+MEANING = {
+    "pageviews": "views of the chosen page in the range: each one passage through it",
+    "visits": "visits that passed through the chosen page at least once",
+    "count": "passages whose previous (or next) page in the same visit had this route label",
+    "visits_of_row": "distinct visits among those passages",
+    "share": "count as a percentage of the chosen page's pageviews (each list sums to 100 when whole)",
+    ENTRY: "the chosen page opened its visit: no page before it",
+    EXIT: "the visit ended on the chosen page: no page after it",
+    "visit": "one visitor's page views and site events with no gap over 30 minutes, within one UTC day",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyQuery:
+    label: str | None
+    page: str | None
+    first: date
+    last: date
+    start: datetime | None
+    end: datetime | None
+    filters: tuple[Filter, ...]
+    raw_filters: list[Any]
+    date_range: Any
+    limit: int
+
+
+def parse_journey(body: Any, today: date) -> JourneyQuery:
+    if not isinstance(body, dict):
+        raise V2Error("the query is a JSON object")
+    for key in body:
+        if key not in KEYS:
+            raise V2Error(f"parameter '{key}' is not supported ({', '.join(KEYS)})")
+    label, page = body.get("label"), body.get("page")
+    if (label is None) == (page is None):
+        raise V2Error("name the page by one of label (a route label) or page (a path)")
+    chosen = label if label is not None else page
+    if not isinstance(chosen, str) or not chosen.startswith("/") or len(chosen) > 512:
+        raise V2Error("label or page is a path starting with / (at most 512 characters)")
+    if "date_range" not in body:
+        raise V2Error("date_range is required")
+    first, last, start, end = parse_date_range(body["date_range"], today)
+    raw_filters = body.get("filters", [])
+    if not isinstance(raw_filters, list):
+        raise V2Error("filters is a list")
+    filters = tuple(_filter(f, 0) for f in raw_filters)
+    limit = body.get("limit", DEFAULT_LIMIT)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise V2Error(f"limit is an integer from 1 to {MAX_LIMIT}")
+    return JourneyQuery(
+        label=label,
+        page=page,
+        first=first or today,
+        last=last,
+        start=start,
+        end=end,
+        filters=filters,
+        raw_filters=raw_filters,
+        date_range=body["date_range"],
+        limit=limit,
+    )
+
+
+def _builder(jq: JourneyQuery, goals: list[Goal], dialect: str) -> Builder:
+    q = Query(
+        metrics=("visits",),
+        dimensions=(),
+        filters=jq.filters,
+        first=jq.first,
+        last=jq.last,
+        start=jq.start,
+        end=jq.end,
+    )
+    return Builder(q, jq.first, None, goals, dialect)
+
+
+def _chosen(jq: JourneyQuery, t: Any) -> Any:
+    return t.c.label == jq.label if jq.label is not None else t.c.path == jq.page
+
+
+def journey_select(jq: JourneyQuery, goals: list[Goal], dialect: str) -> sa.Select[Any]:
+    """(side, label, passages, visits) rows, side `prev`, `next` or `page` (the totals, label NULL)."""
+    pv = FACT_PAGE_VIEWS.c
+    in_days = [pv.day >= jq.first, pv.day <= jq.last]
+    # The visits through the chosen page (in the exact range, when one is given), filters applied.
+    here = FACT_PAGE_VIEWS.alias("here")
+    through = sa.select(here.c.visit_id).where(here.c.day >= jq.first, here.c.day <= jq.last, _chosen(jq, here))
+    if jq.start is not None and jq.end is not None:
+        through = through.where(here.c.ts >= jq.start, here.c.ts <= jq.end)
+    builder = _builder(jq, goals, dialect)
+    v = FACT_VISITS.alias("v")
+    condition = builder.visit_condition(v, "visits", jq.filters)
+    if condition is not None:
+        kept = sa.select(v.c.id).where(v.c.day >= jq.first, v.c.day <= jq.last, condition)
+        through = through.where(here.c.visit_id.in_(kept))
+    # Every page view of those visits, with its neighbours (a visit lies within one UTC day).
+    visit, order = (pv.day, pv.visit_id), (pv.ts, pv.id)
+    seq = (
+        sa.select(
+            pv.visit_id,
+            pv.ts,
+            pv.label,
+            pv.path,
+            sa.func.lag(pv.label).over(partition_by=visit, order_by=order).label("prev_label"),
+            sa.func.lead(pv.label).over(partition_by=visit, order_by=order).label("next_label"),
+        )
+        .where(*in_days, pv.visit_id.in_(through))
+        .subquery("seq")
+    )
+    chosen = [_chosen(jq, seq)]
+    if jq.start is not None and jq.end is not None:
+        chosen += [seq.c.ts >= jq.start, seq.c.ts <= jq.end]
+
+    def side(name: str, column: Any) -> sa.Select[Any]:
+        return (
+            sa.select(
+                sa.literal(name).label("side"),
+                column.label("label"),
+                sa.func.count().label("passages"),
+                sa.func.count(sa.distinct(seq.c.visit_id)).label("visits"),
+            )
+            .where(*chosen)
+            .group_by(column)
+        )
+
+    totals = sa.select(
+        sa.literal("page").label("side"),
+        sa.cast(sa.null(), sa.String).label("label"),
+        sa.func.count().label("passages"),
+        sa.func.count(sa.distinct(seq.c.visit_id)).label("visits"),
+    ).where(*chosen)
+    return sa.union_all(side("prev", seq.c.prev_label), side("next", seq.c.next_label), totals)  # type: ignore[return-value]
+
+
+async def journeys(conn: AsyncConnection, jq: JourneyQuery, goals: list[Goal]) -> dict[str, Any]:
+    rows = (await conn.execute(journey_select(jq, goals, conn.dialect.name))).all()
+    pageviews = visits = 0
+    sides: dict[str, list[tuple[str, int, int]]] = {"prev": [], "next": []}
+    for side, label, passages, n_visits in rows:
+        if side == "page":
+            pageviews, visits = int(passages), int(n_visits)
+            continue
+        if int(passages) == 0:
+            continue
+        name = label if label is not None else (ENTRY if side == "prev" else EXIT)
+        sides[side].append((name, int(passages), int(n_visits)))
+
+    def listed(entries: list[tuple[str, int, int]]) -> dict[str, Any]:
+        entries.sort(key=lambda e: (-e[1], e[0]))
+        shown = entries[: jq.limit]
+        others = sum(e[1] for e in entries[jq.limit :])
+        return {
+            "rows": [
+                {"label": name, "count": count, "visits": n, "share": _share(count, pageviews)}
+                for name, count, n in shown
+            ],
+            "others": others,
+        }
+
+    previous, following = listed(sides["prev"]), listed(sides["next"])
+    return {
+        "page": {"label": jq.label} if jq.label is not None else {"page": jq.page},
+        "pageviews": pageviews,
+        "visits": visits,
+        "previous": previous["rows"],
+        "previous_others": previous["others"],
+        "next": following["rows"],
+        "next_others": following["others"],
+    }
+
+
+def _share(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
