@@ -82,6 +82,7 @@ class TracksideApi:
             Route(PREFIX + "/realtime", self.realtime, methods=["GET"]),
             Route(PREFIX + "/site", self.site, methods=["GET"]),
             Route(PREFIX + "/items/{kind}/{id}", self.item, methods=["GET"]),
+            Route(PREFIX + "/kinds", self.kinds, methods=["GET"]),
             Route("/_trackside/api/openapi.json", self.openapi, methods=["GET"]),
         ]
 
@@ -180,7 +181,16 @@ class TracksideApi:
         items = result["items"]
         if _wants_csv(request):
             return _csv_rows(["id", "views", "unique_viewers", "impressions"], [list(i.values()) for i in items])
+        # Titles and pages are laid over the cached figures (a title may come later than they do).
+        result = {**result, "items": await self.stats.titles.with_titles(kind, items)}
         return JSONResponse(result, headers=NO_STORE)
+
+    async def kinds(self, request: Request) -> Response:
+        """The settings' content kinds (`TRACKSIDE_CONTENT_RULES`): one dashboard panel each."""
+        asked = await self._asked(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        return JSONResponse({"kinds": self.stats.titles.kinds()}, headers=NO_STORE)
 
     async def realtime(self, request: Request) -> Response:
         if (denied := await self._moderator(request)) is not None:
@@ -220,7 +230,9 @@ class TracksideApi:
         )
         if body is None:
             return error(404, f"no views or impressions of {kind} {item!r} in 30 days")
-        return JSONResponse({"kind": kind, "id": item, **body}, headers=NO_STORE)
+        found = await self.stats.titles.titles([(kind, item)])
+        named = {"title": found.get((kind, item)), "page": self.stats.titles.page(kind, item)}
+        return JSONResponse({"kind": kind, "id": item, **named, **body}, headers=NO_STORE)
 
     async def openapi(self, request: Request) -> Response:
         if not may_read_metrics(self.settings, request.headers.get("authorization")):

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sidecar.titles import ItemTitles
 from sidecar.upstreams import Upstreams
 from trackside.authz import Authorizer, Caller, Unauthorized
 from trackside.derive import derivation_of
@@ -86,6 +87,7 @@ class StatsEndpoints:
         self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
         self.upstreams = Upstreams(settings)
         self.authorizer = Authorizer(settings, tokens, self.client)
+        self.titles = ItemTitles(settings, engine, self.client, self.upstreams)  # the dashboard's item titles
         self.closed = ClosedDays()
         self.derivation = derivation_of(settings)
         self.cache_hits = self.cache_misses = 0  # answers served from the cache, and not
@@ -105,6 +107,7 @@ class StatsEndpoints:
     async def close(self) -> None:
         for flight in list(self._flights.values()):
             flight.cancel()
+        await self.titles.close()
         await self.client.aclose()
         if isinstance(self.cache, RedisCache):
             await self.cache.close()

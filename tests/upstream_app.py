@@ -65,7 +65,7 @@ async def page(request: Request) -> Response:
 async def api(request: Request) -> Response:
     status = int(request.query_params.get("status", "200"))
     headers = {}
-    for name in ("author", "user", "event", "item-id"):
+    for name in ("author", "user", "event", "item-id", "title"):
         if name in request.query_params:
             headers["x-trackside-" + name] = request.query_params[name]
     return JSONResponse({"path": request.url.path}, status_code=status, headers=headers)
@@ -139,6 +139,25 @@ async def post_stats(request: Request) -> Response:
     )
 
 
+# Items' API answers for the title tests (`TRACKSIDE_TITLE_URL`): a title field, none, a slow
+# answer, a 404; `asked` counts the questions per id.
+TITLED = {"b2": {"title": "Fetched <b>b2</b>"}, "p9": {"post": {"headline": "Nested p9"}}, "r1": {"title": "Soup"}}
+asked: dict[str, int] = {}
+
+
+async def item_answer(request: Request) -> Response:
+    item = request.path_params["id"]
+    asked[item] = asked.get(item, 0) + 1
+    if item.startswith("slow"):
+        await asyncio.sleep(3.0)
+        return JSONResponse({"title": "Slow " + item})
+    if item in TITLED:
+        return JSONResponse(TITLED[item])
+    if item == "untitled":
+        return JSONResponse({"name": "no title field"})
+    return JSONResponse({"detail": "Not found"}, status_code=404)
+
+
 async def ws(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=websocket.scope["subprotocols"][0] if websocket.scope["subprotocols"] else None)
     while True:
@@ -167,6 +186,7 @@ app = Starlette(
         Route("/trickle", trickle),
         WebSocketRoute("/ws", ws),
         Route("/api/post/{id}/stats", post_stats),
+        Route("/api/titled/{kind}/{id}", item_answer),
         Route("/api/{rest:path}", api, methods=["GET", "POST", "HEAD"]),
         Route("/{rest:path}", page, methods=["GET", "HEAD"]),
     ]

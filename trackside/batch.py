@@ -18,9 +18,16 @@ class Batch:
     events: list[Event] = field(default_factory=list)
     bots: Counter[BotKey] = field(default_factory=Counter)
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, site's id) -> public id
+    titles: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, id) -> hinted title
 
     def __len__(self) -> int:
         return len(self.events) + sum(self.bots.values())
+
+    async def store_titles(self, conn: Any) -> None:
+        """The titles the batch's responses hinted, in the writer's transaction (`trackside.storage.titles`)."""
+        from trackside.storage.titles import store_titles
+
+        await store_titles(conn, self.titles)
 
     def to_wire(self) -> dict[str, Any]:
         """JSON- and msgpack-safe: no pickle on the queue or in the spool."""
@@ -34,6 +41,8 @@ class Batch:
             "fields": FIELDS,
             "bots": [[d.isoformat(), b, label, n] for (d, b, label), n in self.bots.items()],
             "aliases": [[kind, alias, item] for (kind, alias), item in self.aliases.items()],
+            # Added later: a batch written without it (an older sidecar's, a spooled one) has no titles.
+            "titles": [[kind, item, title] for (kind, item), title in self.titles.items()],
         }
 
     @classmethod
@@ -42,6 +51,7 @@ class Batch:
         for d, b, label, n in data.get("bots", []):
             bots[(date.fromisoformat(d), str(b), str(label))] += int(n)
         aliases = {(str(k), str(a)): str(i) for k, a, i in data.get("aliases", [])}
+        titles = {(str(k), str(i)): str(t) for k, i, t in data.get("titles", [])}
         rows = data.get("rows")
         if rows is not None:
             names = data["fields"]
@@ -51,4 +61,4 @@ class Batch:
                 events = [Event.from_dict(dict(zip(names, row, strict=True))) for row in rows]
         else:  # the dict form earlier versions queued and spooled
             events = [Event.from_dict(e) for e in data.get("events", [])]
-        return cls(id=str(data["id"]), events=events, bots=bots, aliases=aliases)
+        return cls(id=str(data["id"]), events=events, bots=bots, aliases=aliases, titles=titles)

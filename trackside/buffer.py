@@ -56,6 +56,7 @@ class EventBuffer:
         self.waiting: list[tuple[Any, ...]] = []  # answered requests, not yet recorded
         self.bots: Counter[BotKey] = Counter()
         self.aliases: dict[tuple[str, str], str] = {}
+        self.titles: dict[tuple[str, str], str] = {}  # (kind, id) -> the title last hinted
         self.wakeup = asyncio.Event()
         self.batch_size = capacity
 
@@ -100,11 +101,16 @@ class EventBuffer:
         if len(self.aliases) < 10_000:
             self.aliases[(kind, alias)] = item
 
+    def put_title(self, kind: str, item: str, title: str) -> None:
+        if len(self.titles) < 10_000 or (kind, item) in self.titles:
+            self.titles[(kind, item)] = title
+
     def take(self, limit: int) -> Batch:
         events, self.events = self.events[:limit], self.events[limit:]
         bots, self.bots = self.bots, Counter()
         aliases, self.aliases = self.aliases, {}
-        return Batch(events=events, bots=bots, aliases=aliases)
+        titles, self.titles = self.titles, {}
+        return Batch(events=events, bots=bots, aliases=aliases, titles=titles)
 
     def __len__(self) -> int:
         return len(self.events)

@@ -27,6 +27,7 @@ from trackside.enrich.referrer import referrer_domain, utm
 from trackside.enrich.user_agent import parse_user_agent
 from trackside.enrich.visitor import SaltSource, visitor_hash
 from trackside.flood import FloodLimit
+from trackside.item_titles import title_from_hint
 from trackside.items import ItemError, parse_items_hint
 from trackside.metrics import Metrics
 from trackside.paths import MAX_PATH, ContentMatcher, EventRules, Labeler
@@ -67,6 +68,7 @@ HINT_AUTHOR = b"x-trackside-author"
 HINT_EVENT = b"x-trackside-event"
 HINT_ITEM_ID = b"x-trackside-item-id"  # the site's own id of the item this response shows
 HINT_ITEMS = b"x-trackside-items"
+HINT_TITLE = b"x-trackside-title"  # the title of the item this response shows (`trackside.item_titles`)
 # Set by the sidecar's own answers (502, 504, refusals); kept visible to clients, like
 # goatcounter's header. Its value is the event's error type.
 SIDECAR_ERROR = b"x-trackside-error"
@@ -111,6 +113,8 @@ class EventSink(Protocol):
     def put_bot(self, hit: ev.BotHit) -> None: ...
 
     def put_alias(self, kind: str, alias: str, item: str) -> None: ...
+
+    def put_title(self, kind: str, item: str, title: str) -> None: ...
 
 
 class Waiting(Protocol):
@@ -346,6 +350,11 @@ class Capturer:
                 duration_ms=round(duration * 1000, 3),
             )
         )
+        hinted_title = hints.get(HINT_TITLE)
+        if hinted_title is not None and content_kind and content_id:
+            title = title_from_hint(hinted_title)
+            if title is not None:
+                self.sink.put_title(content_kind, content_id, title)
         items = hints.get(HINT_ITEMS)
         if items is not None and kind != ev.ERROR and status < 400:
             self._hinted_impressions(event, items)

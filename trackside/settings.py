@@ -207,6 +207,13 @@ class Settings:
     sign_in_failures: int = 20
     owner_url: str | None = None
     owner_field: str = "owner_id"
+    # Item titles the dashboard shows (`sidecar.titles`): where an item's title is asked for, per
+    # content kind (`artwork=/api/p/{id};blog_post=http://api:8000/api/blog-post/{id}`; a path goes
+    # where the route rules send it), the JSON field holding it (dots reach into objects), and how
+    # long an answer waits for titles not stored yet (those that come later are stored for the next).
+    title_url: Mapping[str, str] = field(default_factory=dict)
+    title_field: str = "title"
+    title_timeout: float = 1.0
     stats_overlay: tuple[str, ...] = ("artwork",)
     # auto: the site's 404/405 on an item with recorded views is answered by Trackside alone;
     # always: the site's every non-200 stands; never: the site's API is not asked.
@@ -255,6 +262,7 @@ class Settings:
                 _check_url(getattr(self, name), PREFIX + name.upper())
         if self.owner_url is not None and "{id}" not in self.owner_url:
             raise ConfigError("TRACKSIDE_OWNER_URL must contain {id}, e.g. http://api:8000/api/p/{id}")
+        _check_titles(self)
         if self.stats_overlay_mode not in ("auto", "always", "never"):
             raise ConfigError(
                 f"TRACKSIDE_STATS_OVERLAY_MODE must be auto, always or never, got {self.stats_overlay_mode!r}"
@@ -418,6 +426,7 @@ _FLOATS = {
     "upstream_keepalive_time",
     "upstream_pool_wait",
     "query_timeout_seconds",
+    "title_timeout",
 }
 _TUPLES = {
     "label_rules",
@@ -459,6 +468,8 @@ def _parse(key: str, raw: str, name: str) -> Any:
             return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
         if key == "content_rules":
             return _parse_content_rules(raw)
+        if key == "title_url":
+            return _parse_title_url(raw)
         if key in ("redis_url", "jwt_secret", "geoip_db", "country_header", "admin_token", "whoami_url", "owner_url"):
             return raw or None
         if key == "metrics_token":
@@ -541,6 +552,36 @@ def _parse_content_rules(raw: str) -> dict[str, tuple[str, ...]]:
     return rules
 
 
+def _parse_title_url(raw: str) -> dict[str, str]:
+    # kind=/api/p/{id};kind=http://api:8000/x/{id}
+    urls: dict[str, str] = {}
+    for part in raw.split(";"):
+        if not part.strip():
+            continue
+        kind, sep, url = part.partition("=")
+        if not sep or not kind.strip() or not url.strip():
+            raise ValueError("title URLs look like artwork=/api/p/{id};blog_post=http://api:8000/api/blog-post/{id}")
+        urls[kind.strip()] = url.strip()
+    return urls
+
+
+def _check_titles(settings: Settings) -> None:
+    for kind, url in settings.title_url.items():
+        if kind not in settings.content_rules:
+            raise ConfigError(
+                f"TRACKSIDE_TITLE_URL: {kind!r} is no content kind of TRACKSIDE_CONTENT_RULES "
+                f"({', '.join(settings.content_rules)})"
+            )
+        if "{id}" not in url:
+            raise ConfigError(f"TRACKSIDE_TITLE_URL: the {kind} URL must contain {{id}}, e.g. /api/p/{{id}}")
+        if not url.startswith("/"):
+            _check_url(url, PREFIX + "TITLE_URL")
+    if not settings.title_field.strip(".") or any(not part for part in settings.title_field.split(".")):
+        raise ConfigError(f"TRACKSIDE_TITLE_FIELD must be a JSON field name such as title: {settings.title_field!r}")
+    if not settings.title_timeout > 0:
+        raise ConfigError("TRACKSIDE_TITLE_TIMEOUT must be a positive number of seconds")
+
+
 def _format(key: str, value: Any) -> str:
     if key in _BOOLS or key == "trust_roles_claim":
         return "1" if value else "0"
@@ -550,6 +591,8 @@ def _format(key: str, value: Any) -> str:
         return ",".join(str(n) for n in value)
     if key == "content_rules":
         return ";".join(f"{k}={'|'.join(v)}" for k, v in value.items())
+    if key == "title_url":
+        return ";".join(f"{k}={v}" for k, v in value.items())
     if key in _TUPLES:
         return ",".join(value)
     return str(value)

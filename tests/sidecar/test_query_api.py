@@ -90,8 +90,13 @@ async def test_popular_and_realtime(seeded):
             popular = (await c.get(API + "/popular", params={"kind": "artwork", "period": "30d"})).json()
             blogs = (await c.get(API + "/popular", params={"kind": "blog_post", "period": "today"})).json()
             realtime = (await c.get(API + "/realtime")).json()
-    assert popular["items"] == [{"id": "a1", "views": 6, "unique_viewers": 4, "impressions": 2}]
-    assert blogs["items"] == [{"id": "post1", "views": 1, "unique_viewers": 1, "impressions": 0}]
+    # No title known (no hint, no TRACKSIDE_TITLE_URL); the page from the content rules.
+    assert popular["items"] == [
+        {"id": "a1", "views": 6, "unique_viewers": 4, "impressions": 2, "title": None, "page": "/p/a1"}
+    ]
+    assert blogs["items"] == [
+        {"id": "post1", "views": 1, "unique_viewers": 1, "impressions": 0, "title": None, "page": "/b/post1"}
+    ]
     # Seeded events are at today's first seconds; only a run in the first 5 minutes of a UTC day sees them.
     assert realtime["seconds"] == 300
     assert realtime["visitors"] in (0, 4)

@@ -386,6 +386,18 @@ class ItemAuthorRow(SQLModel, table=True):
     author_id: str = Field(sa_column=Column(String(64), nullable=False))
 
 
+class ItemTitleRow(SQLModel, table=True):
+    """An item's title for the dashboard: the last `X-Trackside-Title` hint, or the title field of
+    the item's API answer asked at read time (`sidecar.titles`); plain text, at most 200 characters."""
+
+    __tablename__ = "item_titles"
+
+    content_kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    content_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
 class DeriveMarkRow(SQLModel, table=True):
     """A visitor-day whose raw events are stored but whose facts are not derived yet: events
     stored before facts existed (the upgrade marks them all), or a derivation that failed. The
@@ -468,6 +480,7 @@ FACT_SITE_EVENTS = FactSiteEventRow.__table__  # type: ignore[attr-defined]
 FACT_VISITOR_DAYS = FactVisitorDayRow.__table__  # type: ignore[attr-defined]
 FACT_VISITS = FactVisitRow.__table__  # type: ignore[attr-defined]
 ITEM_AUTHORS = ItemAuthorRow.__table__  # type: ignore[attr-defined]
+ITEM_TITLES = ItemTitleRow.__table__  # type: ignore[attr-defined]
 DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
 GOALS = GoalRow.__table__  # type: ignore[attr-defined]
 USER_DAYS = UserDayRow.__table__  # type: ignore[attr-defined]

@@ -125,6 +125,7 @@ async def write_batch_on(
         if fresh:
             # Authors first: their row locks are taken before any bucket lock (no waiting in a cycle).
             await store_authors(conn, fresh)
+            await batch.store_titles(conn)  # item titles the responses hinted (trackside.storage.titles)
             api_touched = set(visitor_days_of(e for e in fresh if e.nav == NAV_API))
             await derive_visitor_days(conn, visitor_days_of(fresh), derivation or DEFAULT_DERIVATION, api_touched)
     if batch.aliases:
