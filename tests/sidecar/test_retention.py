@@ -26,7 +26,7 @@ from trackside.derive import derivation_of
 from trackside.rollup import prune, rollup_day, rollup_pending
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
-from trackside.storage.tables import USER_DAYS, USER_FIRST_SEEN
+from trackside.storage.tables import RETENTION_WEEKS, USER_DAYS, USER_FIRST_SEEN
 
 ROUTE = "/_trackside/api/v2/retention"
 
@@ -139,3 +139,26 @@ async def test_rows_are_user_ids_only_rerun_safe_and_pruned_with_the_daily_rows(
     assert first_after == [f for f in first if f[2] >= before.isoformat()]
     assert [u for u, _, _ in first_after] == ["u1", "u3", "u4", "u5"]
     assert len(days_after) == len(days) - 4
+    async with engine.connect() as conn:
+        weeks = sorted(str(w)[:10] for (w,) in await conn.execute(select(RETENTION_WEEKS.c.active_week).distinct()))
+    # The grid's cells of weeks that ended before then go too (M3's week ended before M2).
+    assert weeks == [monday(2).isoformat(), monday(1).isoformat(), M0.isoformat()]
+
+
+async def test_a_day_rolled_late_moves_a_user_to_an_earlier_cohort(site):
+    settings, engine = site
+    # u4 turns out to have been signed in at M2 already (a late event; its day is rolled again).
+    late = ev(_ts(monday(2) + timedelta(days=3)), "late", path="/", user_id="u4")
+    await write_batch(engine, Batch(events=[late]), derivation_of(settings))
+    rolled = await rollup_pending(engine, 1800.0, today=TODAY)
+    assert [r.day for r in rolled] == [monday(2) + timedelta(days=3)]
+    async with run_sidecar(settings) as (url, _):
+        async with httpx.AsyncClient(base_url=url, headers=MOD) as c:
+            grid = (await c.get(ROUTE, params={"weeks": "4"})).json()
+    assert [(c["week"], c["users"], c["retained"]) for c in grid["cohorts"]] == [
+        (monday(4).isoformat(), 0, [0, 0, 0, 0]),
+        (monday(3).isoformat(), 2, [1, 0, 1, None]),
+        (monday(2).isoformat(), 2, [2, 0, None, None]),
+        (monday(1).isoformat(), 0, [0, None, None, None]),
+        (M0.isoformat(), 0, [None, None, None, None]),
+    ]

@@ -1,6 +1,6 @@
-"""Retention of signed-in users: a weekly cohort grid, read from `user_days` and `user_first_seen`
-alone (written by the rollup of each closed day, `trackside.storage.user_days`), so it reaches
-past the facts' retention.
+"""Retention of signed-in users: a weekly cohort grid, read from `retention_weeks` alone (its cells,
+counted by the rollup of each closed day from `user_days` and `user_first_seen`:
+`trackside.storage.user_days`), so it reaches past the facts' retention and reads a few hundred rows.
 
 A user's cohort is the UTC week (Monday to Sunday) of its first signed-in request; it is retained in
 week W+k when it made a signed-in request that week. Weeks run through the last rolled day: the
@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.storage.tables import USER_DAYS, USER_FIRST_SEEN
+from trackside.storage.tables import RETENTION_WEEKS, USER_DAYS
 
 MAX_WEEKS = 52
 # 1970-01-05 was a Monday: week numbers count Mondays since then.
@@ -30,20 +30,11 @@ MEANING = {
         "day, so nobody (Trackside included) can tell that two days' visitors are one person"
     ),
     "source": (
-        "daily rows of signed-in users' active days (user ids only), written when a day is rolled up and "
-        "kept as long as the daily rows: days before the upgrade that added them count only as far as "
-        "the facts then held"
+        "signed-in users' active days (user ids only), written when a day is rolled up and kept as long "
+        "as the daily rows; the weeks through the last rolled day (today counts once it is rolled). Days "
+        "before the upgrade that added them count as far as the facts then held"
     ),
 }
-
-
-def _week_number(conn: AsyncConnection, day: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        days = sa.extract("epoch", day) / 86400 - 4
-        return sa.cast(sa.func.floor(days / 7), sa.Integer)
-    # julianday('1970-01-01') is 2440587.5; every day counted here is after 1970-01-05, so a
-    # truncating cast is the floor.
-    return sa.cast((sa.func.julianday(day) - 2440587.5 - 4) / 7, sa.Integer)
 
 
 def monday_of(week: int) -> date:
@@ -62,18 +53,14 @@ async def retention_grid(conn: AsyncConnection, weeks: int, today: date) -> dict
     newest = week_of(through)
     oldest = newest - weeks
     start = monday_of(oldest)
-    f, d = USER_FIRST_SEEN.c, USER_DAYS.c
-    cohort_week = _week_number(conn, f.first_day).label("cohort")
-    active_week = _week_number(conn, d.day).label("active")
-    query = (
-        sa.select(cohort_week, active_week, sa.func.count(sa.distinct(d.user_id)))
-        .select_from(USER_FIRST_SEEN.join(USER_DAYS, d.user_id == f.user_id))
-        .where(f.first_day >= start, f.first_day <= through, d.day >= f.first_day, d.day <= through)
-        .group_by(cohort_week, active_week)
+    cells = RETENTION_WEEKS.c
+    query = sa.select(cells.cohort_week, cells.active_week, cells.users).where(
+        cells.cohort_week >= start, cells.active_week <= monday_of(newest)
     )
     counts: dict[int, dict[int, int]] = defaultdict(dict)
     for cohort, active, users in await conn.execute(query):
-        counts[int(cohort)][int(active) - int(cohort)] = int(users)
+        c, a = week_of(_as_date(cohort)), week_of(_as_date(active))
+        counts[c][a - c] = int(users)
     cohorts = []
     for week in range(oldest, newest + 1):
         size = counts.get(week, {}).get(0, 0)

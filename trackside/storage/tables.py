@@ -460,6 +460,17 @@ class UserFirstSeenRow(SQLModel, table=True):
     last_day: date = Field(sa_column=Column(Date, nullable=False))
 
 
+class RetentionWeekRow(SQLModel, table=True):
+    """The retention grid's cells: signed-in users first seen in `cohort_week` who were active in
+    `active_week` (both Mondays, UTC), recomputed by the rollup from `user_days` and `user_first_seen`."""
+
+    __tablename__ = "retention_weeks"
+
+    cohort_week: date = Field(primary_key=True)
+    active_week: date = Field(primary_key=True)
+    users: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 # SQLAlchemy Core handles of the tables, for the modules that write and read them.
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 BOT_HITS = BotHitRow.__table__  # type: ignore[attr-defined]
@@ -484,6 +495,7 @@ ITEM_TITLES = ItemTitleRow.__table__  # type: ignore[attr-defined]
 DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
 GOALS = GoalRow.__table__  # type: ignore[attr-defined]
 USER_DAYS = UserDayRow.__table__  # type: ignore[attr-defined]
+RETENTION_WEEKS = RetentionWeekRow.__table__  # type: ignore[attr-defined]
 USER_FIRST_SEEN = UserFirstSeenRow.__table__  # type: ignore[attr-defined]
 FUNNELS = FunnelRow.__table__  # type: ignore[attr-defined]
 # Replaced whole per visitor-day by derivation; pruned by `TRACKSIDE_FACT_RETENTION_DAYS`.

@@ -1,5 +1,6 @@
-"""Signed-in users' active days (`user_days`) and first days (`user_first_seen`): written by the
-rollup of each closed day, read by the weekly retention grid (`trackside.stats.retention`).
+"""Signed-in users' active days (`user_days`), first days (`user_first_seen`) and the weekly
+retention grid's cells counted from them (`retention_weeks`): written by the rollup of each closed
+day, read by the grid (`trackside.stats.retention`).
 
 User ids only: no IP, no visitor id, nothing else of the request. An anonymous visitor cannot be
 followed from one day to the next (its id is salted anew each UTC day), so it has no row here.
@@ -8,13 +9,14 @@ user's first day only moves earlier (a day rolled late), never later."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, literal, select
+from sqlalchemy import Date, DateTime, cast, delete, distinct, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.storage.tables import EVENTS, USER_DAYS, USER_FIRST_SEEN
+from trackside.storage.tables import EVENTS, RETENTION_WEEKS, USER_DAYS, USER_FIRST_SEEN
 
 
 async def record_user_days(conn: AsyncConnection, day: date) -> None:
@@ -37,6 +39,39 @@ async def record_user_days(conn: AsyncConnection, day: date) -> None:
         },
     )
     await conn.execute(stmt)
+    await recount_weeks(conn, day)
+
+
+def monday_of(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def week_start(conn: AsyncConnection, day: Any) -> Any:
+    """The Monday (UTC) of a date column's week, in SQL."""
+    if conn.dialect.name == "postgresql":
+        return cast(func.date_trunc("week", cast(day, DateTime)), Date)
+    return func.date(day, "-6 days", "weekday 1")
+
+
+async def recount_weeks(conn: AsyncConnection, day: date) -> None:
+    """The grid's cells of every week from `day`'s through the newest: rolling a day changes its
+    week's actives, and can move users' first day to it (a day rolled late), so their cohort in
+    every later week. Most often one week: a few days of `user_days` grouped by the database."""
+    newest = (await conn.execute(select(func.max(USER_DAYS.c.day)))).scalar()
+    monday = monday_of(day)
+    cells = RETENTION_WEEKS.c
+    await conn.execute(delete(RETENTION_WEEKS).where(cells.active_week >= monday))
+    if newest is None:
+        return
+    d, f = USER_DAYS.c, USER_FIRST_SEEN.c
+    cohort, active = week_start(conn, f.first_day), week_start(conn, d.day)
+    counted = (
+        select(cohort, active, func.count(distinct(d.user_id)))
+        .select_from(USER_DAYS.join(USER_FIRST_SEEN, f.user_id == d.user_id))
+        .where(d.day >= monday)
+        .group_by(cohort, active)
+    )
+    await conn.execute(RETENTION_WEEKS.insert().from_select(["cohort_week", "active_week", "users"], counted))
 
 
 async def prune_user_days(conn: AsyncConnection, before: date) -> int:
@@ -44,4 +79,8 @@ async def prune_user_days(conn: AsyncConnection, before: date) -> int:
     (one coming back later starts a new cohort). Returns the rows deleted."""
     days = await conn.execute(delete(USER_DAYS).where(USER_DAYS.c.day < before))
     users = await conn.execute(delete(USER_FIRST_SEEN).where(USER_FIRST_SEEN.c.last_day < before))
-    return max(days.rowcount, 0) + max(users.rowcount, 0)
+    # The weeks that ended before it (a week pruned in part keeps its cells as they were counted).
+    weeks = await conn.execute(
+        delete(RETENTION_WEEKS).where(RETENTION_WEEKS.c.active_week < before - timedelta(days=6))
+    )
+    return max(days.rowcount, 0) + max(users.rowcount, 0) + max(weeks.rowcount, 0)

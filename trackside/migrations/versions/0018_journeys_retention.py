@@ -1,10 +1,12 @@
 """Retention of signed-in users and engagement of page views.
 
 - `user_days`: one row per UTC day and signed-in user active that day (any signed-in request),
-  written by the rollup; `user_first_seen`: each user's first and last such day. The weekly
-  retention grid reads only these (user ids only, never an IP or a visitor id), so it reaches past
-  the facts' retention; both are pruned with the daily rows (`TRACKSIDE_DAILY_RETENTION_DAYS`).
-  Backfilled here from the facts still kept.
+  written by the rollup; `user_first_seen`: each user's first and last such day; `retention_weeks`:
+  per cohort week (of the first day) and active week, the distinct users, recomputed from those two
+  by the rollup for the weeks a rolled day can change. The weekly retention grid reads these alone
+  (user ids only, never an IP or a visitor id), so it reaches past the facts' retention; all are
+  pruned with the daily rows (`TRACKSIDE_DAILY_RETENTION_DAYS`). Backfilled here from the facts
+  still kept.
 - `fact_page_views.scroll_depth` (0-100) and `visible_ms`: what the web snippet reported of the
   page view (NULL when it reported nothing).
 
@@ -37,6 +39,12 @@ def upgrade() -> None:
         sa.Column("last_day", sa.Date(), nullable=False),
     )
     op.create_index("ix_user_first_seen_first", "user_first_seen", ["first_day"])
+    op.create_table(
+        "retention_weeks",
+        sa.Column("cohort_week", sa.Date(), primary_key=True, nullable=False),
+        sa.Column("active_week", sa.Date(), primary_key=True, nullable=False),
+        sa.Column("users", sa.BigInteger(), nullable=False),
+    )
     op.add_column("fact_page_views", sa.Column("scroll_depth", sa.SmallInteger(), nullable=True))
     op.add_column("fact_page_views", sa.Column("visible_ms", sa.BigInteger(), nullable=True))
     # The days the facts still hold: every signed-in user of a page view, look, impression or site
@@ -52,12 +60,26 @@ def upgrade() -> None:
         "INSERT INTO user_first_seen (user_id, first_day, last_day) "
         "SELECT user_id, MIN(day), MAX(day) FROM user_days GROUP BY user_id"
     )
+    postgres = op.get_bind().dialect.name == "postgresql"
+
+    def monday(column: str) -> str:
+        if postgres:
+            return f"CAST(date_trunc('week', CAST({column} AS timestamp)) AS date)"
+        return f"date({column}, '-6 days', 'weekday 1')"
+
+    op.execute(
+        "INSERT INTO retention_weeks (cohort_week, active_week, users) "
+        f"SELECT {monday('f.first_day')}, {monday('d.day')}, COUNT(DISTINCT d.user_id) "
+        "FROM user_days d JOIN user_first_seen f ON f.user_id = d.user_id "
+        f"GROUP BY {monday('f.first_day')}, {monday('d.day')}"
+    )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("fact_page_views") as batch:
         batch.drop_column("visible_ms")
         batch.drop_column("scroll_depth")
+    op.drop_table("retention_weeks")
     op.drop_index("ix_user_first_seen_first", table_name="user_first_seen")
     op.drop_table("user_first_seen")
     op.drop_index("ix_user_days_user", table_name="user_days")
