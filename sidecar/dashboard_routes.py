@@ -19,7 +19,11 @@ DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 ROOT = "/_trackside/"
 INDEX = "index.html"
 # The only names served: a request can never reach another file.
-STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+STATIC = {
+    "app.js": "text/javascript; charset=utf-8",
+    "touch.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
 
 # The page runs only its own script and style, talks only to its own origin, and cannot be framed.
 # Charts are built through the DOM (no inline script, no inline style attributes).

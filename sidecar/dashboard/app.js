@@ -296,7 +296,14 @@
           'data-key': points[i].key, 'data-value': points[i].values[se.id] || 0,
         }, g)));
       }
-      const overlay = svg('rect', { x: m.l - 6, y: 0, width: iw + 12, height: H, class: 'overlay' }, root);
+      // One hit column per point (by mouse, touch and keyboard: touch.js), over the whole plot's height.
+      const hitLayer = svg('g', { class: 'hits' }, root);
+      const half = n === 1 ? iw / 2 + 6 : iw / (n - 1) / 2;
+      const hits = points.map((p, i) => {
+        const left = Math.max(m.l - 6, x(i) - half);
+        return svg('rect', { x: left.toFixed(1), y: 0, width: (Math.min(width - m.r + 6, x(i) + half) - left).toFixed(1),
+          height: H, class: 'overlay', 'data-key': p.key }, hitLayer);
+      });
       let active = -1;
       const focus = (i) => {
         if (i === active) return;
@@ -314,16 +321,9 @@
         tip.show(x(i), m.t + 8, format.long(points[i].key),
           series.map((se) => [se.name, num(points[i].values[se.id] || 0), se.cls]));
       };
-      const move = (event) => {
-        const box = root.getBoundingClientRect();
-        const px = event.clientX - box.left;
-        const i = n === 1 ? 0 : Math.round(((px - m.l) / iw) * (n - 1));
-        focus(Math.max(0, Math.min(n - 1, i)));
-      };
-      overlay.addEventListener('pointermove', move);
-      overlay.addEventListener('pointerdown', move);
-      overlay.addEventListener('pointerleave', () => focus(-1));
-      active = -1;
+      const values = (i) => series.map((se) => `${se.name} ${num(points[i].values[se.id] || 0)}`).join(', ');
+      window.TracksideCharts.interact(root, { hits, show: focus, hide: () => focus(-1),
+        label: (i) => `${format.long(points[i].key)}: ${values(i)}` });
       holder.replaceChildren(root);
     });
     return wrap;
@@ -372,22 +372,21 @@
           height: bh.toFixed(1), rx: Math.min(3, bw / 3), class: 'bar', 'data-key': p.key, 'data-value': p.value,
         }, g);
       });
-      const hits = svg('g', { class: 'hits' }, root);
-      points.forEach((p, i) => {
-        const slot = svg('rect', { x: m.l + step * i, y: m.t, width: step, height: ih + 4, class: 'overlay' }, hits);
-        const show = () => {
+      const hitLayer = svg('g', { class: 'hits' }, root);
+      const hits = points.map((p, i) => svg('rect', { x: m.l + step * i, y: m.t, width: step, height: ih + 4,
+        class: 'overlay', 'data-key': p.key }, hitLayer));
+      const rowsOf = (p) => [[valueName, num(p.value), cls], ...(extra ? extra(p) : [])];
+      // Mouse, touch and keyboard (touch.js): each bar a focusable hit area named with its exact figures.
+      window.TracksideCharts.interact(root, { hits,
+        label: (i) => `${points[i].title}: ${rowsOf(points[i]).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+        show: (i) => {
           bars.forEach((b, j) => b.classList.toggle('dim', j !== i));
-          const rows = [[valueName, num(p.value), cls]];
-          if (extra) rows.push(...extra(p));
-          tip.show(m.l + step * (i + 0.5), Math.min(y(p.value), m.t + ih / 2), p.title, rows);
-        };
-        slot.addEventListener('pointerenter', show);
-        slot.addEventListener('pointerdown', show);
-      });
-      hits.addEventListener('pointerleave', () => {
-        bars.forEach((b) => b.classList.remove('dim'));
-        tip.hide();
-      });
+          tip.show(m.l + step * (i + 0.5), Math.min(y(points[i].value), m.t + ih / 2), points[i].title, rowsOf(points[i]));
+        },
+        hide: () => {
+          bars.forEach((b) => b.classList.remove('dim'));
+          tip.hide();
+        } });
       holder.replaceChildren(root);
     });
     return wrap;
@@ -1395,8 +1394,30 @@
     }
   }
 
+  // When a JWT's `exp` (read, not verified: only to say why the server refused it) has passed, in ms; else null.
+  function expiredAt(token) {
+    const parts = String(token || '').split('.');
+    if (parts.length !== 3) return null;
+    try {
+      const claims = JSON.parse(atob(parts[1].replace(/-/g, '+').replace(/_/g, '/')));
+      const exp = Number(claims && claims.exp);
+      return Number.isFinite(exp) && exp * 1000 <= Date.now() ? exp * 1000 : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
   function reason(error) {
     const detail = error.detail ? `: ${error.detail}` : '';
+    // An expired token says so: a share link's (the server names it), a sign-in's (its JWT's exp has passed).
+    if (error.status === 401 && /share token expired/.test(error.detail || '')) {
+      return `This share link has expired (401${detail}). Ask for a new link, or sign in with a moderator’s token.`;
+    }
+    const expired = error.status === 401 ? expiredAt(state.token) : null;
+    if (expired !== null) {
+      return `Your sign-in token expired on ${stamp(new Date(expired).toISOString())} (401${detail}). `
+        + 'Sign in again with a fresh token.';
+    }
     if (error.status === 403) return `This token may not read the dashboard (403${detail}). A moderator's token is needed.`;
     if (error.status === 429) return `Too many refused tokens from this address (429${detail}).`;
     return `The token was refused (401${detail}).`;
