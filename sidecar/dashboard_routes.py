@@ -22,6 +22,7 @@ INDEX = "index.html"
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
     "touch.js": "text/javascript; charset=utf-8",
+    "items.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 

@@ -14,8 +14,13 @@
   const TOKEN_KEY = 'trackside.token';
   const MODE_KEY = 'trackside.mode';
   const SVG_NS = 'http://www.w3.org/2000/svg';
-  const KINDS = { artwork: 'Artwork', blog_post: 'Blog post' };
-  const KINDS_PLURAL = { artwork: 'Popular artworks', blog_post: 'Popular blog posts' };
+  // Content kinds, their popular panels and item rows (titles, links to the site's pages) are items.js's
+  // (window.TracksideItems, loaded after this file): the kinds come from the site's settings, none are built in.
+  let Items = null;
+  const itemsReady = new Promise((resolve) => {
+    if (window.TracksideItems) resolve(window.TracksideItems);
+    else window.addEventListener('trackside-items', () => resolve(window.TracksideItems), { once: true });
+  }).then((module) => { Items = module; return module; });
   const REALTIME_EVERY_MS = 30000;
   const LIVE_EVERY_MS = 5000; // the live view's refresh
   const LIVE_MINUTES = 30;
@@ -1019,12 +1024,8 @@
       h('span', {}, h('span', { class: 'swatch c2 line' }), 'Visitors'),
       q.prevChart ? h('span', {}, h('span', { class: 'swatch c4 line dashed' }), 'Previous period') : null);
 
-    const popularPanels = Object.keys(KINDS).filter((kind) => popular[kind]).map((kind) => card({
-      name: `popular-${kind}`,
-      title: KINDS_PLURAL[kind],
-      sub: auth ? 'last 30 days · all visitors (no signed-in split)' : 'last 30 days',
-      body: popularTable(kind, popular[kind].items || []),
-    }));
+    const popularPanels = Items.panels(popular, { h, card, num,
+      sub: auth ? 'last 30 days · all visitors (no signed-in split)' : 'last 30 days' });
 
     const bots = site.bot_traffic || { total_30d: 0, by_bot: {}, daily: [] };
     const botPanel = h('section', { class: 'bots', 'data-panel': 'bots', 'aria-label': 'Bot traffic' },
@@ -1079,31 +1080,6 @@
       definitions(defs, { unique_visitors: UNIQUE_NOTE, ...(realtime ? { realtime: realtime.definition } : {}) }));
   }
 
-  function popularTable(kind, items) {
-    if (!items.length) {
-      return h('div', { class: 'list-empty', 'data-list': `popular-${kind}`, 'data-empty': '1' },
-        h('span', { text: 'No views yet' }));
-    }
-    const max = Math.max(...items.map((i) => i.views));
-    const body = h('tbody', {});
-    items.forEach((item, i) => {
-      const href = `#/item/${encodeURIComponent(kind)}/${encodeURIComponent(item.id)}`;
-      const fill = h('span', { class: 'fill', 'aria-hidden': 'true' });
-      fill.style.width = `${Math.max(2, (100 * item.views) / max)}%`;
-      body.append(h('tr', { 'data-key': item.id, 'data-value': item.views },
-        h('td', { class: 'rank', text: i + 1 }),
-        h('td', { class: 'item-cell' }, fill, h('a', { href, class: 'mono', text: item.id })),
-        h('td', { class: 'num', text: num(item.views) }),
-        h('td', { class: 'num muted', text: num(item.unique_viewers) }),
-        h('td', { class: 'num muted', text: num(item.impressions) })));
-    });
-    return h('table', { class: 'popular', 'data-list': `popular-${kind}` },
-      h('thead', {}, h('tr', {},
-        h('th', { class: 'rank', text: '#' }), h('th', { text: KINDS[kind] }), h('th', { class: 'num', text: 'Views' }),
-        h('th', { class: 'num', text: 'Unique' }), h('th', { class: 'num', text: 'Impr.' }))),
-      body);
-  }
-
   function definitions(defs, extra) {
     const all = { ...defs, ...extra };
     const names = Object.keys(all).filter((k) => all[k]);
@@ -1117,14 +1093,14 @@
   }
 
   function renderItem({ kind, id, item }) {
-    const kindName = KINDS[kind] || kind;
+    const kindName = Items.kindName(kind);
     const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' },
       h('a', { href: state.overviewHash || '#/', text: 'Overview' }), h('span', { class: 'sep', text: '/' }),
-      h('span', { text: KINDS_PLURAL[kind] ? `${kindName}s` : kindName }), h('span', { class: 'sep', text: '/' }),
+      h('span', { text: capital(Items.plural(kind)) }), h('span', { class: 'sep', text: '/' }),
       h('span', { class: 'mono', text: id }));
     if (!item) {
       return h('div', { class: 'page', 'data-item': `${kind}/${id}` }, crumbs,
-        h('h1', { class: 'item-title' }, `${kindName} `, h('span', { class: 'mono', text: id })),
+        Items.heading(h, kind, id, null),
         h('section', { class: 'card' }, emptyState('No data yet',
           `No views or impressions of this ${kindName.toLowerCase()} in the last 30 days.`)));
     }
@@ -1177,7 +1153,7 @@
       h('span', {}, h('span', { class: 'swatch c3 line dashed' }), 'Impressions'));
     return h('div', { class: 'page', 'data-item': `${kind}/${id}` },
       crumbs,
-      h('h1', { class: 'item-title' }, `${kindName} `, h('span', { class: 'mono', text: id })),
+      Items.heading(h, kind, id, item),
       asOf(item.computed_at),
       modeBanner(),
       kpis,
@@ -1363,18 +1339,20 @@
       if (route.view === 'live') {
         data = { view: 'live', live: await liveFigures() };
       } else if (route.view === 'item') {
-        const item = KINDS[route.kind] || /^[a-z_]+$/.test(route.kind)
+        await itemsReady;
+        const item = /^[A-Za-z0-9_-]+$/.test(route.kind)
           ? await api(`items/${encodeURIComponent(route.kind)}/${encodeURIComponent(route.id)}`, { missingOk: true, refresh })
           : null;
         data = { view: 'item', kind: route.kind, id: route.id, item };
       } else {
-        const { q, others: [site, realtime, goals, ...popular] } = await loadQueries(route.viewState, () => [
+        await itemsReady;
+        const { q, others: [site, realtime, goals, popular] } = await loadQueries(route.viewState, () => [
           api('site', { refresh }),
           api('realtime').catch((e) => (e instanceof AuthError ? Promise.reject(e) : null)),
           goalsCall('GET').catch(() => null),
-          ...Object.keys(KINDS).map((kind) => api(`popular?kind=${kind}&period=30d&limit=10`, { missingOk: true, refresh })),
+          Items.popular(api, { refresh }), // one panel per content kind of the settings
         ]);
-        data = { view: 'overview', q, site, realtime, goals, popular: Object.fromEntries(Object.keys(KINDS).map((k, i) => [k, popular[i]])) };
+        data = { view: 'overview', q, site, realtime, goals, popular };
       }
       if (seq !== state.seq) return;
       const sameView = state.data && state.data.view === data.view && data.view === 'overview';
