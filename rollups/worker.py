@@ -18,9 +18,12 @@ from redis.exceptions import RedisError
 
 from rollups.health import Health, health_path
 from rollups.tasks import persist_batch, prune_old, rollup_closed_days
+from trackside.derive import derivation_of
+from trackside.deriver import Deriver
 from trackside.queue import deserialize, queue_state, redis_settings, serialize
 from trackside.settings import Settings
 from trackside.storage.engine import create_engine
+from trackside.storage.facts import derive_marked
 
 logger = logging.getLogger("trackside.worker")
 
@@ -34,6 +37,8 @@ HEARTBEAT_SECONDS = 5.0
 # A job of a worker that lost Redis may still be writing to the database: it gets this long.
 ABANDON_GRACE = 30.0
 IN_PROGRESS = "arq:in-progress:"
+# At a worker's stop, what is still queued for the deriver gets this long.
+SHUTDOWN_DERIVE_SECONDS = 30.0
 # Redis trouble the worker waits out; anything else is a bug, and the process exits (to be restarted).
 REDIS_TROUBLE = (RedisError, OSError, ConnectionError, TimeoutError)
 
@@ -46,9 +51,20 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         if "engine" not in ctx:  # `run` keeps one engine across reconnections
             ctx["engine"] = create_engine(settings.database_url)
             ctx["own_engine"] = True
+        if "deriver" not in ctx:  # `run` keeps one deriver across reconnections
+            ctx["deriver"] = asyncio.create_task(Deriver(ctx["engine"], derivation_of(settings)).run())
         logger.info("worker for queue %s on %s", settings.queue_name, settings.database_url.split("://")[0])
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        deriver = ctx.pop("deriver", None)
+        if deriver is not None:
+            deriver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deriver
+            # What this worker stored is derived before it goes (a burst worker's last batches);
+            # bounded, and whatever is left stays queued for the next deriver.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(derive_marked(ctx["engine"], derivation_of(settings)), SHUTDOWN_DERIVE_SECONDS)
         if ctx.get("own_engine"):
             await ctx["engine"].dispose()
 
@@ -92,6 +108,7 @@ class _Supervisor:
         self.stopping = asyncio.Event()
         self.worker: Worker | None = None
         self.abandoned: set[str] = set()  # jobs of a worker that lost Redis: their locks are ours
+        self.deriver: asyncio.Task[None] | None = None
 
     def _options(self) -> dict[str, Any]:
         options = worker_options(self.settings)
@@ -107,7 +124,7 @@ class _Supervisor:
         options.update(
             on_startup=on_startup,
             on_shutdown=None,  # the engine outlives each worker; `run` disposes of it
-            ctx={"engine": self.engine, "health": self.health},
+            ctx={"engine": self.engine, "health": self.health, "deriver": self.deriver},
             handle_signals=False,
             burst=self.burst,
         )
@@ -123,6 +140,10 @@ class _Supervisor:
     async def run(self) -> None:
         delay = BACKOFF_FIRST
         beat = asyncio.create_task(self._beat(), name="trackside-worker-health")
+        # Derivation goes on while Redis is away: it needs only the database.
+        self.deriver = asyncio.create_task(
+            Deriver(self.engine, derivation_of(self.settings)).run(), name="trackside-deriver"
+        )
         try:
             while not self.stopping.is_set():
                 self.worker = Worker(**self._options())
@@ -148,10 +169,14 @@ class _Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
                 delay = min(delay * 2, BACKOFF_CAP)
+            if self.burst and not self.stopping.is_set():
+                # A burst worker leaves nothing queued behind it: what it stored is derived too.
+                await derive_marked(self.engine, derivation_of(self.settings))
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            for task in (beat, self.deriver):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.engine.dispose()
             self.health.stopped()
 

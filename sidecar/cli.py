@@ -213,6 +213,7 @@ def _day(value: str | None, name: str) -> date | None:
 @click.option("--database-url", help="Database to read [TRACKSIDE_DATABASE_URL]")
 def report(since: str | None, until: str | None, as_json: bool, database_url: str | None) -> None:
     """Page views, content views, API calls, errors, devices, countries, referrers; bots apart."""
+    from trackside.derive import derivation_of
     from trackside.report import build_report, format_report
     from trackside.storage.engine import create_engine
 
@@ -230,7 +231,9 @@ def report(since: str | None, until: str | None, as_json: bool, database_url: st
     async def run() -> dict[str, Any]:
         engine = create_engine(settings.database_url)
         try:
-            return await build_report(engine, first, last, settings.view_window_minutes * 60.0)
+            return await build_report(
+                engine, first, last, settings.view_window_minutes * 60.0, derivation_of(settings)
+            )
         finally:
             await engine.dispose()
 

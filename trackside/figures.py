@@ -144,7 +144,8 @@ async def derive_pending(conn: AsyncConnection, first: date, last: date, derivat
         days = sorted((await other.execute(query)).scalars())
     for day in days:
         try:
-            await derive_marked(engine, derivation, day)
+            # Bounded: under a backlog the deriver catches up; a read derives a few rounds at most.
+            await derive_marked(engine, derivation, day, rounds=3)
         except Exception:
             # A read still answers (without those visitor-days) when a long rollup holds SQLite's
             # write lock past the busy timeout; the rollup derives them itself.

@@ -11,6 +11,7 @@ import logging
 from trackside.buffer import EventBuffer, Flusher
 from trackside.capture import Capturer
 from trackside.derive import derivation_of
+from trackside.deriver import DeriverProcess
 from trackside.ledger import Ledger
 from trackside.metrics import Metrics
 from trackside.queue import RedisWriter
@@ -47,6 +48,7 @@ class Pipeline:
         self.capturer = Capturer(settings, self.buffer, self.salts, self.metrics)
         self.flusher.recorder = self.capturer
         self._tasks: list[asyncio.Task[None]] = []
+        self.deriver: DeriverProcess | None = None
 
     async def start(self, *, migrate_schema: bool) -> None:
         if migrate_schema:
@@ -72,10 +74,22 @@ class Pipeline:
             logger.warning("cannot load the daily salts yet (%s)", type(exc).__name__)
         self.flusher.start()
         self.capturer.waiting = self.buffer  # from now on requests are recorded in batches by the flusher
+        if self.settings.redis_url is None and self.settings.deriver != "off":
+            self._start_deriver()
         self._tasks.append(asyncio.create_task(self._keep_salts(), name="trackside-salts"))
         if self.settings.redis_url is None:
             # Embedded mode runs the worker's schedule in process (in Redis mode the workers' cron does).
             self._tasks.append(asyncio.create_task(self._schedule(), name="trackside-schedule"))
+
+    def _start_deriver(self) -> None:
+        """Embedded mode derives the stored events into facts itself: in a child process at a
+        lower priority (`process`, the default), or in this process's writer thread (`thread`)."""
+        if self.settings.deriver == "thread":
+            assert isinstance(self.writer, WriterThread)
+            self.writer.derive_too()
+        else:
+            self.deriver = DeriverProcess(self.settings)
+            self.deriver.start()
 
     async def _keep_salts(self) -> None:
         while True:
@@ -109,5 +123,7 @@ class Pipeline:
                 await task
         await self.flusher.stop()
         await self.writer.close()
+        if self.deriver is not None:
+            await self.deriver.stop()
         self.capturer.countries.close()
         await self.engine.dispose()

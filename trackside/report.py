@@ -16,15 +16,20 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from trackside.derive import Derivation
 from trackside.figures import load_days, sum_days
 from trackside.storage.daily import late_unrolled
 from trackside.storage.engine import snapshot
 from trackside.storage.reads import bot_hits
 
 
-async def build_report(engine: AsyncEngine, since: date, until: date, window_seconds: float) -> dict[str, Any]:
+async def build_report(
+    engine: AsyncEngine, since: date, until: date, window_seconds: float, derivation: Derivation | None = None
+) -> dict[str, Any]:
+    """The figures of [since, until]. With the settings' `derivation`, what is still queued for
+    the deriver is derived first (see `trackside.figures.derive_pending`)."""
     async with snapshot(engine) as conn:
-        totals = sum_days(await load_days(conn, since, until, window_seconds))
+        totals = sum_days(await load_days(conn, since, until, window_seconds, derivation=derivation))
         bots = await bot_hits(conn, since, until)
         late = await late_unrolled(conn, since, until)
     content: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -230,6 +230,10 @@ class Settings:
     view_type_rules: tuple[str, ...] = ()
     # Scale-out: the ARQ queue the sidecars feed and the workers drain.
     queue_name: str = "trackside:queue"
+    # Embedded mode: where stored events are derived into facts: "process" (a child process at a
+    # lower CPU priority), "thread" (the writer thread, in this process) or "off" (another process
+    # derives: a `trackside worker`, another sidecar on the same database).
+    deriver: str = "process"
     log_level: str = "info"
     log_format: str = "text"  # or "json": one object per line
 
@@ -267,6 +271,8 @@ class Settings:
             raise ConfigError(
                 f"TRACKSIDE_STATS_OVERLAY_MODE must be auto, always or never, got {self.stats_overlay_mode!r}"
             )
+        if self.deriver not in ("process", "thread", "off"):
+            raise ConfigError(f"TRACKSIDE_DERIVER must be process, thread or off, got {self.deriver!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"TRACKSIDE_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):

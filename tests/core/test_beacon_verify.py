@@ -11,12 +11,12 @@ import pytest
 
 from tests.reports import report_of
 from tests.sidecar.test_stats import midnight
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.events import Event
 from trackside.figures import item_days, load_days, sum_days
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
-from trackside.storage.writes import write_batch
 from trackside.views import derive_day
 
 _ids = itertools.count()

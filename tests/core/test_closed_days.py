@@ -8,13 +8,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from tests.sidecar.test_stats import ev, midnight, seed
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.figures import load_days
 from trackside.rollup import rollup_pending
 from trackside.stats.cache import ClosedDays, all_closed, closed_state, state_key
 from trackside.storage.engine import create_engine, snapshot
 from trackside.storage.migrate import migrate
-from trackside.storage.writes import write_batch
 
 WINDOW = 1800.0
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rollups.tasks import prune_old
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.derive import Derivation, derive_visitor_day
 from trackside.errors import ConfigError
@@ -31,7 +32,6 @@ from trackside.storage.tables import (
     FACT_VISITOR_DAYS,
     FACT_VISITS,
 )
-from trackside.storage.writes import write_batch
 
 DAY = date(2026, 3, 2)
 WINDOW = 1800.0

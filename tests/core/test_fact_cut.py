@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.events import Event, new_event_id
 from trackside.storage.engine import create_engine
 from trackside.storage.facts import derive_visitor_days, visitor_days_of
 from trackside.storage.migrate import migrate
 from trackside.storage.tables import EVENTS, FACT_TABLES, ITEM_AUTHORS
-from trackside.storage.writes import DEFAULT_DERIVATION, write_batch
+from trackside.storage.writes import DEFAULT_DERIVATION
 
 START = datetime(2026, 3, 1, 6, tzinfo=UTC).timestamp()
 VISITORS = [f"{i:032x}" for i in range(6)]

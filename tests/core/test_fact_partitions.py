@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.events import Event, new_event_id
 from trackside.rollup import prune
@@ -16,7 +17,6 @@ from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.partitions import drop_empty_partitions, make_partitions
 from trackside.storage.tables import FACT_PAGE_VIEWS
-from trackside.storage.writes import write_batch
 
 
 def page_view(ts: float, visitor: str) -> Event:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from tests.storing import write_batch
 from trackside.aggregate import aggregate_day
 from trackside.batch import Batch
 from trackside.derive import Derivation
@@ -26,7 +27,6 @@ from trackside.storage.facts import mark
 from trackside.storage.migrate import migrate
 from trackside.storage.reads import day_events
 from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DERIVE_MARKS, FACT_TABLES
-from trackside.storage.writes import write_batch
 from trackside.views import derive_day
 
 WINDOW = 30 * 60.0

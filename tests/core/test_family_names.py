@@ -7,11 +7,11 @@ import dataclasses
 from datetime import date
 
 from tests.core.test_rollup import WINDOW, at, ev, setup
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.report import build_report
 from trackside.rollup import rollup_day
 from trackside.storage.tables import DAILY_SITE_DIMS
-from trackside.storage.writes import write_batch
 
 DAY = date(2026, 3, 1)
 

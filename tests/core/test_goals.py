@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sidecar.cli import main
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.derive import derivation_of
 from trackside.errors import ConfigError
@@ -38,7 +39,6 @@ from trackside.settings import Settings
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.tables import FACT_PAGE_VIEWS
-from trackside.storage.writes import write_batch
 
 
 def test_default_goals_are_the_event_rules_names():

@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.core.test_rollup import DAY1, TODAY, WINDOW, at, ev, report, setup
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.rollup import DayPruned, pending_days, prune, rollup_day, rollup_pending
 from trackside.storage.tables import EVENTS, ROLLUP_DAYS
-from trackside.storage.writes import _POSTGRES_INSERT, _sqlite_insert, prepare_rows, write_batch
+from trackside.storage.writes import _POSTGRES_INSERT, _sqlite_insert, prepare_rows
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.events import Event, new_event_id
 from trackside.figures import load_days
@@ -18,7 +19,6 @@ from trackside.sketch import RELATIVE_ERROR_BOUND
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.tables import DAILY_CONTENT, DAILY_SITE, EVENTS, ROLLUP_DAYS
-from trackside.storage.writes import write_batch
 
 WINDOW = 1800.0
 DAY1 = date(2026, 3, 1)

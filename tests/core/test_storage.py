@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.events import Event, new_event_id
 from trackside.storage.engine import create_engine
@@ -14,7 +15,6 @@ from trackside.storage.migrate import migrate
 from trackside.storage.reads import bot_hits, day_events
 from trackside.storage.salts import DatabaseSalts
 from trackside.storage.tables import EVENTS
-from trackside.storage.writes import write_batch
 
 MIDNIGHT = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 

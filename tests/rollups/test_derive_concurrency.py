@@ -27,6 +27,7 @@ from sqlalchemy import select
 from tests.conftest import REQUIRE_SERVICES, _drop_postgres_database, _postgres_database, wait_for
 from tests.rollups.redis_server import RedisServer, count_events, queue_pool, run_burst_worker
 from tests.servers import clean_env
+from tests.storing import write_batch
 from trackside.batch import Batch
 from trackside.derive import Derivation, derivation_of
 from trackside.events import Event
@@ -36,7 +37,6 @@ from trackside.settings import Settings
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.tables import FACT_TABLES
-from trackside.storage.writes import write_batch
 
 REPO = Path(__file__).resolve().parents[2]
 IN_PROGRESS = "arq:in-progress:"

@@ -9,6 +9,9 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+# An execution option: this connection's transactions will write (SQLite: BEGIN IMMEDIATE).
+WRITER = "trackside_writer"
+
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     if database_url.startswith("sqlite"):
@@ -28,10 +31,22 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # IMMEDIATE takes the write lock at once (waiting up to busy_timeout): a transaction that
+            # reads first and writes later would fail at once if another writer committed between.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITER) else "BEGIN")
 
         return engine
     return create_async_engine(database_url, pool_size=5, max_overflow=5, pool_pre_ping=True, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that holds the right to write from its start (SQLite's write lock; on
+    PostgreSQL an ordinary transaction)."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{WRITER: True})
+        async with conn.begin():
+            yield conn
 
 
 @contextlib.asynccontextmanager

@@ -12,10 +12,12 @@ facts existed, or a derivation that failed), derived by `derive_marked`."""
 from __future__ import annotations
 
 import logging
+import secrets
 import zlib
 from calendar import timegm
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import VISIT_GAP_SECONDS, Derivation, VisitorDayFacts, authors_of
 from trackside.events import ERROR, NAV_API, Event
+from trackside.storage.engine import writing
 from trackside.storage.reads import _COLUMNS as EVENT_COLUMNS
 from trackside.storage.reads import _events as rows_to_events
 from trackside.storage.tables import (
@@ -138,44 +141,67 @@ def _cut(times: list[float], since: float, earliest_new: float, gap: float) -> f
     return after if after - since > gap else None
 
 
+@dataclass(slots=True)
+class _DayWork:
+    """One day's share of a derivation: each visitor's cut, its facts, whose API counts were recounted."""
+
+    day: date
+    cuts: dict[str, float | None]
+    facts: list[VisitorDayFacts]
+    recounted: set[str]
+    rows: dict[str, int]  # raw rows read per visitor
+
+
 async def derive_visitor_days(
     conn: AsyncConnection,
     keys: Iterable[VisitorDay] | dict[VisitorDay, float | None],
     derivation: Derivation,
     api_touched: set[VisitorDay] | None = None,
 ) -> int:
-    """Re-derive these visitor-days and replace their fact rows. With each one's earliest new event
-    time (a dict), only from the latest quiet gap before it; without (None), the whole day. The
-    visitor-days' API counts are recounted for `api_touched` only (None: all of them).
-    Returns the number of raw rows read (the cost, reported by the ingest benchmark)."""
+    """Re-derive these visitor-days and replace their fact rows, on one connection (a rollup's, a
+    benchmark's). With each one's earliest new event time (a dict), only from the latest quiet gap
+    before it; without (None), the whole day. The visitor-days' API counts are recounted for
+    `api_touched` only (None: all of them). Returns the number of raw rows read."""
     earliest: dict[VisitorDay, float | None] = dict(keys) if isinstance(keys, dict) else dict.fromkeys(keys)
-    # Stored times keep microseconds (rounded): a new event's time is compared a millisecond early,
-    # and so are the cuts below (nothing lies within the quiet gap before a cut anyway).
-    earliest = {k: None if t is None else t - SLACK for k, t in earliest.items()}
     ordered = sorted(earliest)
     if not ordered:
         return 0
     await lock_buckets(conn, ordered)
-    # A visitor-day still marked was never derived: it is derived whole.
+    # A visitor-day still marked whole (never derived) is derived whole.
     if (await conn.execute(select(DERIVE_MARKS.c.day).limit(1))).first() is not None:
         for key in await _marked_among(conn, ordered):
             earliest[key] = None
+    works = await _derive(conn, earliest, derivation, api_touched)
+    for work in works:
+        await _replace(conn, work.day, work.cuts, work.facts, work.recounted)
+    return sum(sum(w.rows.values()) for w in works)
+
+
+async def _derive(
+    conn: AsyncConnection,
+    earliest: dict[VisitorDay, float | None],
+    derivation: Derivation,
+    api_touched: set[VisitorDay] | None,
+) -> list[_DayWork]:
+    """Read and derive (no writes): the fact rows of these visitor-days from their cuts."""
+    # Stored times keep microseconds (rounded): a new event's time is compared a millisecond early,
+    # and so are the cuts below (nothing lies within the quiet gap before a cut anyway).
+    earliest = {k: None if t is None else t - SLACK for k, t in earliest.items()}
     by_day: dict[date, list[str]] = defaultdict(list)
-    for day, visitor in ordered:
+    for day, visitor in sorted(earliest):
         by_day[day].append(visitor)
     gap = max(derivation.window_seconds, VISIT_GAP_SECONDS)
-    read = 0
+    works: list[_DayWork] = []
     for day, visitors in sorted(by_day.items()):
         for first in range(0, len(visitors), _CHUNK):
             chunk = visitors[first : first + _CHUNK]
-            cuts, events, n = await _load(conn, day, {v: earliest[(day, v)] for v in chunk}, gap, derivation)
-            read += n
+            cuts, events, rows = await _load(conn, day, {v: earliest[(day, v)] for v in chunk}, gap, derivation)
             # A visitor-day derived whole (never derived, or no quiet gap) is recounted too.
             recount = [v for v in chunk if api_touched is None or (day, v) in api_touched or cuts[v] is None]
             api = await _api_counts(conn, day, recount)
             facts = [derivation.visitor_day(day, v, events.get(v, []), api.get(v, (0, 0))) for v in chunk]
-            await _replace(conn, day, cuts, facts, set(recount))
-    return read
+            works.append(_DayWork(day, cuts, facts, set(recount), rows))
+    return works
 
 
 async def _marked_among(conn: AsyncConnection, keys: list[VisitorDay]) -> list[VisitorDay]:
@@ -202,14 +228,14 @@ def _is_step(e: Event) -> bool:
 
 async def _load(
     conn: AsyncConnection, day: date, earliest: dict[str, float | None], gap: float, derivation: Derivation
-) -> tuple[dict[str, float | None], dict[str, list[Event]], int]:
+) -> tuple[dict[str, float | None], dict[str, list[Event]], dict[str, int]]:
     """Each visitor's cut (None: the whole day) and the raw events derivation uses from it: one
     read of the lookback window for the visitors with new events, one of the whole day for the rest."""
     c = EVENTS.c
     window = derivation.window_seconds
     cuts: dict[str, float | None] = dict.fromkeys(earliest)
     out: dict[str, list[Event]] = defaultdict(list)
-    n = 0
+    n: dict[str, int] = defaultdict(int)
     timed = {v: t for v, t in earliest.items() if t is not None}
     if timed:
         since = {v: t - LOOKBACK_SECONDS for v, t in timed.items()}
@@ -218,7 +244,7 @@ async def _load(
         )
         seen: dict[str, list[Event]] = defaultdict(list)
         for e in rows_to_events(await conn.execute(query)):
-            n += 1
+            n[e.visitor] += 1
             seen[e.visitor].append(e)
         for visitor, t0 in timed.items():
             events = sorted(seen.get(visitor, ()), key=lambda e: e.ts)
@@ -234,7 +260,7 @@ async def _load(
     if whole:
         query = select(*EVENT_COLUMNS).where(c.day == day, _among(conn, c.visitor, whole), _needed())
         for e in rows_to_events(await conn.execute(query)):
-            n += 1
+            n[e.visitor] += 1
             out[e.visitor].append(e)
     # A token-less beacon counts when the proxy saw its visitor near it, by any request: those
     # visitors' other requests are read too (from a window before the cut).
@@ -245,7 +271,7 @@ async def _load(
         if lowest > 0:
             query = query.where(c.ts >= _dt(lowest))
         for e in rows_to_events(await conn.execute(query)):
-            n += 1
+            n[e.visitor] += 1
             out[e.visitor].append(e)
     return cuts, out, n
 
@@ -303,6 +329,8 @@ async def _replace(
     cuts: dict[str, float | None],
     facts: list[VisitorDayFacts],
     recounted: set[str],
+    *,
+    clear_marks: bool = True,
 ) -> None:
     postgres = conn.dialect.name == "postgresql"
     whole = sorted(v for v, cut in cuts.items() if cut is None)
@@ -343,19 +371,71 @@ async def _replace(
         else:
             params = [tuple(_sqlite_value(r[c]) for c in columns) for r in table_rows]
         await conn.exec_driver_sql(_insert_sql(table.name, columns, postgres), params)
-    if whole:
+    if whole and clear_marks:
         await conn.execute(
             delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day == day, _among(conn, DERIVE_MARKS.c.visitor, whole))
         )
 
 
+def _new_version() -> int:
+    return secrets.randbits(62) + 1
+
+
 async def mark(conn: AsyncConnection, keys: Iterable[VisitorDay]) -> None:
-    """Leave visitor-days to derive later (sorted: row locks in one order)."""
+    """Leave visitor-days to derive whole later (sorted: row locks in one order)."""
     now = datetime.now(UTC).replace(tzinfo=None)
-    rows = [{"day": d, "visitor": v, "marked_at": now} for d, v in sorted(set(keys))]
+    version = _new_version()
+    rows = [{"day": d, "visitor": v, "marked_at": now, "version": version} for d, v in sorted(set(keys))]
     if rows:
-        stmt = _insert(conn, DERIVE_MARKS).on_conflict_do_nothing(index_elements=["day", "visitor"])  # type: ignore[attr-defined]
+        stmt = _insert(conn, DERIVE_MARKS)
+        # A visitor-day already queued from some time on is now to be derived whole.
+        stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
+            index_elements=["day", "visitor"], set_={"earliest": None, "version": version}
+        )
         await conn.execute(stmt, rows)
+
+
+# Ingest queues the visitor-days a batch touched: each with its earliest new event (kept the least
+# over batches; NULL, "derive it whole", stays) and a new random version from every batch. Random,
+# not a counter: a counter starts again when a cleared mark is made anew, and a deriver still
+# holding a read of the old mark would find "its" version and clear a mark it never derived.
+_QUEUE_SQL = {
+    True: (
+        "INSERT INTO derive_marks (day, visitor, marked_at, earliest, version, api) "
+        "VALUES ($1, $2, $3, $4, $6, $5) ON CONFLICT (day, visitor) DO UPDATE SET "
+        "earliest = CASE WHEN derive_marks.earliest IS NULL THEN NULL "
+        "ELSE LEAST(derive_marks.earliest, EXCLUDED.earliest) END, "
+        "version = EXCLUDED.version, api = derive_marks.api OR EXCLUDED.api"
+    ),
+    False: (
+        "INSERT INTO derive_marks (day, visitor, marked_at, earliest, version, api) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (day, visitor) DO UPDATE SET "
+        "earliest = CASE WHEN derive_marks.earliest IS NULL THEN NULL "
+        "ELSE MIN(derive_marks.earliest, excluded.earliest) END, "
+        "version = excluded.version, api = MAX(derive_marks.api, excluded.api)"
+    ),
+}
+
+
+async def queue_visitor_days(conn: AsyncConnection, events: list[Event]) -> None:
+    """Queue the visitor-days these (newly stored) events touch for the deriver, in the ingest's
+    transaction: stored and queued together, so a crash leaves neither. Sorted: two writers take
+    the marks' row locks in one order."""
+    touched = visitor_days_of(events)
+    if not touched:
+        return
+    api = set(visitor_days_of(e for e in events if e.nav == NAV_API))
+    postgres = conn.dialect.name == "postgresql"
+    now = datetime.now(UTC).replace(tzinfo=None)
+    version = _new_version()
+    params: list[tuple[object, ...]] = []
+    for (day, visitor), ts in sorted(touched.items()):
+        if postgres:
+            params.append((day, visitor, now, _dt(ts), (day, visitor) in api, version))
+        else:
+            params.append((day.isoformat(), visitor, _sqlite_value(now), _sqlite_value(_dt(ts)), version,
+                           int((day, visitor) in api)))  # fmt: skip
+    await conn.exec_driver_sql(_QUEUE_SQL[postgres], params)
 
 
 async def marked(conn: AsyncConnection, day: date | None = None, limit: int = 2000) -> list[VisitorDay]:
@@ -365,14 +445,120 @@ async def marked(conn: AsyncConnection, day: date | None = None, limit: int = 20
     return [(d, v) for d, v in await conn.execute(query.limit(limit))]
 
 
-async def derive_marked(engine: AsyncEngine, derivation: Derivation, day: date | None = None) -> int:
-    """Derive marked visitor-days (of `day`, or all), a transaction per 2,000; returns how many."""
+@dataclass(slots=True)
+class Round:
+    """What one round of the deriver did."""
+
+    derived: list[VisitorDay] = field(default_factory=list)
+    # Marked again by a batch while this round derived them: left for the next round.
+    superseded: int = 0
+    rows: dict[VisitorDay, int] = field(default_factory=dict)  # raw rows read per visitor-day
+    full: bool = False  # the round took as many as it was allowed: more may be waiting
+
+
+async def derive_round(
+    engine: AsyncEngine,
+    derivation: Derivation,
+    *,
+    day: date | None = None,
+    limit: int = 500,
+    skip: Iterable[VisitorDay] = (),
+) -> Round:
+    """Derive up to `limit` queued visitor-days (oldest marks first; of `day`, or any; not those
+    in `skip`) and clear their marks.
+
+    Read and derived outside any write lock; then, in a short writing transaction, each mark is
+    locked and its version compared with the one read before the events were: a batch stored
+    since then bumped it, and that visitor-day is left marked for the next round (its facts would
+    miss the batch). So ingest never waits for derivation, and two derivers (or a read deriving
+    what is pending) never write a visitor-day from a stale read."""
+    out = Round()
+    skipped = set(skip)
+    m = DERIVE_MARKS.c
+    query = select(m.day, m.visitor, m.earliest, m.version, m.api).order_by(m.marked_at, m.day, m.visitor)
+    if day is not None:
+        query = query.where(m.day == day)
+    async with engine.connect() as conn, conn.begin():
+        taken = [r for r in await conn.execute(query.limit(limit + len(skipped))) if (r[0], r[1]) not in skipped]
+        taken = taken[:limit]
+        out.full = len(taken) == limit
+        if not taken:
+            return out
+        earliest = {(d, v): None if t is None else _ts(t) for d, v, t, _, _ in taken}
+        versions = {(d, v): version for d, v, _, version, _ in taken}
+        api = {(d, v) for d, v, _, _, a in taken if a}
+        works = await _derive(conn, earliest, derivation, api)
+    async with writing(engine) as conn:
+        current = await _lock_marks(conn, sorted(versions))
+        fresh = {k for k, version in versions.items() if current.get(k) == version}
+        out.superseded = len(versions) - len(fresh)
+        for work in works:
+            keep = {v for v in work.cuts if (work.day, v) in fresh}
+            if keep != set(work.cuts):
+                work = _DayWork(
+                    work.day,
+                    {v: c for v, c in work.cuts.items() if v in keep},
+                    [f for f, v in zip(work.facts, work.cuts, strict=True) if v in keep],
+                    work.recounted & keep,
+                    work.rows,
+                )
+            if work.cuts:
+                await _replace(conn, work.day, work.cuts, work.facts, work.recounted, clear_marks=False)
+        await _clear_marks(conn, sorted((k, versions[k]) for k in fresh))
+    out.derived = sorted(fresh)
+    out.rows = {(w.day, v): n for w in works for v, n in w.rows.items()}
+    return out
+
+
+async def _lock_marks(conn: AsyncConnection, keys: list[VisitorDay]) -> dict[VisitorDay, int]:
+    """The marks' versions now, their rows locked (in key order) until the transaction ends."""
+    out: dict[VisitorDay, int] = {}
+    by_day: dict[date, list[str]] = defaultdict(list)
+    for day, visitor in keys:
+        by_day[day].append(visitor)
+    m = DERIVE_MARKS.c
+    for day, visitors in sorted(by_day.items()):
+        for first in range(0, len(visitors), _CHUNK):
+            query = (
+                select(m.visitor, m.version)
+                .where(m.day == day, _among(conn, m.visitor, visitors[first : first + _CHUNK]))
+                .order_by(m.visitor)
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            out.update({(day, v): version for v, version in await conn.execute(query)})
+    return out
+
+
+async def _clear_marks(conn: AsyncConnection, marks: list[tuple[VisitorDay, int]]) -> None:
+    if not marks:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(
+            "DELETE FROM derive_marks AS m USING unnest($1::date[], $2::varchar[], $3::bigint[]) AS c(d, v, n) "
+            "WHERE m.day = c.d AND m.visitor = c.v AND m.version = c.n",
+            ([d for (d, _), _ in marks], [v for (_, v), _ in marks], [n for _, n in marks]),
+        )
+    else:
+        await conn.exec_driver_sql(
+            "DELETE FROM derive_marks WHERE day = ? AND visitor = ? AND version = ?",
+            [(d.isoformat(), v, n) for (d, v), n in marks],
+        )
+
+
+async def derive_marked(
+    engine: AsyncEngine, derivation: Derivation, day: date | None = None, *, rounds: int | None = None
+) -> int:
+    """Derive what is queued (of `day`, or all), 2,000 visitor-days a round, until nothing is
+    left (or after `rounds` rounds, if set); returns how many were derived."""
     done = 0
-    while True:
-        async with engine.begin() as conn:
-            keys = await marked(conn, day)
-            if not keys:
-                return done
-            await derive_visitor_days(conn, keys, derivation)
-            done += len(keys)
-        logger.info("derived %d marked visitor-days", done)
+    count = 0
+    while rounds is None or count < rounds:
+        count += 1
+        result = await derive_round(engine, derivation, day=day, limit=2000)
+        done += len(result.derived)
+        if not result.full and not result.superseded:
+            break
+        if done and count % 10 == 0:
+            logger.info("derived %d marked visitor-days", done)
+    return done

@@ -15,7 +15,6 @@ from sqlalchemy import (
     Date,
     DateTime,
     Index,
-    Integer,
     LargeBinary,
     SmallInteger,
     String,
@@ -408,10 +407,11 @@ class DeriveMarkRow(SQLModel, table=True):
     day: date = Field(primary_key=True)
     visitor: str = Field(sa_column=Column(String(32), primary_key=True))
     marked_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
-    # The earliest new event since the last derivation (None: derive the whole day), and a counter
-    # bumped by every new mark: the deriver clears a mark only if no batch marked it meanwhile.
+    # The earliest new event since the last derivation (None: derive the whole day), and a random
+    # version every new mark replaces: the deriver clears a mark only if no batch marked it meanwhile.
     earliest: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
-    version: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    api: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class GoalRow(SQLModel, table=True):
@@ -494,9 +494,9 @@ ITEM_AUTHORS = ItemAuthorRow.__table__  # type: ignore[attr-defined]
 ITEM_TITLES = ItemTitleRow.__table__  # type: ignore[attr-defined]
 DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
 GOALS = GoalRow.__table__  # type: ignore[attr-defined]
+FUNNELS = FunnelRow.__table__  # type: ignore[attr-defined]
 USER_DAYS = UserDayRow.__table__  # type: ignore[attr-defined]
 RETENTION_WEEKS = RetentionWeekRow.__table__  # type: ignore[attr-defined]
 USER_FIRST_SEEN = UserFirstSeenRow.__table__  # type: ignore[attr-defined]
-FUNNELS = FunnelRow.__table__  # type: ignore[attr-defined]
 # Replaced whole per visitor-day by derivation; pruned by `TRACKSIDE_FACT_RETENTION_DAYS`.
 FACT_TABLES = (FACT_PAGE_VIEWS, FACT_LOOKS, FACT_IMPRESSIONS, FACT_SITE_EVENTS, FACT_VISITOR_DAYS, FACT_VISITS)

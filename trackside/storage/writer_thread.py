@@ -46,7 +46,22 @@ class WriterThread:
     async def write(self, batch: Batch) -> int:
         return await self._run(self._write(batch))
 
+    def derive_too(self) -> None:
+        """Run the deriver on this thread's loop too (`TRACKSIDE_DERIVER=thread`)."""
+        self._run(self._derive())
+
+    async def _derive(self) -> None:
+        from trackside.deriver import Deriver
+
+        if self._writer is None:
+            self._writer = DatabaseWriter(create_engine(self._database_url), self._derivation)
+        self._deriver_task = asyncio.current_task()
+        await Deriver(self._writer.engine, self._derivation or Derivation()).run()
+
     async def _dispose(self) -> None:
+        task = getattr(self, "_deriver_task", None)
+        if task is not None:
+            task.cancel()
         if self._writer is not None:
             await self._writer.engine.dispose()
 

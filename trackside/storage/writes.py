@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.batch import Batch, BotKey
 from trackside.derive import Derivation
-from trackside.events import NAV_API, Event
-from trackside.storage.facts import derive_visitor_days, store_authors, visitor_days_of
+from trackside.events import Event
+from trackside.storage.facts import queue_visitor_days, store_authors
 from trackside.storage.tables import APPLIED, BOT_HITS, CONTENT_ALIASES, EVENTS, ROLLUP_DAYS
 
 logger = logging.getLogger("trackside.storage")
@@ -80,7 +80,8 @@ def _postgres_row(e: Event) -> tuple[Any, ...]:
 async def write_batch(engine: AsyncEngine, batch: Batch, derivation: Derivation | None = None) -> int:
     """Store one batch in one transaction. Events are insert-or-ignore on their id; bot counters
     are added only the first time a batch id is seen; the visitor-days the events touch are
-    re-derived into fact rows (`trackside.storage.facts`). Rerunning a batch changes nothing."""
+    queued for derivation into fact rows (`trackside.storage.facts`). Rerunning a batch changes
+    nothing (its visitor-days are queued again, and derive to the same rows)."""
     async with engine.begin() as conn:
         return await write_batch_on(conn, batch, derivation=derivation)
 
@@ -123,11 +124,10 @@ async def write_batch_on(
             for size, groups in by_size.items():
                 await conn.exec_driver_sql(_sqlite_insert(size), groups)
         if fresh:
-            # Authors first: their row locks are taken before any bucket lock (no waiting in a cycle).
             await store_authors(conn, fresh)
             await batch.store_titles(conn)  # item titles the responses hinted (trackside.storage.titles)
-            api_touched = set(visitor_days_of(e for e in fresh if e.nav == NAV_API))
-            await derive_visitor_days(conn, visitor_days_of(fresh), derivation or DEFAULT_DERIVATION, api_touched)
+            # Derived into facts by the deriver (`trackside.deriver`), a moment later, off this path.
+            await queue_visitor_days(conn, fresh)
     if batch.aliases:
         stmt = _insert(conn, CONTENT_ALIASES)
         stmt = stmt.on_conflict_do_update(

@@ -1,0 +1,180 @@
+"""The deriver, off the ingest path: batches only queue their visitor-days; derivers (two at once
+here, beside two writers) turn them into the same fact rows as one whole derivation, whatever
+the interleaving; a mark cleared and made anew is never taken for the one a deriver read; a
+visitor-day that reads many rows cools off without holding the others back."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from tests.rollups.test_derive_concurrency import assert_same, expected_rows, split, stored_rows, traffic
+from trackside.batch import Batch
+from trackside.derive import Derivation
+from trackside.deriver import HEAVY_ROWS, Deriver
+from trackside.events import Event, new_event_id
+from trackside.storage.engine import create_engine
+from trackside.storage.facts import derive_marked, derive_round
+from trackside.storage.migrate import migrate
+from trackside.storage.tables import DERIVE_MARKS, FACT_PAGE_VIEWS
+from trackside.storage.writes import write_batch
+
+DERIVATION = Derivation()
+
+
+async def test_two_derivers_beside_two_writers_give_the_whole_derivation(database_url):
+    events = traffic(seed=23)
+    rng = random.Random(4)
+    batches = split(events, rng, largest=40)
+    batches += rng.sample(batches, 20)  # repeated deliveries
+    rng.shuffle(batches)
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    try:
+
+        async def deriver() -> None:
+            while True:
+                await derive_round(engine, DERIVATION, limit=rng.randint(1, 50))
+                await asyncio.sleep(0)
+
+        async def store(part: list[list[Event]]) -> None:
+            for events_ in part:
+                await write_batch(engine, Batch(events=events_))
+                await asyncio.sleep(0)
+
+        derivers = [asyncio.create_task(deriver()) for _ in range(2)]
+        await asyncio.gather(store(batches[::2]), store(batches[1::2]))
+        for task in derivers:
+            task.cancel()
+        await asyncio.gather(*derivers, return_exceptions=True)
+        await derive_marked(engine, DERIVATION)
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(DERIVE_MARKS))).scalar_one() == 0
+    finally:
+        await engine.dispose()
+    assert_same(await stored_rows(database_url), expected_rows(events, DERIVATION))
+
+
+def page(visitor: str, ts: float, path: str = "/") -> Event:
+    return Event(
+        id=new_event_id(ts),
+        ts=ts,
+        kind="page_view",
+        nav="document",
+        path=path,
+        label=path,
+        method="GET",
+        status=200,
+        visitor=visitor,
+        device="desktop",
+        browser="Firefox",
+        os="Linux",
+    )
+
+
+async def _paths(engine) -> list[str]:
+    async with engine.connect() as conn:
+        return sorted((await conn.execute(select(FACT_PAGE_VIEWS.c.path))).scalars())
+
+
+async def test_a_mark_cleared_and_made_anew_is_not_the_one_a_late_deriver_read(database_url):
+    """A deriver reads a mark and its events; meanwhile another derives and clears that mark, and a
+    new batch makes it anew. The first must not take the new mark for its own (a counter would
+    start again at the same value): the new batch's page view is derived, not lost."""
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    visitor = "a" * 32
+    start = datetime.now(UTC).replace(hour=1, minute=0, second=0, microsecond=0).timestamp()
+    try:
+        await write_batch(engine, Batch(events=[page(visitor, start, "/one")]))
+        late_reader = asyncio.Event()
+        go_on = asyncio.Event()
+
+        # The slow deriver: paused between its read and its write by a connection-level wait.
+        from trackside.storage import facts
+
+        original = facts._derive
+
+        async def paused(*args, **kwargs):
+            out = await original(*args, **kwargs)
+            late_reader.set()
+            await go_on.wait()
+            return out
+
+        facts._derive = paused  # type: ignore[assignment]
+        try:
+            slow = asyncio.create_task(derive_round(engine, DERIVATION))
+            await late_reader.wait()
+        finally:
+            facts._derive = original  # type: ignore[assignment]
+        assert len((await derive_round(engine, DERIVATION)).derived) == 1  # the quick one clears the mark
+        await write_batch(engine, Batch(events=[page(visitor, start + 60, "/two")]))  # a new mark
+        go_on.set()
+        result = await slow
+        assert (result.derived, result.superseded) == ([], 1)
+        assert await _paths(engine) == ["/one"]
+        assert len((await derive_round(engine, DERIVATION)).derived) == 1
+        assert await _paths(engine) == ["/one", "/two"]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_heavy_visitor_day_cools_off_and_the_others_go_on(database_url):
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    heavy, light = "b" * 32, "c" * 32
+    start = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0).timestamp()
+    try:
+        # A visitor without a pause: HEAVY_ROWS + 100 page views a second apart, one visit.
+        await write_batch(engine, Batch(events=[page(heavy, start + i) for i in range(HEAVY_ROWS + 100)]))
+        deriver = Deriver(engine, DERIVATION)
+        await deriver.round()
+        assert deriver.derived == 1 and list(deriver.cooling) == [(datetime.fromtimestamp(start, UTC).date(), heavy)]
+        # More of the heavy visitor's, and a light visitor's: only the light one is derived now.
+        more = start + HEAVY_ROWS + 100
+        await write_batch(engine, Batch(events=[page(heavy, more), page(light, more)]))
+        await deriver.round()
+        assert deriver.derived == 2
+        async with engine.connect() as conn:
+            left = (await conn.execute(select(DERIVE_MARKS.c.visitor))).scalars().all()
+            counts = dict(
+                (
+                    await conn.execute(
+                        select(FACT_PAGE_VIEWS.c.visitor, func.count()).group_by(FACT_PAGE_VIEWS.c.visitor)
+                    )
+                ).all()
+            )
+        assert left == [heavy]
+        assert counts == {heavy: HEAVY_ROWS + 100, light: 1}
+        # Once cooled, it is derived again.
+        deriver.cooling = {k: 0.0 for k in deriver.cooling}
+        await deriver.round()
+        async with engine.connect() as conn:
+            total = (
+                await conn.execute(
+                    select(func.count()).select_from(FACT_PAGE_VIEWS).where(FACT_PAGE_VIEWS.c.visitor == heavy)
+                )
+            ).scalar_one()
+        assert total == HEAVY_ROWS + 101
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_derives_what_is_queued(database_url):
+    """The report (as every stats read) derives what is still queued before it reads."""
+    from trackside.report import build_report
+
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    try:
+        await write_batch(engine, Batch(events=[page("d" * 32, now.timestamp(), "/x")]))
+        assert await _paths(engine) == []  # queued, not derived yet
+        report = await build_report(engine, now.date(), now.date(), 1800.0, DERIVATION)
+        assert report["page_views"]["total"] == 1
+        assert await _paths(engine) == ["/x"]
+    finally:
+        await engine.dispose()

@@ -1,0 +1,178 @@
+"""The deriver: visitor-days queued by ingest (`derive_marks`) become fact rows here, a moment
+after their events are stored, off the ingest path.
+
+Storing a batch only queues the visitor-days it touched; a round takes the oldest queued ones,
+reads and derives them, and writes their facts (`trackside.storage.facts.derive_round`). While the
+deriver is busy, batches keep queueing, and a visitor-day marked by ten batches is derived once:
+the busier the site, the more events each derivation covers. A visitor-day that reads many raw
+rows (a visitor active for hours without a pause, a script) is then left to cool for a while,
+so that one such visitor cannot take the deriver from everyone else; its figures lag by that much.
+
+Where it runs: in `trackside worker` (Redis mode), as a task beside the jobs; in embedded mode, in
+a child process of the sidecar (or of the app using the middleware) at a lower CPU priority, so
+the proxy's requests come first. One child per database and host does the work (a file lock);
+any other waits to take over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trackside.derive import Derivation
+from trackside.storage.facts import VisitorDay, derive_round
+
+logger = logging.getLogger("trackside.deriver")
+
+# A round takes at most this many visitor-days: its writing transaction (the only part that
+# holds a lock) stays short.
+ROUND = 500
+# With nothing queued, the queue is looked at again after this long: figures lag by about this.
+IDLE_SECONDS = 0.5
+# A visitor-day that read more raw rows than this waits before its next derivation: about ten
+# times what deriving it took (30 us a row), at most a minute.
+HEAVY_ROWS = 2000
+COOL_SECONDS_PER_ROW = 0.0003
+COOL_MAX_SECONDS = 60.0
+# The database away: rounds are tried again after this long.
+RETRY_SECONDS = 2.0
+
+
+class Deriver:
+    def __init__(self, engine: AsyncEngine, derivation: Derivation) -> None:
+        self.engine = engine
+        self.derivation = derivation
+        self.cooling: dict[VisitorDay, float] = {}
+        self.derived = 0
+        self._failing = False
+
+    async def round(self) -> bool:
+        """One round; True when it may have left work (derive again at once)."""
+        now = time.monotonic()
+        self.cooling = {k: until for k, until in self.cooling.items() if until > now}
+        result = await derive_round(self.engine, self.derivation, limit=ROUND, skip=self.cooling)
+        self.derived += len(result.derived)
+        for key, rows in result.rows.items():
+            if rows > HEAVY_ROWS:
+                self.cooling[key] = now + min(COOL_MAX_SECONDS, rows * COOL_SECONDS_PER_ROW)
+        return result.full or result.superseded > 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                busy = await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The database away (or a bug): the marks stay, nothing is lost; try again.
+                if not self._failing:
+                    logger.warning("deriving facts failed (%s: %s); retrying", type(exc).__name__, exc)
+                    self._failing = True
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            if self._failing:
+                logger.info("deriving facts again")
+                self._failing = False
+            await asyncio.sleep(0 if busy else IDLE_SECONDS)
+
+
+# --- embedded mode: the deriver in a child process ---------------------------------------------
+
+
+def _lock_path(settings: Any) -> Path:
+    digest = hashlib.sha256(settings.database_url.encode()).hexdigest()[:16]
+    return Path(settings.spool_dir) / f"deriver-{digest}.lock"
+
+
+class DeriverProcess:
+    """The embedded mode's deriver, in a child process that ends when this process does (its
+    standard input is a pipe from here: end of file means the parent is gone)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        payload = pickle.dumps(self.settings)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trackside.deriver"],
+            stdin=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,  # a terminal's Ctrl-C goes to the parent, which stops it
+        )
+        assert self.process.stdin is not None
+        self.process.stdin.write(len(payload).to_bytes(8, "big") + payload)
+        self.process.stdin.flush()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            assert process.stdin is not None
+            process.stdin.close()
+        try:
+            await asyncio.to_thread(process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+
+def _read_settings(stream: IO[bytes]) -> Any:
+    size = int.from_bytes(stream.read(8), "big")
+    return pickle.loads(stream.read(size))  # noqa: S301 - from our own parent, over a pipe
+
+
+async def _child(settings: Any) -> None:
+    from trackside.derive import derivation_of
+    from trackside.storage.engine import create_engine
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # The parent's end of the pipe closing (or its death) ends this process.
+    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 4096) else None)
+    Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
+    with open(_lock_path(settings), "a+b") as lock:
+        while True:  # one deriver per database on this host; the others wait to take over
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+                if stop.is_set():
+                    return
+        engine = create_engine(settings.database_url)
+        task = asyncio.create_task(Deriver(engine, derivation_of(settings)).run())
+        await stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.dispose()
+
+
+def main() -> None:
+    settings = _read_settings(sys.stdin.buffer)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopped by its parent, not by a terminal
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the proxy's requests first; derivation catches up when they leave time
+    from trackside.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(_child(settings))
+
+
+if __name__ == "__main__":
+    main()
