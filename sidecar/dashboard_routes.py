@@ -21,6 +21,7 @@ INDEX = "index.html"
 # The only names served: a request can never reach another file.
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
+    "funnels.js": "text/javascript; charset=utf-8",
     "touch.js": "text/javascript; charset=utf-8",
     "items.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",

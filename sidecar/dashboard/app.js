@@ -1074,6 +1074,9 @@
           : 'last 30 days', note: defs.errors ? capital(defs.errors) : null, body:
           barList({ name: 'errors', data: site.errors_by_type, label: (k) => ERROR_NAMES[k] || k, tone: 'tone-error',
             emptyText: 'No errors' }) })),
+      // The funnel panel (funnels.js): the chosen funnel for the period and filters of the visit panels.
+      window.TracksideFunnels ? window.TracksideFunnels.panel({ token: state.token, period: [q.range.from, q.range.to],
+        filters: v2Filters(q.view.filters.filter(([d]) => !LOOK_ONLY.has(d))) }) : null,
       kpis,
       popularPanels.length ? h('div', { class: 'grid two' }, popularPanels) : null,
       botPanel,

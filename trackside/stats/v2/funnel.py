@@ -12,11 +12,13 @@ the previous step's event to the step's); the median over the step's visitors is
 Filters keep visits: visit dimensions by the visit's entry values, an event filter the visits
 holding such an event (as v2's visit metrics).
 
-In SQL on both backends, one statement: the range's page views and site events matching any step
-(their visit, time, and one flag per step) are read once into a materialized CTE; each step is a
-join of the previous step's visits with it on the visit id, keeping the earliest matching time
-after the previous one; per visitor the first visit reaching each step is picked by a window; the
-medians are the middle rows of a window ordered by seconds."""
+In SQL on both backends, one statement: step 1 is the first matching page view or event of each
+visit of the range (grouped by visit, joined to the visit for its who and the filters); each next
+step joins the previous step's visits with the range's rows matching it on the visit id, keeping the
+earliest after the previous step's time (each step a materialized CTE, read once per step); per
+visitor the first visit reaching each step is picked by a window; the medians are the middle rows of
+a window ordered by seconds. Each step reads only the rows it matches (a narrow scan of the page
+views or site events of the range): Speed in the README has what it costs."""
 
 from __future__ import annotations
 
@@ -28,14 +30,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.funnels import GOAL_STEP, FunnelError, Step, parse_steps
-from trackside.goals import PAGE, Goal
+from trackside.goals import EVENT, PAGE, Goal
 from trackside.stats.v2.engine import Limits, _deadline
 from trackside.stats.v2.schema import Query, V2Error, echo_range, parse
 from trackside.stats.v2.sql import Builder, Expr, oldest_fact_day
 from trackside.storage.engine import snapshot
-from trackside.storage.tables import FACT_VISITS
+from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SITE_EVENTS, FACT_VISITS
 
 KEYS = ("site_id", "date_range", "steps", "filters")
+# PostgreSQL, for this statement's transaction only. The per-step results are CTEs the planner cannot
+# estimate: it picked nested loops over hundreds of thousands of visits (minutes), and parallel plans
+# in which every worker rebuilt the same hash tables (measured 2.4x slower than one process). Hashes and
+# sorts in memory; no JIT (compiling a statement over 30 day partitions took 2.6 s, longer than parts
+# of the run). Measured in bench/funnel_bench.py.
+PG_SETTINGS = ("enable_nestloop = off", "max_parallel_workers_per_gather = 0", "jit = off", "work_mem = '128MB'")
 
 MEANING = {
     "visitors": (
@@ -113,54 +121,55 @@ def _seconds(later: Any, earlier: Any, postgres: bool) -> Expr:
     return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
 
 
+def _step_rows(b: Builder, step: Step, goal: Goal | None) -> Any:
+    """(visit_id, day, ts) of the range's page views or site events matching one step."""
+    if goal is not None and goal.kind == EVENT:
+        se = FACT_SITE_EVENTS.c
+        return sa.select(se.visit_id, se.day, se.ts).where(
+            se.kind == "event", se.name == goal.match, se.visit_id.is_not(None), *b._in_range(se.day, se.ts)
+        )
+    pv = FACT_PAGE_VIEWS.c
+    pattern = goal.match if goal is not None else step.match
+    return sa.select(pv.visit_id, pv.day, pv.ts).where(
+        Goal("step", PAGE, pattern).sql_condition(pv.path), *b._in_range(pv.day, pv.ts)
+    )
+
+
 def funnel_select(b: Builder, steps: tuple[Step, ...], goals: list[Goal | None]) -> sa.Select[Any]:
     """(step, visitors, median seconds) per step reached by anyone: one statement (module doc)."""
-    e = b.events("e")
-    conds: list[Expr] = []
-    for step, goal in zip(steps, goals, strict=True):
-        if goal is not None:
-            conds.append(b.goal_condition(e, goal))
-        else:
-            conds.append(sa.and_(e.c.is_page == 1, Goal("step", PAGE, step.match).sql_condition(e.c.path)))
-    flags = [sa.case((c, 1), else_=0).label(f"s{k}") for k, c in enumerate(conds)]
-    matched = sa.select(e.c.visit_id, e.c.day, e.c.ts, *flags).where(e.c.visit_id.is_not(None), sa.or_(*conds))
-    if b.q.filters:
-        v = FACT_VISITS.alias("fv")
-        keep = b.visit_condition(v, "visitors", b.q.filters)
-        kept = sa.select(v.c.id).where(v.c.day >= b.first, v.c.day <= b.q.last)
-        if keep is not None:
-            kept = kept.where(keep)
-        matched = matched.where(e.c.visit_id.in_(kept))
-    m = matched.cte("m").prefix_with("MATERIALIZED")
-
-    # Step 1: each visit's first matching event, with the visit's who.
-    first = (
-        sa.select(m.c.visit_id, m.c.day, sa.func.min(m.c.ts).label("t"))
-        .where(m.c.s0 == 1)
-        .group_by(m.c.visit_id, m.c.day)
-        .subquery("first")
+    # Step 1: each visit's first matching event, with the visit's who (the filters keep visits).
+    rows = _step_rows(b, steps[0], goals[0]).subquery("s0")
+    first = sa.select(rows.c.visit_id, rows.c.day, sa.func.min(rows.c.ts).label("t")).group_by(
+        rows.c.visit_id, rows.c.day
     )
+    first_q = first.cte("first").prefix_with("MATERIALIZED")  # aggregated once, not in every parallel worker
     visits = FACT_VISITS.alias("w")
-    reached = [
+    f0 = (
         sa.select(
-            first.c.visit_id,
-            first.c.day,
+            first_q.c.visit_id,
+            first_q.c.day,
             visits.c.who,
             sa.cast(sa.null(), sa.DateTime).label("prev"),
-            first.c.t,
+            first_q.c.t,
         )
-        .select_from(first.join(visits, sa.and_(visits.c.id == first.c.visit_id, visits.c.day == first.c.day)))
+        .select_from(first_q.join(visits, sa.and_(visits.c.id == first_q.c.visit_id, visits.c.day == first_q.c.day)))
         .where(visits.c.day >= b.first, visits.c.day <= b.q.last)
-        .cte("f0")
-    ]
+    )
+    if b.q.filters:
+        keep = b.visit_condition(visits, "visitors", b.q.filters)
+        if keep is not None:
+            f0 = f0.where(keep)
+    reached = [f0.cte("f0").prefix_with("MATERIALIZED")]
+    # Each next step: the earliest matching event of the same visit after the previous step's.
     for k in range(1, len(steps)):
         p = reached[-1]
+        s = _step_rows(b, steps[k], goals[k]).subquery(f"s{k}")
         reached.append(
-            sa.select(p.c.visit_id, p.c.day, p.c.who, p.c.t.label("prev"), sa.func.min(m.c.ts).label("t"))
-            .select_from(p.join(m, sa.and_(m.c.visit_id == p.c.visit_id, m.c.ts > p.c.t)))
-            .where(m.c[f"s{k}"] == 1)
+            sa.select(p.c.visit_id, p.c.day, p.c.who, p.c.t.label("prev"), sa.func.min(s.c.ts).label("t"))
+            .select_from(p.join(s, sa.and_(s.c.visit_id == p.c.visit_id, s.c.ts > p.c.t)))
             .group_by(p.c.visit_id, p.c.day, p.c.who, p.c.t)
             .cte(f"f{k}")
+            .prefix_with("MATERIALIZED")
         )
     parts = []
     for k, f in enumerate(reached):
@@ -222,6 +231,9 @@ async def answer_funnel(
     async with snapshot(engine) as conn:
         conn_: AsyncConnection = conn
         async with _deadline(conn_, limits.timeout_seconds):
+            if conn_.dialect.name == "postgresql":
+                for setting in PG_SETTINGS:
+                    await conn_.exec_driver_sql(f"SET LOCAL {setting}")
             goal_list: list[Goal] = await goals(conn_)
             step_goals = resolve_goals(fq.steps, goal_list)
             oldest = (await conn_.execute(oldest_fact_day())).scalar()
