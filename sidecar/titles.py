@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sidecar.upstreams import Upstreams
 from trackside.item_titles import clean_title, field_of, item_page, kind_name, page_pattern
 from trackside.settings import Settings
+from trackside.stats.v2.schema import Query, V2Error
 from trackside.storage.titles import Item, read_titles, read_titles_by_id, store_fetched_title
 
 logger = logging.getLogger("trackside.titles")
@@ -37,6 +38,8 @@ RETRY_SECONDS = 600.0  # an item whose answer had no title is asked again after 
 FETCH_SECONDS = 10.0  # one question to the site, whatever waits for it
 MAX_FETCHES = 16  # questions in flight at once, per process
 MAX_FORGOTTEN = 10_000
+CONTENT_ID = "event:props:content_id"
+CONTENT_KIND = "event:props:content_kind"
 
 
 class ItemTitles:
@@ -90,18 +93,40 @@ class ItemTitles:
         found = await self.titles((kind, str(r["id"])) for r in items)
         return [{**r, "title": found.get((kind, str(r["id"]))), "page": self.page(kind, str(r["id"]))} for r in items]
 
-    async def titles_by_id(self, ids: Iterable[str], kinds: list[str]) -> dict[str, str]:
-        """Titles of bare ids (an answer grouped by id alone): the stored title of the id in one of
-        `kinds`; where only one kind is possible, one not stored yet is asked for too."""
-        ids = list(dict.fromkeys(ids))
-        if len(kinds) == 1:
-            return {i: t for (_, i), t in (await self.titles((kinds[0], i) for i in ids)).items()}
-        async with self.engine.connect() as conn:
-            stored = await read_titles_by_id(conn, ids, kinds)
-        out: dict[str, str] = {}
-        for kind in reversed(kinds):  # the settings' first kind wins where an id is in two
-            out.update({i: t for (k, i), t in stored.items() if k == kind})
-        return out
+    async def v2_titles(self, result: dict[str, Any], q: Query) -> None:
+        """`include.titles` of a v2 query: `meta.titles` and `meta.pages`, one entry per result row (None
+        where none is known), for queries grouped by `event:props:content_id`. A row's kind is its
+        `event:props:content_kind` dimension, else the one kind an `is` filter names; else an id's
+        stored title of any kind (the settings' first kind where two have one), never asked for."""
+        result.setdefault("query", {}).setdefault("include", {})["titles"] = True
+        dimensions, filters = tuple(q.dimensions), list(q.raw_filters)
+        if CONTENT_ID not in dimensions:
+            return
+        at = dimensions.index(CONTENT_ID)
+        kind_at = dimensions.index(CONTENT_KIND) if CONTENT_KIND in dimensions else None
+        rows = result.get("results", [])
+        ids = [str(r["dimensions"][at]) for r in rows]
+        kinds = [str(r["dimensions"][kind_at]) if kind_at is not None else _filtered_kind(filters) for r in rows]
+        known = await self.titles((k, i) for k, i in zip(kinds, ids, strict=True) if k is not None)
+        loose = [i for k, i in zip(kinds, ids, strict=True) if k is None]
+        by_id: dict[str, tuple[str, str]] = {}
+        if loose:
+            async with self.engine.connect() as conn:
+                stored = await read_titles_by_id(conn, loose, list(self.settings.content_rules))
+            for preferred in reversed(list(self.settings.content_rules)):  # the settings' first kind wins
+                by_id.update({i: (k, t) for (k, i), t in stored.items() if k == preferred})
+        titles: list[str | None] = []
+        pages: list[str | None] = []
+        for row_kind, item in zip(kinds, ids, strict=True):
+            kind: str | None = row_kind
+            title: str | None = None
+            if row_kind is None:
+                kind, title = by_id.get(item, (None, None))
+            else:
+                title = known.get((row_kind, item))
+            titles.append(title)
+            pages.append(self.page(kind, item) if kind is not None else None)
+        result.setdefault("meta", {}).update(titles=titles, pages=pages)
 
     def _askable(self, item: Item) -> bool:
         kind, content_id = item
@@ -164,3 +189,25 @@ class ItemTitles:
     async def close(self) -> None:
         for flight in list(self._flights.values()):
             flight.cancel()
+
+
+def _filtered_kind(filters: list[Any]) -> str | None:
+    """The one content kind a v2 query's top-level `is` filter names, if it names one."""
+    for f in filters:
+        if isinstance(f, list) and len(f) >= 3 and f[0] == "is" and f[1] == CONTENT_KIND:
+            values = f[2]
+            if isinstance(values, list) and len(values) == 1 and isinstance(values[0], str):
+                return values[0]
+    return None
+
+
+def take_titles(raw: Any) -> tuple[bool, Any]:
+    """A v2 query body without `include.titles` (this sidecar's own, not Plausible's), and its value."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("include"), dict) or "titles" not in raw["include"]:
+        return False, raw
+    include = dict(raw["include"])
+    titles = include.pop("titles")
+    if not isinstance(titles, bool):
+        raise V2Error("include.titles is true or false")
+    rest = {k: v for k, v in raw.items() if k != "include"}
+    return titles, {**rest, "include": include} if include else rest

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.stats_routes import NO_STORE, StatsEndpoints
+from sidecar.titles import take_titles
 from trackside.stats.v2.engine import QueryTimeout, answer, limits_of, load_goals
 from trackside.stats.v2.schema import V2Error, parse
 
@@ -48,9 +49,12 @@ class QueryApiV2:
         except RecursionError:
             return _error(400, "the body is nested too deeply")
         try:
+            titles, raw = take_titles(raw)  # include.titles: the items' titles and pages (sidecar.titles)
             q = parse(raw, datetime.now(UTC).date())
             goals = functools.partial(load_goals, settings=self.settings)
             result = await answer(self.stats.engine, q, limits_of(self.settings), goals)
+            if titles:
+                await self.stats.titles.v2_titles(result, q)
         except V2Error as exc:
             return _error(400, str(exc))
         except QueryTimeout as exc:

@@ -117,6 +117,16 @@
     ];
   }
 
-  window.TracksideItems = { popular, panels, heading, kindName, plural, known: () => [...known.keys()] };
+  // A v2 panel's row label by item id (`include.titles`: meta.titles[i] is results[i]'s title): the title as text
+  // with the id beside it, or the id alone.
+  function titledLabel(h, answer) {
+    const titles = new Map();
+    const found = (answer && answer.meta && answer.meta.titles) || [];
+    ((answer && answer.results) || []).forEach((r, i) => { if (found[i]) titles.set(String(r.dimensions[0]), found[i]); });
+    return (key) => (titles.has(key) ? h('span', { class: 'item-titled', 'data-title': titles.get(key) },
+      h('span', { class: 'item-name', text: titles.get(key) }), h('span', { class: 'item-id mono', text: key })) : key);
+  }
+
+  window.TracksideItems = { popular, panels, heading, titledLabel, kindName, plural };
   window.dispatchEvent(new Event('trackside-items'));
 })();

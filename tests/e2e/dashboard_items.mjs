@@ -49,7 +49,12 @@ function collectPanels() {
     panels[card.dataset.panel] = { title: text(card.querySelector('h2')), column: text(card.querySelector('thead th:nth-child(2)')),
       rows, empty: text(card.querySelector('[data-empty]')) };
   }
+  // The looked-at items panel (v2 by content id): each row's key, shown title and text.
+  const looked = all('[data-list="items"] li').map((li) => [li.dataset.key,
+    li.querySelector('.item-titled') ? li.querySelector('.item-titled').dataset.title : null,
+    text(li.querySelector('.bar-label'))]);
   return {
+    looked,
     order: all('[data-panel^="popular-"]').map((c) => c.dataset.panel),
     panels,
     bold: all('#app b').length, // `<b>` in a title stays text

@@ -166,6 +166,11 @@ async def test_item_titles_links_and_a_panel_per_kind(site_settings, viewport: s
     (r1,) = ov["panels"]["popular-recipe"]["rows"]
     assert (r1["name"], r1["href"], r1["page"], r1["views"]) == ("Soup", "#/item/recipe/r1", "/r/r1", "1")
     assert ov["overflow_x"] <= 0  # nothing scrolls sideways, on a phone neither
+    # The looked-at items panel (v2 by content id, `include.titles`): a1's stored title as text; r1 and p1 have
+    # none stored when it is read (theirs is asked by the popular panels at the same time, or never).
+    looked = {key: (title, shown) for key, title, shown in ov["looked"]}
+    assert looked["a1"] == (HINTED, HINTED + "a1")
+    assert looked["p1"] == (None, "p1")
 
     item = got["item"]
     assert item["hash"] == "#/item/artwork/a1" and item["ready"] == "item"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, date, datetime
 
 import httpx
 import pytest
@@ -16,9 +17,12 @@ from tests import upstream_app
 from tests.conftest import FIREFOX, wait_for
 from tests.servers import run_sidecar
 from tests.sidecar.test_stats import ADMIN, SECRET, ev, midnight
+from tests.sidecar.test_v2_query import ROUTE as V2
 from trackside.batch import Batch
+from trackside.derive import derivation_of
 from trackside.errors import ConfigError
 from trackside.events import Event
+from trackside.figures import derive_pending
 from trackside.item_titles import MAX_TITLE, clean_title, item_page, title_from_hint
 from trackside.settings import Settings
 from trackside.storage.engine import create_engine
@@ -152,6 +156,10 @@ async def test_titles_from_hints_and_the_items_api(upstream_url, make_settings, 
     }
 
 
+def day_of(ts: float) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
+
+
 def _fields(settings: Settings) -> dict:
     return {f: getattr(settings, f) for f in settings.__dataclass_fields__}
 
@@ -211,3 +219,66 @@ def test_title_settings():
         assert str(bad.value).startswith(message), str(bad.value)
         refusals[message] += 1
     assert len(refusals) == 6
+
+
+async def test_v2_include_titles(upstream_url, make_settings, database_url):
+    """`include.titles` of a v2 query: `meta.titles` and `meta.pages`, one per row."""
+    upstream_app.asked.clear()
+    await migrate(database_url)
+    settings = make_settings(
+        frontend_url=upstream_url, api_url=upstream_url, database_url=database_url, admin_token=ADMIN,
+        content_rules=CUSTOM_RULES, title_url={"artwork": "/api/titled/artwork/{id}"},
+    )  # fmt: skip
+    engine = create_engine(database_url)
+    events = _looks()
+    events.append(ev(midnight(1) + 400, "v8", path="/b/b2"))  # a blog post with an artwork's id
+    try:
+        await write_batch(engine, Batch(events=events, titles={("recipe", "r1"): "Soup"}), derivation_of(settings))
+        async with engine.connect() as conn:  # the facts now, whoever derives them in this version
+            await derive_pending(conn, day_of(midnight(7)), day_of(midnight(0)), derivation_of(settings))
+        base = {"site_id": "default", "metrics": ["content_views"], "date_range": "7d"}
+        by_kind = {**base, "dimensions": ["event:props:content_kind", "event:props:content_id"]}
+        async with run_sidecar(settings) as (url, _):
+            async with httpx.AsyncClient(base_url=url, headers=BOSS) as c:
+                plain = (await c.post(V2, json=by_kind)).json()
+                both = (await c.post(V2, json={**by_kind, "include": {"titles": True}})).json()
+                artworks = await c.post(
+                    V2,
+                    json={
+                        **base,
+                        "dimensions": ["event:props:content_id"],
+                        "filters": [["is", "event:props:content_kind", ["artwork"]]],
+                        "include": {"titles": True, "total_rows": True},
+                    },
+                )
+                ids = (
+                    await c.post(
+                        V2, json={**base, "dimensions": ["event:props:content_id"], "include": {"titles": True}}
+                    )
+                ).json()
+                none = (
+                    await c.post(V2, json={**base, "dimensions": ["visit:device"], "include": {"titles": True}})
+                ).json()
+                bad = await c.post(V2, json={**base, "include": {"titles": "yes"}})
+    finally:
+        await engine.dispose()
+    assert "titles" not in plain["meta"] and "titles" not in plain["query"]["include"]
+    assert [r["dimensions"] for r in both["results"]] == [
+        ["artwork", "a1"], ["artwork", "b2"], ["artwork", "gone"], ["artwork", "slow1"], ["blog_post", "b2"],
+        ["blog_post", "p9"], ["recipe", "r1"],
+    ]  # fmt: skip
+    # Artworks are asked (b2; gone is the site's 404; slow1 not within the 1 s); recipes were hinted.
+    assert both["meta"]["titles"] == [None, "Fetched <b>b2</b>", None, None, None, None, "Soup"]
+    assert both["meta"]["pages"] == ["/p/a1", "/p/b2", "/p/gone", "/p/slow1", "/b/b2", "/b/p9", "/r/r1"]
+    assert both["query"]["include"]["titles"] is True
+    got = artworks.json()
+    assert [r["dimensions"][0] for r in got["results"]] == ["a1", "b2", "gone", "slow1"]
+    assert got["meta"]["titles"] == [None, "Fetched <b>b2</b>", None, None] and got["meta"]["total_rows"] == 4
+    assert got["meta"]["pages"] == ["/p/a1", "/p/b2", "/p/gone", "/p/slow1"]
+    # Ids without a kind: stored titles only (b2's is an artwork's: the settings' first kind wins), never asked.
+    assert [r["dimensions"][0] for r in ids["results"]] == ["a1", "b2", "gone", "p9", "r1", "slow1"]
+    assert ids["meta"]["titles"] == [None, "Fetched <b>b2</b>", None, None, "Soup", None]
+    assert ids["meta"]["pages"] == [None, "/p/b2", None, None, "/r/r1", None]
+    assert "titles" not in none["meta"] and none["query"]["include"]["titles"] is True
+    assert bad.status_code == 400 and bad.json() == {"error": "include.titles is true or false"}
+    assert upstream_app.asked.get("b2") == 1 and "r1" not in upstream_app.asked
