@@ -665,7 +665,7 @@
       { name: 'os', title: 'Operating systems', sub: 'visitors', dim: 'visit:os', metric: 'visitors' },
       { name: 'goals', title: 'Goals', sub: 'visitors who reached each · conversion rate', dim: 'event:goal', metric: 'visitors', conversion: true, emptyText: 'No goal reached (or none defined)' },
       { name: 'view_types', title: 'Looks by view type', sub: 'content views: web pages, players, widgets', dim: 'event:props:view_type', metric: 'content_views', looks: true, label: (k) => VIEW_TYPES[k] || capital(k), emptyText: 'No content views' },
-      { name: 'items', title: 'Looked-at items', sub: 'content views by item', dim: 'event:props:content_id', metric: 'content_views', looks: true, mono: true, emptyText: 'No content views' },
+      { name: 'items', title: 'Looked-at items', sub: 'content views by item', dim: 'event:props:content_id', metric: 'content_views', looks: true, mono: true, titles: true, emptyText: 'No content views' },
     ];
   }
 
@@ -677,7 +677,8 @@
   async function panelQuery(spec, period, filters) {
     const metrics = panelMetrics(spec);
     return query({ metrics, date_range: period, filters, dimensions: [spec.dim],
-      order_by: [[spec.metric, 'desc'], [spec.dim, 'asc']], pagination: { limit: 100 } });
+      order_by: [[spec.metric, 'desc'], [spec.dim, 'asc']], pagination: { limit: 100 },
+      ...(spec.titles ? { include: { titles: true } } : {}) }); // items' titles: items.js
   }
 
   // Everything the overview's v2 part asks: the cards, the chart, each panel; the previous period when comparing.
@@ -910,7 +911,8 @@
       // A goal's share of the list would read like its conversion rate: the goals panel shows the rate alone.
       const shown = spec.timeOnPage ? (v) => `${durationText(v)} on page` : (v) => `${num(v)}% conv.`;
       const active = q.view.filters.filter(([d]) => d === spec.dim).map(([, v]) => v);
-      body = barList({ name: spec.name, data, mono: spec.mono, label: spec.label || ((k) => k), emptyText: spec.emptyText,
+      const label = spec.titles ? Items.titledLabel(h, answer) : spec.label || ((k) => k);
+      body = barList({ name: spec.name, data, mono: spec.mono, label, emptyText: spec.emptyText,
         active, onPick: (key) => addFilter(q.view, spec.dim, key), pickTitle: `Filter on this ${DIM_NAMES[spec.dim].toLowerCase()}`,
         detail: Object.keys(second).length ? (key) => (key in second ? shown(second[key]) : '') : null,
         shares: !spec.conversion });
