@@ -47,6 +47,7 @@ def test_from_env_parses_every_kind():
         ({"TRACKSIDE_TRUSTED_PROXIES": "10.0.0.0/33"}, "TRACKSIDE_TRUSTED_PROXIES"),
         ({"TRACKSIDE_GEOIP_DB": "/nope.mmdb"}, "TRACKSIDE_GEOIP_DB"),
         ({"TRACKSIDE_CAPTURE": "maybe"}, "TRACKSIDE_CAPTURE"),
+        ({"TRACKSIDE_DERIVER": "cron"}, "TRACKSIDE_DERIVER"),
         ({"TRACKSIDE_ROUTES": "media=http://x"}, "TRACKSIDE_ROUTES"),
         ({"TRACKSIDE_FLUSH_INTERVAL": "-1"}, "TRACKSIDE_FLUSH_INTERVAL"),
         ({"TRACKSIDE_EVENT_RULES": "register=signup"}, "TRACKSIDE_EVENT_RULES"),
