@@ -1,5 +1,5 @@
-"""Ingest benchmark of facts at ingest: store and derive a realistic time-ordered stream, and one worker keeping
-pace with a sidecar's rate.
+"""Ingest benchmark of facts at ingest: store a realistic time-ordered stream (which queues its visitor-days),
+then derive the queue; and one worker keeping pace with a sidecar's rate.
 
 Run from the repository root:
 
@@ -11,18 +11,20 @@ Traffic (`bench/realistic_day.py`): visits starting at a steady rate, each a few
 the API calls every page makes, impressions, errors, 8% signed in, a third of the visitors back from earlier
 that day; `--rate` events a second of site time, cut into batches of `--batch-seconds` (the flusher's: 1 s of
 traffic). What the database holds before the window (the touched visitor-days' earlier events) is stored first
-with COPY (PostgreSQL) or executemany (SQLite), and derived whole (untimed, reported apart).
+with COPY (PostgreSQL) or executemany (SQLite), and derived whole (timed, reported apart).
 
 Parts:
 - `store`: the window's batches through `trackside.storage.writes.write_batch`, back to back in this process, as
-  fast as they go: events/s stored and derived, the derive step alone (`derive_visitor_days`, timed by wrapping
-  the name `write_batch_on` calls; `store_authors` too), raw rows it re-read per stored event (its return value),
-  batch seconds p50/p99/max; and the same stream into a second fresh database with both steps left out
-  (what storing cost before facts, 2c7b777's write path).
-- `pace`: PostgreSQL. A private redis-server, one `trackside worker` (`python -m sidecar worker`, defaults),
-  the window's batches enqueued with `RedisWriter` at their real pace (one every `--batch-seconds`), the
-  queue's depth (`ZCARD`) sampled every 0.5 s; then how long the queue takes to empty, and the worker's CPU and
-  peak RSS (VmHWM).
+  fast as they go: events/s stored and queued (`derive_marks`), batch seconds p50/p99/max. Then the deriver
+  (`trackside.deriver.Deriver`, its `round()` again and again, as its `run()` does without the pauses) drains
+  the queue until nothing is queued: events/s and visitor-days/s derived, raw rows re-read per stored event
+  (the sum of every `Round.rows`, kept by wrapping the name `derive_round` the deriver calls), rounds' time
+  p50/p99/max, and the time spent waiting for heavy visitor-days to cool off.
+- `pace`: PostgreSQL. A private redis-server, one `trackside worker` (`python -m sidecar worker`, defaults: it
+  stores the jobs and runs the deriver beside them), the window's batches enqueued with `RedisWriter` at their
+  real pace (one every `--batch-seconds`). Every 0.5 s: the Redis queue's depth (`ZCARD`) and the derive
+  backlog (marks queued, and the age of the oldest: how late the figures are). Then how long each takes to
+  empty after the feed, and the worker's CPU and peak RSS (VmHWM).
 
 Statistics: the events are analyzed after a bulk load, the fact tables every 20 s while a derivation runs and
 everything once derived, as autovacuum would (it is off on the machine these figures come from).
@@ -55,13 +57,14 @@ import pipeline_bench as plb  # bench/ is sys.path[0]: databases, redis-server a
 import proxy_bench as pb
 from realistic_day import SiteTraffic
 
+import trackside.deriver as deriver_module
 import trackside.storage.writes as writes
 from trackside.batch import Batch
 from trackside.derive import Derivation
 from trackside.events import Event
 from trackside.queue import RedisWriter
 from trackside.storage.engine import create_engine
-from trackside.storage.facts import derive_visitor_days
+from trackside.storage.facts import Round, derive_visitor_days
 from trackside.storage.tables import FACT_TABLES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,7 +154,8 @@ async def analyze(url: str, tables: tuple[str, ...] = ()) -> None:
 
 
 class Autoanalyze(threading.Thread):
-    """ANALYZE of the fact tables every `every` seconds while a derivation runs, as autovacuum would: it is
+    """ANALYZE of the fact tables (and the derive queue) every `every` seconds while a derivation runs, as
+    autovacuum would: it is
     off on this machine's PostgreSQL, and tables that grow from empty without statistics get plans that read
     the whole day's facts for every chunk's delete (derivation gets slower as the day grows)."""
 
@@ -163,7 +167,7 @@ class Autoanalyze(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.every):
             try:
-                asyncio.run(analyze(self.url, tuple(t.name for t in FACT_TABLES)))
+                asyncio.run(analyze(self.url, (*(t.name for t in FACT_TABLES), "derive_marks")))
                 self.runs += 1
             except Exception as exc:  # noqa: BLE001 - a missed ANALYZE only slows the run down
                 log(f"autoanalyze: {exc}")
@@ -196,96 +200,163 @@ async def fact_rows(url: str) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Steps:
-    """Wraps the names `write_batch_on` calls for the facts (module globals of trackside.storage.writes): times
-    them and keeps `derive_visitor_days`'s rows read; with `skip`, leaves them out (storing alone)."""
-
-    def __init__(self, skip: bool) -> None:
-        self.skip = skip
-        self.seconds = {"derive": 0.0, "authors": 0.0}
-        self.rows_read = 0
-        self.visitor_days = 0
-        self.originals = (writes.derive_visitor_days, writes.store_authors)
-
-    def __enter__(self) -> Steps:
-        derive, authors = self.originals
-
-        async def timed_derive(conn: Any, keys: Any, *more: Any, **named: Any) -> int:
-            self.visitor_days += len(keys)
-            if self.skip:
-                return 0
-            t = time.perf_counter()
-            n = await derive(conn, keys, *more, **named)
-            self.seconds["derive"] += time.perf_counter() - t
-            self.rows_read += n
-            return n
-
-        async def timed_authors(conn: Any, *more: Any, **named: Any) -> None:
-            if self.skip:
-                return
-            t = time.perf_counter()
-            await authors(conn, *more, **named)
-            self.seconds["authors"] += time.perf_counter() - t
-
-        writes.derive_visitor_days = timed_derive  # type: ignore[assignment]
-        writes.store_authors = timed_authors  # type: ignore[assignment]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        writes.derive_visitor_days, writes.store_authors = self.originals
+async def queued(url: str) -> tuple[int, float | None]:
+    """Marks in `derive_marks`, and the age in seconds of the oldest (None: nothing queued)."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await backlog_on(conn)
+    finally:
+        await engine.dispose()
 
 
-async def stream(url: str, batches: list[list[Event]], skip_facts: bool) -> dict[str, Any]:
+async def backlog_on(conn: Any) -> tuple[int, float | None]:
+    count, oldest = (await conn.exec_driver_sql("SELECT COUNT(*), MIN(marked_at) FROM derive_marks")).one()
+    if oldest is None:
+        return int(count), None
+    if isinstance(oldest, str):  # SQLite
+        oldest = datetime.fromisoformat(oldest)
+    age = datetime.now(UTC).replace(tzinfo=None) - oldest
+    return int(count), max(0.0, age.total_seconds())
+
+
+async def store_stream(url: str, batches: list[list[Event]]) -> dict[str, Any]:
+    """The window's batches through write_batch back to back: storing and queueing, nothing derived."""
     engine = create_engine(url)
     times: list[float] = []
     try:
-        with Steps(skip_facts) as steps:
-            cpu = time.process_time()
-            for events in batches:
-                t = time.perf_counter()
-                await writes.write_batch(engine, Batch(events=events), DERIVATION)
-                times.append(time.perf_counter() - t)
-            cpu = time.process_time() - cpu
+        cpu = time.process_time()
+        for events in batches:
+            t = time.perf_counter()
+            await writes.write_batch(engine, Batch(events=events), DERIVATION)
+            times.append(time.perf_counter() - t)
+        cpu = time.process_time() - cpu
     finally:
         await engine.dispose()
     n = sum(len(b) for b in batches)
     wall = sum(times)
-    ordered = sorted(times)
+    marks, _ = await queued(url)
     return {
         "events": n,
         "batches": len(batches),
         "events_per_batch": round(n / len(batches)),
-        "visitor_days_per_batch": round(steps.visitor_days / len(batches)),
         "seconds": round(wall, 2),
         "events_per_s": round(n / wall),
         "this_process_cpu_us_per_event": round(cpu / n * 1e6, 1),
-        "derive_s": round(steps.seconds["derive"], 2),
-        "derive_share": round(steps.seconds["derive"] / wall, 3),
-        "authors_s": round(steps.seconds["authors"], 2),
-        "rows_read": steps.rows_read,
-        "rows_read_per_event": round(steps.rows_read / n, 2),
+        "queued_visitor_days": marks,
         "batch_s_p50": round(statistics.median(times), 3),
-        "batch_s_p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
-        "batch_s_max": round(ordered[-1], 3),
+        "batch_s_p99": round(_pct(times, 0.99), 3),
+        "batch_s_max": round(max(times), 3),
         "load_avg_1m": os.getloadavg()[0],
     }
 
 
-def store_part(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> list[dict[str, Any]]:
-    results = []
-    for mode in ("derive", "store-only"):
-        earlier, batches = window(args)
-        url = dbs.new(backend, f"store-{backend}-{mode}")
-        log(f"{backend} {mode}: {len(earlier):,} earlier events, {sum(map(len, batches)):,} in the window")
-        ready = asyncio.run(prepare(url, earlier, derive=mode == "derive"))
-        out = asyncio.run(stream(url, batches, skip_facts=mode == "store-only"))
-        out.update(backend=backend, mode=mode, prepare=ready)
-        if mode == "derive":
-            out["fact_rows"] = asyncio.run(fact_rows(url))
-        log(f"  {backend} {mode}: {out['events_per_s']:,} events/s, derive {out['derive_share']:.0%} of the time, "
-            f"{out['rows_read_per_event']} rows read per event, batch p99 {out['batch_s_p99']} s")  # fmt: skip
-        results.append(out)
-    return results
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
+
+
+class Rounds:
+    """Wraps the name `derive_round` that `trackside.deriver` calls, to keep every round's result."""
+
+    def __init__(self) -> None:
+        self.results: list[Round] = []
+        self.original = deriver_module.derive_round
+
+    def __enter__(self) -> Rounds:
+        original = self.original
+
+        async def kept(*args: Any, **kwargs: Any) -> Round:
+            result = await original(*args, **kwargs)
+            self.results.append(result)
+            return result
+
+        deriver_module.derive_round = kept
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        deriver_module.derive_round = self.original
+
+
+async def drain(url: str, events: int, timeout: float) -> dict[str, Any]:
+    """`Deriver.round()` until nothing is queued; while only cooling visitor-days are left, wait as `run()`
+    does (its idle pause)."""
+    engine = create_engine(url)
+    deriver = deriver_module.Deriver(engine, DERIVATION)
+    times: list[float] = []
+    waited = 0.0
+    t0 = time.monotonic()
+    cpu = time.process_time()
+    try:
+        with Autoanalyze(url), Rounds() as rounds:
+            while True:
+                t = time.perf_counter()
+                busy = await deriver.round()
+                took = time.perf_counter() - t
+                if rounds.results[-1].derived or rounds.results[-1].superseded:
+                    times.append(took)
+                if busy:
+                    continue
+                async with engine.connect() as conn:
+                    left, _ = await backlog_on(conn)
+                if not left:
+                    break
+                if time.monotonic() - t0 > timeout:
+                    log(f"  drain: {left} visitor-days still queued after {timeout:g} s")
+                    break
+                await asyncio.sleep(deriver_module.IDLE_SECONDS)  # the rest are cooling off
+                waited += deriver_module.IDLE_SECONDS
+        wall = time.monotonic() - t0
+        cpu = time.process_time() - cpu
+        left, _ = await queued(url)
+    finally:
+        await engine.dispose()
+    results = rounds.results
+    derived = sum(len(r.derived) for r in results)
+    rows = sum(sum(r.rows.values()) for r in results)
+    busy_s = sum(times)
+    heavy = {k for r in results for k, n in r.rows.items() if n > deriver_module.HEAVY_ROWS}
+    return {
+        "rounds": len(times),
+        "visitor_days_derived": derived,
+        "derivations_per_visitor_day": round(sum(len(r.rows) for r in results) / max(derived, 1), 2),
+        "heavy_visitor_days": len(heavy),
+        "left_queued": left,
+        "seconds": round(wall, 2),
+        "rounds_s": round(busy_s, 2),
+        "cooling_wait_s": round(waited, 2),
+        "events_per_s": round(events / busy_s) if busy_s else None,
+        "events_per_s_wall": round(events / wall) if wall else None,
+        "visitor_days_per_s": round(derived / busy_s) if busy_s else None,
+        "rows_read": rows,
+        "rows_read_per_event": round(rows / events, 2),
+        "this_process_cpu_us_per_event": round(cpu / events * 1e6, 1),
+        "round_s_p50": round(statistics.median(times), 3) if times else None,
+        "round_s_p99": round(_pct(times, 0.99), 3),
+        "round_s_max": round(max(times, default=0.0), 3),
+        "visitor_days_per_round_mean": round(derived / len(times)) if times else None,
+        "load_avg_1m": os.getloadavg()[0],
+    }
+
+
+def store_part(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[str, Any]:
+    earlier, batches = window(args)
+    url = dbs.new(backend, f"store-{backend}")
+    n = sum(map(len, batches))
+    log(f"{backend}: {len(earlier):,} earlier events, {n:,} in the window")
+    ready = asyncio.run(prepare(url, earlier, derive=True))
+    out: dict[str, Any] = {"backend": backend, "prepare": ready}
+    out["store"] = asyncio.run(store_stream(url, batches))
+    s = out["store"]
+    log(f"  {backend} store+queue: {s['events_per_s']:,} events/s, batch p99 {s['batch_s_p99']} s, "
+        f"{s['queued_visitor_days']:,} visitor-days queued")  # fmt: skip
+    out["derive"] = asyncio.run(drain(url, n, args.drain_timeout))
+    d = out["derive"]
+    log(f"  {backend} derive: {d['events_per_s']} events/s, {d['visitor_days_per_s']} visitor-days/s, "
+        f"{d['rows_read_per_event']} rows re-read per event, round p50/p99 {d['round_s_p50']}/{d['round_s_p99']} s, "
+        f"{d['seconds']} s to empty ({d['cooling_wait_s']} s waiting for cooling ones)")  # fmt: skip
+    out["fact_rows"] = asyncio.run(fact_rows(url))
+    return out
 
 
 _WINDOW: dict[tuple[float, float, float, int], tuple[list[Event], list[list[Event]]]] = {}
@@ -316,6 +387,46 @@ def _make_window(args: argparse.Namespace) -> tuple[list[Event], list[list[Event
 # --------------------------------------------------------------------------------------------------------------
 
 
+class Sampler(threading.Thread):
+    """Every `every` seconds: the Redis queue's depth and the derive backlog (marks queued, age of the oldest),
+    from a thread of its own (its own event loop and connection), so the feed keeps its pace."""
+
+    def __init__(self, url: str, redis_url: str, queue: str, every: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.url, self.redis_url, self.queue, self.every = url, redis_url, queue, every
+        self.stop = threading.Event()
+        self.samples: list[tuple[float, int, int, float | None]] = []  # (monotonic, depth, marks, oldest age s)
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except Exception as exc:  # noqa: BLE001 - reported, the run goes on without samples
+            self.error = f"{type(exc).__name__}: {exc}"
+            log(f"sampler: {self.error}")
+
+    async def _run(self) -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.redis_url)
+        engine = create_engine(self.url)
+        try:
+            async with engine.connect() as conn:
+                while not self.stop.is_set():
+                    t = time.monotonic()
+                    depth = int(await client.zcard(self.queue))
+                    marks, age = await backlog_on(conn)
+                    await conn.commit()  # a fresh snapshot next time
+                    self.samples.append((t, depth, marks, age))
+                    await asyncio.sleep(max(0.0, self.every - (time.monotonic() - t)))
+        finally:
+            await client.aclose()
+            await engine.dispose()
+
+    def last(self) -> tuple[float, int, int, float | None] | None:
+        return self.samples[-1] if self.samples else None
+
+
 def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[str, Any]:
     earlier, batches = window(args)
     url = dbs.new("postgres", "pace")
@@ -325,7 +436,8 @@ def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[s
     env = plb.child_env(TRACKSIDE_REDIS_URL=redis.url, TRACKSIDE_DATABASE_URL=url, TRACKSIDE_QUEUE_NAME=queue,
                         TRACKSIDE_LOG_LEVEL="warning", TRACKSIDE_SPOOL_DIR=str(tmp / "spool"))  # fmt: skip
     worker = pb.REGISTRY.start(plb.worker_argv("default"), tmp / "worker.log", cwd=REPO, env=env)
-    samples: list[tuple[float, int]] = []
+    sampler = Sampler(url, redis.url, queue)
+    queue_empty = backlog_empty = None
     try:
         deadline = time.monotonic() + 60
         while not redis.client.exists(queue + ":health-check"):
@@ -333,55 +445,75 @@ def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[s
                 raise RuntimeError("worker did not start: " + pb.tail(tmp / "worker.log"))
             time.sleep(0.05)
         cpu0 = pb.cpu_seconds([worker.pid])
-        fed_s = asyncio.run(feed(redis.url, queue, batches, args.batch_seconds, samples))
-        t_fed = time.monotonic()
-        empty_after = None
-        deadline = t_fed + args.drain_timeout
-        while time.monotonic() < deadline:
-            depth = int(redis.client.zcard(queue))
-            samples.append((time.monotonic(), depth))
-            if depth == 0 and not redis.client.keys("arq:in-progress:batch:*"):
-                empty_after = time.monotonic() - t_fed
-                break
-            time.sleep(0.25)
+        with Autoanalyze(url):
+            sampler.start()
+            fed_s = asyncio.run(feed(redis.url, queue, batches, args.batch_seconds))
+            t_fed = time.monotonic()
+            deadline = t_fed + args.drain_timeout
+            seen = len(sampler.samples)
+            while time.monotonic() < deadline and (queue_empty is None or backlog_empty is None):
+                time.sleep(0.1)
+                if len(sampler.samples) == seen or (last := sampler.last()) is None:
+                    if not sampler.is_alive():
+                        break
+                    continue
+                seen = len(sampler.samples)
+                t, depth, marks, _ = last
+                if t < t_fed:
+                    continue
+                if queue_empty is None and depth == 0 and not redis.client.keys("arq:in-progress:batch:*"):
+                    queue_empty = t - t_fed
+                if queue_empty is not None and backlog_empty is None and marks == 0:
+                    backlog_empty = t - t_fed
+            sampler.stop.set()
+            sampler.join()
         cpu = pb.cpu_seconds([worker.pid]) - cpu0
         hwm_mb = pb.status_kb(worker.pid, "VmHWM") / 1024
     finally:
+        sampler.stop.set()
         pb.REGISTRY.stop(worker)
         redis.stop()
     n = sum(map(len, batches))
     stored = plb.count_events(url)
+    left, _ = asyncio.run(queued(url))
+    samples = sampler.samples
     t0 = samples[0][0] if samples else 0.0
-    depths = [d for t, d in samples if t <= t_fed]
-    half = [(t - t0, d) for t, d in samples if t0 + fed_s / 2 <= t <= t_fed]
+    during = [s for s in samples if s[0] <= t_fed]
+    half = [s for s in during if s[0] >= t0 + fed_s / 2]
+    ages = [s[3] or 0.0 for s in during]
     result = {
         "backend": "postgres", "rate": args.rate, "seconds": args.seconds, "events": n, "batches": len(batches),
-        "fed_s": round(fed_s, 2), "max_depth": max(depths, default=0), "final_depth": depths[-1] if depths else None,
-        "depth_slope_per_s_second_half": round(_slope(half), 3), "empty_after_s": None if empty_after is None
-        else round(empty_after, 2), "worker_cpu_s": round(cpu, 2), "worker_cpu_us_per_event": round(cpu / n * 1e6, 1),
+        "fed_s": round(fed_s, 2),
+        "max_depth": max((s[1] for s in during), default=0), "final_depth": during[-1][1] if during else None,
+        "depth_slope_per_s_second_half": round(_slope([(t - t0, d) for t, d, _, _ in half]), 3),
+        "max_marks": max((s[2] for s in during), default=0), "final_marks": during[-1][2] if during else None,
+        "marks_slope_per_s_second_half": round(_slope([(t - t0, m) for t, _, m, _ in half]), 1),
+        "oldest_mark_age_s_p50": round(statistics.median(ages), 2) if ages else None,
+        "oldest_mark_age_s_max": round(max(ages, default=0.0), 2),
+        "oldest_mark_age_s_final": round(ages[-1], 2) if ages else None,
+        "queue_empty_after_s": None if queue_empty is None else round(queue_empty, 2),
+        "backlog_empty_after_s": None if backlog_empty is None else round(backlog_empty, 2),
+        "left_queued": left, "worker_cpu_s": round(cpu, 2), "worker_cpu_us_per_event": round(cpu / n * 1e6, 1),
         "worker_peak_rss_mb": round(hwm_mb), "stored": stored, "expected_stored": n + len(earlier),
-        "load_avg_1m": os.getloadavg()[0], "prepare": ready,
-        "depth_samples": [(round(t - t0, 2), d) for t, d in samples],
+        "load_avg_1m": os.getloadavg()[0], "prepare": ready, "sampler_error": sampler.error,
+        "samples": [(round(t - t0, 2), d, m, None if a is None else round(a, 2)) for t, d, m, a in samples],
     }  # fmt: skip
     log(
-        f"  pace {args.rate}/s: max depth {result['max_depth']}, final {result['final_depth']}, empty "
-        f"{result['empty_after_s']} s after the last batch, worker {result['worker_cpu_us_per_event']} µs/event"
+        f"  pace {args.rate:g}/s: queue max {result['max_depth']} final {result['final_depth']}, marks max "
+        f"{result['max_marks']:,} final {result['final_marks']}, oldest mark max {result['oldest_mark_age_s_max']} s; "
+        f"queue empty {result['queue_empty_after_s']} s, backlog empty {result['backlog_empty_after_s']} s after the "
+        f"feed; worker {result['worker_cpu_us_per_event']} µs/event"
     )
     return result
 
 
-async def feed(
-    url: str, queue: str, batches: list[list[Event]], every: float, samples: list[tuple[float, int]]
-) -> float:
+async def feed(url: str, queue: str, batches: list[list[Event]], every: float) -> float:
     writer = RedisWriter(url, queue)
     t0 = time.monotonic()
     try:
         for i, events in enumerate(batches):
             await writer.write(Batch(events=events))
-            # Depth twice a batch, until the next batch is due.
-            while (due := t0 + (i + 1) * every) > time.monotonic():
-                samples.append((time.monotonic(), await writer.queue_depth()))
-                await asyncio.sleep(min(0.5 * every, max(due - time.monotonic(), 0.0)))
+            await asyncio.sleep(max(0.0, t0 + (i + 1) * every - time.monotonic()))
     finally:
         await writer.close()
     return time.monotonic() - t0
@@ -412,20 +544,26 @@ def git_state() -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| backend | mode | events/s | derive share | rows re-read / event | visitor-days / batch | "
-             "batch p50 / p99 / max s | earlier derived whole, events/s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| backend | stored and queued, events/s | batch p50 / p99 s | visitor-days queued | derived, events/s "
+             "| visitor-days/s | rows re-read / event | rounds | round p50 / p99 / max s "
+             "| emptied after (cooling wait) | earlier derived whole, events/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in result.get("store", []):
+        s, d = r["store"], r["derive"]
         whole = r["prepare"].get("derive_whole", {}).get("events_per_s", "—")
-        lines.append(f"| {r['backend']} | {r['mode']} | {r['events_per_s']:,} | {r['derive_share']:.0%} | "
-                     f"{r['rows_read_per_event']} | {r['visitor_days_per_batch']:,} | {r['batch_s_p50']} / "
-                     f"{r['batch_s_p99']} / {r['batch_s_max']} | {whole} |")  # fmt: skip
+        lines.append(f"| {r['backend']} | {s['events_per_s']:,} | {s['batch_s_p50']} / {s['batch_s_p99']} | "
+                     f"{s['queued_visitor_days']:,} | {d['events_per_s']:,} | {d['visitor_days_per_s']:,} | "
+                     f"{d['rows_read_per_event']} | {d['rounds']} | {d['round_s_p50']} / {d['round_s_p99']} / "
+                     f"{d['round_s_max']} | {d['seconds']} s ({d['cooling_wait_s']} s) | {whole} |")  # fmt: skip
     if (p := result.get("pace")) is not None and "max_depth" in p:
-        lines += ["", "| pace | events | max depth | final depth | slope, 2nd half (jobs/s) | empty after | "
-                  "worker µs/event | worker peak RSS MB | stored |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-                  f"| {p['rate']:,}/s for {p['seconds']} s | {p['events']:,} | {p['max_depth']} | "
-                  f"{p['final_depth']} | {p['depth_slope_per_s_second_half']} | {p['empty_after_s']} s | "
+        lines += ["", "| pace | events | queue depth max / final (slope, 2nd half) | marks max / final (slope) | "
+                  "oldest mark p50 / max s | queue empty after | backlog empty after | worker µs/event | "
+                  "worker peak RSS MB | stored |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+                  f"| {p['rate']:,.0f}/s for {p['seconds']:g} s | {p['events']:,} | {p['max_depth']} / "
+                  f"{p['final_depth']} ({p['depth_slope_per_s_second_half']}/s) | {p['max_marks']:,} / "
+                  f"{p['final_marks']} ({p['marks_slope_per_s_second_half']}/s) | {p['oldest_mark_age_s_p50']} / "
+                  f"{p['oldest_mark_age_s_max']} | {p['queue_empty_after_s']} s | {p['backlog_empty_after_s']} s | "
                   f"{p['worker_cpu_us_per_event']} | {p['worker_peak_rss_mb']} | "
                   f"{p['stored']:,} of {p['expected_stored']:,} |"]  # fmt: skip
     return "\n".join(lines)
@@ -445,7 +583,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30, help="the window: seconds of site time stored")
     p.add_argument("--batch-seconds", type=float, default=1.0, help="traffic per batch (the flusher's)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--drain-timeout", type=float, default=300)
+    p.add_argument("--drain-timeout", type=float, default=300, help="seconds to wait for the queues to empty")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "derive.json"))
     args = p.parse_args()
     parts = args.parts.split(",")
@@ -456,7 +594,7 @@ def main() -> int:
     result["git"] = git_state()
     try:
         if "store" in parts:
-            result["store"] = [r for b in args.backends.split(",") for r in store_part(b, args, tmp, dbs)]
+            result["store"] = [store_part(b, args, tmp, dbs) for b in args.backends.split(",")]
         if "pace" in parts:
             try:
                 result["pace"] = pace_part(args, tmp, dbs)
