@@ -127,7 +127,7 @@ async def run_script(mode: str, url: str, viewport: str, scheme: str = "light", 
         VIEWPORT=viewport,
         COLOR_SCHEME=scheme,
         CHROMIUM=chromium,
-        SHOT_PREFIX=f"{mode}-{scheme}",
+        SHOT_PREFIX="desktop" if viewport == "1280x800" else f"phone-{scheme}",
         DASHBOARD_TIMEOUT_MS=str(int(timeout * 1000) - 5000),
         **env,
     )
