@@ -151,7 +151,7 @@ def openapi_document() -> dict[str, Any]:
                         _refresh(),
                     ],
                     "responses": {
-                        "200": _json("items: [{id, views, unique_viewers, impressions}], computed_at"),
+                        "200": _json("items: [{id, views, unique_viewers, impressions, title, page}], computed_at"),
                         **_ERRORS,
                     },
                 }
@@ -180,7 +180,17 @@ def openapi_document() -> dict[str, Any]:
                         {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
                         _refresh(),
                     ],
-                    "responses": {"200": _json("as /api/post/{id}/stats, without the site's fields"), **_ERRORS},
+                    "responses": {
+                        "200": _json("as /api/post/{id}/stats, without the site's fields; title, page"),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/_trackside/api/v1/kinds": {
+                "get": {
+                    "summary": "The content kinds of the settings: a popular panel each (moderators)",
+                    "security": _BEARER,
+                    "responses": {"200": _json("kinds: [{kind, name, page, title_url}]"), **_ERRORS},
                 }
             },
             "/_trackside/api/event": _events_api(),
