@@ -102,7 +102,9 @@
 
   function now() { return w.performance && performance.now ? performance.now() : Date.now(); }
 
-  function measure() {
+  function measure(e) {
+    // Before the page has loaded its height is not final: only a scroll counts then.
+    if (!e && d.readyState !== 'complete') return;
     var root = d.documentElement, body = d.body;
     var height = Math.max(root.scrollHeight, body ? body.scrollHeight : 0);
     var bottom = (w.pageYOffset || root.scrollTop || 0) + w.innerHeight;
@@ -117,7 +119,6 @@
     var at = now();
     if (at - lastEngage < ENGAGE_GAP) return;
     lastEngage = at;
-    measure();
     send({ t: 'engagement', p: page, s: depth, m: Math.round(shownMs) });
   }
 
@@ -154,6 +155,7 @@
     });
     w.addEventListener('popstate', pageview);
     w.addEventListener('scroll', measure, { passive: true });
+    w.addEventListener('load', function () { measure(); });
     w.addEventListener('pagehide', engage);
     d.addEventListener('visibilitychange', function () {
       if (d.visibilityState === 'hidden') engage();

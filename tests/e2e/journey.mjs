@@ -60,6 +60,8 @@ function track(page) {
       failed: null,
       from_cache: false,
       headers: pick(req.headers()),
+      // A beacon's body (which kind it is: a page view, an engagement, impressions).
+      body: url.pathname === '/_trackside/b' ? req.postData() : null,
     };
     entry._headers = withTimeout(req.allHeaders(), 3000, req.headers()).then((h) => {
       entry.headers = pick(h);
