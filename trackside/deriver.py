@@ -32,7 +32,7 @@ from typing import IO, Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.derive import Derivation
-from trackside.storage.facts import VisitorDay, derive_round
+from trackside.storage.facts import VisitorDay, derive_marked, derive_round
 
 logger = logging.getLogger("trackside.deriver")
 
@@ -48,6 +48,8 @@ COOL_SECONDS_PER_ROW = 0.0003
 COOL_MAX_SECONDS = 60.0
 # The database away: rounds are tried again after this long.
 RETRY_SECONDS = 2.0
+# At a clean stop, what is still queued gets this long to be derived (the parent waits longer).
+FINISH_SECONDS = 20.0
 
 
 class Deriver:
@@ -88,6 +90,15 @@ class Deriver:
             await asyncio.sleep(0 if busy else IDLE_SECONDS)
 
 
+async def finish(engine: AsyncEngine, derivation: Derivation) -> None:
+    """At a clean stop: derive what is still queued (the last flush's batches), for at most
+    FINISH_SECONDS; whatever is left stays queued for the next deriver."""
+    try:
+        await asyncio.wait_for(derive_marked(engine, derivation), FINISH_SECONDS)
+    except Exception as exc:
+        logger.warning("left facts to derive at the next start (%s)", type(exc).__name__)
+
+
 # --- embedded mode: the deriver in a child process ---------------------------------------------
 
 
@@ -116,7 +127,7 @@ class DeriverProcess:
         self.process.stdin.write(len(payload).to_bytes(8, "big") + payload)
         self.process.stdin.flush()
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, timeout: float = FINISH_SECONDS + 10.0) -> None:
         process, self.process = self.process, None
         if process is None:
             return
@@ -155,11 +166,13 @@ async def _child(settings: Any) -> None:
                 if stop.is_set():
                     return
         engine = create_engine(settings.database_url)
-        task = asyncio.create_task(Deriver(engine, derivation_of(settings)).run())
+        derivation = derivation_of(settings)
+        task = asyncio.create_task(Deriver(engine, derivation).run())
         await stop.wait()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await finish(engine, derivation)
         await engine.dispose()
 
 

@@ -9,6 +9,7 @@ proxy's loop keeps answering while a batch is derived."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -61,7 +62,13 @@ class WriterThread:
     async def _dispose(self) -> None:
         task = getattr(self, "_deriver_task", None)
         if task is not None:
+            from trackside.deriver import finish
+
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if self._writer is not None:
+                await finish(self._writer.engine, self._derivation or Derivation())
         if self._writer is not None:
             await self._writer.engine.dispose()
 
