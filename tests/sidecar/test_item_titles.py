@@ -6,6 +6,7 @@ a real sidecar in front of the real test upstream, on both backends."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, date, datetime
 
@@ -15,7 +16,9 @@ import sqlalchemy as sa
 
 from tests import upstream_app
 from tests.conftest import FIREFOX, wait_for
+from tests.rollups.redis_server import RedisServer
 from tests.servers import run_sidecar
+from tests.sidecar.test_freshness import running_worker
 from tests.sidecar.test_stats import ADMIN, SECRET, ev, midnight
 from tests.sidecar.test_v2_query import ROUTE as V2
 from trackside.batch import Batch
@@ -282,3 +285,30 @@ async def test_v2_include_titles(upstream_url, make_settings, database_url):
     assert "titles" not in none["meta"] and none["query"]["include"]["titles"] is True
     assert bad.status_code == 400 and bad.json() == {"error": "include.titles is true or false"}
     assert upstream_app.asked.get("b2") == 1 and "r1" not in upstream_app.asked
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.mark.redis
+async def test_redis_mode_stores_hinted_titles(upstream_url, make_settings, database_url, redis_server):
+    """Redis mode: the hint rides the queued batch (msgpack) to the real ARQ worker, which stores it."""
+    await migrate(database_url)
+    settings = make_settings(
+        frontend_url=upstream_url, api_url=upstream_url, database_url=database_url, admin_token=ADMIN,
+        redis_url=redis_server.url, queue_name=f"trackside-test:{uuid.uuid4().hex[:12]}",
+    )  # fmt: skip
+    engine = create_engine(database_url)
+    try:
+        async with running_worker(settings) as worker, run_sidecar(settings) as (url, _):
+            async with httpx.AsyncClient(base_url=url, headers={"user-agent": FIREFOX}) as c:
+                assert (await c.get("/api/p/q7", params={"title": "Queued %E2%9C%93"})).status_code == 200
+            await wait_for(_has(engine, ("artwork", "q7")), timeout=15)
+        stored = await _stored(engine)
+    finally:
+        await engine.dispose()
+    assert stored == {("artwork", "q7"): "Queued ✓"}
+    assert worker.jobs_complete >= 1 and worker.jobs_failed == 0
