@@ -1079,10 +1079,21 @@
       // The funnel panel (funnels.js): the chosen funnel for the period and filters of the visit panels.
       window.TracksideFunnels ? window.TracksideFunnels.panel({ token: state.token, period: [q.range.from, q.range.to],
         filters: v2Filters(q.view.filters.filter(([d]) => !LOOK_ONLY.has(d))) }) : null,
+      // Journeys and retention (journeys.js, retention.js): the top pages panel's rows are offered as pages.
+      window.TracksideJourneys ? window.TracksideJourneys.panel({ token: state.token, period: [q.range.from, q.range.to],
+        filters: v2Filters(q.view.filters.filter(([d]) => !LOOK_ONLY.has(d))), offer: pageOffer(q) }) : null,
+      window.TracksideRetention ? window.TracksideRetention.panel({ token: state.token }) : null,
       kpis,
       popularPanels.length ? h('div', { class: 'grid two' }, popularPanels) : null,
       botPanel,
       definitions(defs, { unique_visitors: UNIQUE_NOTE, ...(realtime ? { realtime: realtime.definition } : {}) }));
+  }
+
+  function pageOffer(q) {
+    const at = q.specs.findIndex((spec) => spec.name === 'pages');
+    const answer = at < 0 ? null : q.panels[at];
+    const values = ((answer && answer.results) || []).map((r) => r.dimensions[0]).slice(0, 50);
+    return { values, paths: at >= 0 && q.specs[at].dim === 'event:page' };
   }
 
   function definitions(defs, extra) {
