@@ -486,14 +486,19 @@ def start_sidecar(
 
 
 def count_sidecar_rows(db: Path) -> dict[str, Any]:
-    """Rows the sidecar stored. Table names are whatever the sidecar creates; anything missing is 'n/a'."""
-    out: dict[str, Any] = {"events": "n/a", "bot_hits": "n/a"}
+    """Rows the sidecar stored, and the visitor-days still queued for derivation into facts
+    (`derive_marks`). Table names are whatever the sidecar creates; anything missing is 'n/a'."""
+    out: dict[str, Any] = {"events": "n/a", "bot_hits": "n/a", "derive_marks": "n/a"}
     if not db.exists():
         out["note"] = "database file was not created"
         return out
     con = sqlite3.connect(db)
     try:
-        for key, sql in (("events", "SELECT COUNT(*) FROM events"), ("bot_hits", "SELECT SUM(hits) FROM bot_hits")):
+        for key, sql in (
+            ("events", "SELECT COUNT(*) FROM events"),
+            ("bot_hits", "SELECT SUM(hits) FROM bot_hits"),
+            ("derive_marks", "SELECT COUNT(*) FROM derive_marks"),
+        ):
             try:
                 value = con.execute(sql).fetchone()[0]
                 out[key] = value if value is not None else 0
@@ -502,6 +507,39 @@ def count_sidecar_rows(db: Path) -> dict[str, Any]:
     finally:
         con.close()
     return out
+
+
+def queued_marks(db: Path) -> int | None:
+    """Visitor-days queued for derivation in a running sidecar's SQLite file (None: not readable yet)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM derive_marks").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+
+
+def wait_derived(bench: Bench, target: Server, db: Path, timeout: float) -> dict[str, Any]:
+    """Embedded mode: after the last wrk run, until the sidecar's deriver (a child process at nice 10)
+    has emptied `derive_marks`. Seconds from the end of the last run, with the queue sampled each second."""
+    start = time.monotonic()
+    settle_s = bench.settle(target)  # the last events written (and queued) first
+    samples: list[tuple[float, int | None]] = []
+    while True:
+        now = time.monotonic() - start
+        left = queued_marks(db)
+        samples.append((round(now, 1), left))
+        if left == 0 or now > timeout:
+            break
+        time.sleep(1.0)
+    return {
+        "derive_catchup_s": round(samples[-1][0], 1) if samples[-1][1] == 0 else None,
+        "settle_s": settle_s,
+        "derive_marks_after_run": samples[0][1],
+        "derive_samples": samples,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -773,6 +811,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
         results = bench.bench_target(server, content)
         report["results"] += results
+        catchup = None
+        if name == "sidecar" and db is not None and args.derive_wait > 0 and server.proc.poll() is None:
+            log(f"  waiting (up to {args.derive_wait:g}s) for the embedded deriver to empty derive_marks")
+            catchup = wait_derived(bench, server, db, args.derive_wait)
+            log(f"  derive backlog after the run: {catchup['derive_marks_after_run']} visitor-days, "
+                f"empty after {catchup['derive_catchup_s']} s")  # fmt: skip
         # SIGTERM and wait, so the sidecar can flush buffered events before we count them.
         shutdown_s = REGISTRY.stop(server.proc, timeout=args.stop_timeout)
         if db is not None:
@@ -781,6 +825,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             stored = count_sidecar_rows(db)
             if name == "sidecar-redis":
                 stored["drain_s"] = drained
+            if catchup is not None:
+                stored.update(catchup)
             stored.update(requests_sent=sum(sent.values()), requests_sent_per_path=sent, shutdown_s=shutdown_s)
             report["sidecar_storage"][name] = stored
             log(f"  stored: events={stored['events']} bot_hits={stored['bot_hits']} vs wrk requests={sent}")
@@ -835,7 +881,14 @@ def markdown_table(report: dict[str, Any], connections: int) -> str:
         notes.append(
             f"- {name}: stored events={s['events']}{pct}, SUM(bot_hits.hits)={s['bot_hits']}, "
             f"requests wrk reported={sent} {s['requests_sent_per_path']}, "
-            f"shutdown after SIGTERM={_fmt(s['shutdown_s'], '.1f')}s"
+            f"shutdown after SIGTERM={_fmt(s['shutdown_s'], '.1f')}s, derive_marks left={s.get('derive_marks', 'n/a')}"
+            + (f", drained by a burst worker in {_fmt(s['drain_s'], '.1f')}s" if s.get("drain_s") is not None else "")
+            + (
+                f", embedded deriver caught up {_fmt(s['derive_catchup_s'], '.1f')}s after the last run"
+                f" ({s['derive_marks_after_run']} visitor-days queued then)"
+                if "derive_catchup_s" in s
+                else ""
+            )
         )
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -890,6 +943,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         help="extra argument appended to every sidecar variant's command line (repeatable; use --sidecar-arg=--x)",
+    )
+    p.add_argument(
+        "--derive-wait",
+        type=float,
+        default=180,
+        help="embedded sidecar: seconds to wait after its last run for its deriver to empty derive_marks (0: don't)",
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs, sqlite db)")
     args = p.parse_args(argv)
