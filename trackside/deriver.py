@@ -10,15 +10,15 @@ so that one such visitor cannot take the deriver from everyone else; its figures
 
 Where it runs: in `trackside worker` (Redis mode), as a task beside the jobs; in embedded mode, in
 a child process of the sidecar (or of the app using the middleware) at a lower CPU priority, so
-the proxy's requests come first. One child per database and host does the work (a file lock);
-any other waits to take over."""
+the proxy's requests come first. One deriver per database works (PostgreSQL: an advisory lock;
+SQLite: a file lock beside the database); any other waits to take over: two would only do the same
+rounds twice."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import pickle
@@ -26,9 +26,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import IO, Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.derive import Derivation
@@ -58,6 +59,7 @@ class Deriver:
         self.derivation = derivation
         self.cooling: dict[VisitorDay, float] = {}
         self.derived = 0
+        self.leading = False
         self._failing = False
 
     async def round(self) -> bool:
@@ -72,6 +74,16 @@ class Deriver:
         return result.full or result.superseded > 0
 
     async def run(self) -> None:
+        """Rounds for as long as it runs, once it leads (one deriver per database works; the
+        others wait to take over: two would do the same rounds twice)."""
+        async with lead(self.engine):
+            self.leading = True
+            try:
+                await self._rounds()
+            finally:
+                self.leading = False
+
+    async def _rounds(self) -> None:
         while True:
             try:
                 busy = await self.round()
@@ -90,6 +102,52 @@ class Deriver:
             await asyncio.sleep(0 if busy else IDLE_SECONDS)
 
 
+# The PostgreSQL advisory lock (session level) the working deriver holds.
+LEADER_KEY = 0x7472_6163_6B64  # "trackd"
+LEADER_POLL_SECONDS = 2.0
+
+
+@contextlib.asynccontextmanager
+async def lead(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Wait until this deriver is the one for its database: a session advisory lock on
+    PostgreSQL (held by a connection kept open; released when it closes, or when the process
+    dies), a file lock beside the SQLite file."""
+    if engine.dialect.name == "postgresql":
+        while True:
+            conn = None
+            try:
+                conn = await engine.connect()
+                while not (await conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({LEADER_KEY})")).scalar():
+                    await conn.commit()
+                    await asyncio.sleep(LEADER_POLL_SECONDS)
+                await conn.commit()  # not idle in a transaction while it leads
+                break
+            except (OSError, DBAPIError) as exc:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                logger.warning("deriver: the database is away (%s); waiting", type(exc).__name__)
+                await asyncio.sleep(RETRY_SECONDS)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        return
+    path = engine.url.database
+    if not path or path == ":memory:":
+        yield
+        return
+    with open(path + ".deriver-lock", "a+b") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(LEADER_POLL_SECONDS)
+        yield
+
+
 async def finish(engine: AsyncEngine, derivation: Derivation) -> None:
     """At a clean stop: derive what is still queued (the last flush's batches), for at most
     FINISH_SECONDS; whatever is left stays queued for the next deriver."""
@@ -100,11 +158,6 @@ async def finish(engine: AsyncEngine, derivation: Derivation) -> None:
 
 
 # --- embedded mode: the deriver in a child process ---------------------------------------------
-
-
-def _lock_path(settings: Any) -> Path:
-    digest = hashlib.sha256(settings.database_url.encode()).hexdigest()[:16]
-    return Path(settings.spool_dir) / f"deriver-{digest}.lock"
 
 
 class DeriverProcess:
@@ -154,26 +207,18 @@ async def _child(settings: Any) -> None:
     stop = asyncio.Event()
     # The parent's end of the pipe closing (or its death) ends this process.
     loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 4096) else None)
-    Path(settings.spool_dir).mkdir(parents=True, exist_ok=True)
-    with open(_lock_path(settings), "a+b") as lock:
-        while True:  # one deriver per database on this host; the others wait to take over
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
-                if stop.is_set():
-                    return
-        engine = create_engine(settings.database_url)
-        derivation = derivation_of(settings)
-        task = asyncio.create_task(Deriver(engine, derivation).run())
-        await stop.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    engine = create_engine(settings.database_url)
+    derivation = derivation_of(settings)
+    deriver = Deriver(engine, derivation)
+    task = asyncio.create_task(deriver.run())
+    await stop.wait()
+    led = deriver.leading
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if led:  # the one that worked finishes its queue; one that waited leaves it
         await finish(engine, derivation)
-        await engine.dispose()
+    await engine.dispose()
 
 
 def main() -> None:

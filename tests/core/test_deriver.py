@@ -133,6 +133,8 @@ async def test_a_heavy_visitor_day_cools_off_and_the_others_go_on(database_url):
         deriver = Deriver(engine, DERIVATION)
         await deriver.round()
         assert deriver.derived == 1 and list(deriver.cooling) == [(datetime.fromtimestamp(start, UTC).date(), heavy)]
+        # It cools for ten times its cost (0.6 s here); held longer, so a slow machine cannot end it.
+        deriver.cooling = {k: until + 60 for k, until in deriver.cooling.items()}
         # More of the heavy visitor's, and a light visitor's: only the light one is derived now.
         more = start + HEAVY_ROWS + 100
         await write_batch(engine, Batch(events=[page(heavy, more), page(light, more)]))
@@ -178,3 +180,34 @@ async def test_a_read_derives_what_is_queued(database_url):
         assert await _paths(engine) == ["/x"]
     finally:
         await engine.dispose()
+
+
+async def test_one_deriver_per_database_works_and_another_takes_over(database_url):
+    await migrate(database_url)
+    engines = [create_engine(database_url) for _ in range(2)]
+    derivers = [Deriver(engine, DERIVATION) for engine in engines]
+    tasks = [asyncio.create_task(d.run()) for d in derivers]
+    try:
+        for _ in range(100):
+            if any(d.leading for d in derivers):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert [d.leading for d in derivers].count(True) == 1
+        first = next(i for i, d in enumerate(derivers) if d.leading)
+        tasks[first].cancel()
+        await asyncio.gather(tasks[first], return_exceptions=True)
+        if database_url.startswith("postgresql"):
+            await engines[first].dispose()  # its connection (and the session lock) goes
+        other = derivers[1 - first]
+        for _ in range(100):  # within a poll (2 s)
+            if other.leading:
+                break
+            await asyncio.sleep(0.05)
+        assert other.leading
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for engine in engines:
+            await engine.dispose()

@@ -468,10 +468,15 @@ async def derive_round(
     in `skip`) and clear their marks.
 
     Read and derived outside any write lock; then, in a short writing transaction, each mark is
-    locked and its version compared with the one read before the events were: a batch stored
-    since then bumped it, and that visitor-day is left marked for the next round (its facts would
-    miss the batch). So ingest never waits for derivation, and two derivers (or a read deriving
-    what is pending) never write a visitor-day from a stale read."""
+    locked and its version compared with the one read before the events were. Unchanged: the
+    facts are written and the mark cleared. Changed (a batch stored meanwhile, or another deriver
+    rewound it): the facts are written all the same, so a visitor busy in every batch still sees
+    its figures move, but the mark stays, rewound to this derivation's cut and given a new
+    version, so the next round re-derives at least everything written here, with the new events,
+    and no deriver holding an older read can clear it. Gone (another deriver wrote it from a later
+    read and cleared it): nothing is written. So ingest never waits for derivation, and whatever
+    the interleaving of derivers and batches, the derivation that clears a mark saw every event
+    stored before it and covers every fact written before it."""
     out = Round()
     skipped = set(skip)
     m = DERIVE_MARKS.c
@@ -490,10 +495,14 @@ async def derive_round(
         works = await _derive(conn, earliest, derivation, api)
     async with writing(engine) as conn:
         current = await _lock_marks(conn, sorted(versions))
-        fresh = {k for k, version in versions.items() if current.get(k) == version}
+        # A mark gone: another deriver wrote this visitor-day from a later read; leave it.
+        present = {k for k in versions if k in current}
+        fresh = {k for k in present if current[k] == versions[k]}
         out.superseded = len(versions) - len(fresh)
+        behind: list[tuple[VisitorDay, float | None]] = []
         for work in works:
-            keep = {v for v in work.cuts if (work.day, v) in fresh}
+            keep = {v for v in work.cuts if (work.day, v) in present}
+            behind += [((work.day, v), work.cuts[v]) for v in sorted(keep) if (work.day, v) not in fresh]
             if keep != set(work.cuts):
                 work = _DayWork(
                     work.day,
@@ -505,9 +514,33 @@ async def derive_round(
             if work.cuts:
                 await _replace(conn, work.day, work.cuts, work.facts, work.recounted, clear_marks=False)
         await _clear_marks(conn, sorted((k, versions[k]) for k in fresh))
+        await _rewind_marks(conn, behind)
     out.derived = sorted(fresh)
     out.rows = {(w.day, v): n for w in works for v, n in w.rows.items()}
     return out
+
+
+async def _rewind_marks(conn: AsyncConnection, marks: list[tuple[VisitorDay, float | None]]) -> None:
+    """Marks to derive again from (at the latest) the given cut (None: the whole day), each with
+    a new version."""
+    if not marks:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(
+            "UPDATE derive_marks SET version = $4, earliest = CASE WHEN earliest IS NULL OR $3::timestamp IS NULL "
+            "THEN NULL ELSE LEAST(earliest, $3::timestamp) END WHERE day = $1 AND visitor = $2",
+            [(d, v, None if cut is None else _dt(cut), _new_version()) for (d, v), cut in marks],
+        )
+    else:
+        await conn.exec_driver_sql(
+            "UPDATE derive_marks SET version = ?, earliest = CASE WHEN earliest IS NULL OR ? IS NULL "
+            "THEN NULL ELSE MIN(earliest, ?) END WHERE day = ? AND visitor = ?",
+            [
+                (_new_version(), stamp, stamp, d.isoformat(), v)
+                for (d, v), cut in marks
+                for stamp in (None if cut is None else _sqlite_value(_dt(cut)),)
+            ],
+        )
 
 
 async def _lock_marks(conn: AsyncConnection, keys: list[VisitorDay]) -> dict[VisitorDay, int]:
