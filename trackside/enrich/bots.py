@@ -288,23 +288,27 @@ _TOOL_NAMES = (
 # Name prefixes: "python-requests", "Google-Site-Verification", "wkhtmltopdf", "lwp-trivial".
 _TOOL_PREFIXES = (
     r"python-|python/|grpc-|lwp-|lwp::|wkhtmlto|webkit2png|imgsizer|webscreenie|webthumb|websnapr|"
-    r"androiddownloadmanager|google-(?!tv)|"
-    r"google (?!tv|wap|pixel|talk|nexus|earth|chrome)"
+    r"google-(?!tv)|"
+    r"google (?!tv|wap|pixel|talk|nexus|earth|chrome|fiber)"
 )
 # Generic words ("Java", "Ruby", "Dart", "got") are also phone models and app names; they only
 # count as a product with a version ("Java/1.8.0_45") or as the first word of the whole UA.
 _WEAK_TOOLS = (
     "java|python|ruby|php|perl|dart|node|go|got|requests|hyper|ab|wrk|hey|k6|siege|locust|vegeta|"
-    "zombie|splash|monit|sentry|jakarta|rss|http|lua|rust|deno|bun|bot|word|excel|powerpoint"
+    "zombie|splash|monit|sentry|jakarta|rss|http|lua|rust|deno|bun|bot"
 )
+# "go" is also the last word of app names ("FOX Sports GO/1160" on an Apple TV): only at the start.
+_WEAK_TOOLS_MID = _WEAK_TOOLS.replace("|go|", "|")
 # Anchored to token edges so that "HTC_Ruby", "FirePHP" or "HotJava" do not match.
 _TOOLS = re.compile(
     r"(?<![a-z0-9])" + _alternation(_TOOL_NAMES) + r"(?=[\s/;:,)(_.\-+]|$)"
     r"|[a-z]-google(?![a-z])"
     r"|(?<![a-z0-9])"
     + _alternation(_TOOL_PREFIXES)
-    + r"|(?:^|(?<=[\s;(]))"
+    + r"|^"
     + _alternation(_WEAK_TOOLS)
+    + r"(?:/v?\d|$)|(?<=[\s;(])"
+    + _alternation(_WEAK_TOOLS_MID)
     + r"(?:/v?\d|$)|^"
     + _alternation(_WEAK_TOOLS)
     + r"(?=[\s;(-])"
@@ -326,8 +330,11 @@ _HEADLESS = re.compile(
 # A URL or an e-mail address is how crawlers tell site owners who they are; browsers never do,
 # except a handful of old embedded browser components that advertise their vendor.
 # A product named like a domain ("Miniature.io/6.0") is a name, not a URL: hence the look-ahead.
-_URL = re.compile(r"https?:/|\bwww\.[a-z0-9-]+\.[a-z]|\+https?|[a-z0-9]\.(?:com|net|org|io)\b(?!/\d)")
-_URL_FROM_BROWSER = re.compile(r"bsalsa\.com|avantbrowser\.com|qtweb\.net|orcabrowser\.com|docs\.google\.com")
+# An Android package name ("[air.com.A888poker/1.0]", an in-app browser's tag) is not a domain.
+_URL = re.compile(r"https?:/|\bwww\.[a-z0-9-]+\.[a-z]|\+https?|[a-z0-9]\.(?:com|net|org|io)\b(?!/\d|\.[a-z])")
+_URL_FROM_BROWSER = re.compile(
+    r"bsalsa\.com|avantbrowser\.com|qtweb\.net|orcabrowser\.com|docs\.google\.com|xbmc\.org|kodi\.tv"
+)
 # The look-behinds make each run of characters a single candidate, which keeps the scan linear.
 _EMAIL = re.compile(
     r"(?<![a-z0-9._%+-])[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}"
@@ -363,7 +370,8 @@ _NON_MOZILLA_HUMAN_PREFIX = re.compile(
         r"playstation|nintendo|xbox|roku|appletv|hbbtv|smart-?tv|webos|web0s|netcast|viera|"
         r"bravia|philips|nook|kindle|silk|ipad|iphone|ipod|android|windows|macintosh|linux|"
         r"appname|exampleapp|brew-applet|bunjalloo|hotjava|applewebkit|opr/|palmscape|xiino|amaya|"
-        r"ncsa_mosaic|vms_mosaic|mosaic|treo|com\.[a-z]+\.|quicktime|googleapp|microsoft office/"
+        r"ncsa_mosaic|vms_mosaic|mosaic|treo|com\.[a-z]+\.|quicktime|googleapp|microsoft office/|\[fban|"
+        r"microsoft office (?:word|excel|powerpoint|outlook|onenote)/"
     )
 )
 # Device / OS / engine markers that app and feature-phone UAs carry even when they do not start
@@ -374,7 +382,12 @@ _DEVICE_MARKERS = re.compile(
         r"windows phone|\(windows|\(win(?:10|11|7|8)|midp|cldc|symbianos|series ?40|series ?60|"
         r"blackberry|j2me|nokia|samsung|up\.browser|opera mini|ucweb|maui|wap[- ]?browser|"
         r"[_ -]browser\b|browser/|hbbtv|applewebkit|gecko/|presto/|trident/|khtml|nintendo|"
-        r"playstation|\(macintosh"
+        r"playstation|\(macintosh|"
+        # Apps, TVs, speakers and watches that name their platform their own way: Office
+        # ("(Mac OS/14.0; Desktop;"), Deezer ("(Android; 7.1.1; Mobile;"), Fire TV ("AFTMD002",
+        # "tpapi"), Sonos, Apple TV and watchOS system clients, Japanese Hybridcast TVs.
+        r"\(mac os/|\(ios/|\(android;|; (?:desktop|tablet|phone);|\baft[a-z]|tpapi|kepler/|sonos[/;]|"
+        r"apple ?tv|applecoremedia/|airplay/|watch ?os|hybridcast/|google fiber"
     )
 )
 
