@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import sys
@@ -263,7 +264,7 @@ async def main() -> None:
         "days": args.days,
         "views_per_day": args.views_per_day,
         "seeded": seeded,
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
         "funnels": {},
     }
     try:
@@ -300,6 +301,7 @@ async def main() -> None:
                             assert r.status_code == 200, r.text
                             answer = r.json()["steps"]
                         results["funnels"][name] = {
+                            "load_average_after": [round(x, 1) for x in os.getloadavg()],
                             "first_s": times[0],
                             "repeats_s": times[1:],
                             "steps": [(s["label"], s["visitors"], s["median_seconds_from_previous"]) for s in answer],
