@@ -140,7 +140,29 @@ _LIVING_ROOM_SOURCE = (
     r"xbox|playstation|nintendo|smart-?tv|tizen|web0s|webos|hbbtv|netcast|crkey|roku|appletv|"
     r"apple tv|googletv|android tv|\baft[a-z]|bravia|viera|philipstv|\btv safari|nettv|ce-html|"
     r"opera tv|\bomi/|\bstb\b|_stb_|stbapp|set-?top|sonycebrowser|dunehd|mibox|avui/tv|qtembedded|"
-    r"brightsign|vizio|inettvbrowser|andr0id|linux mips|\(linux armv|\btv store|qtcarbrowser"
+    r"brightsign|vizio|inettvbrowser|andr0id|linux mips|\(linux armv|\btv store|qtcarbrowser|"
+    # Android TVs and boxes name their panel or box, not "TV": a screen size before a model
+    # code ("43LE7022D", "SABA_42SB6000F"), an LED panel ("H-LED43..."), box families.
+    r"android [\d.]+; (?:[a-z]+[ _-]){0,2}[2-9]\d[a-z]{1,4}\d{2,}|led[-_]?\d{2}|(?:^|[^a-z0-9])tv(?:[^a-z]|$)|\btvb-|"
+    r"(?:mi|giga|magenta)tv|smart ?box|tv ?box|\w-box\b|\bbox \d|flowbox|superbox|evbox|\bshell [a-z0-9]|"
+    r"\bx96|\ba95x|\bt95|\btx[3-9]\b|\bh96|tanix|beelink|zidoo|mygica|vorke|mecool|ugoos|\bkiii\b|"
+    r"\bgt1[- ]?mini|gtking|\bmk80\d|\bodroid|orangepi|formuler|movix|hismart|\bshield build|yndx-|"
+    r"[^p]box(?:\b|[_\d])|^box|stick|streamer|streaming|chromecast|raspberry pi|[a-ce-z0-9]tv(?:\b|\d)|stb\d|sdstb|"
+    r"\d{2}lex[-_]|\btd\d{2}[uh]f|\bmlt\d{2}|hiberg|polar(?:line)?_|nexon|iconbit|\bvmp-0|\bxd[hp]-|vontar|pendoo|"
+    r"\ba5x\b|\bkm\d(?:\b|pro)|\bneo-x\d|\bnv5\d{2}|\btx\d|\bx9[26]\b|\bhk1\b|\bm8s\b|dvb|uhd|"
+    r"(?:[ _-]|[a-z]{2})4k(?:\b|[-_])|"
+    r"; switch(?: oled)?[;)]|portal(?:go|tv)|\baudi\b|audi_|porsche|\d{4}x\d{3}\)|"
+    # Yandex's "lite" browser without "Mobile" runs on TVs.
+    r"\(lite\) safari|"
+    # Cars, watches, VR headsets, handheld consoles, payment terminals and music players.
+    r"dilink|for byd|zenwatch|ticwatch|lg watch|\bsm-r\d{3}|\bpico (?:g2|neo)|like quest|oculus|"
+    r"retroid|wizarpos|\bfiio\b|\bcowon\b|avaya vantage"
+)
+# Laptops and Chromebooks running Android apps (ARC++, WayDroid) or an Android x86 build: a
+# desktop whatever their string says about Android or "Mobile".
+_LAPTOP_SOURCE = (
+    r"chromebook|pixelbook|\binspiron|\bvostro|\blatitude \d|travelmate|\baspire [a-z]|"
+    r"\bsatellite [a-z]|ideapad|\bswift sf|remix mini|waydroid|x86_64 device"
 )
 # Tablet evidence in the string.  Android phones say "Mobile" and tablets usually do not, but
 # many tablets' browsers say it too: then only the model tells (Samsung SM-T/SM-X/SM-P, Lenovo
@@ -151,8 +173,30 @@ _TABLET_SOURCE = (
     r"\btab\b|\bpad\b|mediapad|matepad|\bredmi pad|\bxiaomi pad|\bmi pad|\boppo pad|\brealme pad|"
     r"\boneplus pad|\bhonor pad|\bpixel tablet|\bnexus (?:7|9|10)\b|\bbah\d?-|\bags\d?-|\bkob\d?-|"
     r"\bagr-|\bdbr-|\bscm[-_]|\bbtv-|\bcmr-|\bgot-|\bsht-|\bxoom|\bsgp\d|\bsot\d|\bnook|\bbntv|"
-    r"\bvt8\d|\bkobo|\bp[0-9]{2}u|\bt[0-9]{3}[a-z]?\)|\bmid ?\d{3}|\bbq(?:ru)?-[178]\d{3}|/apad\b|"
+    r"\bkobo|\bp[0-9]{2}u|\bmid ?\d{3}|\bbq(?:ru)?-[178]\d{3}|/apad\b|"
     r"\bpixel c\b|puffin/[\d.]+[ai]t\b|windows nt [\d.]+; arm; (?:trident|touch)|"
+    # Model names with "Pad"/"Tab" inside ("ImPAD 2412", "Walpad_G2", "Masstel_Tab_82"), no-name
+    # "MID" tablets, e-readers, and model codes of tablet lines (Digma "PS8145PG", Lenovo
+    # "TB-Q706Z", Samsung "GTA7", Huawei "MRX-"/"BZD-"/"T1-8..", Asus Transformer).
+    r"pad(?:\b|[\d_])|tab(?:\b|[\d_])|\bmid[- ]?\d|pocketbook|transformer|\btf\d{3}|"
+    r"[cpt][st][17-9]\d{3}[pm][gl]\b|\btb-?[a-z]\d{3}|\bgta\d|\bsch-i800|\bgt-n5[01]\d0|\bn5[01][01]0\b|"
+    r"\bmrx-|\bkrj-|\bjdn2?-|\bgem-70|\bcpn-|\bt1-[78]\d{2}|honor v6|\bnokia t\d|"
+    r"\b(?:qs|rc)\d{4}[a-z]\b|\bmfc\d{3}|\ban\d{1,2}g\d|\biplay\d|irulu|"
+    # More tablet lines by model code: Alcatel "8094M"/"9013X" (its phones are 4xxx-7xxx),
+    # Prestigio MultiPad "PMT", Irbis "TZ", Xiaomi Pad "24074RPD2I", OPPO Pad "OPD", Lenovo Tab
+    # "PB-", Acer Iconia "B1-733", LG G Pad "LG-V5..", Ritmix "RMD", Mediacom "M-MP", Nomi "C0..".
+    r"; (?:80[6-9]\d|90(?:0[2-7]|[1-9]\d)|9[1-4]\d\d)[a-z]?(?:_[a-z]+)?(?: build|\))|"
+    r"\bpmt\d{4}|\btz\d{3}\b|\d{5}rp[a-z0-9]{2,4}\b|\bopd\d{4}|"
+    r"\blenovo pb-|\b[ab][13]-[a-z]?\d{3}\b|\blg-v[45]\d{2}|\brmd[-_]\d|\bm-mp\d|\bnomi[ _]c\d|readboy|"
+    r"\bkids\d|\bedu-\d|\bmito t\d|\bnt-\d{4}|contixo|\bbz[a-z]-|\bbgo-|\bvt[5-8]\d|"
+    # Tablet lines known by their makers' model codes (Asus "K01E"/"P024"/"ME302C", Acer Iconia
+    # "A500", Huawei MediaPad "FDR-"/"M2-801W"/"S7-301", LG "LM-T600"/"VK810", Honor, Realme
+    # and vivo pads, Samsung's Korean and carrier codes) and tablet-only brands.
+    r"; [kp]0[0-9a-z]{2}(?: build|\))|\bme[1-5]\d{2}[a-z]{0,2}\b|; a[1257]0[01] build|; a51[01] build|"
+    r"\b(?:fdr|vrd|dby|hdn|hdl|wgr|pal|mro|bg2|mon|hey|rod)-[a-z]|\bs7-\d{3}|\bm2-[a-z0-9]{3,4}\b|"
+    r"\blm-t\d{3}|\bvk8\d0\b|\brmp\d{4}|\bpa2\d{3}\b|\bshw-m[13]80|\bsgh-t849|\bsch-i9[01]5|"
+    r"\bvenue [78]\b|\bslate|archos ?(?:[7-9]\d|1\d\d)\b|teclast|chuwi|alldocube|\bnabi|\bkurio|ellipsis|"
+    r"\bbnrv\d|pmid\d|"
     # In-app browsers on iPadOS say "Macintosh" and keep iOS's "Mobile/15E148" build tag.
     r"\(macintosh;[^)]*\).*\bmobile/[0-9a-z]+"
 )
@@ -172,25 +216,34 @@ _FEATURE_PHONE_SOURCE = (
 # Desktop; ...; Apple/Mac14,7)", "... CFNetwork/596.5 Darwin/12.5.0 (x86_64) (MacBookAir6%2C2)").
 _DESKTOP_APP_SOURCE = (
     r"; desktop|\(windows|windows nt|\bwin(?:10|11|7|8|32|64)\b|mac os|macbook|\bimac|macmini|macpro|"
-    r"\bmac\d+,|darwin/[\d.]+ \((?:x86_64|i386)\)"
+    r"mac\d+,|darwin/[\d.]+ \((?:x86_64|i386)\)|power%20macintosh|powermac|cygwin|os=mac|" + _LAPTOP_SOURCE
 )
 _ANDROID_SOURCE = "android"
 _DESKTOP_SOURCE = (
     r"windows nt|windows (?:98|95|me|xp)|win(?:98|95|32|64|nt)|macintosh|mac os x|\bx11\b|"
     r"\bcros\b|linux (?:x86|i[3-6]86|amd64|aarch64)|ubuntu|fedora|freebsd|openbsd|netbsd|sunos|"
-    r"haiku|beos|amiga|os/2|\(linux\)"
+    r"haiku|beos|amiga|os/2|\(linux\)|cygwin"
 )
 _TABLET = NativeSearch(_TABLET_SOURCE)
 _PHONE = NativeSearch(_PHONE_SOURCE)
 _FEATURE_PHONE = NativeSearch(_FEATURE_PHONE_SOURCE)
 _DESKTOP_APP = NativeSearch(_DESKTOP_APP_SOURCE)
 _ANDROID = NativeSearch(_ANDROID_SOURCE)
+# Apps on old Macs send CFNetwork/Darwin strings that ua-parser reads as iOS; the Mac model
+# ("PowerMac12%2C1", "Mac14,7") or an Intel CPU tells.
+_MAC_MODEL = NativeSearch(r"power%20macintosh|powermac|\bmac\d+(?:,|%2c)|darwin/[\d.]+ \((?:x86_64|i386)\)")
 # The rules for browser strings in order of precedence, answered in one native pass: a TV is a
 # TV whatever else it says, a tablet model beats "Mobile", "Mobile" beats "Android", and Android
 # without "Mobile" (Google's own rule for tablets) beats a desktop platform.
 _FIRST_CLASS = NativeFirst(
     [
+        # Nook "BNTV400" and HiSense "HITV101C" are tablets that the TV markers below would take.
+        ("tablet", r"\bbntv\d|\bhitv\d"),
+        # Phones whose names hold a tablet word: Coolpad, Asus PadFone, Windows Phone asking
+        # for desktop pages ("WPDesktop").
+        ("mobile", r"coolpad|padfone|wpdesktop"),
         ("living-room", _LIVING_ROOM_SOURCE),
+        ("laptop", _LAPTOP_SOURCE),
         # "Tablet PC 2.0" is a component of desktop Windows, not a tablet.
         ("desktop", r"windows nt[^)]*tablet pc"),
         ("tablet", _TABLET_SOURCE),
@@ -268,6 +321,8 @@ def _device(ua: str, browser: str, os: str, mobile_hint: str, platform_hint: str
     first = _FIRST_CLASS.first(ua)
     if first == "living-room":
         return "other"
+    if first == "laptop":
+        return "desktop"
     tablet = first == "tablet"
     # Client hints are what Chromium says about the device itself, and survive the reduced UA
     # string ("Android 10; K" hides the model): "?1" is a phone unless the string says tablet,
@@ -289,8 +344,10 @@ def _device(ua: str, browser: str, os: str, mobile_hint: str, platform_hint: str
         if _FEATURE_PHONE.search(ua):
             return "mobile"
         if os == "Android" or _ANDROID.search(ua):
-            return "mobile" if _PHONE.search(ua) or "dalvik" in ua.lower() else "tablet"
-        if os == "iOS":
+            # Apps do not add "Mobile" the way browsers do: without a tablet model, a phone
+            # (most Android devices are).
+            return "mobile"
+        if os == "iOS" and not _MAC_MODEL.search(ua):
             return "mobile"
         return "desktop" if _DESKTOP_APP.search(ua) else "other"
     if first in ("tablet", "mobile"):
