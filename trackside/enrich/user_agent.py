@@ -143,15 +143,20 @@ _LIVING_ROOM_SOURCE = (
     r"brightsign|vizio|inettvbrowser|andr0id|linux mips|\(linux armv|\btv store|qtcarbrowser|"
     # Android TVs and boxes name their panel or box, not "TV": a screen size before a model
     # code ("43LE7022D", "SABA_42SB6000F"), an LED panel ("H-LED43..."), box families.
-    r"android [\d.]+; (?:[a-z]+[ _-]){0,2}[2-9]\d[a-z]{1,4}\d{2,}|led[-_]?\d{2}|(?:^|[^a-z0-9])tv(?:[^a-z]|$)|\btvb-|"
+    r"android [\d.]+; (?:[a-z]+[ _-]){0,2}(?:[2-9]\d[a-z]{1,4}\d{2,}|[a-z]{1,5}[2-9]\d[a-z]{1,4}\d{3,})|"
+    r"led[-_]?\d{2}|(?:^|[^a-z0-9])tv(?:[^a-z]|$)|\btvb-|"
     r"(?:mi|giga|magenta)tv|smart ?box|tv ?box|\w-box\b|\bbox \d|flowbox|superbox|evbox|\bshell [a-z0-9]|"
     r"\bx96|\ba95x|\bt95|\btx[3-9]\b|\bh96|tanix|beelink|zidoo|mygica|vorke|mecool|ugoos|\bkiii\b|"
     r"\bgt1[- ]?mini|gtking|\bmk80\d|\bodroid|orangepi|formuler|movix|hismart|\bshield build|yndx-|"
     r"[^p]box(?:\b|[_\d])|^box|stick|streamer|streaming|chromecast|raspberry pi|[a-ce-z0-9]tv(?:\b|\d)|stb\d|sdstb|"
     r"\d{2}lex[-_]|\btd\d{2}[uh]f|\bmlt\d{2}|hiberg|polar(?:line)?_|nexon|iconbit|\bvmp-0|\bxd[hp]-|vontar|pendoo|"
-    r"\ba5x\b|\bkm\d(?:\b|pro)|\bneo-x\d|\bnv5\d{2}|\btx\d|\bx9[26]\b|\bhk1\b|\bm8s\b|dvb|uhd|"
+    r"\ba5x\b|\bneo-x\d|\bnv5\d{2}|\btx\d|\bx9[26]\b|\bhk1\b|\bm8s\b|dvb|uhd|"
     r"(?:[ _-]|[a-z]{2})4k(?:\b|[-_])|"
-    r"; switch(?: oled)?[;)]|portal(?:go|tv)|\baudi\b|audi_|porsche|\d{4}x\d{3}\)|"
+    r"; switch(?: oled)?[;)]|portal(?:go|tv)|\baudi\b|audi_|porsche|\d{4}x\d{3}\)|tdtv|\bdiw\d{3}|\bec6108|"
+    r"skyworth|orbsmart|transpeed|\bouya\b|\bpj\d{3}\b|\brg\d{3}[mv]\b|coolpix|\bdmc-|"
+    # Android TV and Wear OS build ids ("Build/PTT1.190222.001", "RTM6.", "STTC."), and the
+    # builds TV boxes and TV panels share ("PPR2.180905", Amlogic's Android 9; "RD2A", "OPR5").
+    r"build/(?:[p-v]t[a-z0-9]{2}|ppr2|opr5|rd2a|ukg3|nwd1)\.|"
     # Yandex's "lite" browser without "Mobile" runs on TVs.
     r"\(lite\) safari|"
     # Cars, watches, VR headsets, handheld consoles, payment terminals and music players.
@@ -162,7 +167,7 @@ _LIVING_ROOM_SOURCE = (
 # desktop whatever their string says about Android or "Mobile".
 _LAPTOP_SOURCE = (
     r"chromebook|pixelbook|\binspiron|\bvostro|\blatitude \d|travelmate|\baspire [a-z]|"
-    r"\bsatellite [a-z]|ideapad|\bswift sf|remix mini|waydroid|x86_64 device"
+    r"\bsatellite [a-z]|ideapad (?:\d|s\d|flex|slim|gaming)|\bswift sf|remix mini|waydroid|x86_64 device"
 )
 # Tablet evidence in the string.  Android phones say "Mobile" and tablets usually do not, but
 # many tablets' browsers say it too: then only the model tells (Samsung SM-T/SM-X/SM-P, Lenovo
@@ -178,7 +183,7 @@ _TABLET_SOURCE = (
     # Model names with "Pad"/"Tab" inside ("ImPAD 2412", "Walpad_G2", "Masstel_Tab_82"), no-name
     # "MID" tablets, e-readers, and model codes of tablet lines (Digma "PS8145PG", Lenovo
     # "TB-Q706Z", Samsung "GTA7", Huawei "MRX-"/"BZD-"/"T1-8..", Asus Transformer).
-    r"pad(?:\b|[\d_])|tab(?:\b|[\d_])|\bmid[- ]?\d|pocketbook|transformer|\btf\d{3}|"
+    r"pad(?:\b|[\d_])|\(linux;[^)]*tab|\b[a-z]?\d{4}-(?:f|h|hv|hf)\b|\bmid[- ]?\d|pocketbook|transformer|\btf\d{3}|"
     r"[cpt][st][17-9]\d{3}[pm][gl]\b|\btb-?[a-z]\d{3}|\bgta\d|\bsch-i800|\bgt-n5[01]\d0|\bn5[01][01]0\b|"
     r"\bmrx-|\bkrj-|\bjdn2?-|\bgem-70|\bcpn-|\bt1-[78]\d{2}|honor v6|\bnokia t\d|"
     r"\b(?:qs|rc)\d{4}[a-z]\b|\bmfc\d{3}|\ban\d{1,2}g\d|\biplay\d|irulu|"
@@ -188,6 +193,8 @@ _TABLET_SOURCE = (
     r"; (?:80[6-9]\d|90(?:0[2-7]|[1-9]\d)|9[1-4]\d\d)[a-z]?(?:_[a-z]+)?(?: build|\))|"
     r"\bpmt\d{4}|\btz\d{3}\b|\d{5}rp[a-z0-9]{2,4}\b|\bopd\d{4}|"
     r"\blenovo pb-|\b[ab][13]-[a-z]?\d{3}\b|\blg-v[45]\d{2}|\brmd[-_]\d|\bm-mp\d|\bnomi[ _]c\d|readboy|"
+    # A tablet is what a no-name model calls itself "3G" (phones all are), or "Quad Core", or "M7".
+    r"android [\d.]+;(?: [a-z]{2}[-_][a-z]{2};)? [^;)]*[ _-]3g\b|quad[ _-]?core|; m7(?:[-_]|\d\d|s)|"
     r"\bkids\d|\bedu-\d|\bmito t\d|\bnt-\d{4}|contixo|\bbz[a-z]-|\bbgo-|\bvt[5-8]\d|"
     # Tablet lines known by their makers' model codes (Asus "K01E"/"P024"/"ME302C", Acer Iconia
     # "A500", Huawei MediaPad "FDR-"/"M2-801W"/"S7-301", LG "LM-T600"/"VK810", Honor, Realme
@@ -239,9 +246,9 @@ _FIRST_CLASS = NativeFirst(
     [
         # Nook "BNTV400" and HiSense "HITV101C" are tablets that the TV markers below would take.
         ("tablet", r"\bbntv\d|\bhitv\d"),
-        # Phones whose names hold a tablet word: Coolpad, Asus PadFone, Windows Phone asking
-        # for desktop pages ("WPDesktop").
-        ("mobile", r"coolpad|padfone|wpdesktop"),
+        # Phones whose names hold a tablet or TV word: Coolpad, Asus PadFone, Windows Phone
+        # asking for desktop pages ("WPDesktop"), Digma phones' codes, Samsung's Tizen phones.
+        ("mobile", r"coolpad|padfone|wpdesktop|\b(?:[lv]s|ht)\d{4}[pm][gl]\b|; samsung sm-z\d"),
         ("living-room", _LIVING_ROOM_SOURCE),
         ("laptop", _LAPTOP_SOURCE),
         # "Tablet PC 2.0" is a component of desktop Windows, not a tablet.
