@@ -141,6 +141,8 @@ def derive_visitor_day(
                 "time_on_page_ms": None,
                 "scroll_depth": None,
                 "visible_ms": None,
+                "prev_label": None,
+                "next_label": None,
             }  # fmt: skip
         )
     if engagements:
@@ -228,6 +230,9 @@ def _visit(visitor: str, steps: list[tuple[float, str, Row | None, Row | None]],
         row["visit_id"] = visit_id
     for i, row in enumerate(pages):
         row["visit_id"] = visit_id
+        # Its neighbours in the visit, for journeys (None: the visit began or ended on it).
+        row["prev_label"] = pages[i - 1]["label"] if i > 0 else None
+        row["next_label"] = pages[i + 1]["label"] if i + 1 < len(pages) else None
         if row["visible_ms"] is not None:
             # The snippet's measure: the time the page was in front, the visit's last page included.
             row["time_on_page_ms"] = row["visible_ms"]

@@ -4,7 +4,8 @@ view facts (`fact_page_views`: each view's visit, time, route label and path).
 The chosen page is a route label (`/p/[post]`) or a path (`/p/a1`, where facts keep paths). Each
 view of it is one passage through it: the view just before it in its visit (by time) is its
 previous page, "(entry)" when it opened the visit; the view just after it is its next page, "(exit)"
-when the visit ended there. Both are named by route label. Counted per passage (a visit through the
+when the visit ended there. Both are named by route label, as derivation stored them on the view
+(`fact_page_views.prev_label`, `next_label`: `trackside.derive`). Counted per passage (a visit through the
 page twice counts twice) and per visit (distinct visits).
 
 Filters are the v2 query's (`trackside.stats.v2.schema`), applied to visits: a visit dimension by
@@ -111,57 +112,37 @@ def _chosen(jq: JourneyQuery, t: Any) -> Any:
 
 
 def journey_select(jq: JourneyQuery, goals: list[Goal], dialect: str) -> sa.Select[Any]:
-    """(side, label, passages, visits) rows, side `prev`, `next` or `page` (the totals, label NULL)."""
-    pv = FACT_PAGE_VIEWS.c
-    in_days = [pv.day >= jq.first, pv.day <= jq.last]
-    # The visits through the chosen page (in the exact range, when one is given), filters applied.
-    here = FACT_PAGE_VIEWS.alias("here")
-    through = sa.select(here.c.visit_id).where(here.c.day >= jq.first, here.c.day <= jq.last, _chosen(jq, here))
+    """(side, label, passages, visits) rows, side `prev`, `next` or `page` (the totals, label NULL).
+
+    Each page view fact carries the labels of its neighbours in its visit (`prev_label`, `next_label`,
+    set by derivation), so this reads the chosen page's views alone: no window over whole visits."""
+    pv = FACT_PAGE_VIEWS.alias("pv")
+    where = [pv.c.day >= jq.first, pv.c.day <= jq.last, _chosen(jq, pv)]
     if jq.start is not None and jq.end is not None:
-        through = through.where(here.c.ts >= jq.start, here.c.ts <= jq.end)
-    builder = _builder(jq, goals, dialect)
+        where += [pv.c.ts >= jq.start, pv.c.ts <= jq.end]
     v = FACT_VISITS.alias("v")
-    condition = builder.visit_condition(v, "visits", jq.filters)
+    condition = _builder(jq, goals, dialect).visit_condition(v, "visits", jq.filters)
     if condition is not None:
         kept = sa.select(v.c.id).where(v.c.day >= jq.first, v.c.day <= jq.last, condition)
-        through = through.where(here.c.visit_id.in_(kept))
-    # Every page view of those visits, with its neighbours (a visit lies within one UTC day).
-    visit, order = (pv.day, pv.visit_id), (pv.ts, pv.id)
-    seq = (
-        sa.select(
-            pv.visit_id,
-            pv.ts,
-            pv.label,
-            pv.path,
-            sa.func.lag(pv.label).over(partition_by=visit, order_by=order).label("prev_label"),
-            sa.func.lead(pv.label).over(partition_by=visit, order_by=order).label("next_label"),
-        )
-        .where(*in_days, pv.visit_id.in_(through))
-        .subquery("seq")
-    )
-    chosen = [_chosen(jq, seq)]
-    if jq.start is not None and jq.end is not None:
-        chosen += [seq.c.ts >= jq.start, seq.c.ts <= jq.end]
+        where.append(pv.c.visit_id.in_(kept))
+    # The passages, read once (a CTE referenced three times: PostgreSQL materializes it).
+    passages = sa.select(pv.c.visit_id, pv.c.prev_label, pv.c.next_label).where(*where).cte("passages")
 
     def side(name: str, column: Any) -> sa.Select[Any]:
-        return (
-            sa.select(
-                sa.literal(name).label("side"),
-                column.label("label"),
-                sa.func.count().label("passages"),
-                sa.func.count(sa.distinct(seq.c.visit_id)).label("visits"),
-            )
-            .where(*chosen)
-            .group_by(column)
-        )
+        return sa.select(
+            sa.literal(name).label("side"),
+            column.label("label"),
+            sa.func.count().label("passages"),
+            sa.func.count(sa.distinct(passages.c.visit_id)).label("visits"),
+        ).group_by(column)
 
     totals = sa.select(
         sa.literal("page").label("side"),
         sa.cast(sa.null(), sa.String).label("label"),
         sa.func.count().label("passages"),
-        sa.func.count(sa.distinct(seq.c.visit_id)).label("visits"),
-    ).where(*chosen)
-    return sa.union_all(side("prev", seq.c.prev_label), side("next", seq.c.next_label), totals)  # type: ignore[return-value]
+        sa.func.count(sa.distinct(passages.c.visit_id)).label("visits"),
+    )
+    return sa.union_all(side("prev", passages.c.prev_label), side("next", passages.c.next_label), totals)  # type: ignore[return-value]
 
 
 async def journeys(conn: AsyncConnection, jq: JourneyQuery, goals: list[Goal]) -> dict[str, Any]:

@@ -259,6 +259,9 @@ class FactPageViewRow(SQLModel, table=True):
     # and the milliseconds it was visible; NULL when it reported nothing.
     scroll_depth: int | None = Field(default=None, sa_column=Column(SmallInteger))
     visible_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # The route labels of the page views before and after it in its visit (journeys); NULL: none.
+    prev_label: str | None = Field(default=None, sa_column=Column(String(128)))
+    next_label: str | None = Field(default=None, sa_column=Column(String(128)))
 
 
 class FactLookRow(SQLModel, table=True):

@@ -8,7 +8,8 @@
   pruned with the daily rows (`TRACKSIDE_DAILY_RETENTION_DAYS`). Backfilled here from the facts
   still kept.
 - `fact_page_views.scroll_depth` (0-100) and `visible_ms`: what the web snippet reported of the
-  page view (NULL when it reported nothing).
+  page view (NULL when it reported nothing); `prev_label` and `next_label`: the route labels of the
+  page views before and after it in its visit (journeys; NULL: none), filled here for the facts kept.
 
 Revision ID: 0018_journeys_retention
 Revises: 0017_funnels
@@ -47,6 +48,15 @@ def upgrade() -> None:
     )
     op.add_column("fact_page_views", sa.Column("scroll_depth", sa.SmallInteger(), nullable=True))
     op.add_column("fact_page_views", sa.Column("visible_ms", sa.BigInteger(), nullable=True))
+    op.add_column("fact_page_views", sa.Column("prev_label", sa.String(length=128), nullable=True))
+    op.add_column("fact_page_views", sa.Column("next_label", sa.String(length=128), nullable=True))
+    # The facts already kept: each page view's neighbours in its visit (derivation sets them from now on).
+    op.execute(
+        "UPDATE fact_page_views SET prev_label = n.prev_label, next_label = n.next_label FROM ("
+        "SELECT day, id, LAG(label) OVER w AS prev_label, LEAD(label) OVER w AS next_label FROM fact_page_views "
+        "WINDOW w AS (PARTITION BY day, visit_id ORDER BY ts, id)) AS n "
+        "WHERE fact_page_views.day = n.day AND fact_page_views.id = n.id"
+    )
     # The days the facts still hold: every signed-in user of a page view, look, impression or site
     # event (API-only requests are not in facts; the rollup reads them from raw events).
     op.execute(
@@ -77,6 +87,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("fact_page_views") as batch:
+        batch.drop_column("next_label")
+        batch.drop_column("prev_label")
         batch.drop_column("visible_ms")
         batch.drop_column("scroll_depth")
     op.drop_table("retention_weeks")
