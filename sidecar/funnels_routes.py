@@ -23,7 +23,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
-from trackside.figures import derive_pending
 from trackside.funnels import FunnelConflict, FunnelError, add_funnel, check_funnel, list_funnels, remove_funnel
 from trackside.goals import load_goals
 from trackside.stats.v2.engine import QueryTimeout, limits_of
@@ -71,7 +70,7 @@ class FunnelsApi:
         try:
             fq = parse_funnel(raw, datetime.now(UTC).date())
             if fq.q.first is not None:
-                await self._derive_pending(fq.q.first, fq.q.last)
+                await self.stats.derive_queued(fq.q.first, fq.q.last)
             goals = functools.partial(load_goals, settings=self.settings)
             result = await answer_funnel(self.stats.engine, fq, limits_of(self.settings), goals)
         except V2Error as exc:
@@ -79,14 +78,6 @@ class FunnelsApi:
         except QueryTimeout as exc:
             return _v2_error(503, str(exc))
         return JSONResponse(result, headers=NO_STORE)
-
-    async def _derive_pending(self, first: Any, last: Any) -> None:
-        """Visitor-days stored but not derived yet are derived before the read (as the stats reads)."""
-        try:
-            async with self.stats.engine.connect() as conn:
-                await derive_pending(conn, first, last, self.stats.derivation)
-        except Exception:  # answered without them; the writer, the worker or the rollup derives them
-            logger.exception("deriving marked visitor-days before a funnel failed")
 
     async def _refused(self, request: Request, *, changes: bool) -> JSONResponse | None:
         caller = await self.stats._caller(request)

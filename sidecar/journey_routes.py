@@ -62,6 +62,7 @@ class JourneyApi:
         limits = limits_of(self.settings)
         try:
             jq = parse_journey(raw, datetime.now(UTC).date())
+            await self.stats.derive_queued(jq.first, jq.last)
             async with snapshot(self.stats.engine) as conn:
                 async with _deadline(conn, limits.timeout_seconds):
                     goals = await load_goals(conn, self.settings)

@@ -285,6 +285,15 @@ class StatsEndpoints:
                 )
         return await asyncio.shield(flight)
 
+    async def derive_queued(self, first: date, last: date) -> None:
+        """Visitor-days of [first, last] stored but not derived yet are derived before a read that
+        scans facts itself (the v2 query, funnels, journeys), as every stats read does."""
+        try:
+            async with self.engine.connect() as conn:
+                await derive_pending(conn, first, last, self.derivation)
+        except Exception:  # answered without them; the deriver, the worker or the rollup derives them
+            logger.exception("deriving queued visitor-days before a read failed")
+
     async def _compute(
         self, key: str, compute: Compute, now: datetime, started: float, seconds: float, days: tuple[date, date]
     ) -> Any:

@@ -51,6 +51,8 @@ class QueryApiV2:
         try:
             titles, raw = take_titles(raw)  # include.titles: the items' titles and pages (sidecar.titles)
             q = parse(raw, datetime.now(UTC).date())
+            if q.first is not None:
+                await self.stats.derive_queued(q.first, q.last)
             goals = functools.partial(load_goals, settings=self.settings)
             result = await answer(self.stats.engine, q, limits_of(self.settings), goals)
             if titles:
