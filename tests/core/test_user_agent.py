@@ -300,3 +300,85 @@ def test_tv_profile_and_code_names_are_not_browsers():
     assert parse_user_agent(tv).device == "other"
     shiretoko = "Mozilla/5.0 (Windows; U; Windows NT 5.1; zh-TW; rv:1.9.1b4pre) Gecko/20090308 Shiretoko/3.1b4pre"
     assert parse_user_agent(shiretoko) == UserAgentInfo("desktop", "Firefox", "Windows")
+
+
+# Strings from the tuning part (30%) of the labelled Matomo sample (bench/ua/make_sample.py),
+# each standing for a rule written from that part's misclassifications.
+@pytest.mark.parametrize(
+    ("ua", "device"),
+    [
+        # Laptops and Chromebooks running Android apps or Android x86: desktop, "Mobile" or not.
+        (f"Mozilla/5.0 (Linux; Android 9; Samsung Chromebook 3) {BLINK} Chrome/104.0.0.0 Safari/537.36", "desktop"),
+        (f"Mozilla/5.0 (Linux; Android 7.1.1; Inspiron 5468) {BLINK} Chrome/72.0.3626.121 Safari/537.36", "desktop"),
+        (
+            "Mozilla/5.0 (Linux; Android 10; Samsung Chromebook Plus Build/R74-11895.118.0) "
+            f"{BLINK} Chrome/93.0.4577.62 Mobile Safari/537.36",
+            "desktop",
+        ),
+        ("Dalvik/2.1.0 (Linux; U; Android 9; HP Chromebook x360 11 G1 EE Build/R80-12739.111.0)", "desktop"),
+        # An old Mac's app: CFNetwork/Darwin reads as iOS, the Mac model says otherwise.
+        ("BusyCal1.640 CFNetwork/438.16 Darwin/9.8.0 (Power%20Macintosh) (PowerMac8%2C1)", "desktop"),
+        # But IdeaPad K1 is a tablet.
+        (
+            "Mozilla/5.0 (Linux; U; Android 4.2.2; de-de; Ideapad K1 Build/JDQ39E) AppleWebKit/534.30 "
+            "(KHTML, like Gecko) Version/4.0 Safari/534.30",
+            "tablet",
+        ),
+        # TVs and boxes that do not say "TV": panel codes, LED panels, Android TV build ids, boxes.
+        (
+            f"Mozilla/5.0 (Linux; Android 11; 40F660TS Build/RP1A.200720.011; wv) {BLINK} Chrome/83.0 Safari/537.36",
+            "other",
+        ),
+        (f"Mozilla/5.0 (Linux; Android 13; SABA_42SB6000F) {BLINK} Chrome/101.0.4951.61 Safari/537.36", "other"),
+        (f"Mozilla/5.0 (Linux; arm; Android 9; H-LED43EU1312) {BLINK} Chrome/104.0 Mobile Safari/537.36", "other"),
+        (
+            f"Mozilla/5.0 (Linux; Android 9.0; MiTV-MSSP1 Build/PTT1.181019.001) {BLINK} Chrome/57.0 Safari/537.36",
+            "other",
+        ),
+        (
+            f"Mozilla/5.0 (Linux; Android 7.1.2; Rombica Smart Box A2) {BLINK} Chrome/77.0.3865.73 Safari/537.36",
+            "other",
+        ),
+        (
+            f"Mozilla/5.0 (Linux; Android 11; NV731; wv) {BLINK} Chrome/83.0 YaBrowser/24.1.2.163 (lite) "
+            "Safari/537.36 TV",
+            "other",
+        ),
+        # Cars and watches.
+        (
+            f"Mozilla/5.0 (Linux; Android 7.0; ks1280x480) {BLINK} Chrome/97.0.4692.98 Mobile Safari/537.36",
+            "other",
+        ),
+        (f"Mozilla/5.0 (Linux; Android 9; TicWatch Pro S) {BLINK} Chrome/77.0.3865.92 Mobile Safari/537.36", "other"),
+        # Build ids ending in "...4K" are not 4K screens, and a phone is still a phone.
+        (
+            "Mozilla/5.0 (Linux; U; Android 4.1.2; fr-fr; GT-S5310 Build/JZO54K) AppleWebKit/534.30 "
+            "(KHTML, like Gecko) Version/4.0 Mobile Safari/534.30",
+            "mobile",
+        ),
+        # Tablets saying "Mobile", told by their model's name or code.
+        (
+            f"Mozilla/5.0 (Linux; Android 4.0.4; ImPAD 3113 Build/IMM76D) {BLINK} Chrome/31.0 Mobile Safari/537.36",
+            "tablet",
+        ),
+        (f"Mozilla/5.0 (Linux; Android 11; Masstel_Tab_82) {BLINK} Chrome/126.0.0.0 Mobile Safari/537.36", "tablet"),
+        (f"Mozilla/5.0 (Linux; Android 13; TB-Q706Z) {BLINK} Chrome/120.0.0.0 Mobile Safari/537.36", "tablet"),
+        (f"Mozilla/5.0 (Linux; Android 10; 9032X_RU) {BLINK} Chrome/91.0.4472.88 Mobile Safari/537.36", "tablet"),
+        (f"Mozilla/5.0 (Linux; Android 10; TZ718) {BLINK} Chrome/94.0.4606.85 Mobile Safari/537.36", "tablet"),
+        (f"Mozilla/5.0 (Linux; Android 10; 7A_3G) {BLINK} Chrome/103.0.0.0 Mobile Safari/537.36", "tablet"),
+        (f"Mozilla/5.0 (Linux; arm_64; Android 9; PMT4238_4G_EEA) {BLINK} Chrome/100.0 Mobile Safari/537.36", "tablet"),
+        # Phones whose names hold a tablet word.
+        (
+            f"Mozilla/5.0 (Linux; Android 7.1.1; Coolpad E2C) {BLINK} Chrome/86.0.4240.198 Mobile Safari/537.36",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 6.2; ARM; Trident/7.0; Touch; rv:11.0; WPDesktop; Lumia 435) like Gecko",
+            "mobile",
+        ),
+        # Android apps name no "Mobile": without a tablet model they are phones.
+        ("AndroidDownloadManager/9 (Linux; U; Android 9; CPH1907 Build/PKQ1.190630.001)", "mobile"),
+    ],
+)
+def test_device_rules_from_the_tuning_sample(ua, device):
+    assert parse_user_agent(ua, ()).device == device, ua
