@@ -350,6 +350,13 @@ def test_tv_profile_and_code_names_are_not_browsers():
             "other",
         ),
         (f"Mozilla/5.0 (Linux; Android 9; TicWatch Pro S) {BLINK} Chrome/77.0.3865.92 Mobile Safari/537.36", "other"),
+        # The TV words only count inside a Linux platform comment: desktop apps named "...TV" or "...box".
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_5) AppleWebKit/537.36 (KHTML, like Gecko) PlutoTV/0.2.0 "
+            "Chrome/49.0.2623.75 Electron/0.37.2 Safari/537.36",
+            "desktop",
+        ),
+        ("Mozilla/5.0 (Macintosh; U; Intel Mac OS X 10.6; en-US; rv:1.9.1.8) Gecko/20100317 Postbox/1.1.3", "desktop"),
         # Build ids ending in "...4K" are not 4K screens, and a phone is still a phone.
         (
             "Mozilla/5.0 (Linux; U; Android 4.1.2; fr-fr; GT-S5310 Build/JZO54K) AppleWebKit/534.30 "

@@ -148,10 +148,12 @@ _LIVING_ROOM_SOURCE = (
     r"(?:mi|giga|magenta)tv|smart ?box|tv ?box|\w-box\b|\bbox \d|flowbox|superbox|evbox|\bshell [a-z0-9]|"
     r"\bx96|\ba95x|\bt95|\btx[3-9]\b|\bh96|tanix|beelink|zidoo|mygica|vorke|mecool|ugoos|\bkiii\b|"
     r"\bgt1[- ]?mini|gtking|\bmk80\d|\bodroid|orangepi|formuler|movix|hismart|\bshield build|yndx-|"
-    r"[^p]box(?:\b|[_\d])|^box|stick|streamer|streaming|chromecast|raspberry pi|[a-ce-z0-9]tv(?:\b|\d)|stb\d|sdstb|"
+    # Common words ("Box", "Stick", "...TV", "UHD", "4K") only count inside a Linux platform
+    # comment: apps elsewhere are named "PlutoTV/0.2.0", "Postbox/1.1.3", "ArchiveBox".
+    r"\(linux;[^)]*(?:[^p]box(?:\b|[_\d])|stick|streamer|streaming|[a-ce-z0-9]tv(?:\b|\d)|dvb|uhd|"
+    r"(?:[ _-]|[a-z]{2})4k(?:\b|[-_]))|^box|chromecast|raspberry pi|stb\d|sdstb|"
     r"\d{2}lex[-_]|\btd\d{2}[uh]f|\bmlt\d{2}|hiberg|polar(?:line)?_|nexon|iconbit|\bvmp-0|\bxd[hp]-|vontar|pendoo|"
-    r"\ba5x\b|\bneo-x\d|\bnv5\d{2}|\btx\d|\bx9[26]\b|\bhk1\b|\bm8s\b|dvb|uhd|"
-    r"(?:[ _-]|[a-z]{2})4k(?:\b|[-_])|"
+    r"\ba5x\b|\bneo-x\d|\bnv5\d{2}|\btx\d|\bx9[26]\b|\bhk1\b|\bm8s\b|"
     r"; switch(?: oled)?[;)]|portal(?:go|tv)|\baudi\b|audi_|porsche|\d{4}x\d{3}\)|tdtv|\bdiw\d{3}|\bec6108|"
     r"skyworth|orbsmart|transpeed|\bouya\b|\bpj\d{3}\b|\brg\d{3}[mv]\b|coolpix|\bdmc-|"
     # Android TV and Wear OS build ids ("Build/PTT1.190222.001", "RTM6.", "STTC."), and the
