@@ -220,17 +220,41 @@ async def backlog_on(conn: Any) -> tuple[int, float | None]:
     return int(count), max(0.0, age.total_seconds())
 
 
+class QueueStep:
+    """Times the queueing step: wraps the name `queue_visitor_days` that `write_batch_on` calls (a module global
+    of trackside.storage.writes)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.original = writes.queue_visitor_days
+
+    def __enter__(self) -> QueueStep:
+        original = self.original
+
+        async def timed(conn: Any, events: list[Event]) -> None:
+            t = time.perf_counter()
+            await original(conn, events)
+            self.seconds += time.perf_counter() - t
+
+        writes.queue_visitor_days = timed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        writes.queue_visitor_days = self.original
+
+
 async def store_stream(url: str, batches: list[list[Event]]) -> dict[str, Any]:
     """The window's batches through write_batch back to back: storing and queueing, nothing derived."""
     engine = create_engine(url)
     times: list[float] = []
     try:
-        cpu = time.process_time()
-        for events in batches:
-            t = time.perf_counter()
-            await writes.write_batch(engine, Batch(events=events), DERIVATION)
-            times.append(time.perf_counter() - t)
-        cpu = time.process_time() - cpu
+        with QueueStep() as step:
+            cpu = time.process_time()
+            for events in batches:
+                t = time.perf_counter()
+                await writes.write_batch(engine, Batch(events=events), DERIVATION)
+                times.append(time.perf_counter() - t)
+            cpu = time.process_time() - cpu
     finally:
         await engine.dispose()
     n = sum(len(b) for b in batches)
@@ -244,6 +268,8 @@ async def store_stream(url: str, batches: list[list[Event]]) -> dict[str, Any]:
         "events_per_s": round(n / wall),
         "this_process_cpu_us_per_event": round(cpu / n * 1e6, 1),
         "queued_visitor_days": marks,
+        "queue_s": round(step.seconds, 2),
+        "queue_share": round(step.seconds / wall, 3),
         "batch_s_p50": round(statistics.median(times), 3),
         "batch_s_p99": round(_pct(times, 0.99), 3),
         "batch_s_max": round(max(times), 3),
@@ -349,7 +375,7 @@ def store_part(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Datab
     out["store"] = asyncio.run(store_stream(url, batches))
     s = out["store"]
     log(f"  {backend} store+queue: {s['events_per_s']:,} events/s, batch p99 {s['batch_s_p99']} s, "
-        f"{s['queued_visitor_days']:,} visitor-days queued")  # fmt: skip
+        f"queueing {s['queue_share']:.0%} of it, {s['queued_visitor_days']:,} visitor-days queued")  # fmt: skip
     out["derive"] = asyncio.run(drain(url, n, args.drain_timeout))
     d = out["derive"]
     log(f"  {backend} derive: {d['events_per_s']} events/s, {d['visitor_days_per_s']} visitor-days/s, "
@@ -491,6 +517,8 @@ def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[s
         "oldest_mark_age_s_p50": round(statistics.median(ages), 2) if ages else None,
         "oldest_mark_age_s_max": round(max(ages, default=0.0), 2),
         "oldest_mark_age_s_final": round(ages[-1], 2) if ages else None,
+        # Over the feed and the drain after it: the figures were at most this late.
+        "oldest_mark_age_s_max_overall": round(max((s[3] or 0.0 for s in samples), default=0.0), 2),
         "queue_empty_after_s": None if queue_empty is None else round(queue_empty, 2),
         "backlog_empty_after_s": None if backlog_empty is None else round(backlog_empty, 2),
         "left_queued": left, "worker_cpu_s": round(cpu, 2), "worker_cpu_us_per_event": round(cpu / n * 1e6, 1),
@@ -500,7 +528,8 @@ def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[s
     }  # fmt: skip
     log(
         f"  pace {args.rate:g}/s: queue max {result['max_depth']} final {result['final_depth']}, marks max "
-        f"{result['max_marks']:,} final {result['final_marks']}, oldest mark max {result['oldest_mark_age_s_max']} s; "
+        f"{result['max_marks']:,} final {result['final_marks']}, oldest mark max {result['oldest_mark_age_s_max']} s "
+        f"({result['oldest_mark_age_s_max_overall']} s with the drain); "
         f"queue empty {result['queue_empty_after_s']} s, backlog empty {result['backlog_empty_after_s']} s after the "
         f"feed; worker {result['worker_cpu_us_per_event']} µs/event"
     )
@@ -544,28 +573,32 @@ def git_state() -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| backend | stored and queued, events/s | batch p50 / p99 s | visitor-days queued | derived, events/s "
-             "| visitor-days/s | rows re-read / event | rounds | round p50 / p99 / max s "
+    lines = ["| backend | stored and queued, events/s | batch p50 / p99 s | queue share | visitor-days queued "
+             "| derived, events/s | visitor-days/s | rows re-read / event | rounds | round p50 / p99 / max s "
              "| emptied after (cooling wait) | earlier derived whole, events/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in result.get("store", []):
         s, d = r["store"], r["derive"]
         whole = r["prepare"].get("derive_whole", {}).get("events_per_s", "—")
-        lines.append(f"| {r['backend']} | {s['events_per_s']:,} | {s['batch_s_p50']} / {s['batch_s_p99']} | "
-                     f"{s['queued_visitor_days']:,} | {d['events_per_s']:,} | {d['visitor_days_per_s']:,} | "
-                     f"{d['rows_read_per_event']} | {d['rounds']} | {d['round_s_p50']} / {d['round_s_p99']} / "
-                     f"{d['round_s_max']} | {d['seconds']} s ({d['cooling_wait_s']} s) | {whole} |")  # fmt: skip
+        share = format(s["queue_share"], ".0%") if "queue_share" in s else "—"
+        rounds = f"{d['round_s_p50']} / {d['round_s_p99']} / {d['round_s_max']}"
+        lines.append(f"| {r['backend']} | {s['events_per_s']:,} | {s['batch_s_p50']} / {s['batch_s_p99']} | {share} "
+                     f"| {s['queued_visitor_days']:,} | {d['events_per_s']:,} | {d['visitor_days_per_s']:,} "
+                     f"| {d['rows_read_per_event']} | {d['rounds']} | {rounds} "
+                     f"| {d['seconds']} s ({d['cooling_wait_s']} s) | {whole} |")  # fmt: skip
+    if not result.get("store"):
+        lines = []
     if (p := result.get("pace")) is not None and "max_depth" in p:
+        depth = f"{p['max_depth']} / {p['final_depth']} ({p['depth_slope_per_s_second_half']}/s)"
+        marks = f"{p['max_marks']:,} / {p['final_marks']} ({p['marks_slope_per_s_second_half']}/s)"
+        age = f"{p['oldest_mark_age_s_p50']} / {p['oldest_mark_age_s_max']} ({p.get('oldest_mark_age_s_max_overall')})"
         lines += ["", "| pace | events | queue depth max / final (slope, 2nd half) | marks max / final (slope) | "
-                  "oldest mark p50 / max s | queue empty after | backlog empty after | worker µs/event | "
-                  "worker peak RSS MB | stored |",
+                  "oldest mark p50 / max s (with the drain) | queue empty after | backlog empty after | "
+                  "worker µs/event | worker peak RSS MB | stored |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-                  f"| {p['rate']:,.0f}/s for {p['seconds']:g} s | {p['events']:,} | {p['max_depth']} / "
-                  f"{p['final_depth']} ({p['depth_slope_per_s_second_half']}/s) | {p['max_marks']:,} / "
-                  f"{p['final_marks']} ({p['marks_slope_per_s_second_half']}/s) | {p['oldest_mark_age_s_p50']} / "
-                  f"{p['oldest_mark_age_s_max']} | {p['queue_empty_after_s']} s | {p['backlog_empty_after_s']} s | "
-                  f"{p['worker_cpu_us_per_event']} | {p['worker_peak_rss_mb']} | "
-                  f"{p['stored']:,} of {p['expected_stored']:,} |"]  # fmt: skip
+                  f"| {p['rate']:,.0f}/s for {p['seconds']:g} s | {p['events']:,} | {depth} | {marks} | {age} "
+                  f"| {p['queue_empty_after_s']} s | {p['backlog_empty_after_s']} s | {p['worker_cpu_us_per_event']} "
+                  f"| {p['worker_peak_rss_mb']} | {p['stored']:,} of {p['expected_stored']:,} |"]  # fmt: skip
     return "\n".join(lines)
 
 
