@@ -23,6 +23,10 @@ keep the file small.  Run::
     cd /tmp/ua && unzip -q -o device_detector-*.whl && unzip -q -o fake_useragent-*.whl
     python bench/ua/make_sample.py /tmp/ua/device_detector/tests/fixtures/upstream \
         /tmp/ua/fake_useragent/data/browsers.jsonl
+
+Add ``--tune DIR`` to also write the tuning part (same cap, same order) as
+``DIR/matomo_tune.jsonl`` and ``DIR/intoli_tune.jsonl``, the strings to study when changing
+the rules; it is not kept in the repository.
 """
 
 from __future__ import annotations
@@ -93,20 +97,22 @@ def intoli_rows(path: Path) -> Iterator[dict[str, Any]]:
         yield {"ua": row["useragent"], "mobile_hint": None, "platform_hint": None, "device": row["type"]}
 
 
-def write(name: str, rows: Iterator[dict[str, Any]], cap: int | None) -> None:
+def write(
+    name: str, rows: Iterator[dict[str, Any]], cap: int | None, part: str = "heldout", out_dir: Path = HERE
+) -> None:
     seen: set[tuple[str, str | None, str | None]] = set()
     per_class: Counter[str] = Counter()
     kept = []
     for row in sorted(rows, key=lambda r: (_bucket(r["ua"]), r["ua"])):
         key = (row["ua"], row["mobile_hint"], row["platform_hint"])
-        if key in seen or _split(row["ua"]) != "heldout":
+        if key in seen or _split(row["ua"]) != part:
             continue
         seen.add(key)
         if cap is not None and per_class[row["device"]] >= cap and not row["mobile_hint"]:
             continue
         per_class[row["device"]] += 1
         kept.append(row)
-    out = HERE / f"{name}_heldout.jsonl"
+    out = out_dir / f"{name}_{part}.jsonl"
     with out.open("w") as f:
         for row in kept:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -116,6 +122,11 @@ def write(name: str, rows: Iterator[dict[str, Any]], cap: int | None) -> None:
 def main() -> None:
     write("matomo", matomo_rows(Path(sys.argv[1])), PER_CLASS)
     write("intoli", intoli_rows(Path(sys.argv[2])), None)
+    if len(sys.argv) > 4 and sys.argv[3] == "--tune":
+        tune_dir = Path(sys.argv[4])
+        tune_dir.mkdir(parents=True, exist_ok=True)
+        write("matomo", matomo_rows(Path(sys.argv[1])), PER_CLASS, "tune", tune_dir)
+        write("intoli", intoli_rows(Path(sys.argv[2])), None, "tune", tune_dir)
 
 
 if __name__ == "__main__":
