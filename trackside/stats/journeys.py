@@ -128,21 +128,23 @@ def journey_select(jq: JourneyQuery, goals: list[Goal], dialect: str) -> sa.Sele
     # The passages, read once (a CTE referenced three times: PostgreSQL materializes it).
     passages = sa.select(pv.c.visit_id, pv.c.prev_label, pv.c.next_label).where(*where).cte("passages")
 
-    def side(name: str, column: Any) -> sa.Select[Any]:
-        return sa.select(
+    # Distinct visits counted in two steps (per label and visit, then per label): hash aggregates, where
+    # COUNT(DISTINCT) would sort every passage.
+    def grouped(name: str, column: Any | None) -> sa.Select[Any]:
+        keys = [passages.c.visit_id] if column is None else [column, passages.c.visit_id]
+        per_visit = sa.select(*keys, sa.func.count().label("n")).group_by(*keys).subquery()
+        label = sa.cast(sa.null(), sa.String) if column is None else per_visit.c[column.name]
+        out = sa.select(
             sa.literal(name).label("side"),
-            column.label("label"),
-            sa.func.count().label("passages"),
-            sa.func.count(sa.distinct(passages.c.visit_id)).label("visits"),
-        ).group_by(column)
+            label.label("label"),
+            sa.func.coalesce(sa.func.sum(per_visit.c.n), 0).label("passages"),
+            sa.func.count().label("visits"),
+        )
+        return out if column is None else out.group_by(per_visit.c[column.name])
 
-    totals = sa.select(
-        sa.literal("page").label("side"),
-        sa.cast(sa.null(), sa.String).label("label"),
-        sa.func.count().label("passages"),
-        sa.func.count(sa.distinct(passages.c.visit_id)).label("visits"),
+    return sa.union_all(  # type: ignore[return-value]
+        grouped("prev", passages.c.prev_label), grouped("next", passages.c.next_label), grouped("page", None)
     )
-    return sa.union_all(side("prev", passages.c.prev_label), side("next", passages.c.next_label), totals)  # type: ignore[return-value]
 
 
 async def journeys(conn: AsyncConnection, jq: JourneyQuery, goals: list[Goal]) -> dict[str, Any]:
