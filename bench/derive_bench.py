@@ -58,6 +58,7 @@ import proxy_bench as pb
 from realistic_day import SiteTraffic
 
 import trackside.deriver as deriver_module
+import trackside.storage.facts as facts_module
 import trackside.storage.writes as writes
 from trackside.batch import Batch
 from trackside.derive import Derivation
@@ -282,12 +283,21 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
 
 
+# The steps of a round (module globals of trackside.storage.facts that `derive_round` calls), timed apart:
+# reading the raw rows and the API counts, turning them into facts (`_derive` less its reads), and in the
+# writing transaction locking the marks, replacing the facts and clearing the marks.
+PHASES = ("_load", "_api_counts", "_derive", "_lock_marks", "_replace", "_clear_marks")
+
+
 class Rounds:
-    """Wraps the name `derive_round` that `trackside.deriver` calls, to keep every round's result."""
+    """Wraps the name `derive_round` that `trackside.deriver` calls, to keep every round's result, and the steps
+    of a round, to time them."""
 
     def __init__(self) -> None:
         self.results: list[Round] = []
         self.original = deriver_module.derive_round
+        self.steps = {name: getattr(facts_module, name) for name in PHASES}
+        self.seconds = dict.fromkeys(PHASES, 0.0)
 
     def __enter__(self) -> Rounds:
         original = self.original
@@ -297,11 +307,34 @@ class Rounds:
             self.results.append(result)
             return result
 
+        def timed(name: str, step: Any) -> Any:
+            async def run(*args: Any, **kwargs: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return await step(*args, **kwargs)
+                finally:
+                    self.seconds[name] += time.perf_counter() - t
+
+            return run
+
         deriver_module.derive_round = kept
+        for name, step in self.steps.items():
+            setattr(facts_module, name, timed(name, step))
         return self
 
     def __exit__(self, *exc: object) -> None:
         deriver_module.derive_round = self.original
+        for name, step in self.steps.items():
+            setattr(facts_module, name, step)
+
+    def phases(self, total: float) -> dict[str, float]:
+        """Seconds per step; `_derive` without the reads inside it, `other` the rest of the rounds' time (the
+        queue's select, commits, transactions begun)."""
+        out = {name.strip("_"): round(v, 2) for name, v in self.seconds.items()}
+        out["derive"] = round(self.seconds["_derive"] - self.seconds["_load"] - self.seconds["_api_counts"], 2)
+        out["other"] = round(total - self.seconds["_derive"] - self.seconds["_lock_marks"] - self.seconds["_replace"]
+                             - self.seconds["_clear_marks"], 2)  # fmt: skip
+        return out
 
 
 async def drain(url: str, events: int, timeout: float) -> dict[str, Any]:
@@ -355,6 +388,7 @@ async def drain(url: str, events: int, timeout: float) -> dict[str, Any]:
         "events_per_s_wall": round(events / wall) if wall else None,
         "visitor_days_per_s": round(derived / busy_s) if busy_s else None,
         "rows_read": rows,
+        "round_phases_s": rounds.phases(busy_s),
         "rows_read_per_event": round(rows / events, 2),
         "this_process_cpu_us_per_event": round(cpu / events * 1e6, 1),
         "round_s_p50": round(statistics.median(times), 3) if times else None,
@@ -378,9 +412,11 @@ def store_part(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Datab
         f"queueing {s['queue_share']:.0%} of it, {s['queued_visitor_days']:,} visitor-days queued")  # fmt: skip
     out["derive"] = asyncio.run(drain(url, n, args.drain_timeout))
     d = out["derive"]
-    log(f"  {backend} derive: {d['events_per_s']} events/s, {d['visitor_days_per_s']} visitor-days/s, "
+    log(
+        f"  {backend} derive: {d['events_per_s']} events/s, {d['visitor_days_per_s']} visitor-days/s, "
         f"{d['rows_read_per_event']} rows re-read per event, round p50/p99 {d['round_s_p50']}/{d['round_s_p99']} s, "
-        f"{d['seconds']} s to empty ({d['cooling_wait_s']} s waiting for cooling ones)")  # fmt: skip
+        f"{d['seconds']} s to empty ({d['cooling_wait_s']} s waiting for cooling ones); steps {d['round_phases_s']}"
+    )
     out["fact_rows"] = asyncio.run(fact_rows(url))
     return out
 
