@@ -148,6 +148,9 @@ def journey_select(jq: JourneyQuery, goals: list[Goal], dialect: str) -> sa.Sele
 
 
 async def journeys(conn: AsyncConnection, jq: JourneyQuery, goals: list[Goal]) -> dict[str, Any]:
+    if conn.dialect.name == "postgresql":
+        # The hash aggregates over a popular page's passages: in memory (this transaction only), not on disk.
+        await conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
     rows = (await conn.execute(journey_select(jq, goals, conn.dialect.name))).all()
     pageviews = visits = 0
     sides: dict[str, list[tuple[str, int, int]]] = {"prev": [], "next": []}
