@@ -192,6 +192,7 @@ class StatsEndpoints:
         """Whether Trackside has recorded anything of the item in the stats' 30 days (the same
         figures an answer would show, so it is never answered alone with nothing in it)."""
         now = datetime.now(UTC)
+        await self.derive_queued(now.date() - timedelta(days=29), now.date())
         async with snapshot(self.engine) as conn:
             found = await self.item_figures(kind, content_id)(conn, now)
         return found is not None

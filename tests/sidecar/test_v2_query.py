@@ -472,7 +472,6 @@ async def test_plausible_documentation_examples(site):
 
 BAD = [
     ({"metrics": ["foo"], "date_range": "7d"}, "metric 'foo' is not supported"),
-    ({"metrics": ["scroll_depth"], "date_range": "7d"}, "metric 'scroll_depth' is not supported"),
     (
         {"metrics": ["visitors"], "date_range": "7d", "dimensions": ["visit:city"]},
         "dimension 'visit:city' is not supported",
