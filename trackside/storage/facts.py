@@ -167,6 +167,9 @@ async def derive_visitor_days(
     if not ordered:
         return 0
     await lock_buckets(conn, ordered)
+    # Their marks first, in key order, as the deriver takes them: facts are replaced below, and a
+    # deriver holding a mark while it replaces the same facts must not wait on us in a cycle.
+    await _lock_marks(conn, ordered)
     # A visitor-day still marked whole (never derived) is derived whole.
     if (await conn.execute(select(DERIVE_MARKS.c.day).limit(1))).first() is not None:
         for key in await _marked_among(conn, ordered):
@@ -499,10 +502,12 @@ async def derive_round(
         present = {k for k in versions if k in current}
         fresh = {k for k in present if current[k] == versions[k]}
         out.superseded = len(versions) - len(fresh)
-        behind: list[tuple[VisitorDay, float | None]] = []
+        behind: list[tuple[VisitorDay, float | None, bool]] = []
         for work in works:
             keep = {v for v in work.cuts if (work.day, v) in present}
-            behind += [((work.day, v), work.cuts[v]) for v in sorted(keep) if (work.day, v) not in fresh]
+            behind += [
+                ((work.day, v), work.cuts[v], v in work.recounted) for v in sorted(keep) if (work.day, v) not in fresh
+            ]
             if keep != set(work.cuts):
                 work = _DayWork(
                     work.day,
@@ -520,24 +525,26 @@ async def derive_round(
     return out
 
 
-async def _rewind_marks(conn: AsyncConnection, marks: list[tuple[VisitorDay, float | None]]) -> None:
+async def _rewind_marks(conn: AsyncConnection, marks: list[tuple[VisitorDay, float | None, bool]]) -> None:
     """Marks to derive again from (at the latest) the given cut (None: the whole day), each with
-    a new version."""
+    a new version; and to recount the API calls if this derivation wrote them (its count may be
+    older than one already written, and the mark may now be a new one that came without API calls)."""
     if not marks:
         return
     if conn.dialect.name == "postgresql":
         await conn.exec_driver_sql(
-            "UPDATE derive_marks SET version = $4, earliest = CASE WHEN earliest IS NULL OR $3::timestamp IS NULL "
-            "THEN NULL ELSE LEAST(earliest, $3::timestamp) END WHERE day = $1 AND visitor = $2",
-            [(d, v, None if cut is None else _dt(cut), _new_version()) for (d, v), cut in marks],
+            "UPDATE derive_marks SET version = $4, api = api OR $5, earliest = CASE WHEN earliest IS NULL "
+            "OR $3::timestamp IS NULL THEN NULL ELSE LEAST(earliest, $3::timestamp) END "
+            "WHERE day = $1 AND visitor = $2",
+            [(d, v, None if cut is None else _dt(cut), _new_version(), api) for (d, v), cut, api in marks],
         )
     else:
         await conn.exec_driver_sql(
-            "UPDATE derive_marks SET version = ?, earliest = CASE WHEN earliest IS NULL OR ? IS NULL "
-            "THEN NULL ELSE MIN(earliest, ?) END WHERE day = ? AND visitor = ?",
+            "UPDATE derive_marks SET version = ?, api = MAX(api, ?), earliest = CASE WHEN earliest IS NULL "
+            "OR ? IS NULL THEN NULL ELSE MIN(earliest, ?) END WHERE day = ? AND visitor = ?",
             [
-                (_new_version(), stamp, stamp, d.isoformat(), v)
-                for (d, v), cut in marks
+                (_new_version(), int(api), stamp, stamp, d.isoformat(), v)
+                for (d, v), cut, api in marks
                 for stamp in (None if cut is None else _sqlite_value(_dt(cut)),)
             ],
         )
