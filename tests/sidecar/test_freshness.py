@@ -169,6 +169,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     options = {**worker_options(settings), "poll_delay": 0.05, "handle_signals": False, "cron_jobs": []}
     worker = Worker(**options)
     task = asyncio.create_task(worker.main())
+    worker.main_task = task  # what close() cancels first: no poll of Redis after the pool is closed
     try:
         yield worker
     finally:
