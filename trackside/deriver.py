@@ -22,6 +22,7 @@ import fcntl
 import logging
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -71,6 +72,10 @@ class Deriver:
         for key, rows in result.rows.items():
             if rows > HEAVY_ROWS:
                 self.cooling[key] = now + min(COOL_MAX_SECONDS, rows * COOL_SECONDS_PER_ROW)
+        if result.superseded and not result.derived:
+            # Someone else (a read, a burst worker's last rounds) is on the same marks: a random
+            # pause breaks the lockstep in which each rewinds what the other read.
+            await asyncio.sleep(random.uniform(0.02, 0.3))
         return result.full or result.superseded > 0
 
     async def run(self) -> None:

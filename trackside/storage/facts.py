@@ -11,7 +11,9 @@ facts existed, or a derivation that failed), derived by `derive_marked`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import secrets
 import zlib
 from calendar import timegm
@@ -599,6 +601,10 @@ async def derive_marked(
         done += len(result.derived)
         if not result.full and not result.superseded:
             break
+        if result.superseded and not result.derived:
+            # Another deriver is on the same marks (each round rewinds what the other read): a
+            # random pause breaks the lockstep, so that one of them gets a round in alone.
+            await asyncio.sleep(random.uniform(0.02, 0.3))
         if done and count % 10 == 0:
             logger.info("derived %d marked visitor-days", done)
     return done
