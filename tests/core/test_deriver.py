@@ -211,3 +211,18 @@ async def test_one_deriver_per_database_works_and_another_takes_over(database_ur
         await asyncio.gather(*tasks, return_exceptions=True)
         for engine in engines:
             await engine.dispose()
+
+
+async def test_a_deriver_outlives_a_database_that_is_away(tmp_path, caplog):
+    """A database that never answers (nothing listens on its port): the deriver keeps waiting and
+    logs it, instead of ending; marks stay wherever they are."""
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    task = asyncio.create_task(Deriver(engine, DERIVATION).run())
+    try:
+        await asyncio.sleep(3)
+        assert not task.done()
+        assert any("away" in r.getMessage() or "failed" in r.getMessage() for r in caplog.records)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await engine.dispose()
