@@ -36,15 +36,7 @@ class GoalsApi:
         ]
 
     async def _refused(self, request: Request, *, changes: bool) -> JSONResponse | None:
-        caller = await self.stats._caller(request)
-        if isinstance(caller, JSONResponse):
-            return caller
-        if not caller.is_moderator:
-            return error(403, "moderators only")
-        if changes and caller.read_only:
-            what = "a share token" if caller.share is not None else "a read API key"
-            return error(403, f"{what} may list goals but not change them")
-        return None
+        return await self.stats.refused_to_edit(request, "goals", changes=changes)
 
     async def collection(self, request: Request) -> Response:
         refused = await self._refused(request, changes=request.method != "GET")

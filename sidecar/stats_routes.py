@@ -286,6 +286,19 @@ class StatsEndpoints:
                 )
         return await asyncio.shield(flight)
 
+    async def refused_to_edit(self, request: Request, what: str, *, changes: bool) -> JSONResponse | None:
+        """Moderators only; read-only callers (a share token, a read API key) may list `what` but
+        not change it. None: go on."""
+        caller = await self._caller(request)
+        if isinstance(caller, JSONResponse):
+            return caller
+        if not caller.is_moderator:
+            return error(403, "moderators only")
+        if changes and caller.read_only:
+            who = "a share token" if caller.share is not None else "a read API key"
+            return error(403, f"{who} may list {what} but not change them")
+        return None
+
     async def derive_queued(self, first: date, last: date) -> None:
         """Visitor-days of [first, last] stored but not derived yet are derived before a read that
         scans facts itself (the v2 query, funnels, journeys), as every stats read does."""
