@@ -114,6 +114,10 @@ def serve(no_capture: bool, **flags: Any) -> None:
     log.info("Trackside %s mode: %r", mode, settings)
     options = uvicorn_options(settings)
     options["log_config"] = None  # keep the logging configured above (text or JSON)
+    if settings.workers > 1:
+        from sidecar.server import fork_workers
+
+        fork_workers()  # the server processes share one copy of what they import
     try:
         uvicorn.run("sidecar.app:create_app", factory=True, workers=settings.workers, **options)
     finally:

@@ -196,6 +196,50 @@ class CoalescingWriter:
         return getattr(self._transport, name)
 
 
+def fork_workers() -> None:
+    """With several server processes: import everything a server process needs here, in the
+    supervisor, and start the processes by forking it, so they share those pages (copy-on-write)
+    instead of each importing its own copy in a fresh interpreter (uvicorn spawns them).
+
+    Measured with two workers: each spawned worker held about 100 MB (PSS) of its own. Objects made
+    at import are frozen first, so the workers' garbage collections never write to (and so copy)
+    the pages that hold them. The supervisor starts no thread and no event loop before the fork;
+    the worker resets the signal handlers the supervisor installed (uvicorn's server sets its own)."""
+    import gc
+    import multiprocessing
+
+    import uvicorn._subprocess
+    import uvicorn.supervisors.multiprocess as supervisor
+
+    import sidecar.app  # noqa: F401 - the import itself is the point
+
+    fork = multiprocessing.get_context("fork")
+
+    def get_subprocess(config: Any, target: Callable[..., None], sockets: list[Any]) -> Any:
+        return fork.Process(target=_forked_worker, kwargs={"config": config, "target": target, "sockets": sockets})
+
+    supervisor.get_subprocess = get_subprocess
+    uvicorn._subprocess.get_subprocess = get_subprocess
+    gc.collect()
+    gc.freeze()
+
+
+def _forked_worker(config: Any, target: Callable[..., None], sockets: list[Any]) -> None:
+    """A forked server process: the signal handlers uvicorn's supervisor installed are put back to
+    their defaults (they only queue a signal for the supervisor's loop), then the server runs."""
+    import signal
+
+    for number in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    config.configure_logging()
+    try:
+        target(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+
+
 def configure(settings: Settings) -> None:
     """Apply the limits to the protocol class in this process (the server's workers each call it)."""
     GuardedHttpToolsProtocol.header_timeout = settings.client_timeout
