@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.derive import Derivation
+from trackside.storage import day_sums
 from trackside.storage.daily import (
     clear_dirty,
     days_needing_rollup,
@@ -96,6 +97,9 @@ async def rollup_day(
         await replace_day(conn, site, events)
         await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
         await record_user_days(conn, day)
+        # Read from its daily rows from now on: its page-view sums are no longer needed (a late
+        # event re-derived after this leaves sums unkept, and a dirty day is read from facts).
+        await day_sums.drop(conn, [day])
     logger.info("rolled up %s: %d events", day, events)
     return RollupResult(day, events, False)
 

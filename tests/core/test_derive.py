@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rollups.tasks import prune_old
-from tests.storing import write_batch
+from tests.storing import delete_facts, write_batch
 from trackside.batch import Batch
 from trackside.derive import Derivation, derive_visitor_day
 from trackside.errors import ConfigError
@@ -435,8 +435,7 @@ async def _stored_then_marked(engine, events: list[Event]) -> None:
     """Events as stored before facts existed: their facts gone, their visitor-day marked (the upgrade)."""
     await write_batch(engine, Batch(events=events))
     async with engine.begin() as conn:
-        for table in FACT_TABLES:
-            await conn.execute(table.delete())
+        await delete_facts(conn)
         await mark(conn, [(DAY, VISITOR)])
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from tests.storing import write_batch
+from tests.storing import delete_facts, write_batch
 from trackside.batch import Batch
 from trackside.events import Event, new_event_id
 from trackside.storage.engine import create_engine
@@ -100,7 +100,8 @@ async def facts(engine) -> list[list[tuple]]:
 
 async def clear(engine) -> None:
     async with engine.begin() as conn:
-        for table in (*FACT_TABLES, EVENTS, ITEM_AUTHORS):
+        await delete_facts(conn)
+        for table in (EVENTS, ITEM_AUTHORS):
             await conn.execute(table.delete())
 
 

@@ -11,9 +11,9 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
-from tests.storing import write_batch
+from tests.storing import delete_facts, write_batch
 from trackside.aggregate import aggregate_day
 from trackside.batch import Batch
 from trackside.derive import Derivation
@@ -26,7 +26,7 @@ from trackside.storage.fact_reads import read_item_day
 from trackside.storage.facts import mark
 from trackside.storage.migrate import migrate
 from trackside.storage.reads import day_events
-from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DERIVE_MARKS, FACT_TABLES
+from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DERIVE_MARKS
 from trackside.views import derive_day
 
 WINDOW = 30 * 60.0
@@ -324,8 +324,7 @@ async def _underive(engine: Any, day: date) -> None:
     """As after the upgrade: the day's events stored, their facts not derived, their visitor-days marked."""
     async with engine.begin() as conn:
         visitors = {e.visitor for e in await day_events(conn, day)}
-        for table in FACT_TABLES:
-            await conn.execute(delete(table).where(table.c.day == day))
+        await delete_facts(conn, day)
         await mark(conn, [(day, v) for v in visitors])
 
 

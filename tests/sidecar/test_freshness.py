@@ -17,19 +17,20 @@ from typing import Any
 import httpx
 import pytest
 from arq import Worker
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from rollups.worker import worker_options
 from tests.conftest import DOC
 from tests.rollups.redis_server import RedisServer
 from tests.servers import run_sidecar
 from tests.sidecar.test_stats import ADMIN, MOD, SECRET, ev
+from tests.storing import delete_facts
 from trackside.batch import Batch
 from trackside.rollup import rollup_pending
 from trackside.settings import Settings
 from trackside.storage.facts import mark
 from trackside.storage.reads import day_events
-from trackside.storage.tables import DERIVE_MARKS, FACT_TABLES
+from trackside.storage.tables import DERIVE_MARKS
 from trackside.storage.writes import write_batch
 
 pytestmark = pytest.mark.timeout(120)
@@ -253,8 +254,7 @@ async def test_visitor_days_still_marked_are_derived_before_a_stats_read(seeded)
     today = datetime.now(UTC).date()
     async with engine.begin() as conn:
         visitors = {e.visitor for e in await day_events(conn, today)}
-        for table in FACT_TABLES:
-            await conn.execute(delete(table).where(table.c.day == today))
+        await delete_facts(conn, today)
         await mark(conn, [(today, v) for v in visitors])
     async with run_sidecar(settings) as (url, _), moderator_client(url) as c:
         site = (await c.get("/api/admin/sitewide-stats")).json()

@@ -25,6 +25,8 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from trackside.figures import SITE_COUNTS, DayFigures, ItemFigures
 from trackside.sketch import Sketch, sketch_of
+from trackside.storage import day_sums
+from trackside.storage.day_sums import PAGE_VIEW_DIMS
 from trackside.storage.tables import (
     BOT_HITS,
     EVENTS,
@@ -37,7 +39,6 @@ from trackside.storage.tables import (
 )
 
 # Breakdowns of page views (the fact column of each), and of one item's looks and impressions.
-PAGE_VIEW_DIMS = ("label", "country", "device", "browser", "os", "referrer", "hour", "utm_source")
 LOOK_DIMS = (("country", "country"), ("device", "device"), ("type", "view_type"), ("referrer", "referrer"))
 ItemKey = tuple[str, str]
 
@@ -93,12 +94,13 @@ def page_view_users(day: date) -> Select:
     return select(p.user_id).where(p.day == day, p.user_id.is_not(None)).distinct()
 
 
-def site_dims(day: date) -> Select:
+def site_dims(day: date, *, page_views: bool = True) -> Select:
     """(dim, key, count, count signed in, visitors, signed-in visitors) of page views by each of
-    `PAGE_VIEW_DIMS` and of looks by view type and device."""
+    `PAGE_VIEW_DIMS` (unless `page_views` is False: their sums are kept) and of looks by view type
+    and device."""
     p, lk = FACT_PAGE_VIEWS, FACT_LOOKS
     parts = []
-    for dim in PAGE_VIEW_DIMS:
+    for dim in PAGE_VIEW_DIMS if page_views else ():
         column = p.c[dim]
         key = two_digits(column) if dim == "hour" else column
         where = [p.c.day == day] if dim == "hour" else [p.c.day == day, _present(column)]
@@ -143,13 +145,22 @@ async def read_site(conn: AsyncConnection, day: date, *, with_users: bool = True
     out = DayFigures(day, rolled=False, as_of=datetime.now(UTC))
     counts: Counter[str] = Counter({name: 0 for name in SITE_COUNTS})
 
-    views, views_auth, visitors, visitors_auth = (await conn.execute(page_view_totals(day))).one()
+    kept = await day_sums.read(conn, day, with_users=with_users)
+    if kept is not None:
+        # Page views from the sums derivation keeps (a few hundred rows), the same figures.
+        sums, users = kept
+        views, views_auth, visitors, visitors_auth = sums.pop(day_sums.TOTAL, [0, 0, 0, 0])
+        out.dims.update(sums)
+        if with_users:
+            out.users = users
+    else:
+        views, views_auth, visitors, visitors_auth = (await conn.execute(page_view_totals(day))).one()
+        if with_users:
+            out.users = set((await conn.execute(page_view_users(day))).scalars())
     counts["page_views"], counts["page_views_authenticated"] = int(views), int(views_auth)
     out.unique_visitors, out.unique_visitors_authenticated = int(visitors), int(visitors_auth)
-    if with_users:
-        out.users = set((await conn.execute(page_view_users(day))).scalars())
 
-    for dim, key, n, n_auth, who, who_auth in await conn.execute(site_dims(day)):
+    for dim, key, n, n_auth, who, who_auth in await conn.execute(site_dims(day, page_views=kept is None)):
         out.dims[(dim, key[:255])] = [int(n), int(n_auth), int(who), int(who_auth)]
 
     for kind, name, n, n_auth in await conn.execute(site_events(day)):

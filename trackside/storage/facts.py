@@ -17,7 +17,7 @@ import random
 import secrets
 import zlib
 from calendar import timegm
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import VISIT_GAP_SECONDS, Derivation, VisitorDayFacts, authors_of
 from trackside.events import ERROR, NAV_API, Event
+from trackside.storage import day_sums
 from trackside.storage.engine import writing
 from trackside.storage.reads import _COLUMNS as EVENT_COLUMNS
 from trackside.storage.reads import _events as rows_to_events
@@ -340,19 +341,35 @@ async def _replace(
     postgres = conn.dialect.name == "postgresql"
     whole = sorted(v for v, cut in cuts.items() if cut is None)
     tails = sorted((v, cut) for v, cut in cuts.items() if cut is not None)
+    # The day's page-view sums move by what is deleted and inserted here (`day_sums`).
+    sums: Counter[day_sums.SumKey] | None = Counter() if await day_sums.kept(conn, day) else None
     for table in FACT_TABLES:
         column = _TIME.get(table)
+        summed = sums is not None and table is FACT_PAGE_VIEWS
+        if summed and not postgres:
+            assert sums is not None
+            day_sums.tally(sums, await _doomed_page_views(conn, day, whole, tails), -1)
         if whole or column is None:
             everyone = whole if column is not None else sorted(recounted)
             if everyone:
-                await conn.execute(delete(table).where(table.c.day == day, _among(conn, table.c.visitor, everyone)))
+                stmt = delete(table).where(table.c.day == day, _among(conn, table.c.visitor, everyone))
+                if summed and postgres:
+                    assert sums is not None
+                    read_back = stmt.returning(*(table.c[c] for c in day_sums.COLUMNS))
+                    day_sums.tally(sums, (await conn.execute(read_back)).mappings(), -1)
+                else:
+                    await conn.execute(stmt)
         if tails and column is not None:
             if postgres:
-                await conn.exec_driver_sql(
+                returning = f" RETURNING {', '.join('t.' + c for c in day_sums.COLUMNS)}" if summed else ""
+                result = await conn.exec_driver_sql(
                     f"DELETE FROM {table.name} AS t USING unnest($2::varchar[], $3::timestamp[]) AS c(v, cut) "
-                    f"WHERE t.day = $1 AND t.visitor = c.v AND t.{column} >= c.cut",
+                    f"WHERE t.day = $1 AND t.visitor = c.v AND t.{column} >= c.cut{returning}",
                     (day, [v for v, _ in tails], [_dt(cut - SLACK) for _, cut in tails]),
                 )
+                if summed:
+                    assert sums is not None
+                    day_sums.tally(sums, result.mappings(), -1)
             else:
                 await conn.exec_driver_sql(
                     f"DELETE FROM {table.name} WHERE day = ? AND visitor = ? AND {column} >= ?",
@@ -376,10 +393,31 @@ async def _replace(
         else:
             params = [tuple(_sqlite_value(r[c]) for c in columns) for r in table_rows]
         await conn.exec_driver_sql(_insert_sql(table.name, columns, postgres), params)
+    if sums is not None:
+        day_sums.tally(sums, rows.get(FACT_PAGE_VIEWS, ()), 1)
+        await day_sums.apply(conn, day, sums)
     if whole and clear_marks:
         await conn.execute(
             delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day == day, _among(conn, DERIVE_MARKS.c.visitor, whole))
         )
+
+
+async def _doomed_page_views(
+    conn: AsyncConnection, day: date, whole: list[str], tails: list[tuple[str, float]]
+) -> list[Any]:
+    """The page-view rows `_replace` is about to delete, read first (SQLite: no RETURNING with
+    many parameter sets): every row of `whole`, and each tail's rows from its cut on."""
+    p = FACT_PAGE_VIEWS.c
+    columns = [p[c] for c in day_sums.COLUMNS]
+    out: list[Any] = []
+    if whole:
+        out += (await conn.execute(select(*columns).where(p.day == day, _among(conn, p.visitor, whole)))).mappings()
+    cut_of = {v: _dt(cut - SLACK) for v, cut in tails}
+    for first in range(0, len(tails), _CHUNK):
+        chunk = [v for v, _ in tails[first : first + _CHUNK]]
+        query = select(p.visitor, p.ts, *columns).where(p.day == day, _among(conn, p.visitor, chunk))
+        out += [r for r in (await conn.execute(query)).mappings() if r["ts"] >= cut_of[r["visitor"]]]
+    return out
 
 
 def _new_version() -> int:

@@ -417,6 +417,46 @@ class DeriveMarkRow(SQLModel, table=True):
     api: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
+class FactSumDayRow(SQLModel, table=True):
+    """A day whose page-view sums (`fact_sum_who`, `fact_sums`) are kept by derivation: every page
+    view of the day is in them. Sums start with a day's first page view and are dropped once the
+    day is rolled up (`trackside.storage.day_sums`)."""
+
+    __tablename__ = "fact_sum_days"
+
+    day: date = Field(primary_key=True)
+
+
+class FactSumWhoRow(SQLModel, table=True):
+    """Page views of one day by breakdown (`dim` "" and `key` "": all of them) and unique (`who`):
+    moved by the difference between a visitor-day's old and new facts at each derivation. A row
+    at 0 is a unique no longer counted (left in place: cheaper than deleting it)."""
+
+    __tablename__ = "fact_sum_who"
+    __table_args__ = (Index("ix_fact_sum_who_who", "day", "who"),)
+
+    day: date = Field(primary_key=True)
+    dim: str = Field(sa_column=Column(String(16), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    who: str = Field(sa_column=Column(String(66), primary_key=True))
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class FactSumRow(SQLModel, table=True):
+    """Per day and breakdown key: page views, signed-in page views, unique visitors (the `who`
+    rows above 0) and signed-in ones; what sitewide stats read for a day not rolled up yet."""
+
+    __tablename__ = "fact_sums"
+
+    day: date = Field(primary_key=True)
+    dim: str = Field(sa_column=Column(String(16), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+    n_auth: int = Field(sa_column=Column(BigInteger, nullable=False))
+    visitors: int = Field(sa_column=Column(BigInteger, nullable=False))
+    visitors_auth: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class GoalRow(SQLModel, table=True):
     """A goal added by `trackside goals add` or the goals API (`trackside.goals`); the settings'
     goals are not stored."""
@@ -496,6 +536,9 @@ FACT_VISITS = FactVisitRow.__table__  # type: ignore[attr-defined]
 ITEM_AUTHORS = ItemAuthorRow.__table__  # type: ignore[attr-defined]
 ITEM_TITLES = ItemTitleRow.__table__  # type: ignore[attr-defined]
 DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
+FACT_SUM_DAYS = FactSumDayRow.__table__  # type: ignore[attr-defined]
+FACT_SUM_WHO = FactSumWhoRow.__table__  # type: ignore[attr-defined]
+FACT_SUMS = FactSumRow.__table__  # type: ignore[attr-defined]
 GOALS = GoalRow.__table__  # type: ignore[attr-defined]
 FUNNELS = FunnelRow.__table__  # type: ignore[attr-defined]
 USER_DAYS = UserDayRow.__table__  # type: ignore[attr-defined]

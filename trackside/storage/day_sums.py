@@ -1,0 +1,189 @@
+"""Page-view sums of the days not rolled up yet, kept by derivation, so that sitewide figures of
+today are a read of a few hundred rows instead of a grouping of the day's page views.
+
+Derivation replaces a visitor-day's page views from a cut on (`trackside.storage.facts._replace`).
+It knows the rows it deletes and the rows it inserts, so it moves the sums by their difference, in
+the same transaction:
+- `fact_sum_who`: per (day, breakdown, key, who) the page views; `who` is "u:<user>" or
+  "v:<visitor>", as in the facts. A unique is counted while its row is above 0.
+- `fact_sums`: per (day, breakdown, key) the page views, the signed-in ones, and the uniques (rows of
+  `fact_sum_who` above 0), signed-in ones being those whose `who` names a user. A `who` row going
+  from 0 to above (or back) moves the uniques by one: exact, never an estimate.
+
+The breakdowns are those of `fact_reads.site_dims` for page views (`PAGE_VIEW_DIMS`, an empty key
+skipped, hours as "00".."23"), plus `dim` "" with key "" for the day's totals. Looks and other
+facts are not summed here: the author's own looks are left out of figures by a map that can change
+after the look (`item_authors`), which a sum kept at derivation could not follow.
+
+A day's sums are complete only if they were kept from its first page view on: `fact_sum_days` names
+such days. A day is added when derivation first writes page views for it and finds none stored yet
+(or by the migration that made these tables, from the facts then). A rollup drops its day's sums
+(rolled days are read from their daily rows). Reads use the sums only for days named there.
+
+Concurrency: on PostgreSQL two derivations of different visitor-days can move the same `who` row
+(one user on two devices). The upsert returns each row's value after this transaction's change,
+under its row lock, so the old value is that minus the change: the 0-crossing is decided by one
+transaction alone. Rows are written in key order (no cycle between two writers). SQLite has one
+writer at a time."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SUM_DAYS, FACT_SUM_WHO, FACT_SUMS
+
+# Breakdowns of page views (the fact column of each): the same as sitewide's SQL grouping.
+PAGE_VIEW_DIMS = ("label", "country", "device", "browser", "os", "referrer", "hour", "utm_source")
+# The fact columns a page view's sums need (deleted rows are read back with these).
+COLUMNS = ("who", *PAGE_VIEW_DIMS)
+TOTAL = ("", "")
+SumKey = tuple[str, str, str]  # (dim, key, who)
+
+
+def _pairs(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out = [TOTAL]
+    for dim in PAGE_VIEW_DIMS:
+        value = row[dim]
+        if dim == "hour":
+            out.append((dim, f"{int(value):02d}"))
+        elif value:
+            out.append((dim, value))
+    return out
+
+
+def tally(deltas: Counter[SumKey], rows: Iterable[Any], sign: int) -> None:
+    """Add (`sign` 1) or take away (-1) these page-view rows' counts."""
+    for row in rows:
+        who = row["who"]
+        for dim, key in _pairs(row):
+            deltas[(dim, key, who)] += sign
+
+
+async def kept(conn: AsyncConnection, day: date) -> bool:
+    """Whether the day's sums are kept, starting them when the day has no page view yet."""
+    if (await conn.execute(select(FACT_SUM_DAYS.c.day).where(FACT_SUM_DAYS.c.day == day))).first() is not None:
+        return True
+    p = FACT_PAGE_VIEWS.c
+    if (await conn.execute(select(p.day).where(p.day == day).limit(1))).first() is not None:
+        # Page views stored before sums were kept (or the day was rolled up): reads group facts.
+        return False
+    postgres = conn.dialect.name == "postgresql"
+    await conn.exec_driver_sql(
+        "INSERT INTO fact_sum_days (day) VALUES ($1) ON CONFLICT DO NOTHING"
+        if postgres
+        else "INSERT INTO fact_sum_days (day) VALUES (?) ON CONFLICT DO NOTHING",
+        (day,) if postgres else (day.isoformat(),),
+    )
+    return True
+
+
+async def apply(conn: AsyncConnection, day: date, deltas: Counter[SumKey]) -> None:
+    """Move the day's sums by these changes (zero changes skipped)."""
+    changes = sorted((k, n) for k, n in deltas.items() if n)
+    if not changes:
+        return
+    if conn.dialect.name == "postgresql":
+        after = await _who_postgres(conn, day, changes)
+    else:
+        after = await _who_sqlite(conn, day, changes)
+    totals: dict[tuple[str, str], list[int]] = {}
+    for (dim, key, who), n in changes:
+        now = after[(dim, key, who)]
+        before = now - n
+        moved = (now > 0) - (before > 0)
+        signed_in = who.startswith("u:")
+        t = totals.setdefault((dim, key), [0, 0, 0, 0])
+        t[0] += n
+        t[2] += moved
+        if signed_in:
+            t[1] += n
+            t[3] += moved
+    rows = [(day, dim, key, *t) for (dim, key), t in sorted(totals.items())]
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(
+            "INSERT INTO fact_sums (day, dim, key, n, n_auth, visitors, visitors_auth) "
+            "SELECT $1, * FROM unnest($2::varchar[], $3::varchar[], $4::bigint[], $5::bigint[], $6::bigint[], "
+            "$7::bigint[]) ON CONFLICT (day, dim, key) DO UPDATE SET n = fact_sums.n + EXCLUDED.n, "
+            "n_auth = fact_sums.n_auth + EXCLUDED.n_auth, visitors = fact_sums.visitors + EXCLUDED.visitors, "
+            "visitors_auth = fact_sums.visitors_auth + EXCLUDED.visitors_auth",
+            (day, *(list(column) for column in zip(*(r[1:] for r in rows), strict=True))),
+        )
+    else:
+        await conn.exec_driver_sql(
+            "INSERT INTO fact_sums (day, dim, key, n, n_auth, visitors, visitors_auth) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (day, dim, key) DO UPDATE SET n = n + excluded.n, n_auth = n_auth + excluded.n_auth, "
+            "visitors = visitors + excluded.visitors, visitors_auth = visitors_auth + excluded.visitors_auth",
+            [(day.isoformat(), *r[1:]) for r in rows],
+        )
+
+
+async def _who_postgres(conn: AsyncConnection, day: date, changes: list[tuple[SumKey, int]]) -> dict[SumKey, int]:
+    result = await conn.exec_driver_sql(
+        "INSERT INTO fact_sum_who (day, dim, key, who, n) "
+        "SELECT $1, * FROM unnest($2::varchar[], $3::varchar[], $4::varchar[], $5::bigint[]) "
+        "ON CONFLICT (day, dim, key, who) DO UPDATE SET n = fact_sum_who.n + EXCLUDED.n "
+        "RETURNING dim, key, who, n",
+        (
+            day,
+            [k[0] for k, _ in changes],
+            [k[1] for k, _ in changes],
+            [k[2] for k, _ in changes],
+            [n for _, n in changes],
+        ),  # fmt: skip
+    )
+    rows: Any = result.all()
+    return {(dim, key, who): int(n) for dim, key, who, n in rows}
+
+
+async def _who_sqlite(conn: AsyncConnection, day: date, changes: list[tuple[SumKey, int]]) -> dict[SumKey, int]:
+    # One writer at a time: read the rows, then write them; nothing moves them in between.
+    w = FACT_SUM_WHO.c
+    whos = sorted({k[2] for k, _ in changes})
+    current: dict[SumKey, int] = {}
+    for first in range(0, len(whos), 500):
+        query = select(w.dim, w.key, w.who, w.n).where(w.day == day, w.who.in_(whos[first : first + 500]))
+        for dim, key, who, n in await conn.execute(query):
+            current[(dim, key, who)] = int(n)
+    await conn.exec_driver_sql(
+        "INSERT INTO fact_sum_who (day, dim, key, who, n) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (day, dim, key, who) DO UPDATE SET n = n + excluded.n",
+        [(day.isoformat(), *k, n) for k, n in changes],
+    )
+    return {k: current.get(k, 0) + n for k, n in changes}
+
+
+async def read(
+    conn: AsyncConnection, day: date, *, with_users: bool
+) -> tuple[dict[tuple[str, str], list[int]], set[str]] | None:
+    """The day's sums, or None when they are not kept: per (dim, key) [page views, signed-in ones,
+    uniques, signed-in uniques] (dim "" key "": the totals), and with `with_users` the signed-in users."""
+    if (await conn.execute(select(FACT_SUM_DAYS.c.day).where(FACT_SUM_DAYS.c.day == day))).first() is None:
+        return None
+    s = FACT_SUMS.c
+    sums = {
+        (dim, key): [int(n), int(n_auth), int(v), int(v_auth)]
+        for dim, key, n, n_auth, v, v_auth in await conn.execute(
+            select(s.dim, s.key, s.n, s.n_auth, s.visitors, s.visitors_auth).where(s.day == day, s.n > 0)
+        )
+    }
+    users: set[str] = set()
+    if with_users:
+        w = FACT_SUM_WHO.c
+        # "u:" .. "u;": the signed-in uniques, by the (day, who) index.
+        query = select(w.who).where(w.day == day, w.dim == "", w.key == "", w.who >= "u:", w.who < "u;", w.n > 0)
+        users = {who[2:] for who in (await conn.execute(query)).scalars()}
+    return sums, users
+
+
+async def drop(conn: AsyncConnection, days: list[date]) -> None:
+    """Forget these days' sums (rolled up: read from daily rows; or their facts pruned)."""
+    if not days:
+        return
+    for table in (FACT_SUM_DAYS, FACT_SUMS, FACT_SUM_WHO):
+        await conn.execute(delete(table).where(table.c.day.in_(days)))
