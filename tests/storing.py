@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from datetime import date
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.batch import Batch
 from trackside.derive import Derivation
+from trackside.storage import day_sums
+from trackside.storage.day_sums import PAGE_VIEW_DIMS
+from trackside.storage.fact_reads import page_view_totals, page_view_users, site_dims
 from trackside.storage.facts import derive_marked
 from trackside.storage.tables import FACT_SUM_DAYS, FACT_SUM_WHO, FACT_SUMS, FACT_TABLES
 from trackside.storage.writes import DEFAULT_DERIVATION
@@ -28,3 +32,22 @@ async def delete_facts(conn: AsyncConnection, day: date | None = None) -> None:
     for table in (*FACT_TABLES, FACT_SUM_DAYS, FACT_SUMS, FACT_SUM_WHO):
         stmt = table.delete()
         await conn.execute(stmt if day is None else stmt.where(table.c.day == day))
+
+
+async def assert_sums_match_facts(engine: AsyncEngine) -> int:
+    """Every day's page-view sums (`day_sums`) equal the same figures grouped from its facts now.
+    Returns the number of days compared."""
+    async with engine.connect() as conn:
+        days = sorted((await conn.execute(select(FACT_SUM_DAYS.c.day))).scalars())
+        for day in days:
+            kept = await day_sums.read(conn, day, with_users=True)
+            assert kept is not None
+            sums, users = kept
+            views, views_auth, visitors, visitors_auth = (await conn.execute(page_view_totals(day))).one()
+            live = {("", ""): [views, views_auth, visitors, visitors_auth]} if views else {}
+            for dim, key, *figures in await conn.execute(site_dims(day)):
+                if dim in PAGE_VIEW_DIMS:
+                    live[(dim, key)] = [int(n) for n in figures]
+            assert sums == live, day
+            assert users == set((await conn.execute(page_view_users(day))).scalars()), day
+    return len(days)

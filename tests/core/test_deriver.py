@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from tests.rollups.test_derive_concurrency import assert_same, expected_rows, split, stored_rows, traffic
+from tests.storing import assert_sums_match_facts
 from trackside.batch import Batch
 from trackside.derive import Derivation
 from trackside.deriver import HEAVY_ROWS, Deriver
@@ -53,6 +54,8 @@ async def test_two_derivers_beside_two_writers_give_the_whole_derivation(databas
         await derive_marked(engine, DERIVATION)
         async with engine.connect() as conn:
             assert (await conn.execute(select(func.count()).select_from(DERIVE_MARKS))).scalar_one() == 0
+        # The page-view sums the derivers moved, round by round, are the facts' own figures.
+        assert await assert_sums_match_facts(engine) == len({e.day for e in events})
     finally:
         await engine.dispose()
     assert_same(await stored_rows(database_url), expected_rows(events, DERIVATION))
