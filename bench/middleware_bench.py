@@ -17,6 +17,23 @@ Variants:
     .venv/bin/python bench/middleware_bench.py [--requests 20000] [--rounds 7] [--json out.json]
 
 Target: the middleware adds at most 50 µs of CPU per request.
+
+`--wrk`: throughput on a real server instead (issue 16's measure). A minimal Starlette JSON endpoint
+(`GET /api/item`) on one uvicorn worker (uvloop, httptools, no access log) pinned to CPU 0, wrk on
+CPU 1 (`-t1`, 64 connections), three variants in interleaved rounds: `bare` (the app alone),
+`redis` (`TracksideMiddleware` in Redis mode, jobs queued on 127.0.0.1:6379 under a queue of this
+run's own, removed at the end) and `embedded` (the default: SQLite, its writer thread and its
+deriver process, which inherits the pin). `--before DIR` runs the two middleware variants a second
+time from another checkout (`git worktree add /tmp/before <commit>`) in the same rounds. wrk's
+requests carry a browser user agent and an `X-Forwarded-For` from `--visitors` rotating public
+addresses, which uvicorn's proxy headers (on by default for 127.0.0.1) make the ASGI client: each
+request is a person's API call, not one client's flood turned into bot counters (`--visitors 0`
+sends no such header). Reported per variant: req/s of each
+round and their median, the share of `bare` kept (median of the per-round ratios), the server's CPU
+µs a request (its process tree), and the events stored (SQLite rows, or events queued in Redis)
+against the requests sent.
+
+    .venv/bin/python bench/middleware_bench.py --wrk [--before /tmp/before] [--rounds 3] [--duration 8]
 """
 
 from __future__ import annotations
@@ -25,10 +42,17 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import re
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +205,256 @@ async def run(n: int, rounds: int, tmp: Path) -> dict[str, Any]:
     return result
 
 
+# --- `--wrk`: one uvicorn worker pinned to a core, wrk on the other --------------------------------
+
+# The server, written to a file and run as `python serve.py ROOT VARIANT PORT COUNTS` so that ROOT (this checkout or
+# another) provides `middleware` and `trackside`. At exit it writes the middleware's counters.
+SERVE = r"""
+import atexit, json, sys
+root, variant, port, counts_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, root)
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def item(request):
+    return JSONResponse({"id": 1, "title": "Sunrise", "author": "u1", "likes": 42})
+
+app = Starlette(routes=[Route("/api/item", item)])
+served = app
+if variant != "bare":
+    from middleware import Settings, TracksideMiddleware
+    mw = TracksideMiddleware(app, settings=Settings.from_env())
+    served = mw
+    def dump():
+        with open(counts_file, "w") as f:
+            json.dump(dict(mw.metrics.counts), f)
+    atexit.register(dump)
+uvicorn.run(served, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False,
+            log_level="warning", lifespan="on")
+"""
+
+WRK_LUA = """
+local n = 0
+local visitors = %d
+local ua = "%s"
+request = function()
+  n = n + 1
+  local headers = {["User-Agent"] = ua, ["Accept"] = "application/json"}
+  if visitors > 0 then
+    local i = n %% visitors
+    local a, b, c = math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256
+    headers["X-Forwarded-For"] = "81." .. a .. "." .. b .. "." .. c
+  end
+  return wrk.format("GET", "/api/item", headers)
+end
+"""
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the deriver process of embedded mode)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(port: int, seconds: float, connections: int, script: Path) -> tuple[float, int]:
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "10s",
+         "-s", str(script), f"http://127.0.0.1:{port}/api/item"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError("wrk saw errors:\n" + out)
+    return rate, done
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/item", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server not ready")
+
+
+def _clear_queue(queue: str) -> int:
+    """Deletes this run's Redis queue and its jobs; returns the events they carried."""
+    import msgpack
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=6379)
+    events = 0
+    for job_id in r.zrange(queue, 0, -1):
+        key = b"arq:job:" + job_id
+        raw = r.get(key)
+        if raw is not None:
+            job = msgpack.unpackb(raw, raw=False)
+            payload = job["a"][0]
+            batch = msgpack.unpackb(payload, raw=False) if isinstance(payload, bytes) else payload
+            events += len(batch.get("rows", batch.get("events", [])))
+        r.delete(key)
+    r.delete(queue)
+    r.close()
+    return events
+
+
+def serve_once(variant: str, root: Path, tmp: Path, opts: argparse.Namespace, script: Path) -> dict[str, Any]:
+    """One run of one variant: start, warm up, measure, stop (SIGTERM: the pipeline flushes), count."""
+    mode = variant.split(":")[-1]
+    port = _free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=tmp))
+    queue = f"trackside-mwbench:{os.getpid()}:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKSIDE_")}
+    env.update(
+        TRACKSIDE_DATABASE_URL=f"sqlite+aiosqlite:///{run_dir}/t.db",
+        TRACKSIDE_SPOOL_DIR=str(run_dir / "spool"),
+    )
+    env.update(item.split("=", 1) for item in opts.env)
+    if mode == "redis":
+        env.update(TRACKSIDE_REDIS_URL="redis://127.0.0.1:6379/0", TRACKSIDE_QUEUE_NAME=queue)
+    counts_file = run_dir / "counts.json"
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, str(script.parent / "serve.py"), str(root), mode, str(port),
+         str(counts_file)],
+        env={**env, "PYTHONPATH": str(root)}, cwd=str(run_dir),
+    )
+    try:
+        _ready(port, proc)
+        _, warm = _wrk(port, opts.warmup, opts.connections, script)
+        pids = _tree(proc.pid)
+        cpu0 = _cpu_seconds(pids)
+        rate, done = _wrk(port, opts.duration, opts.connections, script)
+        cpu = _cpu_seconds(pids) - cpu0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    result: dict[str, Any] = {"req_s": round(rate, 1), "cpu_us_per_req": round(cpu / done * 1e6, 1)}
+    if mode != "bare":
+        counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
+        if mode == "redis":
+            stored = _clear_queue(queue)
+        else:
+            import sqlite3
+
+            with sqlite3.connect(run_dir / "t.db") as db:
+                stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        # wrk's warm-up and load runs, the readiness request; wrk does not count what is in flight
+        # when it stops (up to one per connection per run).
+        result.update(sent=warm + done + 1, stored=stored, dropped=counts.get("events_dropped", 0))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def run_wrk(opts: argparse.Namespace) -> dict[str, Any]:
+    modes = [m for m in opts.variants.split(",") if m in ("redis", "embedded")]
+    variants: list[tuple[str, Path]] = [("bare", ROOT)]
+    if opts.before:
+        variants += [(f"before:{m}", Path(opts.before)) for m in modes]
+    variants += [(m, ROOT) for m in modes]
+    chrome = CHROME
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    load = [Path("/proc/loadavg").read_text().split()[0]]
+    with tempfile.TemporaryDirectory(prefix="trackside-mwbench-") as tmp_name:
+        tmp = Path(tmp_name)
+        script = tmp / "visitors.lua"
+        script.write_text(WRK_LUA % (opts.visitors, chrome))
+        (tmp / "serve.py").write_text(SERVE)
+        for r in range(opts.rounds):
+            for name, root in variants:
+                runs[name].append(serve_once(name, root, tmp, opts, script))
+                print(f"round {r + 1} {name}: {runs[name][-1]}", file=sys.stderr, flush=True)
+            load.append(Path("/proc/loadavg").read_text().split()[0])
+    bare = [x["req_s"] for x in runs["bare"]]
+    summary = {}
+    for name, results in runs.items():
+        rates = [x["req_s"] for x in results]
+        summary[name] = {
+            "req_s": rates,
+            "req_s_median": statistics.median(rates),
+            "kept_of_bare": round(statistics.median(x / b for x, b in zip(rates, bare, strict=True)), 3),
+            "cpu_us_per_req_median": statistics.median(x["cpu_us_per_req"] for x in results),
+        }
+        if name != "bare":
+            summary[name]["stored_of_sent"] = [f"{x['stored']}/{x['sent']}" for x in results]
+            summary[name]["dropped"] = sum(x["dropped"] for x in results)
+    return {
+        "method": "uvicorn, one worker pinned to CPU 0; wrk -t1 on CPU 1; interleaved rounds",
+        "duration_s": opts.duration,
+        "connections": opts.connections,
+        "visitors": opts.visitors,
+        "settings": opts.env,
+        "rounds": opts.rounds,
+        "before": opts.before,
+        "load_average_per_round": load,
+        "variants": summary,
+        "goals": {"redis": 0.80, "embedded": 0.75},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests per round (default 20000)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per variant (default 7)")
     parser.add_argument("--json", help="also write the result to this file")
+    parser.add_argument("--wrk", action="store_true", help="throughput on uvicorn with wrk (see above)")
+    parser.add_argument("--before", help="--wrk: another checkout whose middleware runs too, in the same rounds")
+    parser.add_argument("--duration", type=float, default=8.0, help="--wrk: seconds of each measured run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="--wrk: seconds of unmeasured load first")
+    parser.add_argument("--connections", type=int, default=64, help="--wrk: connections")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="--wrk: a setting for every middleware variant (TRACKSIDE_DERIVER=off), repeatable")
+    parser.add_argument("--variants", default="bare,redis,embedded", help="--wrk: which variants (bare always runs)")
+    parser.add_argument("--visitors", type=int, default=20_000, help="--wrk: rotating client addresses")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.wrk:
+        if args.rounds == 7 and "--rounds" not in sys.argv:
+            args.rounds = 3
+        result = run_wrk(args)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return
     with tempfile.TemporaryDirectory(prefix="trackside-mwbench-") as tmp:
         result = asyncio.run(run(args.requests, args.rounds, Path(tmp)))
     print(json.dumps(result, indent=2))
