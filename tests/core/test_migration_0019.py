@@ -1,0 +1,65 @@
+"""Migration 0019 on facts kept from before it, on both backends: the page-view sums of each day not
+rolled up are built from its facts (a rolled day gets none: it is read from daily rows), and
+derivation then moves them from there."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import text
+
+from tests.storing import assert_sums_match_facts
+from trackside.storage.day_sums import read
+from trackside.storage.engine import create_engine
+from trackside.storage.migrate import migrate
+
+D = date(2026, 11, 10)
+ROLLED = date(2026, 11, 9)
+
+
+def view(i: int, visitor: str, label: str, user: str | None, day: date = D, country: str | None = "DE") -> dict:
+    return {"day": day, "id": f"pv{i}", "ts": datetime(day.year, day.month, day.day, 9 + i % 2, i), "hour": 9 + i % 2,
+            "visitor": visitor, "who": f"u:{user}" if user else f"v:{visitor}", "user_id": user, "visit_id": "x",
+            "label": label, "path": label, "device": "desktop", "browser": "Firefox", "os": "Linux",
+            "country": country}  # fmt: skip
+
+
+async def test_upgrade_builds_the_sums_of_days_not_rolled_up(database_url):
+    await migrate(database_url, "0018_journeys_retention")
+    rows = [
+        view(1, "a", "/", None), view(2, "a", "/p/[post]", None), view(3, "b", "/", "u1"),
+        view(4, "c", "/", "u1", country=None), view(5, "d", "/about", None), view(6, "e", "/", None, ROLLED),
+    ]  # fmt: skip
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO fact_page_views (day, id, ts, hour, visitor, who, user_id, visit_id, label, path, "
+                    "device, browser, os, country) VALUES (:day, :id, :ts, :hour, :visitor, :who, :user_id, "
+                    ":visit_id, :label, :path, :device, :browser, :os, :country)"
+                ),
+                rows,
+            )
+            await conn.execute(
+                text("INSERT INTO rollup_days (day, dirty, rolled_at) VALUES (:day, :dirty, :at)"),
+                {"day": ROLLED, "dirty": False, "at": datetime(2026, 11, 10, 0, 5)},
+            )
+        await migrate(database_url)
+        assert await assert_sums_match_facts(engine) == 1  # D only
+        async with engine.connect() as conn:
+            kept = await read(conn, D, with_users=True)
+            assert await read(conn, ROLLED, with_users=True) is None
+    finally:
+        await engine.dispose()
+    assert kept is not None
+    sums, users = kept
+    assert users == {"u1"}
+    # [page views, signed in, uniques ("u:u1" once for two visitors), signed-in uniques]
+    assert sums[("", "")] == [5, 2, 3, 1]
+    assert sums[("label", "/")] == [3, 2, 2, 1]
+    assert sums[("label", "/p/[post]")] == [1, 0, 1, 0]
+    assert sums[("country", "DE")] == [4, 1, 3, 1]
+    assert sums[("hour", "09")] == [2, 1, 2, 1]  # pv2, pv4
+    assert sums[("hour", "10")] == [3, 1, 3, 1]  # pv1, pv3, pv5
+    assert ("country", "") not in sums
