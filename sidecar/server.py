@@ -9,6 +9,8 @@ chunked request's trailer fields out of its headers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -196,6 +198,20 @@ class CoalescingWriter:
         return getattr(self._transport, name)
 
 
+# What a server process imports after `sidecar.app` (found with `python -X importtime`): uvicorn's
+# loop and WebSocket protocol, the SQLite driver, the derivation's tables, httpx's transport.
+_IMPORTED_AFTER_START = (
+    "uvloop",
+    "uvicorn.lifespan.on",
+    "uvicorn.protocols.websockets.websockets_sansio_impl",
+    "sqlite3",
+    "aiosqlite",
+    "httpcore",
+    "trackside.enrich.sources",
+    "trackside.fact_paths",
+)
+
+
 def fork_workers() -> None:
     """With several server processes: import everything a server process needs here, in the
     supervisor, and start the processes by forking it, so they share those pages (copy-on-write)
@@ -213,6 +229,10 @@ def fork_workers() -> None:
 
     import sidecar.app  # noqa: F401 - the import itself is the point
 
+    for name in _IMPORTED_AFTER_START:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
     fork = multiprocessing.get_context("fork")
 
     def get_subprocess(config: Any, target: Callable[..., None], sockets: list[Any]) -> Any:
@@ -224,11 +244,83 @@ def fork_workers() -> None:
     gc.freeze()
 
 
+class SharedDeriver:
+    """Embedded mode with several server processes: one deriver for all of them, a child of the
+    supervisor forked after `fork_workers` imported everything (so it shares those pages too).
+
+    Each server process would otherwise start its own (`trackside.deriver.DeriverProcess`, a fresh
+    interpreter of about 80 MB), and only one of them derives at a time anyway. The child runs
+    `trackside.deriver.main()`, as `python -m trackside.deriver` does: the settings arrive on its
+    standard input, a pipe from here, whose end of file (this process closing it, or dying) stops it.
+    It is stopped after the server processes, so it derives the last events they wrote."""
+
+    def __init__(self, settings: Settings) -> None:
+        import os
+        import pickle
+
+        payload = pickle.dumps(settings)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the deriver
+            code = 1
+            try:
+                os.close(write_end)
+                os.setsid()  # a terminal's Ctrl-C goes to the supervisor, which stops it
+                _name_process(b"trackside-deriv")  # in ps and top; its command line is the supervisor's
+                os.dup2(read_end, 0)
+                os.close(read_end)
+                import sys
+
+                sys.stdin = os.fdopen(0, "r", closefd=False)
+                from trackside import deriver
+
+                deriver.main()
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(read_end)
+        self.pid = pid
+        self.pipe = write_end
+        global _inherited_pipe
+        _inherited_pipe = write_end  # closed in each forked server process
+        os.write(write_end, len(payload).to_bytes(8, "big") + payload)
+
+    def stop(self, timeout: float) -> None:
+        import os
+        import signal
+        import time
+
+        with contextlib.suppress(OSError):
+            os.close(self.pipe)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+
+_inherited_pipe: int | None = None
+
+
+def _name_process(name: bytes) -> None:
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
+
+
 def _forked_worker(config: Any, target: Callable[..., None], sockets: list[Any]) -> None:
     """A forked server process: the signal handlers uvicorn's supervisor installed are put back to
     their defaults (they only queue a signal for the supervisor's loop), then the server runs."""
+    import os
     import signal
 
+    if _inherited_pipe is not None:
+        os.close(_inherited_pipe)  # the shared deriver's: only the supervisor holds it open
     for number in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
