@@ -60,7 +60,7 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FUNNEL = [{"page": "/"}, {"page": "/p/*"}, {"page": "/u/*"}, {"goal": "upload"}]
 PV_COLUMNS = (
     "day", "id", "ts", "hour", "visitor", "who", "user_id", "visit_id", "label", "path", "referrer", "source",
-    "device", "browser", "os", "country", "time_on_page_ms",
+    "device", "browser", "os", "country", "time_on_page_ms", "prev_label", "next_label",
 )  # fmt: skip
 VISIT_COLUMNS = (
     "day", "id", "visitor", "who", "user_id", "started_at", "ended_at", "duration_s", "page_views", "events",
@@ -140,9 +140,11 @@ def day_rows(day: date, views: int, rng: random.Random, ids: Ids) -> tuple[list[
             ts = nxt
         for i, (at, pid, path, label) in enumerate(pages):
             on_page = int((pages[i + 1][0] - at).total_seconds() * 1000) if i + 1 < len(pages) else None
+            prev_label = pages[i - 1][3] if i else None
+            next_label = pages[i + 1][3] if i + 1 < len(pages) else None
             pvs.append(
                 (day, pid, at, at.hour, visitor, who, user, visit_id, label, path, referrer, source, device,
-                 browser, os_, country, on_page)
+                 browser, os_, country, on_page, prev_label, next_label)
             )  # fmt: skip
         end = pages[-1][0]
         n_events = 0

@@ -11,7 +11,14 @@ each, written straight into `fact_page_views` by SQL: visits of 5 page views 30 
 drawn from 20 labels with a skew (the first, `/`, about 30 % of all views; the last about 2 %), then each view's
 neighbours' labels (`prev_label`, `next_label`) as derivation sets them; ANALYZE.
 Then times `trackside.stats.journeys.journeys` over the whole range, as the API runs it, for `/` and for the
-rarest label: the first call, then `--repeats` more (median). Prints a JSON summary.
+rarest label: the first call, then `--repeats` more (median), from the facts (no day rolled: as today's part
+of a range is read, and every day was before `journey_days`) with `--from-facts`, and over one day from the
+facts (what a day not rolled yet, today, adds at most); then writes each day's journeys' daily rows as the
+rollup does (`record_journey_days`, timed per day), marks the days rolled, and times the same journeys again,
+now read from those rows. Prints a JSON summary.
+
+`--url` reuses a database already seeded with page view facts that carry their neighbours' labels (e.g.
+`bench/funnel_bench.py --keep`'s: 30 days of a million page views), with `--labels` naming the labels to time.
 """
 
 from __future__ import annotations
@@ -23,10 +30,15 @@ import os
 import statistics
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.stats.journeys import journeys, parse_journey
 from trackside.storage.engine import create_engine, snapshot
+from trackside.storage.journey_days import record_journey_days
 from trackside.storage.migrate import migrate
 from trackside.storage.partitions import make_partitions
 
@@ -81,48 +93,101 @@ async def seed(url: str, first: datetime, days: int, per_day: int) -> None:
         await conn.close()
 
 
+async def time_journeys(
+    engine: AsyncEngine, label: str, date_range: list[str], today: date, repeats: int
+) -> dict[str, object]:
+    jq = parse_journey({"date_range": date_range, "label": label}, today)
+    timings = []
+    answer: dict[str, Any] = {}
+    for _ in range(1 + repeats):
+        t = time.perf_counter()
+        async with snapshot(engine) as conn:
+            answer = await journeys(conn, jq, [])
+        timings.append(time.perf_counter() - t)
+    return {
+        "pageviews": answer["pageviews"],
+        "visits": answer["visits"],
+        "next": ", ".join(f"{r['label']} {r['count']}" for r in answer["next"][:3]),
+        "answer": answer,
+        "first_call_seconds": round(timings[0], 2),
+        "median_seconds": round(statistics.median(timings[1:]), 2) if repeats else None,
+    }
+
+
+async def roll_journeys(engine: AsyncEngine, days: list[date]) -> list[float]:
+    """Each day's journeys' daily rows as the rollup writes them, then the day marked rolled."""
+    seconds = []
+    for day in days:
+        t = time.perf_counter()
+        async with engine.begin() as conn:
+            await record_journey_days(conn, day)
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO rollup_days (day, dirty, rolled_at, events) VALUES (:day, false, now(), 0) "
+                    "ON CONFLICT (day) DO UPDATE SET dirty = false, rolled_at = now()"
+                ),
+                {"day": day},
+            )
+        seconds.append(round(time.perf_counter() - t, 2))
+    return seconds
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--per-day", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--url", help="a database already seeded (the days before today): no seeding, not dropped")
+    parser.add_argument("--labels", nargs="*", help="the labels to time (default: the most and the least viewed)")
+    parser.add_argument("--from-facts", action="store_true", help="also time the whole range from the facts")
     args = parser.parse_args()
     today = datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
     first = today - timedelta(days=args.days)
-    name = "trackside_bench_" + uuid.uuid4().hex[:10]
-    await _admin(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+    name = None if args.url else "trackside_bench_" + uuid.uuid4().hex[:10]
+    if name:
+        await _admin(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    url = args.url or f"{base}/{name}"
     try:
         await migrate(url)
         engine = create_engine(url)
         try:
-            await make_partitions(engine, first.date(), ahead=args.days)
-            t0 = time.monotonic()
-            await seed(url, first, args.days, args.per_day)
-            seeded = time.monotonic() - t0
-            out: dict[str, object] = {"page_views": args.days * args.per_day, "days": args.days,
-                                      "seed_seconds": round(seeded, 1)}  # fmt: skip
+            out: dict[str, object] = {"days": args.days, "load_average_before": os.getloadavg()}
+            if name:
+                await make_partitions(engine, first.date(), ahead=args.days)
+                t0 = time.monotonic()
+                await seed(url, first, args.days, args.per_day)
+                out |= {"page_views": args.days * args.per_day, "seed_seconds": round(time.monotonic() - t0, 1)}
             last = (today - timedelta(days=1)).date().isoformat()
-            for label in (LABELS[0], LABELS[-1]):
-                body = {"date_range": [first.date().isoformat(), last], "label": label}
-                jq = parse_journey(body, today.date())
-                timings = []
-                answer: dict[str, object] = {}
-                for _ in range(1 + args.repeats):
-                    t = time.perf_counter()
-                    async with snapshot(engine) as conn:
-                        answer = await journeys(conn, jq, [])
-                    timings.append(time.perf_counter() - t)
-                out[label] = {
-                    "pageviews": answer["pageviews"],
-                    "first_call_seconds": round(timings[0], 2),
-                    "median_seconds": round(statistics.median(timings[1:]), 2),
-                }
+            whole = [first.date().isoformat(), last]
+            labels = args.labels or [LABELS[0], LABELS[-1]]
+            for label in labels:
+                if args.from_facts:
+                    out[f"{label}: whole range from facts"] = await time_journeys(engine, label, whole, today.date(), 0)
+                out[f"{label}: one day from facts"] = await time_journeys(engine, label, [last, last], today.date(), 1)
+            days = [first.date() + timedelta(days=d) for d in range(args.days)]
+            per_day = await roll_journeys(engine, days)
+            out["rollup step per day (s): min, median, max"] = [min(per_day), statistics.median(per_day), max(per_day)]
+            for label in labels:
+                out[f"{label}: whole range from journey_days"] = await time_journeys(
+                    engine, label, whole, today.date(), args.repeats
+                )
+            for label in labels:
+                # The same figures from the facts and from the daily rows (the whole answer).
+                facts = out.get(f"{label}: whole range from facts")
+                rows = out[f"{label}: whole range from journey_days"]
+                if isinstance(facts, dict) and isinstance(rows, dict):
+                    out[f"{label}: same answer"] = facts["answer"] == rows["answer"]
+            for value in out.values():
+                if isinstance(value, dict):
+                    value.pop("answer", None)
+            out["load_average_after"] = os.getloadavg()
         finally:
             await engine.dispose()
-        print(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1, default=str))
     finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if name:
+            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from trackside.storage.fact_reads import (
 )
 from trackside.storage.fact_retention import prune_facts
 from trackside.storage.facts import derive_visitor_days, marked
+from trackside.storage.journey_days import prune_journey_days, record_journey_days
 from trackside.storage.partitions import drop_empty_partitions, make_partitions
 from trackside.storage.tables import EVENTS, FACT_TABLES
 from trackside.storage.user_days import prune_user_days, record_user_days
@@ -97,6 +98,8 @@ async def rollup_day(
         await replace_day(conn, site, events)
         await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
         await record_user_days(conn, day)
+        # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
+        await record_journey_days(conn, day)
         # Read from its daily rows from now on: its page-view sums are no longer needed (a late
         # event re-derived after this leaves sums unkept, and a dirty day is read from facts).
         await day_sums.drop(conn, [day])
@@ -153,6 +156,7 @@ async def prune(
             daily = await prune_daily(conn, today - timedelta(days=daily_retention_days))
             # Signed-in users' active days (retention), with the daily rows: not counted among them.
             await prune_user_days(conn, today - timedelta(days=daily_retention_days))
+            await prune_journey_days(conn, today - timedelta(days=daily_retention_days))
     if engine.dialect.name == "postgresql":
         # Day partitions: the next days' made ahead, the pruned days' dropped (their rows are gone).
         await make_partitions(engine, today)

@@ -10,12 +10,16 @@ page twice counts twice) and per visit (distinct visits).
 
 Filters are the v2 query's (`trackside.stats.v2.schema`), applied to visits: a visit dimension by
 the visit's entry values, an event filter by the visit holding such an event, so a visit is kept
-or dropped whole and its order of pages never has holes."""
+or dropped whole and its order of pages never has holes.
+
+A route label's journey without filters or exact times reads the rolled days from their daily rows
+(`trackside.storage.journey_days`, grouped by the rollup from the same facts: the same figures) and
+only the other days (today, a day not rolled yet or dirty) from the facts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from trackside.goals import Goal
 from trackside.stats.v2.schema import Filter, Query, V2Error, _filter, parse_date_range
 from trackside.stats.v2.sql import Builder
+from trackside.storage.daily import rolled_days
+from trackside.storage.journey_days import label_select
 from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_VISITS
 
 ENTRY = "(entry)"
@@ -111,13 +117,18 @@ def _chosen(jq: JourneyQuery, t: Any) -> Any:
     return t.c.label == jq.label if jq.label is not None else t.c.path == jq.page
 
 
-def journey_select(jq: JourneyQuery, goals: list[Goal], dialect: str) -> sa.Select[Any]:
-    """(side, label, passages, visits) rows, side `prev`, `next` or `page` (the totals, label NULL).
+def journey_select(
+    jq: JourneyQuery, goals: list[Goal], dialect: str, only_days: list[date] | None = None
+) -> sa.Select[Any]:
+    """(side, label, passages, visits) rows, side `prev`, `next` or `page` (the totals, label NULL);
+    `only_days`: of those days of the range alone.
 
     Each page view fact carries the labels of its neighbours in its visit (`prev_label`, `next_label`,
     set by derivation), so this reads the chosen page's views alone: no window over whole visits."""
     pv = FACT_PAGE_VIEWS.alias("pv")
     where = [pv.c.day >= jq.first, pv.c.day <= jq.last, _chosen(jq, pv)]
+    if only_days is not None:
+        where.append(pv.c.day.in_(only_days))
     if jq.start is not None and jq.end is not None:
         where += [pv.c.ts >= jq.start, pv.c.ts <= jq.end]
     v = FACT_VISITS.alias("v")
@@ -147,21 +158,47 @@ def journey_select(jq: JourneyQuery, goals: list[Goal], dialect: str) -> sa.Sele
     )
 
 
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+async def _rows(conn: AsyncConnection, jq: JourneyQuery, goals: list[Goal]) -> list[tuple[str, str | None, int, int]]:
+    """(side, label, passages, visits) as `journey_select` answers them: a route label's journey
+    without filters or exact times reads the daily rows of the rolled days (`journey_days`, written
+    by the rollup from the same facts, a few rows a day) and the facts of the other days alone;
+    any other journey reads the facts."""
+    if jq.label is not None and not jq.filters and jq.start is None:
+        rolled = await rolled_days(conn, jq.first, jq.last)
+        out: list[tuple[str, str | None, int, int]] = [
+            (side, neighbour or None, int(passages), int(n_visits))
+            for side, neighbour, passages, n_visits in await conn.execute(label_select(jq.label, rolled))
+        ]
+        rest = [d for d in _days(jq.first, jq.last) if d not in rolled]
+        if rest:
+            live = journey_select(jq, goals, conn.dialect.name, only_days=rest)
+            out += [(s, lb, int(p), int(v)) for s, lb, p, v in await conn.execute(live)]
+        return out
+    return [(s, lb, int(p), int(v)) for s, lb, p, v in await conn.execute(journey_select(jq, goals, conn.dialect.name))]
+
+
 async def journeys(conn: AsyncConnection, jq: JourneyQuery, goals: list[Goal]) -> dict[str, Any]:
     if conn.dialect.name == "postgresql":
         # The hash aggregates over a popular page's passages: in memory (this transaction only), not on disk.
         await conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-    rows = (await conn.execute(journey_select(jq, goals, conn.dialect.name))).all()
     pageviews = visits = 0
-    sides: dict[str, list[tuple[str, int, int]]] = {"prev": [], "next": []}
-    for side, label, passages, n_visits in rows:
+    counts: dict[tuple[str, str], list[int]] = {}
+    for side, label, passages, n_visits in await _rows(conn, jq, goals):
         if side == "page":
-            pageviews, visits = int(passages), int(n_visits)
-            continue
-        if int(passages) == 0:
+            pageviews, visits = pageviews + passages, visits + n_visits
             continue
         name = label if label is not None else (ENTRY if side == "prev" else EXIT)
-        sides[side].append((name, int(passages), int(n_visits)))
+        summed = counts.setdefault((side, name), [0, 0])
+        summed[0] += passages
+        summed[1] += n_visits
+    sides: dict[str, list[tuple[str, int, int]]] = {"prev": [], "next": []}
+    for (side, name), (passages, n_visits) in counts.items():
+        if passages:
+            sides[side].append((name, passages, n_visits))
 
     def listed(entries: list[tuple[str, int, int]]) -> dict[str, Any]:
         entries.sort(key=lambda e: (-e[1], e[0]))

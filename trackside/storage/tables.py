@@ -546,3 +546,23 @@ RETENTION_WEEKS = RetentionWeekRow.__table__  # type: ignore[attr-defined]
 USER_FIRST_SEEN = UserFirstSeenRow.__table__  # type: ignore[attr-defined]
 # Replaced whole per visitor-day by derivation; pruned by `TRACKSIDE_FACT_RETENTION_DAYS`.
 FACT_TABLES = (FACT_PAGE_VIEWS, FACT_LOOKS, FACT_IMPRESSIONS, FACT_SITE_EVENTS, FACT_VISITOR_DAYS, FACT_VISITS)
+
+
+class JourneyDayRow(SQLModel, table=True):
+    """Journeys' daily rows, written by the rollup of each closed day (`trackside.storage.journey_days`):
+    per route label, its passages and distinct visits by the label of the page before it (`side`
+    "prev") or after it ("next") in the visit, `neighbour` "" for none (entry, exit); `side` "page":
+    its totals. Pruned with the daily rows."""
+
+    __tablename__ = "journey_days"
+    __table_args__ = (Index("ix_journey_days_label", "label", "day"),)
+
+    day: date = Field(primary_key=True)
+    label: str = Field(sa_column=Column(String(128), primary_key=True))
+    side: str = Field(sa_column=Column(String(4), primary_key=True))
+    neighbour: str = Field(sa_column=Column(String(128), primary_key=True))
+    passages: int = Field(sa_column=Column(BigInteger, nullable=False))
+    visits: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+JOURNEY_DAYS = JourneyDayRow.__table__  # type: ignore[attr-defined]
