@@ -35,6 +35,7 @@ Key = tuple[str, ...]
 Rows = dict[Key, dict[str, float]]
 
 MAX_TIME_LABELS = 10_000
+VISITORS = frozenset(("visitors",))
 UNIQUES = (
     "visitors and unique_viewers: each signed-in user once over the whole range, plus each anonymous "
     "visitor once per UTC day (an anonymous id is salted anew every day, so a range's anonymous "
@@ -249,15 +250,14 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
     first_metric = q.metrics[0]
     if metrics & event_metrics or visits_by_events:
         name = next((m for m in q.metrics if m in event_metrics or m == "visits"), first_metric)
+        needs = _event_figures(metrics, visits_by_events)
         if "event:goal" in q.dimensions:
             position = q.dimensions.index("event:goal")
             for goal in goals:
-                _merge(
-                    rows,
-                    await _fetch(conn, b.event_plan(name, q.filters, goal), ((position, goal.name),), first, grain),
-                )
+                plan = b.event_plan(name, q.filters, goal, needs=needs)
+                _merge(rows, await _fetch(conn, plan, ((position, goal.name),), first, grain))
         else:
-            _merge(rows, await _fetch(conn, b.event_plan(name, q.filters), (), first, grain))
+            _merge(rows, await _fetch(conn, b.event_plan(name, q.filters, needs=needs), (), first, grain))
     session = {"bounce_rate", "visit_duration", "views_per_visit"}
     if metrics & session or ("visits" in metrics and not visits_by_events):
         name = next(m for m in q.metrics if m in session or m == "visits")
@@ -290,11 +290,28 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
     return rows
 
 
+def _event_figures(metrics: set[str], visits_by_events: bool) -> frozenset[str]:
+    """The figures of the events' SELECT the metrics are made of."""
+    needs = {figure for metric, figure in EVENT_FIGURE_OF if metric in metrics}
+    if visits_by_events:
+        needs.add("event_visits")
+    return frozenset(needs)
+
+
+# Each metric counted over events, and the figures of the events' SELECT it is made of.
+EVENT_FIGURE_OF = (
+    ("visitors", "visitors"), ("percentage", "visitors"), ("conversion_rate", "visitors"),
+    ("group_conversion_rate", "visitors"), ("pageviews", "pageviews"), ("events", "events"),
+    ("time_on_page", "time_on_page_sum"), ("time_on_page", "time_on_page_count"),
+    ("scroll_depth", "scroll_sum"), ("scroll_depth", "scroll_count"),
+)  # fmt: skip
+
+
 async def _total_visitors(
     conn: AsyncConnection, b: Builder, filters: tuple[Any, ...], first: date, grain: str | None
 ) -> float:
     whole = Builder(replace(b.q, dimensions=()), first, grain, list(b.goals.values()), conn.dialect.name)
-    found = await _fetch(conn, whole.event_plan("visitors", filters), (), first, grain)
+    found = await _fetch(conn, whole.event_plan("visitors", filters, needs=VISITORS), (), first, grain)
     return next(iter(found.values()), {}).get("visitors", 0.0)
 
 
@@ -302,7 +319,8 @@ async def _group_rates(conn: AsyncConnection, b: Builder, q: Query, rows: Rows, 
     """Converted visitors over the visitors of the same group (the other dimensions), goal filters off."""
     others = tuple(d for d in q.dimensions if d != "event:goal")
     grouped = Builder(replace(q, dimensions=others), first, grain, list(b.goals.values()), conn.dialect.name)
-    totals = await _fetch(conn, grouped.event_plan("group_conversion_rate", _without_goals(q)), (), first, grain)
+    plan = grouped.event_plan("group_conversion_rate", _without_goals(q), needs=VISITORS)
+    totals = await _fetch(conn, plan, (), first, grain)
     goal_at = q.dimensions.index("event:goal") if "event:goal" in q.dimensions else None
     for key, figures in rows.items():
         reduced = tuple(v for i, v in enumerate(key) if i != goal_at)

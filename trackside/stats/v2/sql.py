@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from trackside.goals import EVENT, Goal
 from trackside.stats.v2.labels import DEVICES, DIRECT, NOT_SET, matching_codes
-from trackside.stats.v2.schema import Filter, Leaf, Query, V2Error, leaves
+from trackside.stats.v2.schema import VISIT_DIMENSIONS, Filter, Leaf, Query, V2Error, leaves
 from trackside.storage.tables import (
     BOT_HITS,
     FACT_IMPRESSIONS,
@@ -45,6 +45,8 @@ EVENT_FIGURES = (
     "scroll_count",
 )  # fmt: skip
 VISIT_FIGURES = ("visits", "bounces", "duration", "visit_pageviews")
+# The event figures a visit row holds (`Builder.visit_event_plan`).
+VISIT_EVENT_FIGURES = frozenset(("visitors", "pageviews", "events", "event_visits"))
 EVENT_LEVEL = ("event:page", "event:props:label", "event:goal")
 
 
@@ -246,10 +248,20 @@ class Builder:
         return columns
 
     def event_plan(
-        self, metric: str, filters: tuple[Filter, ...], goal: Goal | None = None, drop_goal_dimension: bool = False
+        self,
+        metric: str,
+        filters: tuple[Filter, ...],
+        goal: Goal | None = None,
+        drop_goal_dimension: bool = False,
+        needs: frozenset[str] = frozenset(EVENT_FIGURES),
     ) -> Plan:
         """Visitors, pageviews, events and visits per group. `goal`: only its conversions (one row
-        group of an `event:goal` breakdown); `drop_goal_dimension` groups as if it were not asked."""
+        group of an `event:goal` breakdown); `drop_goal_dimension` groups as if it were not asked.
+        `needs`: the figures of EVENT_FIGURES to count (each count of distinct values is a sort of its
+        own: one not asked for is not made). Counted from visits alone where they hold it all
+        (`by_visits`)."""
+        if goal is None and self.by_visits(filters, needs):
+            return self.visit_event_plan(metric, filters, needs)
         e = self.events()
         v = FACT_VISITS.alias("v")
         columns = self._event_columns(e, v)
@@ -273,6 +285,7 @@ class Builder:
             sa.func.coalesce(sa.func.sum(e.c.scroll_depth), 0).label("scroll_sum"),
             sa.func.count(e.c.scroll_depth).label("scroll_count"),
         ]
+        figures = [f for f in figures if f.name in needs] or figures[1:2]
         # The visit is joined only when a visit dimension or filter needs its entry values.
         named = [*self.q.dimensions, *(leaf.dimension for f in filters for leaf in leaves(f))]
         source = e
@@ -292,7 +305,80 @@ class Builder:
             at = self.q.dimensions.index("event:goal")
             before = sum(1 for d in self.q.dimensions[:at] if d != "event:goal")
             dims.insert(before, ("event:goal", 0))
-        return Plan(select, dims, EVENT_FIGURES)
+        return Plan(select, dims, tuple(f.name for f in figures))
+
+    def by_visits(self, filters: tuple[Filter, ...], needs: frozenset[str]) -> bool:
+        """Whether the event figures asked (`needs`) can be counted from visits alone: grouped and filtered
+        by visit dimensions only (and days, weeks or months: an event's day is its visit's), the range
+        whole days, and no figure of single page views (time on page, scroll depth)."""
+        if not needs <= VISIT_EVENT_FIGURES:
+            return False
+        if self.grain == "hour" or (self.q.start is not None and self.q.end is not None):
+            return False
+        named = [
+            *(d for d in self.q.dimensions if not d.startswith("time")),
+            *(leaf.dimension for f in filters for leaf in leaves(f)),
+        ]
+        return all(d in VISIT_DIMENSIONS for d in named)
+
+    def visit_event_plan(self, metric: str, filters: tuple[Filter, ...], needs: frozenset[str]) -> Plan:
+        """`event_plan`'s visitors, pageviews, events and visits by visit dimensions, from visits: no
+        page view is read but those of signed-in visits, where the same figures come out.
+
+        Every page view and site event (`kind` "event") belongs to one visit of its visitor-day
+        (`trackside.derive`), whose counts it is in (`page_views`, `events`), and the visit's `who` is
+        one of its events' (the first signed-in one's, else the anonymous visitor's). So the
+        visitors of a group of visits are their `who`s, plus the other `who`s of their events, which
+        only a signed-in visit can hold (a page view before signing in is the anonymous visitor's):
+        those events are read through the visitor index of the facts (day, visitor)."""
+        v = FACT_VISITS.alias("v")
+        columns = self._visit_columns(v)
+        exprs, dims = self._group(metric, columns, v.c.day, None)
+        condition = self.compile(filters, self._leaf_on(metric, columns))
+        keep = [*self._in_range(v.c.day, None), *([condition] if condition is not None else [])]
+
+        def key(who: Expr, day: Expr) -> Expr:
+            return sa.case((who.like("u:%"), who), else_=who + "|" + sa.cast(day, sa.String))
+
+        grouped = [x.label(f"g{i}") for i, x in enumerate(exprs)]
+        parts: list[sa.Select[Any]] = [
+            sa.select(
+                *grouped,
+                key(v.c.who, v.c.day).label("k"),
+                v.c.page_views.label("pv"),
+                (v.c.page_views + v.c.events).label("ev"),
+                sa.literal(1).label("n"),
+            ).where(*keep)
+        ]
+        if "visitors" in needs:
+            for table in (FACT_PAGE_VIEWS, FACT_SITE_EVENTS):
+                t = table.alias("o")
+                extra = [t.c.kind == "event"] if table is FACT_SITE_EVENTS else []
+                on = sa.and_(t.c.day == v.c.day, t.c.visitor == v.c.visitor, t.c.visit_id == v.c.id)
+                parts.append(
+                    sa.select(
+                        *grouped,
+                        key(t.c.who, t.c.day).label("k"),
+                        sa.literal(0).label("pv"),
+                        sa.literal(0).label("ev"),
+                        sa.literal(0).label("n"),
+                    )
+                    .select_from(v.join(t, on))
+                    .where(v.c.user_id.is_not(None), t.c.who != v.c.who, *extra, *keep, *self._in_range(t.c.day, None))
+                )
+        u = sa.union_all(*parts).subquery("u")
+        figures = [
+            sa.func.count(sa.distinct(u.c.k)).label("visitors"),
+            sa.func.coalesce(sa.func.sum(u.c.pv), 0).label("pageviews"),
+            sa.func.coalesce(sa.func.sum(u.c.ev), 0).label("events"),
+            sa.func.coalesce(sa.func.sum(u.c.n), 0).label("event_visits"),
+        ]
+        figures = [f for f in figures if f.name in needs] or figures[1:2]
+        keys = [u.c[f"g{i}"] for i in range(len(exprs))]
+        select = sa.select(*keys, *figures)
+        if keys:
+            select = select.group_by(*keys)
+        return Plan(select, dims, tuple(f.name for f in figures))
 
     # Visits.
 
