@@ -61,6 +61,25 @@ SIDECAR_VARIANTS: dict[str, list[str]] = {
 REDIS_URL = os.environ.get("TRACKSIDE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 ALL_TARGETS = ["direct", "nginx-proxy", *SIDECAR_VARIANTS]
 BASELINE = "nginx-proxy"
+# `--before DIR`: every sidecar variant also runs from another checkout (e.g. a `git worktree` of an
+# earlier commit), as `<variant>-before`, just before the current code's, in the same run.
+BEFORE = "-before"
+
+
+def variant_of(name: str) -> str:
+    """The sidecar variant a target runs (`sidecar-before` runs `sidecar` from the `--before` tree)."""
+    return name.removesuffix(BEFORE)
+
+
+def expand_targets(targets: list[str], before: Path | None) -> list[str]:
+    if before is None:
+        return targets
+    out: list[str] = []
+    for name in targets:
+        if name in SIDECAR_VARIANTS:
+            out.append(name + BEFORE)
+        out.append(name)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -120,6 +139,32 @@ def cpu_seconds(pids: list[int]) -> float:
         if stat:
             ticks += sum(_field(stat, n) for n in (14, 15, 16, 17))
     return ticks / CLK_TCK
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size: pages shared between processes count a share each (so a tree's sum
+    is what it really occupies, unlike a sum of RSS)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def is_deriver(pid: int) -> bool:
+    """Embedded mode's deriver: `python -m trackside.deriver` (a child of each server process before
+    6a877f8), or the supervisor's forked child named `trackside-deriv`."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() == "trackside-deriv":
+                return True
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"trackside.deriver" in f.read()
+    except OSError:
+        return False
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -427,18 +472,18 @@ def sidecar_argv(variant: str, port: int, upstream_url: str, db: Path, args: arg
         *("--frontend-url", upstream_url, "--api-url", upstream_url),
         *("--workers", str(args.workers), "--database-url", f"sqlite+aiosqlite:///{db}"),
     ]
-    extra = ["--redis-url", REDIS_URL] if variant == "sidecar-redis" else []
+    extra = ["--redis-url", REDIS_URL] if variant_of(variant) == "sidecar-redis" else []
     return [
         *(sys.executable, "-m", args.sidecar_module, "serve"),
         *common,
-        *SIDECAR_VARIANTS[variant],
+        *SIDECAR_VARIANTS[variant_of(variant)],
         *extra,
         *args.sidecar_arg,
     ]
 
 
-def bench_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+def bench_env(repo: Path = REPO) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
     # wrk is one client: its thousands of requests a second would be a flood from one visitor, which
     # the sidecar rightly keeps as bot counters. Lift the limit so every request is a full event.
     env["TRACKSIDE_FLOOD_PER_MINUTE"] = "1000000000"
@@ -449,7 +494,12 @@ def bench_env() -> dict[str, str]:
 BENCH_QUEUE = f"trackside:bench:{os.getpid()}"
 
 
-def drain_queue(tmp: Path, db: Path, args: argparse.Namespace) -> float | None:
+def repo_of(name: str, args: argparse.Namespace) -> Path:
+    """The checkout a target's sidecar runs from."""
+    return Path(args.before) if name.endswith(BEFORE) and args.before else REPO
+
+
+def drain_queue(tmp: Path, db: Path, args: argparse.Namespace, repo: Path = REPO) -> float | None:
     """Redis mode: run a worker in burst mode until the run's queue is empty. Seconds taken, None on failure."""
     argv = [
         *(sys.executable, "-m", args.sidecar_module, "worker", "--burst"),
@@ -457,7 +507,7 @@ def drain_queue(tmp: Path, db: Path, args: argparse.Namespace) -> float | None:
     ]
     started = time.monotonic()
     with open(tmp / "worker.log", "wb") as out:
-        proc = subprocess.run(argv, cwd=tmp, env=bench_env(), stdout=out, stderr=subprocess.STDOUT, timeout=600)
+        proc = subprocess.run(argv, cwd=tmp, env=bench_env(repo), stdout=out, stderr=subprocess.STDOUT, timeout=600)
     return time.monotonic() - started if proc.returncode == 0 else None
 
 
@@ -480,7 +530,7 @@ def start_sidecar(
     argv = [*prefix, *sidecar_argv(variant, port, upstream_url, db, args)]
     # The project isn't necessarily installed into the venv: put the repo on the import path, and run from the
     # temp dir so any relative files the sidecar writes (spool, caches) land there and get removed.
-    proc = REGISTRY.start(argv, d / "sidecar.log", cwd=d, env=bench_env())
+    proc = REGISTRY.start(argv, d / "sidecar.log", cwd=d, env=bench_env(repo_of(variant, args)))
     log(f"  started: {' '.join(argv)}")
     return Server(variant, proc, f"http://127.0.0.1:{port}", d / "sidecar.log", d), db
 
@@ -655,6 +705,8 @@ class Bench:
             )
         finally:
             peak_kb = sampler.stop() if sampler else 0
+        tree = process_tree(target.proc.pid)
+        pss = {pid: pss_kb(pid) for pid in tree} if connections > 1 else {}  # just after the load run
         cpu = cpu_seconds(process_tree(target.proc.pid)) - cpu0
         up_cpu = (cpu_seconds(process_tree(up_root)) - up0) if up_root else 0.0
         wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -668,6 +720,8 @@ class Bench:
             upstream_cpu_us_per_req=round(up_cpu / requests * 1e6, 1),
             wrk_cpu_us_per_req=round(wrk_cpu / requests * 1e6, 1),
             peak_rss_mb=round(peak_kb / 1024, 1),
+            pss_mb=round(sum(v for pid, v in pss.items() if not is_deriver(pid)) / 1024, 1),
+            pss_deriver_mb=round(sum(v for pid, v in pss.items() if is_deriver(pid)) / 1024, 1),
             hwm_sum_mb=round(sum(status_kb(pid, "VmHWM") for pid in process_tree(target.proc.pid)) / 1024, 1),
             pids=len(process_tree(target.proc.pid)),
             wrk_output=raw,
@@ -796,7 +850,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             reason = wait_ready(server.proc, server.base_url + "/api/item", 10)
             db = None
         else:
-            if name == "sidecar-redis" and not redis_listening():
+            if variant_of(name) == "sidecar-redis" and not redis_listening():
                 log(f"  SKIPPED: no Redis at {REDIS_URL} (set TRACKSIDE_BENCH_REDIS_URL)")
                 report["skipped"][name] = {"reason": f"no Redis at {REDIS_URL}"}
                 continue
@@ -812,7 +866,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         results = bench.bench_target(server, content)
         report["results"] += results
         catchup = None
-        if name == "sidecar" and db is not None and args.derive_wait > 0 and server.proc.poll() is None:
+        if variant_of(name) == "sidecar" and db is not None and args.derive_wait > 0 and server.proc.poll() is None:
             log(f"  waiting (up to {args.derive_wait:g}s) for the embedded deriver to empty derive_marks")
             catchup = wait_derived(bench, server, db, args.derive_wait)
             log(f"  derive backlog after the run: {catchup['derive_marks_after_run']} visitor-days, "
@@ -821,9 +875,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         shutdown_s = REGISTRY.stop(server.proc, timeout=args.stop_timeout)
         if db is not None:
             sent = total_requests(results)
-            drained = drain_queue(server.workdir, db, args) if name == "sidecar-redis" else None
+            redis = variant_of(name) == "sidecar-redis"
+            drained = drain_queue(server.workdir, db, args, repo_of(name, args)) if redis else None
             stored = count_sidecar_rows(db)
-            if name == "sidecar-redis":
+            if redis:
                 stored["drain_s"] = drained
             if catchup is not None:
                 stored.update(catchup)
@@ -848,13 +903,13 @@ def markdown_table(report: dict[str, Any], connections: int) -> str:
     base = {r["path"]: r["load"].get("rps") for r in report["results"] if r["target"] == BASELINE and "load" in r}
     lines = [
         f"| target | path | req/s | vs {BASELINE} | p50 / p99 ms @{connections}c | p50 / p99 ms @1c "
-        "| CPU µs/req | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| CPU µs/req | peak RSS MB | PSS MB (deriver) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes = []
     for r in report["results"]:
         if "load" not in r:
-            lines.append(f"| {r['target']} | {r['path']} | failed | | | | | |")
+            lines.append(f"| {r['target']} | {r['path']} | failed | | | | | | |")
             continue
         load, single = r["load"], r["single"]
         rps, ref = load.get("rps"), base.get(r["path"])
@@ -863,7 +918,10 @@ def markdown_table(report: dict[str, Any], connections: int) -> str:
             f"| {r['target']} | {r['path']} | {_fmt(rps, ',.0f')} | {ratio} "
             f"| {_fmt(load.get('p50_ms'))} / {_fmt(load.get('p99_ms'))} "
             f"| {_fmt(single.get('p50_ms'))} / {_fmt(single.get('p99_ms'))} "
-            f"| {_fmt(load['cpu_us_per_req'], '.1f')} | {_fmt(load['peak_rss_mb'], '.1f')} |"
+            f"| {_fmt(load['cpu_us_per_req'], '.1f')} | {_fmt(load['peak_rss_mb'], '.1f')} "
+            f"| {_fmt(load.get('pss_mb'), '.1f')}"
+            + (f" ({_fmt(load.get('pss_deriver_mb'), '.1f')})" if load.get("pss_deriver_mb") else "")
+            + " |"
         )
         for label, run_ in (("load", load), ("1-conn", single)):
             if run_["errors"]:
@@ -910,11 +968,12 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpu_model": cpu_model,
         "loadavg_at_start": os.getloadavg(),
+        "before": str(args.before) if args.before else None,
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "nginx": tool_version([nginx_bin(), "-v"]),
         "wrk": tool_version([wrk_bin(), "--version"]),
-        "args": {k: v for k, v in vars(args).items() if k != "out"},
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
         "page_bytes": PAGE_BYTES,
         "request_headers": PATHS,
         "sidecar_variants": SIDECAR_VARIANTS,
@@ -951,11 +1010,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="embedded sidecar: seconds to wait after its last run for its deriver to empty derive_marks (0: don't)",
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs, sqlite db)")
+    p.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. `git worktree add /tmp/before HEAD~3`): each sidecar variant also runs "
+        "from it, as VARIANT-before, just before the current code's",
+    )
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(ALL_TARGETS)
     if unknown:
         p.error(f"unknown targets {sorted(unknown)}; choose from {ALL_TARGETS}")
+    if args.before is not None and not (args.before / "sidecar").is_dir():
+        p.error(f"--before {args.before}: no sidecar package there")
+    args.targets = expand_targets(args.targets, args.before)
     if args.pin_one_core and (os.cpu_count() or 1) < 2:
         p.error("--pin-one-core needs at least 2 CPUs")
     return args
@@ -981,6 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup()
 
+    info["loadavg_at_end"] = os.getloadavg()
     report["meta"] = info
     table = markdown_table(report, args.connections)
     report["markdown"] = table
@@ -991,6 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.connections} connections, workers {args.workers}, pin-one-core {args.pin_one_core}\n"
     )
     print(table)
+    print(f"\nload average at the start {info['loadavg_at_start']}, at the end {info['loadavg_at_end']}")
     print(f"\nJSON: {args.out}")
     return 0
 

@@ -306,6 +306,13 @@ class SharedDeriver:
 _inherited_pipe: int | None = None
 
 
+def _on_parent_death(number: int) -> None:
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, number, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _name_process(name: bytes) -> None:
     import ctypes
 
@@ -321,6 +328,7 @@ def _forked_worker(config: Any, target: Callable[..., None], sockets: list[Any])
 
     if _inherited_pipe is not None:
         os.close(_inherited_pipe)  # the shared deriver's: only the supervisor holds it open
+    _on_parent_death(signal.SIGTERM)  # a supervisor killed outright leaves no server behind
     for number in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -131,3 +131,53 @@ async def test_two_forked_workers_share_one_deriver_and_stop_with_everything_der
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_supervisor_killed_outright_leaves_no_process_behind(upstream_url, tmp_path):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "TMPDIR": str(tmp_path),
+        "TRACKSIDE_FRONTEND_URL": upstream_url,
+        "TRACKSIDE_API_URL": upstream_url,
+        "TRACKSIDE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 't.db'}",
+        "TRACKSIDE_SPOOL_DIR": str(tmp_path / "spool"),
+        "TRACKSIDE_LOG_LEVEL": "warning",
+    }
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(children := _children(proc.pid)) < 3:
+            assert time.monotonic() < deadline, "the sidecar did not start"
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while True:  # both workers serving
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/_trackside/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the sidecar did not start"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        proc.kill()
+        proc.wait()
+        # The server processes get SIGTERM when their parent dies (and stop as usual); the deriver
+        # reads the end of its pipe.
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
