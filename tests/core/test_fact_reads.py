@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from tests.storing import delete_facts, write_batch
+from tests.storing import assert_sums_match_facts, delete_facts, write_batch
 from trackside.aggregate import aggregate_day
 from trackside.batch import Batch
 from trackside.derive import Derivation
@@ -272,6 +272,8 @@ async def test_random_days_from_facts_equal_the_in_memory_path(database_url):
                         whole.users,
                         whole.dims,
                     )
+        # Read above from the sums derivation kept (`day_sums`, `item_sums`): each equals its facts grouped.
+        assert await assert_sums_match_facts(engine) == 6
     finally:
         await engine.dispose()
 

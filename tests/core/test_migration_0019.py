@@ -1,6 +1,6 @@
-"""Migration 0019 on facts kept from before it, on both backends: the page-view sums of each day not
-rolled up are built from its facts (a rolled day gets none: it is read from daily rows), and
-derivation then moves them from there."""
+"""Migration 0019 on facts kept from before it, on both backends: the page-view and item sums of each
+day not rolled up are built from its facts (a rolled day gets none: it is read from daily rows),
+the item's author left out when read."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import text
 from tests.storing import assert_sums_match_facts
 from trackside.storage.day_sums import read
 from trackside.storage.engine import create_engine
+from trackside.storage.item_sums import read_item
 from trackside.storage.migrate import migrate
 
 D = date(2026, 11, 10)
@@ -41,6 +42,37 @@ async def test_upgrade_builds_the_sums_of_days_not_rolled_up(database_url):
                 ),
                 rows,
             )
+            # Looks of artwork 7 (u1 is its author: their look is no view) and an impression.
+            looks = [("l1", "a", None, "view"), ("l2", "b", "u1", "view"), ("l3", "e", "u2", "player")]
+            await conn.execute(
+                text(
+                    "INSERT INTO fact_looks (day, id, ts, hour, visitor, who, user_id, content_kind, content_id, "
+                    "view_type, device, country) VALUES (:day, :id, :ts, 9, :visitor, :who, :user, 'artwork', '7', "
+                    ":type, 'desktop', 'DE')"
+                ),
+                [
+                    {
+                        "day": D,
+                        "id": i,
+                        "ts": datetime(2026, 11, 10, 9, n),
+                        "visitor": v,
+                        "who": f"u:{u}" if u else f"v:{v}",
+                        "user": u,
+                        "type": t,
+                    }
+                    for n, (i, v, u, t) in enumerate(looks)
+                ],  # fmt: skip
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO fact_impressions (day, id, ts, hour, visitor, who, user_id, content_kind, content_id, "
+                    "view_type) VALUES (:day, 'i1', :ts, 11, 'a', 'v:a', NULL, 'artwork', '7', 'feed')"
+                ),
+                {"day": D, "ts": datetime(2026, 11, 10, 11, 0)},
+            )
+            await conn.execute(
+                text("INSERT INTO item_authors (content_kind, content_id, author_id) VALUES ('artwork', '7', 'u1')")
+            )
             await conn.execute(
                 text("INSERT INTO rollup_days (day, dirty, rolled_at) VALUES (:day, :dirty, :at)"),
                 {"day": ROLLED, "dirty": False, "at": datetime(2026, 11, 10, 0, 5)},
@@ -50,6 +82,7 @@ async def test_upgrade_builds_the_sums_of_days_not_rolled_up(database_url):
         async with engine.connect() as conn:
             kept = await read(conn, D, with_users=True)
             assert await read(conn, ROLLED, with_users=True) is None
+            _, item = await read_item(conn, D, "artwork", "7")
     finally:
         await engine.dispose()
     assert kept is not None
@@ -63,3 +96,9 @@ async def test_upgrade_builds_the_sums_of_days_not_rolled_up(database_url):
     assert sums[("hour", "09")] == [2, 1, 2, 1]  # pv2, pv4
     assert sums[("hour", "10")] == [3, 1, 3, 1]  # pv1, pv3, pv5
     assert ("country", "") not in sums
+    assert item is not None
+    assert (item.counts["views"], item.counts["impressions"], item.viewers, item.viewers_authenticated) == (2, 1, 2, 1)
+    assert item.users == {"u2"}
+    assert item.dims[("type", "view")] == [1, 0] and item.dims[("type", "player")] == [1, 1]
+    assert item.dims[("type", "feed")] == [1, 0] and item.dims[("impression_hour", "11")] == [1, 0]
+    assert (item.first_at, item.last_at) == (datetime(2026, 11, 10, 9, 0), datetime(2026, 11, 10, 9, 2))

@@ -36,7 +36,15 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SUM_DAYS, FACT_SUM_WHO, FACT_SUMS
+from trackside.storage.tables import (
+    FACT_IMPRESSIONS,
+    FACT_LOOKS,
+    FACT_PAGE_VIEWS,
+    FACT_SUM_DAYS,
+    FACT_SUM_WHO,
+    FACT_SUMS,
+    SUM_TABLES,
+)
 
 # Breakdowns of page views (the fact column of each): the same as sitewide's SQL grouping.
 PAGE_VIEW_DIMS = ("label", "country", "device", "browser", "os", "referrer", "hour", "utm_source")
@@ -66,13 +74,14 @@ def tally(deltas: Counter[SumKey], rows: Iterable[Any], sign: int) -> None:
 
 
 async def kept(conn: AsyncConnection, day: date) -> bool:
-    """Whether the day's sums are kept, starting them when the day has no page view yet."""
+    """Whether the day's sums are kept, starting them when the day has no page view, look or
+    impression yet."""
     if (await conn.execute(select(FACT_SUM_DAYS.c.day).where(FACT_SUM_DAYS.c.day == day))).first() is not None:
         return True
-    p = FACT_PAGE_VIEWS.c
-    if (await conn.execute(select(p.day).where(p.day == day).limit(1))).first() is not None:
-        # Page views stored before sums were kept (or the day was rolled up): reads group facts.
-        return False
+    for table in (FACT_PAGE_VIEWS, FACT_LOOKS, FACT_IMPRESSIONS):
+        if (await conn.execute(select(table.c.day).where(table.c.day == day).limit(1))).first() is not None:
+            # Facts stored before sums were kept (or the day was rolled up): reads group facts.
+            return False
     postgres = conn.dialect.name == "postgresql"
     await conn.exec_driver_sql(
         "INSERT INTO fact_sum_days (day) VALUES ($1) ON CONFLICT DO NOTHING"
@@ -88,10 +97,7 @@ async def apply(conn: AsyncConnection, day: date, deltas: Counter[SumKey]) -> No
     changes = sorted((k, n) for k, n in deltas.items() if n)
     if not changes:
         return
-    if conn.dialect.name == "postgresql":
-        after = await _who_postgres(conn, day, changes)
-    else:
-        after = await _who_sqlite(conn, day, changes)
+    after = await add_counts(conn, "fact_sum_who", ("dim", "key", "who"), day, changes, returning=True)
     totals: dict[tuple[str, str], list[int]] = {}
     for (dim, key, who), n in changes:
         now = after[(dim, key, who)]
@@ -123,39 +129,48 @@ async def apply(conn: AsyncConnection, day: date, deltas: Counter[SumKey]) -> No
         )
 
 
-async def _who_postgres(conn: AsyncConnection, day: date, changes: list[tuple[SumKey, int]]) -> dict[SumKey, int]:
-    result = await conn.exec_driver_sql(
-        "INSERT INTO fact_sum_who (day, dim, key, who, n) "
-        "SELECT $1, * FROM unnest($2::varchar[], $3::varchar[], $4::varchar[], $5::bigint[]) "
-        "ON CONFLICT (day, dim, key, who) DO UPDATE SET n = fact_sum_who.n + EXCLUDED.n "
-        "RETURNING dim, key, who, n",
-        (
-            day,
-            [k[0] for k, _ in changes],
-            [k[1] for k, _ in changes],
-            [k[2] for k, _ in changes],
-            [n for _, n in changes],
-        ),  # fmt: skip
-    )
-    rows: Any = result.all()
-    return {(dim, key, who): int(n) for dim, key, who, n in rows}
-
-
-async def _who_sqlite(conn: AsyncConnection, day: date, changes: list[tuple[SumKey, int]]) -> dict[SumKey, int]:
-    # One writer at a time: read the rows, then write them; nothing moves them in between.
-    w = FACT_SUM_WHO.c
-    whos = sorted({k[2] for k, _ in changes})
-    current: dict[SumKey, int] = {}
-    for first in range(0, len(whos), 500):
-        query = select(w.dim, w.key, w.who, w.n).where(w.day == day, w.who.in_(whos[first : first + 500]))
-        for dim, key, who, n in await conn.execute(query):
-            current[(dim, key, who)] = int(n)
+async def add_counts(
+    conn: AsyncConnection,
+    table: str,
+    keys: tuple[str, ...],
+    day: date,
+    changes: list[tuple[Any, int]],
+    *,
+    returning: bool = False,
+) -> dict[Any, int]:
+    """Add each change to its row's `n` (a row made at 0 when missing), rows in key order. With
+    `returning`, each row's `n` after the change (the last key column is the `who`, indexed with
+    the day: on SQLite the rows are read first; one writer at a time, nothing moves them between)."""
+    if conn.dialect.name == "postgresql":
+        arrays = ", ".join(f"${i + 2}::varchar[]" for i in range(len(keys)))
+        sql = (
+            f"INSERT INTO {table} (day, {', '.join(keys)}, n) SELECT $1, * FROM unnest({arrays}, "
+            f"${len(keys) + 2}::bigint[]) ON CONFLICT (day, {', '.join(keys)}) DO UPDATE SET n = {table}.n + EXCLUDED.n"
+        )
+        if returning:
+            sql += f" RETURNING {', '.join(keys)}, n"
+        columns = [[k[i] for k, _ in changes] for i in range(len(keys))]
+        result = await conn.exec_driver_sql(sql, (day, *columns, [n for _, n in changes]))
+        rows: Any = result.all() if returning else ()
+        return {tuple(r[:-1]): int(r[-1]) for r in rows}
+    current: dict[Any, int] = {}
+    if returning:
+        whos = sorted({k[-1] for k, _ in changes})
+        for first in range(0, len(whos), 500):
+            part = whos[first : first + 500]
+            marks = ", ".join("?" * len(part))
+            found = await conn.exec_driver_sql(
+                f"SELECT {', '.join(keys)}, n FROM {table} WHERE day = ? AND {keys[-1]} IN ({marks})",
+                (day.isoformat(), *part),
+            )
+            for r in found.all():
+                current[tuple(r[:-1])] = int(r[-1])
     await conn.exec_driver_sql(
-        "INSERT INTO fact_sum_who (day, dim, key, who, n) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (day, dim, key, who) DO UPDATE SET n = n + excluded.n",
+        f"INSERT INTO {table} (day, {', '.join(keys)}, n) VALUES ({', '.join('?' * (len(keys) + 2))}) "
+        f"ON CONFLICT (day, {', '.join(keys)}) DO UPDATE SET n = n + excluded.n",
         [(day.isoformat(), *k, n) for k, n in changes],
     )
-    return {k: current.get(k, 0) + n for k, n in changes}
+    return {k: current.get(tuple(k), 0) + n for k, n in changes} if returning else {}
 
 
 async def read(
@@ -185,5 +200,5 @@ async def drop(conn: AsyncConnection, days: list[date]) -> None:
     """Forget these days' sums (rolled up: read from daily rows; or their facts pruned)."""
     if not days:
         return
-    for table in (FACT_SUM_DAYS, FACT_SUMS, FACT_SUM_WHO):
+    for table in SUM_TABLES:
         await conn.execute(delete(table).where(table.c.day.in_(days)))

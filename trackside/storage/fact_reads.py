@@ -25,7 +25,7 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from trackside.figures import SITE_COUNTS, DayFigures, ItemFigures
 from trackside.sketch import Sketch, sketch_of
-from trackside.storage import day_sums
+from trackside.storage import day_sums, item_sums
 from trackside.storage.day_sums import PAGE_VIEW_DIMS
 from trackside.storage.tables import (
     BOT_HITS,
@@ -318,7 +318,11 @@ async def read_day(conn: AsyncConnection, day: date, *, with_items: bool = True)
 
 
 async def read_item_day(conn: AsyncConnection, day: date, kind: str, item: str) -> ItemFigures | None:
-    """One item's figures of the day (None: no look and no impression), from its rows only."""
+    """One item's figures of the day (None: no look and no impression): from its sums when the day
+    has them (`item_sums`), else from its fact rows only."""
+    kept, figures = await item_sums.read_item(conn, day, kind, item)
+    if kept:
+        return figures
     return (await read_items(conn, day, (kind, item))).get((kind, item))
 
 

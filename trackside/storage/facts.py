@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import VISIT_GAP_SECONDS, Derivation, VisitorDayFacts, authors_of
 from trackside.events import ERROR, NAV_API, Event
-from trackside.storage import day_sums
+from trackside.storage import day_sums, item_sums
 from trackside.storage.engine import writing
 from trackside.storage.reads import _COLUMNS as EVENT_COLUMNS
 from trackside.storage.reads import _events as rows_to_events
@@ -309,6 +309,12 @@ _TIME = {
     FACT_SITE_EVENTS: "ts",
     FACT_VISITS: "started_at",
 }
+# The facts kept summed, with the columns their sums need (`day_sums`, `item_sums`).
+_SUMMED = {
+    FACT_PAGE_VIEWS: day_sums.COLUMNS,
+    FACT_LOOKS: item_sums.LOOK_COLUMNS,
+    FACT_IMPRESSIONS: item_sums.IMPRESSION_COLUMNS,
+}
 
 
 def _sqlite_value(value: object) -> object:
@@ -341,35 +347,33 @@ async def _replace(
     postgres = conn.dialect.name == "postgresql"
     whole = sorted(v for v, cut in cuts.items() if cut is None)
     tails = sorted((v, cut) for v, cut in cuts.items() if cut is not None)
-    # The day's page-view sums move by what is deleted and inserted here (`day_sums`).
-    sums: Counter[day_sums.SumKey] | None = Counter() if await day_sums.kept(conn, day) else None
+    # The day's sums (page views, items) move by what is deleted and inserted here (`day_sums`).
+    summing = await day_sums.kept(conn, day)
+    deleted: dict[Any, list[Any]] = defaultdict(list)
     for table in FACT_TABLES:
         column = _TIME.get(table)
-        summed = sums is not None and table is FACT_PAGE_VIEWS
+        summed = _SUMMED.get(table) if summing else None
         if summed and not postgres:
-            assert sums is not None
-            day_sums.tally(sums, await _doomed_page_views(conn, day, whole, tails), -1)
+            deleted[table] += await _doomed(conn, table, summed, day, whole, tails)
         if whole or column is None:
             everyone = whole if column is not None else sorted(recounted)
             if everyone:
                 stmt = delete(table).where(table.c.day == day, _among(conn, table.c.visitor, everyone))
                 if summed and postgres:
-                    assert sums is not None
-                    read_back = stmt.returning(*(table.c[c] for c in day_sums.COLUMNS))
-                    day_sums.tally(sums, (await conn.execute(read_back)).mappings(), -1)
+                    read_back = stmt.returning(*(table.c[c] for c in summed))
+                    deleted[table] += (await conn.execute(read_back)).mappings()
                 else:
                     await conn.execute(stmt)
         if tails and column is not None:
             if postgres:
-                returning = f" RETURNING {', '.join('t.' + c for c in day_sums.COLUMNS)}" if summed else ""
+                returning = f" RETURNING {', '.join('t.' + c for c in summed)}" if summed else ""
                 result = await conn.exec_driver_sql(
                     f"DELETE FROM {table.name} AS t USING unnest($2::varchar[], $3::timestamp[]) AS c(v, cut) "
                     f"WHERE t.day = $1 AND t.visitor = c.v AND t.{column} >= c.cut{returning}",
                     (day, [v for v, _ in tails], [_dt(cut - SLACK) for _, cut in tails]),
                 )
                 if summed:
-                    assert sums is not None
-                    day_sums.tally(sums, result.mappings(), -1)
+                    deleted[table] += result.mappings()
             else:
                 await conn.exec_driver_sql(
                     f"DELETE FROM {table.name} WHERE day = ? AND visitor = ? AND {column} >= ?",
@@ -393,30 +397,45 @@ async def _replace(
         else:
             params = [tuple(_sqlite_value(r[c]) for c in columns) for r in table_rows]
         await conn.exec_driver_sql(_insert_sql(table.name, columns, postgres), params)
-    if sums is not None:
+    if summing:
+        sums: Counter[day_sums.SumKey] = Counter()
+        day_sums.tally(sums, deleted[FACT_PAGE_VIEWS], -1)
         day_sums.tally(sums, rows.get(FACT_PAGE_VIEWS, ()), 1)
         await day_sums.apply(conn, day, sums)
+        items: Counter[item_sums.SumKey] = Counter()
+        whos: Counter[item_sums.WhoKey] = Counter()
+        item_sums.tally_looks(items, whos, deleted[FACT_LOOKS], -1)
+        item_sums.tally_looks(items, whos, rows.get(FACT_LOOKS, ()), 1)
+        item_sums.tally_impressions(items, deleted[FACT_IMPRESSIONS], -1)
+        item_sums.tally_impressions(items, rows.get(FACT_IMPRESSIONS, ()), 1)
+        await item_sums.apply(conn, day, items, whos)
     if whole and clear_marks:
         await conn.execute(
             delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day == day, _among(conn, DERIVE_MARKS.c.visitor, whole))
         )
 
 
-async def _doomed_page_views(
-    conn: AsyncConnection, day: date, whole: list[str], tails: list[tuple[str, float]]
+async def _doomed(
+    conn: AsyncConnection,
+    table: Any,
+    names: tuple[str, ...],
+    day: date,
+    whole: list[str],
+    tails: list[tuple[str, float]],
 ) -> list[Any]:
-    """The page-view rows `_replace` is about to delete, read first (SQLite: no RETURNING with
-    many parameter sets): every row of `whole`, and each tail's rows from its cut on."""
-    p = FACT_PAGE_VIEWS.c
-    columns = [p[c] for c in day_sums.COLUMNS]
+    """The rows of `table` `_replace` is about to delete, read first (SQLite: no RETURNING with many
+    parameter sets): every row of `whole`, and each tail's rows from its cut on."""
+    t = table.c
+    time = t[_TIME[table]]
+    columns = [t[c] for c in names]
     out: list[Any] = []
     if whole:
-        out += (await conn.execute(select(*columns).where(p.day == day, _among(conn, p.visitor, whole)))).mappings()
+        out += (await conn.execute(select(*columns).where(t.day == day, _among(conn, t.visitor, whole)))).mappings()
     cut_of = {v: _dt(cut - SLACK) for v, cut in tails}
     for first in range(0, len(tails), _CHUNK):
         chunk = [v for v, _ in tails[first : first + _CHUNK]]
-        query = select(p.visitor, p.ts, *columns).where(p.day == day, _among(conn, p.visitor, chunk))
-        out += [r for r in (await conn.execute(query)).mappings() if r["ts"] >= cut_of[r["visitor"]]]
+        query = select(t.visitor, time.label("cut_time"), *columns).where(t.day == day, _among(conn, t.visitor, chunk))
+        out += [r for r in (await conn.execute(query)).mappings() if r["cut_time"] >= cut_of[r["visitor"]]]
     return out
 
 

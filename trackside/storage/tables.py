@@ -271,7 +271,8 @@ class FactLookRow(SQLModel, table=True):
     __tablename__ = "fact_looks"
     __table_args__ = (
         Index("ix_fact_looks_visitor", "day", "visitor"),
-        Index("ix_fact_looks_item", "content_kind", "content_id", "day"),
+        # With the time: an item's first and last look of a day are the two ends of its range.
+        Index("ix_fact_looks_item", "content_kind", "content_id", "day", "ts"),
     )
 
     day: date = Field(primary_key=True)
@@ -457,6 +458,35 @@ class FactSumRow(SQLModel, table=True):
     visitors_auth: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class ItemSumWhoRow(SQLModel, table=True):
+    """An item's looks of one day per unique (`who`), moved at each derivation like `fact_sum_who`:
+    a viewer counts while its row is above 0 (`trackside.storage.item_sums`)."""
+
+    __tablename__ = "item_sum_who"
+    __table_args__ = (Index("ix_item_sum_who_who", "day", "who"),)
+
+    day: date = Field(primary_key=True)
+    kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    item: str = Field(sa_column=Column(String(128), primary_key=True))
+    who: str = Field(sa_column=Column(String(66), primary_key=True))
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ItemSumRow(SQLModel, table=True):
+    """An item's looks, impressions, viewers and their breakdowns of one day, per signed-in user
+    ("" for anonymous), so the author's own can be left out when reading (`item_sums`)."""
+
+    __tablename__ = "item_sums"
+
+    day: date = Field(primary_key=True)
+    kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    item: str = Field(sa_column=Column(String(128), primary_key=True))
+    dim: str = Field(sa_column=Column(String(16), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class GoalRow(SQLModel, table=True):
     """A goal added by `trackside goals add` or the goals API (`trackside.goals`); the settings'
     goals are not stored."""
@@ -539,6 +569,10 @@ DERIVE_MARKS = DeriveMarkRow.__table__  # type: ignore[attr-defined]
 FACT_SUM_DAYS = FactSumDayRow.__table__  # type: ignore[attr-defined]
 FACT_SUM_WHO = FactSumWhoRow.__table__  # type: ignore[attr-defined]
 FACT_SUMS = FactSumRow.__table__  # type: ignore[attr-defined]
+ITEM_SUM_WHO = ItemSumWhoRow.__table__  # type: ignore[attr-defined]
+ITEM_SUMS = ItemSumRow.__table__  # type: ignore[attr-defined]
+# Kept by derivation for the days not rolled up (`day_sums`, `item_sums`).
+SUM_TABLES = (FACT_SUM_DAYS, FACT_SUMS, FACT_SUM_WHO, ITEM_SUMS, ITEM_SUM_WHO)
 GOALS = GoalRow.__table__  # type: ignore[attr-defined]
 FUNNELS = FunnelRow.__table__  # type: ignore[attr-defined]
 USER_DAYS = UserDayRow.__table__  # type: ignore[attr-defined]

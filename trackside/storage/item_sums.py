@@ -1,0 +1,142 @@
+"""Each item's looks and impressions of the days not rolled up yet, summed by derivation, so that one
+item's figures of today are a read of its few hundred sum rows instead of a scan of all its looks
+and impressions (the most viewed artwork has thousands a day, spread over the whole table).
+
+Kept beside the page-view sums (`trackside.storage.day_sums`, same days, same way: moved in the
+transaction that replaces a visitor-day's facts, by the rows deleted and inserted):
+- `item_sum_who`: per (day, item, who) the item's looks; a viewer counts while its row is above 0.
+- `item_sums`: per (day, item, breakdown, key, user) a count: looks (`looks`), impressions
+  (`impressions`), viewers (`viewers`, moved when a `who` row crosses 0) and the breakdowns of
+  `fact_reads.item_dims` (looks by country, device, type, referrer and hour; impressions by type,
+  `impression_type`, and hour, `impression_hour`). `user` is the signed-in user, "" for anonymous.
+
+Why per user: the author's own looks are no views, and the item's author can become known after the
+look (`item_authors`). Kept per user, the author's rows are left out when reading, whenever the
+author became known. Anonymous looks share one row per key."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trackside.storage.day_sums import add_counts
+from trackside.storage.tables import FACT_LOOKS, FACT_SUM_DAYS, ITEM_AUTHORS, ITEM_SUMS
+
+if TYPE_CHECKING:
+    from trackside.figures import ItemFigures
+
+# The fact columns the sums need (deleted rows are read back with these).
+LOOK_COLUMNS: tuple[str, ...] = (
+    "content_kind",
+    "content_id",
+    "who",
+    "user_id",
+    "country",
+    "device",
+    "view_type",
+    "referrer",
+    "hour",
+)
+IMPRESSION_COLUMNS: tuple[str, ...] = ("content_kind", "content_id", "user_id", "view_type", "hour")
+# Looks' breakdowns whose empty key is skipped (as `item_dims` does).
+_LOOK_DIMS = (("country", "country"), ("device", "device"), ("type", "view_type"), ("referrer", "referrer"))
+SumKey = tuple[str, str, str, str, str]  # (kind, id, dim, key, user)
+WhoKey = tuple[str, str, str]  # (kind, id, who)
+
+
+def tally_looks(sums: Counter[SumKey], whos: Counter[WhoKey], rows: Iterable[Any], sign: int) -> None:
+    for row in rows:
+        kind, item, user = row["content_kind"], row["content_id"], row["user_id"] or ""
+        sums[(kind, item, "looks", "", user)] += sign
+        for dim, column in _LOOK_DIMS:
+            if value := row[column]:
+                sums[(kind, item, dim, value, user)] += sign
+        sums[(kind, item, "hour", f"{int(row['hour']):02d}", user)] += sign
+        whos[(kind, item, row["who"])] += sign
+
+
+def tally_impressions(sums: Counter[SumKey], rows: Iterable[Any], sign: int) -> None:
+    for row in rows:
+        kind, item, user = row["content_kind"], row["content_id"], row["user_id"] or ""
+        sums[(kind, item, "impressions", "", user)] += sign
+        sums[(kind, item, "impression_type", row["view_type"] or "", user)] += sign
+        sums[(kind, item, "impression_hour", f"{int(row['hour']):02d}", user)] += sign
+
+
+async def apply(conn: AsyncConnection, day: date, sums: Counter[SumKey], whos: Counter[WhoKey]) -> None:
+    """Move the day's item sums by these changes; viewers by the `who` rows crossing 0."""
+    who_changes = sorted((k, n) for k, n in whos.items() if n)
+    if who_changes:
+        after = await add_counts(conn, "item_sum_who", ("kind", "item", "who"), day, who_changes, returning=True)
+        for (kind, item, who), n in who_changes:
+            now = after[(kind, item, who)]
+            moved = (now > 0) - (now - n > 0)
+            if moved:
+                sums[(kind, item, "viewers", "", who[2:] if who.startswith("u:") else "")] += moved
+    changes = sorted((k, n) for k, n in sums.items() if n)
+    if changes:
+        await add_counts(conn, "item_sums", ("kind", "item", "dim", "key", "user_id"), day, changes)
+
+
+async def read_item(conn: AsyncConnection, day: date, kind: str, item: str) -> tuple[bool, ItemFigures | None]:
+    """(whether the day's sums are kept, one item's figures of the day from them): None when it
+    has no look and no impression (the author's own left out). Not kept: read the facts."""
+    if (await conn.execute(select(FACT_SUM_DAYS.c.day).where(FACT_SUM_DAYS.c.day == day))).first() is None:
+        return False, None
+    a = ITEM_AUTHORS.c
+    author = (
+        await conn.execute(select(a.author_id).where(a.content_kind == kind, a.content_id == item))
+    ).scalar_one_or_none()
+    s = ITEM_SUMS.c
+    rows = await conn.execute(
+        select(s.dim, s.key, s.user_id, s.n).where(s.day == day, s.kind == kind, s.item == item, s.n != 0)
+    )
+    from trackside.figures import ItemFigures  # here: figures reads through this package
+
+    f = ItemFigures()
+    counts: Counter[str] = Counter()
+    dims: dict[tuple[str, str], list[int]] = {}
+    users: set[str] = set()
+    for dim, key, user, n in rows:
+        if author is not None and user == author:
+            continue
+        signed_in = user != ""
+        if dim in ("looks", "impressions", "viewers"):
+            counts[dim] += n
+            if signed_in:
+                counts[dim + "_authenticated"] += n
+                if dim == "viewers" and n > 0:
+                    users.add(user)
+            continue
+        # An impression's type adds to the looks' (as `item_dims` groups them).
+        d = dims.setdefault(("type" if dim == "impression_type" else dim, key), [0, 0])
+        d[0] += n
+        if signed_in:
+            d[1] += n
+    if counts["looks"] <= 0 and counts["impressions"] <= 0:
+        return True, None
+    f.counts = Counter(
+        {
+            "views": counts["looks"],
+            "views_authenticated": counts["looks_authenticated"],
+            "impressions": counts["impressions"],
+            "impressions_authenticated": counts["impressions_authenticated"],
+        }
+    )
+    f.viewers, f.viewers_authenticated = counts["viewers"], counts["viewers_authenticated"]
+    f.anonymous_viewers = f.viewers - f.viewers_authenticated
+    f.dims = {k: v for k, v in dims.items() if v[0] > 0}
+    f.users = users
+    if counts["looks"] > 0:
+        # First and last look: the two ends of the (item, day, ts) index, the author's skipped.
+        lk = FACT_LOOKS.c
+        where = [lk.content_kind == kind, lk.content_id == item, lk.day == day]
+        if author is not None:
+            where.append((lk.user_id.is_(None)) | (lk.user_id != author))
+        f.first_at, f.last_at = (await conn.execute(select(func.min(lk.ts), func.max(lk.ts)).where(*where))).one()
+    return True, f
