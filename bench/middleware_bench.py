@@ -188,7 +188,7 @@ async def run(n: int, rounds: int, tmp: Path) -> dict[str, Any]:
     await embedded.stop()
 
     per_request = {name: statistics.median(t) / n * 1e6 for name, t in timings.items()}
-    result = {
+    result: dict[str, Any] = {
         "method": "in-process ASGI calls timed with time.process_time(), median of alternating rounds",
         "requests_per_round": n,
         "rounds": rounds,
@@ -320,7 +320,8 @@ def _clear_queue(queue: str) -> int:
 
     r = redis.Redis(host="127.0.0.1", port=6379)
     events = 0
-    for job_id in r.zrange(queue, 0, -1):
+    job_ids: list[bytes] = r.zrange(queue, 0, -1)  # type: ignore[assignment]
+    for job_id in job_ids:
         key = b"arq:job:" + job_id
         raw = r.get(key)
         if raw is not None:

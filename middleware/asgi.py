@@ -28,28 +28,35 @@ logger = logging.getLogger("trackside.middleware")
 LAZY_START_SECONDS = 5.0
 
 
-class TracksideMiddleware:
+class TracksideMiddleware(CaptureMiddleware):
+    """`CaptureMiddleware` itself once started (an HTTP request costs no ASGI layer more than
+    capture's own); until then, and for lifespan and websocket scopes, `not_captured` runs first."""
+
     def __init__(self, app: ASGIApp, settings: Settings | None = None) -> None:
-        self.app = app
         self.settings = settings or Settings.from_env()
         self.pipeline = Pipeline(self.settings)
+        super().__init__(app, self.pipeline.capturer)
         self.metrics = self.pipeline.metrics
-        self.entry: ASGIApp = CaptureMiddleware(app, self.pipeline.capturer) if self.settings.capture else app
+        self.ready = False  # capture's path is taken once the pipeline is starting (`start`)
         self._started: asyncio.Future[None] | None = None
         self._stopped = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def not_captured(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
         if self._started is None:
             await self._lazy_start()
-        await self.entry(scope, receive, send)
+        if self.ready and scope["type"] == "http":
+            await CaptureMiddleware.__call__(self, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def start(self) -> None:
         """Start the pipeline once; a failure is logged, never raised (the app is served regardless)."""
         if self._started is None:
             self._started = asyncio.ensure_future(self._start())
+            self.ready = self.settings.capture
         await asyncio.shield(self._started)
 
     async def stop(self) -> None:

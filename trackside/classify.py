@@ -5,7 +5,7 @@ A pure function of the request line, a few headers and the response status, tabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from trackside import events as ev
 
@@ -20,9 +20,11 @@ _ASSET_EXTENSIONS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """`kind` None means: keep no row (prefetch, asset, redirect...). `reason` says why, for metrics."""
+class Classification(NamedTuple):
+    """`kind` None means: keep no row (prefetch, asset, redirect...). `reason` says why, for metrics.
+
+    A named tuple: immutable like the frozen dataclass it was, at half the cost to make (one is made
+    for every request)."""
 
     kind: str | None
     nav: str
