@@ -87,6 +87,10 @@ async def rollup_day(
             return RollupResult(day, 0, True)
         if rolled_at is not None and not dirty and not force:
             return RollupResult(day, 0, True)
+        # The day is read from its daily rows from now on: its sums are no longer kept (nor moved by
+        # the derivations below). Only the one row naming it goes here; the rest is deleted after
+        # this transaction, so that a deriver moving them meanwhile never waits on it in a cycle.
+        await day_sums.forget(conn, day)
         # Visitor-days whose events were stored before facts existed: derived first, in this
         # transaction (under the day's lock: a second worker waits and then finds none).
         derivation = derivation or Derivation(window_seconds=window_seconds)
@@ -100,9 +104,8 @@ async def rollup_day(
         await record_user_days(conn, day)
         # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
         await record_journey_days(conn, day)
-        # Read from its daily rows from now on: its page-view sums are no longer needed (a late
-        # event re-derived after this leaves sums unkept, and a dirty day is read from facts).
-        await day_sums.drop(conn, [day])
+    async with engine.begin() as conn:
+        await day_sums.drop_forgotten(conn, day)
     logger.info("rolled up %s: %d events", day, events)
     return RollupResult(day, events, False)
 

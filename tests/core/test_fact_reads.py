@@ -26,7 +26,7 @@ from trackside.storage.fact_reads import read_item_day
 from trackside.storage.facts import mark
 from trackside.storage.migrate import migrate
 from trackside.storage.reads import day_events
-from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DERIVE_MARKS
+from trackside.storage.tables import DAILY_CONTENT, DAILY_CONTENT_DIMS, DERIVE_MARKS, SUM_TABLES
 from trackside.views import derive_day
 
 WINDOW = 30 * 60.0
@@ -293,6 +293,10 @@ async def test_rollup_from_facts_keeps_every_figure(database_url):
             (via_load,) = await load_days(conn, DAY, DAY, WINDOW)
             a1_rolled = dict(await item_days(conn, "artwork", "a1", DAY, DAY + timedelta(days=1), WINDOW))
             n_dims = (await conn.execute(select(func.count()).select_from(DAILY_CONTENT_DIMS))).scalar_one()
+            # The day's sums (read live above) are gone with its rollup; the next day's stay.
+            summed = {t.name: set((await conn.execute(select(t.c.day).distinct())).scalars()) for t in SUM_TABLES}
+        assert summed["fact_sum_days"] == summed["fact_sums"] == {DAY + timedelta(days=1)}
+        assert all(days <= {DAY + timedelta(days=1)} for days in summed.values())  # no look that day
         assert rolled.rolled and via_load.rolled
         assert rolled.counts == live.counts and rolled.dims == live.dims
         assert (rolled.unique_visitors, rolled.unique_visitors_authenticated) == (6, 2)

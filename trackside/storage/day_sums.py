@@ -15,10 +15,15 @@ skipped, hours as "00".."23"), plus `dim` "" with key "" for the day's totals. L
 facts are not summed here: the author's own looks are left out of figures by a map that can change
 after the look (`item_authors`), which a sum kept at derivation could not follow.
 
-A day's sums are complete only if they were kept from its first page view on: `fact_sum_days` names
-such days. A day is added when derivation first writes page views for it and finds none stored yet
-(or by the migration that made these tables, from the facts then). A rollup drops its day's sums
-(rolled days are read from their daily rows). Reads use the sums only for days named there.
+A day's sums are complete only if they were kept from its first fact on: `fact_sum_days` names such
+days. A day is added when derivation first writes facts for it and finds no page view, look or
+impression stored yet (or by the migration that made these tables, from the facts then). A rollup
+forgets its day (rolled days are read from their daily rows) and deletes the rows after its
+transaction; fact pruning deletes any left. Reads use the sums only for days named there. Item sums
+(`trackside.storage.item_sums`) follow the same days.
+
+Each transaction applies its changes once, at its end, every row in one order (table, then key):
+two transactions never wait on each other in a cycle.
 
 Concurrency: on PostgreSQL two derivations of different visitor-days can move the same `who` row
 (one user on two devices). The upsert returns each row's value after this transaction's change,
@@ -194,6 +199,18 @@ async def read(
         query = select(w.who).where(w.day == day, w.dim == "", w.key == "", w.who >= "u:", w.who < "u;", w.n > 0)
         users = {who[2:] for who in (await conn.execute(query)).scalars()}
     return sums, users
+
+
+async def forget(conn: AsyncConnection, day: date) -> None:
+    """Stop keeping the day's sums (rolled up: read from daily rows; a late event re-derived after
+    this moves no sum, and a dirty day is grouped from facts). Its rows go with `drop_forgotten`."""
+    await conn.execute(delete(FACT_SUM_DAYS).where(FACT_SUM_DAYS.c.day == day))
+
+
+async def drop_forgotten(conn: AsyncConnection, day: date) -> None:
+    """Delete the day's sum rows if the day's sums are no longer kept."""
+    if (await conn.execute(select(FACT_SUM_DAYS.c.day).where(FACT_SUM_DAYS.c.day == day))).first() is None:
+        await drop(conn, [day])
 
 
 async def drop(conn: AsyncConnection, days: list[date]) -> None:

@@ -178,8 +178,10 @@ async def derive_visitor_days(
         for key in await _marked_among(conn, ordered):
             earliest[key] = None
     works = await _derive(conn, earliest, derivation, api_touched)
+    sums = _SumChanges()
     for work in works:
-        await _replace(conn, work.day, work.cuts, work.facts, work.recounted)
+        await _replace(conn, work.day, work.cuts, work.facts, work.recounted, sums=sums)
+    await sums.apply(conn)
     return sum(sum(w.rows.values()) for w in works)
 
 
@@ -335,6 +337,26 @@ def _insert_sql(table: str, columns: tuple[str, ...], postgres: bool) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
+@dataclass(slots=True)
+class _SumChanges:
+    """What one transaction's fact replacements move the sums by, per day, applied once at its end:
+    every sum row in one order (table, then key), so two transactions never wait on each other in
+    a cycle (one user's visitor-days in two transactions' chunks would otherwise)."""
+
+    days: dict[date, tuple[Counter[Any], Counter[Any], Counter[Any]]] = field(default_factory=dict)
+
+    def of(self, day: date) -> tuple[Counter[Any], Counter[Any], Counter[Any]]:
+        if day not in self.days:
+            self.days[day] = (Counter(), Counter(), Counter())
+        return self.days[day]
+
+    async def apply(self, conn: AsyncConnection) -> None:
+        for day, (pages, _, _) in sorted(self.days.items()):
+            await day_sums.apply(conn, day, pages)
+        for day, (_, items, whos) in sorted(self.days.items()):
+            await item_sums.apply(conn, day, items, whos)
+
+
 async def _replace(
     conn: AsyncConnection,
     day: date,
@@ -343,7 +365,11 @@ async def _replace(
     recounted: set[str],
     *,
     clear_marks: bool = True,
+    sums: _SumChanges | None = None,
 ) -> None:
+    """Replace these visitor-days' facts of `day` from their cuts (None: whole). The day's sums move
+    by the difference: added to `sums` when given (the caller applies them once, at the end of its
+    transaction), else applied here."""
     postgres = conn.dialect.name == "postgresql"
     whole = sorted(v for v, cut in cuts.items() if cut is None)
     tails = sorted((v, cut) for v, cut in cuts.items() if cut is not None)
@@ -398,17 +424,16 @@ async def _replace(
             params = [tuple(_sqlite_value(r[c]) for c in columns) for r in table_rows]
         await conn.exec_driver_sql(_insert_sql(table.name, columns, postgres), params)
     if summing:
-        sums: Counter[day_sums.SumKey] = Counter()
-        day_sums.tally(sums, deleted[FACT_PAGE_VIEWS], -1)
-        day_sums.tally(sums, rows.get(FACT_PAGE_VIEWS, ()), 1)
-        await day_sums.apply(conn, day, sums)
-        items: Counter[item_sums.SumKey] = Counter()
-        whos: Counter[item_sums.WhoKey] = Counter()
+        into = _SumChanges() if sums is None else sums
+        pages, items, whos = into.of(day)
+        day_sums.tally(pages, deleted[FACT_PAGE_VIEWS], -1)
+        day_sums.tally(pages, rows.get(FACT_PAGE_VIEWS, ()), 1)
         item_sums.tally_looks(items, whos, deleted[FACT_LOOKS], -1)
         item_sums.tally_looks(items, whos, rows.get(FACT_LOOKS, ()), 1)
         item_sums.tally_impressions(items, deleted[FACT_IMPRESSIONS], -1)
         item_sums.tally_impressions(items, rows.get(FACT_IMPRESSIONS, ()), 1)
-        await item_sums.apply(conn, day, items, whos)
+        if sums is None:
+            await into.apply(conn)
     if whole and clear_marks:
         await conn.execute(
             delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day == day, _among(conn, DERIVE_MARKS.c.visitor, whole))
@@ -562,6 +587,7 @@ async def derive_round(
         fresh = {k for k in present if current[k] == versions[k]}
         out.superseded = len(versions) - len(fresh)
         behind: list[tuple[VisitorDay, float | None, bool]] = []
+        sums = _SumChanges()
         for work in works:
             keep = {v for v in work.cuts if (work.day, v) in present}
             behind += [
@@ -576,7 +602,8 @@ async def derive_round(
                     work.rows,
                 )
             if work.cuts:
-                await _replace(conn, work.day, work.cuts, work.facts, work.recounted, clear_marks=False)
+                await _replace(conn, work.day, work.cuts, work.facts, work.recounted, clear_marks=False, sums=sums)
+        await sums.apply(conn)
         await _clear_marks(conn, sorted((k, versions[k]) for k in fresh))
         await _rewind_marks(conn, behind)
     out.derived = sorted(fresh)
