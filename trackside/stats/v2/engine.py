@@ -248,18 +248,24 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
     }  # fmt: skip
     visits_by_events = "visits" in metrics and bool(event_dims)
     first_metric = q.metrics[0]
+    session = {"bounce_rate", "visit_duration", "views_per_visit"}
+    want_visits = bool(metrics & session) or ("visits" in metrics and not visits_by_events)
     if metrics & event_metrics or visits_by_events:
         name = next((m for m in q.metrics if m in event_metrics or m == "visits"), first_metric)
         needs = _event_figures(metrics, visits_by_events)
-        if "event:goal" in q.dimensions:
+        if "event:goal" not in q.dimensions and b.by_visits(q.filters, needs):
+            # Counted from visits: the visit figures come from the same SELECT (the cards: one scan).
+            plan = b.visit_event_plan(name, q.filters, needs, with_visits=want_visits)
+            _merge(rows, await _fetch(conn, plan, (), first, grain))
+            want_visits = False
+        elif "event:goal" in q.dimensions:
             position = q.dimensions.index("event:goal")
             for goal in goals:
                 plan = b.event_plan(name, q.filters, goal, needs=needs)
                 _merge(rows, await _fetch(conn, plan, ((position, goal.name),), first, grain))
         else:
             _merge(rows, await _fetch(conn, b.event_plan(name, q.filters, needs=needs), (), first, grain))
-    session = {"bounce_rate", "visit_duration", "views_per_visit"}
-    if metrics & session or ("visits" in metrics and not visits_by_events):
+    if want_visits:
         name = next(m for m in q.metrics if m in session or m == "visits")
         _merge(rows, await _fetch(conn, b.visit_plan(name, q.filters), (), first, grain))
     for metric, plan_of in (

@@ -321,7 +321,9 @@ class Builder:
         ]
         return all(d in VISIT_DIMENSIONS for d in named)
 
-    def visit_event_plan(self, metric: str, filters: tuple[Filter, ...], needs: frozenset[str]) -> Plan:
+    def visit_event_plan(
+        self, metric: str, filters: tuple[Filter, ...], needs: frozenset[str], with_visits: bool = False
+    ) -> Plan:
         """`event_plan`'s visitors, pageviews, events and visits by visit dimensions, from visits: no
         page view is read but those of signed-in visits, where the same figures come out.
 
@@ -330,7 +332,10 @@ class Builder:
         one of its events' (the first signed-in one's, else the anonymous visitor's). So the
         visitors of a group of visits are their `who`s, plus the other `who`s of their events, which
         only a signed-in visit can hold (a page view before signing in is the anonymous visitor's):
-        those events are read through the visitor index of the facts (day, visitor)."""
+        those events are read through the visitor index of the facts (day, visitor).
+
+        `with_visits`: `visit_plan`'s figures too (VISIT_FIGURES), from the same rows: its visits are
+        these, when `by_visits` holds."""
         v = FACT_VISITS.alias("v")
         columns = self._visit_columns(v)
         exprs, dims = self._group(metric, columns, v.c.day, None)
@@ -348,6 +353,8 @@ class Builder:
                 v.c.page_views.label("pv"),
                 (v.c.page_views + v.c.events).label("ev"),
                 sa.literal(1).label("n"),
+                sa.case((v.c.bounce, 1), else_=0).label("b"),
+                v.c.duration_s.label("s"),
             ).where(*keep)
         ]
         if "visitors" in needs:
@@ -362,6 +369,8 @@ class Builder:
                         sa.literal(0).label("pv"),
                         sa.literal(0).label("ev"),
                         sa.literal(0).label("n"),
+                        sa.literal(0).label("b"),
+                        sa.literal(0).label("s"),
                     )
                     .select_from(v.join(t, on))
                     .where(v.c.user_id.is_not(None), t.c.who != v.c.who, *extra, *keep, *self._in_range(t.c.day, None))
@@ -374,6 +383,13 @@ class Builder:
             sa.func.coalesce(sa.func.sum(u.c.n), 0).label("event_visits"),
         ]
         figures = [f for f in figures if f.name in needs] or figures[1:2]
+        if with_visits:
+            figures += [
+                sa.func.coalesce(sa.func.sum(u.c.n), 0).label("visits"),
+                sa.func.coalesce(sa.func.sum(u.c.b), 0).label("bounces"),
+                sa.func.coalesce(sa.func.sum(u.c.s), 0).label("duration"),
+                sa.func.coalesce(sa.func.sum(u.c.pv), 0).label("visit_pageviews"),
+            ]
         keys = [u.c[f"g{i}"] for i in range(len(exprs))]
         select = sa.select(*keys, *figures)
         if keys:
