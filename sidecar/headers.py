@@ -22,16 +22,27 @@ HOP_BY_HOP = frozenset(
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded"})
 
 
-def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in `Connection`: hop-by-hop too, whatever they are."""
-    named: set[bytes] = set()
+_NONE: frozenset[bytes] = frozenset()
+
+
+def connection_named(headers: Iterable[tuple[bytes, bytes]], *, lowered: bool = False) -> frozenset[bytes]:
+    """Header names listed in `Connection`: hop-by-hop too, whatever they are. `lowered`: the
+    names are lower case already (an ASGI scope's, our upstream client's), so none is lowered again."""
+    named: set[bytes] | None = None
     for name, value in headers:
-        if name.lower() == b"connection":
+        if (name if lowered else name.lower()) == b"connection":
+            if named is None:
+                named = set()
             named.update(token.strip().lower() for token in value.split(b",") if token.strip())
-    return frozenset(named)
+    return frozenset(named) if named else _NONE
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    raw = list(raw)
-    drop = HOP_BY_HOP | connection_named(raw)
+def response_headers(raw: Iterable[tuple[bytes, bytes]], *, lowered: bool = False) -> list[tuple[bytes, bytes]]:
+    """The headers of an answer without the hop-by-hop ones (`lowered`: as `connection_named`)."""
+    if not isinstance(raw, list):
+        raw = list(raw)
+    named = connection_named(raw, lowered=lowered)
+    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
+    if lowered:
+        return [(name, value) for name, value in raw if name not in drop]
     return [(name, value) for name, value in raw if name.lower() not in drop]

@@ -126,8 +126,8 @@ class ProxyApp:
         request_target = sent_path.encode("latin-1") + (b"?" + query if query else b"")
 
         raw_headers = scope["headers"]
-        named = connection_named(raw_headers)
-        drop = _REQUEST_DROP | named
+        named = connection_named(raw_headers, lowered=True)  # ASGI: header names are lower case
+        drop = _REQUEST_DROP | named if named else _REQUEST_DROP
         client = scope.get("client")
         peer = client[0] if client else ""
         trusted = self.client_ip.is_trusted(peer)
@@ -307,7 +307,7 @@ class ProxyApp:
                 buffered.close()
         self.metrics.observe_upstream(time.perf_counter() - t0, target.prefix or "/", target.base, response.status)
         finished = False
-        sent_headers = response_headers(response.headers)
+        sent_headers = response_headers(response.headers, lowered=True)  # our client lowers each name
         if answer is not None:
             sent_headers = answer.read_start(response.status, sent_headers) or sent_headers
         try:
