@@ -208,9 +208,9 @@ async def run(n: int, rounds: int, tmp: Path) -> dict[str, Any]:
 # --- `--wrk`: one uvicorn worker pinned to a core, wrk on the other --------------------------------
 
 # The server, written to a file and run as `python serve.py ROOT VARIANT PORT COUNTS` so that ROOT (this checkout or
-# another) provides `middleware` and `trackside`. At exit it writes the middleware's counters.
+# another) provides `middleware` and `trackside`. Once stopped it writes the middleware's counters.
 SERVE = r"""
-import atexit, json, sys
+import json, sys
 root, variant, port, counts_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 sys.path.insert(0, root)
 import uvicorn
@@ -227,10 +227,14 @@ if variant != "bare":
     from middleware import Settings, TracksideMiddleware
     mw = TracksideMiddleware(app, settings=Settings.from_env())
     served = mw
-    def dump():
+    stop = mw.stop
+    async def stop_and_count():
+        # After the pipeline's last flush. (Not atexit: uvicorn re-raises SIGTERM once shut down.)
+        await stop()
         with open(counts_file, "w") as f:
             json.dump(dict(mw.metrics.counts), f)
-    atexit.register(dump)
+        globals().get("on_stop", lambda: None)()
+    mw.stop = stop_and_count
 uvicorn.run(served, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False,
             log_level="warning", lifespan="on")
 """
@@ -381,7 +385,12 @@ def serve_once(variant: str, root: Path, tmp: Path, opts: argparse.Namespace, sc
                 stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         # wrk's warm-up and load runs, the readiness request; wrk does not count what is in flight
         # when it stops (up to one per connection per run).
-        result.update(sent=warm + done + 1, stored=stored, dropped=counts.get("events_dropped", 0))
+        result.update(
+            sent=warm + done + 1,
+            stored=stored,
+            captured=counts.get("events_captured"),  # None: the counters were not written
+            dropped=counts.get("events_dropped", 0) if counts else None,
+        )
     shutil.rmtree(run_dir, ignore_errors=True)
     return result
 
@@ -417,7 +426,7 @@ def run_wrk(opts: argparse.Namespace) -> dict[str, Any]:
         }
         if name != "bare":
             summary[name]["stored_of_sent"] = [f"{x['stored']}/{x['sent']}" for x in results]
-            summary[name]["dropped"] = sum(x["dropped"] for x in results)
+            summary[name]["dropped"] = [x["dropped"] for x in results]
     return {
         "method": "uvicorn, one worker pinned to CPU 0; wrk -t1 on CPU 1; interleaved rounds",
         "duration_s": opts.duration,
