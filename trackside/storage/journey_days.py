@@ -63,6 +63,10 @@ def day_select(day: date | None = None) -> sa.Select[Any]:
 async def record_journey_days(conn: AsyncConnection, day: date) -> None:
     """Replace the day's rows with those its page view facts make (the rollup, under the day's lock)."""
     await conn.execute(sa.delete(JOURNEY_DAYS).where(JOURNEY_DAYS.c.day == day))
+    if conn.dialect.name == "postgresql":
+        # The per-visit hash aggregates of a busy day (a million page views: some 130 MB) in memory, not
+        # spilled to disk (measured 12 s instead of 22 s); for the rest of the rollup's transaction only.
+        await conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
     await conn.execute(JOURNEY_DAYS.insert().from_select(list(COLUMNS), day_select(day)))
 
 
