@@ -204,7 +204,8 @@ class Builder:
 
     # Events: page views and site events, each with its visit.
 
-    def events(self, name: str = "e") -> Any:
+    def events(self, name: str = "e", only: str | None = None) -> Any:
+        """Page views and site events; `only` "pages" or "site": the one a goal's conversions are in."""
         pv, se = FACT_PAGE_VIEWS.c, FACT_SITE_EVENTS.c
         pages = sa.select(
             pv.day, pv.ts, pv.hour, pv.who, pv.visit_id, sa.literal(1).label("is_page"),
@@ -217,6 +218,8 @@ class Builder:
             sa.cast(sa.null(), sa.BigInteger).label("time_on_page_ms"),
             sa.cast(sa.null(), sa.SmallInteger).label("scroll_depth"),
         ).where(se.kind == "event", *self._in_range(se.day, se.ts))  # fmt: skip
+        if only is not None:
+            return (pages if only == "pages" else events).subquery(name)
         return sa.union_all(pages, events).subquery(name)
 
     def goal_condition(self, e: Any, goal: Goal) -> Expr:
@@ -262,7 +265,8 @@ class Builder:
         (`by_visits`)."""
         if goal is None and self.by_visits(filters, needs):
             return self.visit_event_plan(metric, filters, needs)
-        e = self.events()
+        # A goal's conversions are page views or site events, never both: the other table is not read.
+        e = self.events(only=None if goal is None else "site" if goal.kind == EVENT else "pages")
         v = FACT_VISITS.alias("v")
         columns = self._event_columns(e, v)
         leaf_on = self._leaf_on(metric, columns)
@@ -464,7 +468,9 @@ class Builder:
             return None
 
         joined, keep = self._not_author(t)
-        figures = [sa.func.count().label("content_views"), self._unique(t.c.who, t.c.day).label("unique_viewers")]
+        figures = [sa.func.count().label("content_views")]
+        if "unique_viewers" in self.q.metrics:  # a count of distinct viewers is a sort: only when asked
+            figures.append(self._unique(t.c.who, t.c.day).label("unique_viewers"))
         return self._simple(metric, joined, keep, columns, t.c.day, t.c.hour, t.c.ts, figures)
 
     def impressions_plan(self, metric: str) -> Plan:
