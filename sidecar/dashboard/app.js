@@ -697,14 +697,41 @@
     const cards = await query({ metrics: CARD_METRICS, date_range: period, filters });
     const others = afterCards();
     for (const other of others) other.catch(() => {}); // awaited below; a refusal there is not left unhandled
+    const asked = specs.map((spec) => panelQuery(spec, period, spec.looks ? lookFilters : filters)
+      .catch((e) => (e instanceof AuthError ? Promise.reject(e) : { error: String(e.message || e) })));
+    const early = earlyPanels(period, filters, specs, asked);
     const [prevCards, chart, prevChart, ...panels] = await Promise.all([
       view.compare ? query({ metrics: CARD_METRICS, date_range: previous, filters }) : null,
       series(period),
       view.compare ? series(previous) : null,
-      ...specs.map((spec) => panelQuery(spec, period, spec.looks ? lookFilters : filters)
-        .catch((e) => (e instanceof AuthError ? Promise.reject(e) : { error: String(e.message || e) }))),
+      ...asked,
     ]);
-    return { q: { view, range, cards, prevCards, chart, prevChart, specs, panels }, others: await Promise.all(others) };
+    return { q: { view, range, cards, prevCards, chart, prevChart, specs, panels, early },
+      others: await Promise.all(others) };
+  }
+
+  // The funnel, journeys and retention panels load by themselves (funnels.js, journeys.js, retention.js): they are
+  // made here, so that their queries are asked beside the panels' (journeys once the top pages are known, it offers
+  // them), not after the whole overview is drawn; the overview's first drawing takes them (`takeEarly`).
+  function earlyPanels(period, filters, specs, asked) {
+    const early = {};
+    if (window.TracksideFunnels) early.funnels = window.TracksideFunnels.panel({ token: state.token, period, filters });
+    if (window.TracksideRetention) early.retention = window.TracksideRetention.panel({ token: state.token });
+    const at = specs.findIndex((spec) => spec.name === 'pages');
+    if (window.TracksideJourneys && at >= 0) {
+      asked[at].then((answer) => {
+        const panels = specs.map((spec, i) => (i === at ? answer : null));
+        early.journeys = window.TracksideJourneys.panel({ token: state.token, period, filters,
+          offer: pageOffer({ specs, panels }) });
+      }, () => {});
+    }
+    return early;
+  }
+
+  function takeEarly(q, name) {
+    const panel = q.early ? q.early[name] : null;
+    if (panel) q.early[name] = null; // a later drawing (the visitors toggle) makes its own
+    return panel || null;
   }
 
   // ------------------------------------------------------------------------------------------ the view's parts
@@ -1077,12 +1104,15 @@
           barList({ name: 'errors', data: site.errors_by_type, label: (k) => ERROR_NAMES[k] || k, tone: 'tone-error',
             emptyText: 'No errors' }) })),
       // The funnel panel (funnels.js): the chosen funnel for the period and filters of the visit panels.
-      window.TracksideFunnels ? window.TracksideFunnels.panel({ token: state.token, period: [q.range.from, q.range.to],
-        filters: v2Filters(q.view.filters.filter(([d]) => !LOOK_ONLY.has(d))) }) : null,
+      takeEarly(q, 'funnels') || (window.TracksideFunnels ? window.TracksideFunnels.panel({ token: state.token,
+        period: [q.range.from, q.range.to], filters: v2Filters(q.view.filters.filter(([d]) => !LOOK_ONLY.has(d))) })
+        : null),
       // Journeys and retention (journeys.js, retention.js): the top pages panel's rows are offered as pages.
-      window.TracksideJourneys ? window.TracksideJourneys.panel({ token: state.token, period: [q.range.from, q.range.to],
-        filters: v2Filters(q.view.filters.filter(([d]) => !LOOK_ONLY.has(d))), offer: pageOffer(q) }) : null,
-      window.TracksideRetention ? window.TracksideRetention.panel({ token: state.token }) : null,
+      takeEarly(q, 'journeys') || (window.TracksideJourneys ? window.TracksideJourneys.panel({ token: state.token,
+        period: [q.range.from, q.range.to], filters: v2Filters(q.view.filters.filter(([d]) => !LOOK_ONLY.has(d))),
+        offer: pageOffer(q) }) : null),
+      takeEarly(q, 'retention') || (window.TracksideRetention ? window.TracksideRetention.panel({ token: state.token })
+        : null),
       kpis,
       popularPanels.length ? h('div', { class: 'grid two' }, popularPanels) : null,
       botPanel,
