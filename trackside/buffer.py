@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from trackside.batch import Batch, BotKey
-from trackside.events import BotHit, Event
+from trackside.events import BotHit, Event, as_row
 from trackside.ledger import Ledger
 from trackside.metrics import Metrics
 from trackside.spool import Spool
@@ -46,13 +46,18 @@ WAITING_WAKEUP = 1000
 
 
 class EventBuffer:
-    """The capture sink: `put` and `put_bot` are synchronous and never block."""
+    """The capture sink: `put` and `put_bot` are synchronous and never block.
+
+    Events wait here as rows (`put_row`, in `events.FIELDS` order) and become `Event`s when a batch
+    is taken: a tuple of text and numbers leaves the garbage collector's lists at its first
+    collection, where thousands of `Event`s waiting for the flush were walked by every collection
+    (see `Capturer.defer`)."""
 
     def __init__(self, capacity: int, metrics: Metrics, ledger: Ledger | None = None) -> None:
         self.capacity = capacity
         self.metrics = metrics
         self.ledger = ledger
-        self.events: list[Event] = []
+        self.events: list[tuple[Any, ...]] = []  # rows, in `events.FIELDS` order
         self.waiting: list[tuple[Any, ...]] = []  # answered requests, not yet recorded
         self.bots: Counter[BotKey] = Counter()
         self.aliases: dict[tuple[str, str], str] = {}
@@ -61,10 +66,14 @@ class EventBuffer:
         self.batch_size = capacity
 
     def put(self, event: Event) -> None:
+        self.put_row(as_row(event))
+
+    def put_row(self, row: tuple[Any, ...]) -> None:
+        """An event as its row (`events.as_row`): what capture hands over, with no `Event` made."""
         if len(self.events) >= self.capacity:
             self.dropped(1)
             return
-        self.events.append(event)
+        self.events.append(row)
         self.metrics.inc("events_captured")
         if self.ledger is not None:
             self.ledger.add_captured()
@@ -106,11 +115,11 @@ class EventBuffer:
             self.titles[(kind, item)] = title
 
     def take(self, limit: int) -> Batch:
-        events, self.events = self.events[:limit], self.events[limit:]
+        rows, self.events = self.events[:limit], self.events[limit:]
         bots, self.bots = self.bots, Counter()
         aliases, self.aliases = self.aliases, {}
         titles, self.titles = self.titles, {}
-        return Batch(events=events, bots=bots, aliases=aliases, titles=titles)
+        return Batch(events=[Event(*row) for row in rows], bots=bots, aliases=aliases, titles=titles)
 
     def __len__(self) -> int:
         return len(self.events)
