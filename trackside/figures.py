@@ -120,11 +120,11 @@ async def live_day(
     return await _facts_day(conn, day, with_items=with_items)
 
 
-async def _facts_day(conn: AsyncConnection, day: date, *, with_items: bool) -> DayFigures:
+async def _facts_day(conn: AsyncConnection, day: date, *, with_items: bool, looks: bool = True) -> DayFigures:
     # Imported here: fact_reads builds on this module's types.
     from trackside.storage.fact_reads import read_day
 
-    return await read_day(conn, day, with_items=with_items)
+    return await read_day(conn, day, with_items=with_items, looks=looks)
 
 
 async def derive_pending(conn: AsyncConnection, first: date, last: date, derivation: Derivation) -> None:
@@ -155,15 +155,27 @@ async def derive_pending(conn: AsyncConnection, first: date, last: date, derivat
 async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = True) -> DayFigures:
     """A rolled-up day from its daily rows. Items are read only when asked for: a site-level read
     has no use for the day's (many) content rows; an item's own breakdowns come from `item_days`."""
-    out = DayFigures(day, rolled=True)
-    row = (await conn.execute(select(DAILY_SITE).where(DAILY_SITE.c.day == day))).mappings().first()
-    if row is not None:
+    return (await rolled_days_figures(conn, [day], with_items=with_items))[day]
+
+
+async def rolled_days_figures(
+    conn: AsyncConnection, days: list[date], *, with_items: bool = True
+) -> dict[date, DayFigures]:
+    """`rolled_day` of each of these days, one query per table for them all (a month of closed
+    days was two round trips a day)."""
+    out = {day: DayFigures(day, rolled=True) for day in days}
+    if not days:
+        return out
+    for row in (await conn.execute(select(DAILY_SITE).where(DAILY_SITE.c.day.in_(days)))).mappings():
+        f = out[row["day"]]
         for name in SITE_COUNTS:
-            out.counts[name] = row[name]
-        out.unique_visitors = row["unique_visitors"]
-        out.unique_visitors_authenticated = row["unique_visitors_authenticated"]
-        out.users_sketch = row["users_sketch"]
-    for r in (await conn.execute(select(DAILY_SITE_DIMS).where(DAILY_SITE_DIMS.c.day == day))).mappings():
+            f.counts[name] = row[name]
+        f.unique_visitors = row["unique_visitors"]
+        f.unique_visitors_authenticated = row["unique_visitors_authenticated"]
+        f.users_sketch = row["users_sketch"]
+    dims = select(DAILY_SITE_DIMS).where(DAILY_SITE_DIMS.c.day.in_(days))
+    for r in (await conn.execute(dims)).mappings():
+        f = out[r["day"]]
         dim, key = r["dim"], r["key"]
         values = [r["count"], r["count_authenticated"], r["visitors"], r["visitors_authenticated"]]
         if dim in _RENAMED:
@@ -171,13 +183,13 @@ async def rolled_day(conn: AsyncConnection, day: date, *, with_items: bool = Tru
             # "Mac OS X"): read as today's names. Two old names of one day can meet under one new
             # name; their visitors add up exactly, since a visitor id includes the user agent.
             key = _RENAMED[dim](key)
-            known = out.dims.get((dim, key))
+            known = f.dims.get((dim, key))
             if known is not None:
                 values = [a + b for a, b in zip(known, values, strict=True)]
-        out.dims[(dim, key)] = values
+        f.dims[(dim, key)] = values
     if with_items:
-        for r in (await conn.execute(select(DAILY_CONTENT).where(DAILY_CONTENT.c.day == day))).mappings():
-            out.items[(r["content_kind"], r["content_id"])] = _item_row(r)
+        for r in (await conn.execute(select(DAILY_CONTENT).where(DAILY_CONTENT.c.day.in_(days)))).mappings():
+            out[r["day"]].items[(r["content_kind"], r["content_id"])] = _item_row(r)
     return out
 
 
@@ -200,25 +212,30 @@ async def load_days(
     rolled_items: bool | None = None,
     today_elsewhere: TodayElsewhere | None = None,
     derivation: Derivation | None = None,
+    looks: bool = True,
 ) -> list[DayFigures]:
     """Every day of [first, last]: daily rows where the day is rolled up and clean, fact rows
     otherwise. A day is read one way or the other, whole: no gap, no overlap at the boundary.
+    `looks=False`: days read from facts leave out the looks' breakdowns (`read_site`).
 
     `today_elsewhere` computes today (never rolled up, so never pruned under the read) in another
     process, off the caller's event loop. `derivation`: see `derive_pending`."""
     if derivation is not None:
         await derive_pending(conn, first, last, derivation)
     rolled = await rolled_days(conn, first, last)
+    read_rolled = await rolled_days_figures(
+        conn, sorted(rolled), with_items=with_items if rolled_items is None else rolled_items
+    )
     today = datetime.now(UTC).date()
     days = []
     day = first
     while day <= last:
         if day in rolled:
-            days.append(await rolled_day(conn, day, with_items=with_items if rolled_items is None else rolled_items))
+            days.append(read_rolled[day])
         elif day == today and today_elsewhere is not None:
             days.append(await today_elsewhere(day, window_seconds, with_items=with_items))
         else:
-            days.append(await _facts_day(conn, day, with_items=with_items))
+            days.append(await _facts_day(conn, day, with_items=with_items, looks=looks))
         day += timedelta(days=1)
     return days
 

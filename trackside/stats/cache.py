@@ -147,11 +147,14 @@ class ClosedDays:
         *,
         with_items: bool = True,
         rolled_items: bool | None = None,
+        looks: bool = True,
     ) -> list[DayFigures]:
         """As `load_days` (the same arguments; `state` is `closed_state` of the range, read in the
         same snapshot), with the closed days from this cache when it has them."""
         if with_items if rolled_items is None else rolled_items:
-            return await load_days(conn, first, last, window_seconds, with_items=with_items, rolled_items=rolled_items)
+            return await load_days(
+                conn, first, last, window_seconds, with_items=with_items, rolled_items=rolled_items, looks=looks
+            )
         found: dict[date, DayFigures] = {}
         for day, day_state in state.items():
             hit = self._days.get((day, day_state))
@@ -170,7 +173,7 @@ class ClosedDays:
             while end + timedelta(days=1) <= last and end + timedelta(days=1) not in found:
                 end += timedelta(days=1)
             for figures in await load_days(
-                conn, day, end, window_seconds, with_items=with_items, rolled_items=rolled_items
+                conn, day, end, window_seconds, with_items=with_items, rolled_items=rolled_items, looks=looks
             ):
                 out.append(figures)
                 if figures.rolled and figures.day in state:

@@ -54,11 +54,12 @@ async def site_stats(
     """`closed`: where closed days' figures are kept between reads (none: all read now)."""
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=DAYS - 1)
+    # Without the looks' breakdowns by view type and device: not shown here (`read_site`).
     if closed is None:
-        days = await load_days(conn, first, today, window_seconds, with_items=False)
+        days = await load_days(conn, first, today, window_seconds, with_items=False, looks=False)
     else:
         days = await closed.load(
-            conn, first, today, window_seconds, await closed_state(conn, first, today), with_items=False
+            conn, first, today, window_seconds, await closed_state(conn, first, today), with_items=False, looks=False
         )
     by_day = {d.day: d for d in days}
     out: dict[str, Any] = {}

@@ -94,10 +94,10 @@ def page_view_users(day: date) -> Select:
     return select(p.user_id).where(p.day == day, p.user_id.is_not(None)).distinct()
 
 
-def site_dims(day: date, *, page_views: bool = True) -> Select:
+def site_dims(day: date, *, page_views: bool = True, looks: bool = True) -> Select:
     """(dim, key, count, count signed in, visitors, signed-in visitors) of page views by each of
     `PAGE_VIEW_DIMS` (unless `page_views` is False: their sums are kept) and of looks by view type
-    and device."""
+    and device (unless `looks` is False)."""
     p, lk = FACT_PAGE_VIEWS, FACT_LOOKS
     parts = []
     for dim in PAGE_VIEW_DIMS if page_views else ():
@@ -105,7 +105,7 @@ def site_dims(day: date, *, page_views: bool = True) -> Select:
         key = two_digits(column) if dim == "hour" else column
         where = [p.c.day == day] if dim == "hour" else [p.c.day == day, _present(column)]
         parts.append(select(_text(dim).label("dim"), key.label("key"), p.c.user_id, p.c.who).where(*where))
-    for dim, column in (("view_type", lk.c.view_type), ("view_device", lk.c.device)):
+    for dim, column in (("view_type", lk.c.view_type), ("view_device", lk.c.device)) if looks else ():
         parts.append(
             select(_text(dim).label("dim"), column.label("key"), lk.c.user_id, lk.c.who).where(*_of_item(lk, day, None))
         )
@@ -139,9 +139,11 @@ def raw_event_count(day: date) -> Select:
     return select(func.count()).select_from(EVENTS).where(EVENTS.c.day == day)
 
 
-async def read_site(conn: AsyncConnection, day: date, *, with_users: bool = True) -> DayFigures:
+async def read_site(conn: AsyncConnection, day: date, *, with_users: bool = True, looks: bool = True) -> DayFigures:
     """A day's site figures (no items). `with_users=False` leaves the exact set of users out (a
-    rollup makes their sketch from a stream instead: `users_sketch`)."""
+    rollup makes their sketch from a stream instead: `users_sketch`). `looks=False` leaves out the
+    looks' breakdowns by view type and device (`view_type`, `view_device`): sitewide stats show
+    neither, and their distinct viewers are most of a day's read once page views are summed."""
     out = DayFigures(day, rolled=False, as_of=datetime.now(UTC))
     counts: Counter[str] = Counter({name: 0 for name in SITE_COUNTS})
 
@@ -160,8 +162,11 @@ async def read_site(conn: AsyncConnection, day: date, *, with_users: bool = True
     counts["page_views"], counts["page_views_authenticated"] = int(views), int(views_auth)
     out.unique_visitors, out.unique_visitors_authenticated = int(visitors), int(visitors_auth)
 
-    for dim, key, n, n_auth, who, who_auth in await conn.execute(site_dims(day, page_views=kept is None)):
-        out.dims[(dim, key[:255])] = [int(n), int(n_auth), int(who), int(who_auth)]
+    if kept is None or looks:
+        for dim, key, n, n_auth, who, who_auth in await conn.execute(
+            site_dims(day, page_views=kept is None, looks=looks)
+        ):
+            out.dims[(dim, key[:255])] = [int(n), int(n_auth), int(who), int(who_auth)]
 
     for kind, name, n, n_auth in await conn.execute(site_events(day)):
         n, n_auth = int(n), int(n_auth)
@@ -309,9 +314,10 @@ async def read_items(conn: AsyncConnection, day: date, item: ItemKey | None = No
     return out
 
 
-async def read_day(conn: AsyncConnection, day: date, *, with_items: bool = True) -> DayFigures:
-    """The day's figures from its facts, items (with their breakdowns) when `with_items`."""
-    out = await read_site(conn, day)
+async def read_day(conn: AsyncConnection, day: date, *, with_items: bool = True, looks: bool = True) -> DayFigures:
+    """The day's figures from its facts, items (with their breakdowns) when `with_items`; `looks`:
+    see `read_site`."""
+    out = await read_site(conn, day, looks=looks)
     if with_items:
         out.items = await read_items(conn, day)
     return out
