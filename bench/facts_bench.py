@@ -242,6 +242,9 @@ async def measure_reads(url: str, tmp: Path, report: dict[str, Any]) -> None:
         async with run_sidecar(settings) as (base, _app):
             report["sidecar_start_s"] = round(time.monotonic() - t, 1)
             async with httpx.AsyncClient(base_url=base) as client:
+                # One read first, of a day with no facts: "cold" below is each answer's first read
+                # (nothing cached for it), not the new process's first database connection.
+                await timed(client, "GET", "/api/post/no-such-item/stats", next(who))
                 for name, path in (
                     ("artwork, the top one", "/api/post/art00000/stats"),
                     ("artwork, rank 100", "/api/post/art00099/stats"),
@@ -404,6 +407,7 @@ def main() -> int:
     p.add_argument("--bigday-events", type=int, default=1_430_000)
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every event count above (10: the 10x run)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "facts.json"))
+    p.add_argument("--keep", action="store_true", help="keep the databases (their URLs are printed) to look into")
     args = p.parse_args()
     for name in ("events_today", "rolled_events_per_day", "bigday_events"):
         setattr(args, name, round(getattr(args, name) * args.scale))
@@ -428,7 +432,10 @@ def main() -> int:
             if "bigday" in parts:
                 result.setdefault("bigday", []).append(bigday(backend, args, tmp, dbs))
     finally:
-        dbs.drop_all()
+        if args.keep:
+            log(f"kept: {dbs.pg}")
+        else:
+            dbs.drop_all()
         shutil.rmtree(tmp, ignore_errors=True)
         # Written whatever happened: an interrupted run keeps what it measured.
         result["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
