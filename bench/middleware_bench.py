@@ -30,8 +30,9 @@ addresses, which uvicorn's proxy headers (on by default for 127.0.0.1) make the 
 request is a person's API call, not one client's flood turned into bot counters (`--visitors 0`
 sends no such header). Reported per variant: req/s of each
 round and their median, the share of `bare` kept (median of the per-round ratios), the server's CPU
-µs a request (its process tree), and the events stored (SQLite rows, or events queued in Redis)
-against the requests sent.
+µs a request (its process tree) and `cpu_kept_of_bare` (bare's CPU a request over the variant's, per
+round: what would be kept if the pinned core were the only limit; steadier on a shared machine),
+and the events stored (SQLite rows, or events queued in Redis) against the requests sent.
 
     .venv/bin/python bench/middleware_bench.py --wrk [--before /tmp/before] [--rounds 3] [--duration 8]
 """
@@ -415,6 +416,7 @@ def run_wrk(opts: argparse.Namespace) -> dict[str, Any]:
                 print(f"round {r + 1} {name}: {runs[name][-1]}", file=sys.stderr, flush=True)
             load.append(Path("/proc/loadavg").read_text().split()[0])
     bare = [x["req_s"] for x in runs["bare"]]
+    bare_cpu = [x["cpu_us_per_req"] for x in runs["bare"]]
     summary = {}
     for name, results in runs.items():
         rates = [x["req_s"] for x in results]
@@ -423,6 +425,11 @@ def run_wrk(opts: argparse.Namespace) -> dict[str, Any]:
             "req_s_median": statistics.median(rates),
             "kept_of_bare": round(statistics.median(x / b for x, b in zip(rates, bare, strict=True)), 3),
             "cpu_us_per_req_median": statistics.median(x["cpu_us_per_req"] for x in results),
+            # The share kept if the pinned core were the only limit: bare's CPU a request over this
+            # variant's, round by round. Steadier than req/s when other work shares the core.
+            "cpu_kept_of_bare": round(
+                statistics.median(b / x["cpu_us_per_req"] for x, b in zip(results, bare_cpu, strict=True)), 3
+            ),
         }
         if name != "bare":
             summary[name]["stored_of_sent"] = [f"{x['stored']}/{x['sent']}" for x in results]
