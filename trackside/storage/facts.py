@@ -311,12 +311,6 @@ _TIME = {
     FACT_SITE_EVENTS: "ts",
     FACT_VISITS: "started_at",
 }
-# The facts kept summed, with the columns their sums need (`day_sums`, `item_sums`).
-_SUMMED = {
-    FACT_PAGE_VIEWS: day_sums.COLUMNS,
-    FACT_LOOKS: item_sums.LOOK_COLUMNS,
-    FACT_IMPRESSIONS: item_sums.IMPRESSION_COLUMNS,
-}
 
 
 def _sqlite_value(value: object) -> object:
@@ -373,38 +367,6 @@ async def _replace(
     postgres = conn.dialect.name == "postgresql"
     whole = sorted(v for v, cut in cuts.items() if cut is None)
     tails = sorted((v, cut) for v, cut in cuts.items() if cut is not None)
-    # The day's sums (page views, items) move by what is deleted and inserted here (`day_sums`).
-    summing = await day_sums.kept(conn, day)
-    deleted: dict[Any, list[Any]] = defaultdict(list)
-    for table in FACT_TABLES:
-        column = _TIME.get(table)
-        summed = _SUMMED.get(table) if summing else None
-        if summed and not postgres:
-            deleted[table] += await _doomed(conn, table, summed, day, whole, tails)
-        if whole or column is None:
-            everyone = whole if column is not None else sorted(recounted)
-            if everyone:
-                stmt = delete(table).where(table.c.day == day, _among(conn, table.c.visitor, everyone))
-                if summed and postgres:
-                    read_back = stmt.returning(*(table.c[c] for c in summed))
-                    deleted[table] += (await conn.execute(read_back)).mappings()
-                else:
-                    await conn.execute(stmt)
-        if tails and column is not None:
-            if postgres:
-                returning = f" RETURNING {', '.join('t.' + c for c in summed)}" if summed else ""
-                result = await conn.exec_driver_sql(
-                    f"DELETE FROM {table.name} AS t USING unnest($2::varchar[], $3::timestamp[]) AS c(v, cut) "
-                    f"WHERE t.day = $1 AND t.visitor = c.v AND t.{column} >= c.cut{returning}",
-                    (day, [v for v, _ in tails], [_dt(cut - SLACK) for _, cut in tails]),
-                )
-                if summed:
-                    deleted[table] += result.mappings()
-            else:
-                await conn.exec_driver_sql(
-                    f"DELETE FROM {table.name} WHERE day = ? AND visitor = ? AND {column} >= ?",
-                    [(day.isoformat(), v, _sqlite_value(_dt(cut - SLACK))) for v, cut in tails],
-                )
     rows: dict[Any, list[dict[str, object]]] = defaultdict(list)
     for f in facts:
         rows[FACT_PAGE_VIEWS] += f.page_views
@@ -414,7 +376,40 @@ async def _replace(
         rows[FACT_VISITS] += f.visits
         if f.visitor_day is not None and f.visitor_day["api_calls"] and f.visitor_day["visitor"] in recounted:
             rows[FACT_VISITOR_DAYS].append(f.visitor_day)
-    for table, table_rows in rows.items():
+    # The day's sums (page views, items) move by what is deleted and inserted here (`day_sums`);
+    # asked before writing: a day whose first facts these are starts its sums.
+    summing = await day_sums.kept(conn, day)
+    # Only what changed is written: the facts from the cut on are read, and a row the derivation made
+    # again, equal in every column, stays (a tail re-derived for one new page view rewrites that view,
+    # the one before it and the visit, not the whole visit).
+    deleted: dict[Any, list[Any]] = {}
+    inserted: dict[Any, list[dict[str, object]]] = {}
+    for table in FACT_TABLES:
+        if table is FACT_VISITOR_DAYS:
+            if recounted:
+                await conn.execute(
+                    delete(table).where(table.c.day == day, _among(conn, table.c.visitor, sorted(recounted)))
+                )
+            inserted[table] = rows[table]
+            continue
+        current = await _facts_from_cuts(conn, table, day, whole, tails)
+        columns = tuple(c.name for c in table.columns)
+        made = {r["id"]: r for r in rows[table]}
+        deleted[table] = [
+            old for old in current if (new := made.get(old["id"])) is None or any(old[c] != new[c] for c in columns)
+        ]
+        kept_ids = {old["id"] for old in current}.difference(r["id"] for r in deleted[table])
+        inserted[table] = [r for r in rows[table] if r["id"] not in kept_ids]
+        gone = [r["id"] for r in deleted[table]]
+        if gone and postgres:
+            await conn.exec_driver_sql(
+                f"DELETE FROM {table.name} WHERE day = $1 AND id = ANY($2::varchar[])", (day, gone)
+            )
+        elif gone:
+            await conn.exec_driver_sql(
+                f"DELETE FROM {table.name} WHERE day = ? AND id = ?", [(day.isoformat(), i) for i in gone]
+            )
+    for table, table_rows in inserted.items():
         if not table_rows:
             continue
         columns = tuple(c.name for c in table.columns)
@@ -427,11 +422,11 @@ async def _replace(
         into = _SumChanges() if sums is None else sums
         pages, items, whos = into.of(day)
         day_sums.tally(pages, deleted[FACT_PAGE_VIEWS], -1)
-        day_sums.tally(pages, rows.get(FACT_PAGE_VIEWS, ()), 1)
+        day_sums.tally(pages, inserted[FACT_PAGE_VIEWS], 1)
         item_sums.tally_looks(items, whos, deleted[FACT_LOOKS], -1)
-        item_sums.tally_looks(items, whos, rows.get(FACT_LOOKS, ()), 1)
+        item_sums.tally_looks(items, whos, inserted[FACT_LOOKS], 1)
         item_sums.tally_impressions(items, deleted[FACT_IMPRESSIONS], -1)
-        item_sums.tally_impressions(items, rows.get(FACT_IMPRESSIONS, ()), 1)
+        item_sums.tally_impressions(items, inserted[FACT_IMPRESSIONS], 1)
         if sums is None:
             await into.apply(conn)
     if whole and clear_marks:
@@ -440,27 +435,30 @@ async def _replace(
         )
 
 
-async def _doomed(
-    conn: AsyncConnection,
-    table: Any,
-    names: tuple[str, ...],
-    day: date,
-    whole: list[str],
-    tails: list[tuple[str, float]],
+async def _facts_from_cuts(
+    conn: AsyncConnection, table: Any, day: date, whole: list[str], tails: list[Any]
 ) -> list[Any]:
-    """The rows of `table` `_replace` is about to delete, read first (SQLite: no RETURNING with many
-    parameter sets): every row of `whole`, and each tail's rows from its cut on."""
+    """The rows of `table` that a derivation from these cuts makes anew: every row of `whole`, and
+    each tail's rows from its cut on."""
     t = table.c
-    time = t[_TIME[table]]
-    columns = [t[c] for c in names]
+    time = _TIME[table]
     out: list[Any] = []
     if whole:
-        out += (await conn.execute(select(*columns).where(t.day == day, _among(conn, t.visitor, whole)))).mappings()
+        out += (await conn.execute(select(table).where(t.day == day, _among(conn, t.visitor, whole)))).mappings()
+    if not tails:
+        return out
+    if conn.dialect.name == "postgresql":
+        result = await conn.exec_driver_sql(
+            f"SELECT t.* FROM {table.name} AS t JOIN unnest($2::varchar[], $3::timestamp[]) AS c(v, cut) "
+            f"ON t.visitor = c.v AND t.{time} >= c.cut WHERE t.day = $1",
+            (day, [v for v, _ in tails], [_dt(cut - SLACK) for _, cut in tails]),
+        )
+        return out + list(result.mappings())
     cut_of = {v: _dt(cut - SLACK) for v, cut in tails}
     for first in range(0, len(tails), _CHUNK):
         chunk = [v for v, _ in tails[first : first + _CHUNK]]
-        query = select(t.visitor, time.label("cut_time"), *columns).where(t.day == day, _among(conn, t.visitor, chunk))
-        out += [r for r in (await conn.execute(query)).mappings() if r["cut_time"] >= cut_of[r["visitor"]]]
+        query = select(table).where(t.day == day, _among(conn, t.visitor, chunk))
+        out += [r for r in (await conn.execute(query)).mappings() if r[time] >= cut_of[r["visitor"]]]
     return out
 
 
