@@ -28,6 +28,7 @@ from trackside.goals import load_goals
 from trackside.stats.v2.engine import QueryTimeout, limits_of
 from trackside.stats.v2.funnel import answer_funnel, parse_funnel, resolve_goals
 from trackside.stats.v2.schema import V2Error
+from trackside.storage.engine import writing
 
 logger = logging.getLogger("trackside.sidecar")
 
@@ -121,7 +122,7 @@ class FunnelsApi:
         except FunnelError as exc:
             return error(400, str(exc))
         try:
-            async with self.stats.engine.begin() as conn:
+            async with writing(self.stats.engine) as conn:  # reads, then writes
                 resolve_goals(funnel.steps, await load_goals(conn, self.settings))
                 stored = await add_funnel(conn, self.settings, funnel)
         except V2Error as exc:
@@ -132,7 +133,7 @@ class FunnelsApi:
 
     async def _remove(self, name: str) -> Response:
         try:
-            async with self.stats.engine.begin() as conn:
+            async with writing(self.stats.engine) as conn:  # reads, then writes
                 removed = await remove_funnel(conn, self.settings, name)
         except FunnelConflict as exc:
             return error(409, str(exc))

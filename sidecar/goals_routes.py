@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
 from trackside.goals import GoalConflict, GoalError, add_goal, check_goal, list_goals, remove_goal
+from trackside.storage.engine import writing
 
 ROUTE = "/_trackside/api/goals"
 MAX_BODY = 16 * 1024
@@ -80,7 +81,7 @@ class GoalsApi:
         except GoalError as exc:
             return error(400, str(exc))
         try:
-            async with self.stats.engine.begin() as conn:
+            async with writing(self.stats.engine) as conn:  # reads, then writes
                 stored = await add_goal(conn, self.settings, goal)
         except GoalConflict as exc:
             return error(409, str(exc))
@@ -88,7 +89,7 @@ class GoalsApi:
 
     async def _remove(self, name: str) -> Response:
         try:
-            async with self.stats.engine.begin() as conn:
+            async with writing(self.stats.engine) as conn:  # reads, then writes
                 removed = await remove_goal(conn, self.settings, name)
         except GoalConflict as exc:
             return error(409, str(exc))
