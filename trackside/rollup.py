@@ -29,6 +29,7 @@ from trackside.storage.daily import (
     prune_raw,
     replace_day,
 )
+from trackside.storage.engine import writing
 from trackside.storage.fact_reads import (
     item_dims,
     item_totals,
@@ -104,7 +105,7 @@ async def rollup_day(
         await record_user_days(conn, day)
         # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
         await record_journey_days(conn, day)
-    async with engine.begin() as conn:
+    async with writing(engine) as conn:  # reads, then deletes (SQLite: the write lock from the start)
         await day_sums.drop_forgotten(conn, day)
     logger.info("rolled up %s: %d events", day, events)
     return RollupResult(day, events, False)
