@@ -53,8 +53,6 @@ from trackside.storage.tables import (
 
 # Breakdowns of page views (the fact column of each): the same as sitewide's SQL grouping.
 PAGE_VIEW_DIMS = ("label", "country", "device", "browser", "os", "referrer", "hour", "utm_source")
-# The fact columns a page view's sums need (deleted rows are read back with these).
-COLUMNS = ("who", *PAGE_VIEW_DIMS)
 TOTAL = ("", "")
 SumKey = tuple[str, str, str]  # (dim, key, who)
 

@@ -30,19 +30,6 @@ from trackside.storage.tables import FACT_LOOKS, FACT_SUM_DAYS, ITEM_AUTHORS, IT
 if TYPE_CHECKING:
     from trackside.figures import ItemFigures
 
-# The fact columns the sums need (deleted rows are read back with these).
-LOOK_COLUMNS: tuple[str, ...] = (
-    "content_kind",
-    "content_id",
-    "who",
-    "user_id",
-    "country",
-    "device",
-    "view_type",
-    "referrer",
-    "hour",
-)
-IMPRESSION_COLUMNS: tuple[str, ...] = ("content_kind", "content_id", "user_id", "view_type", "hour")
 # Looks' breakdowns whose empty key is skipped (as `item_dims` does).
 _LOOK_DIMS = (("country", "country"), ("device", "device"), ("type", "view_type"), ("referrer", "referrer"))
 SumKey = tuple[str, str, str, str, str]  # (kind, id, dim, key, user)
