@@ -40,6 +40,7 @@ from trackside.storage.fact_reads import (
 )
 from trackside.storage.fact_retention import prune_facts
 from trackside.storage.facts import derive_visitor_days, marked
+from trackside.storage.funnel_days import record_funnel_day
 from trackside.storage.journey_days import prune_journey_days, record_journey_days
 from trackside.storage.partitions import drop_empty_partitions, make_partitions
 from trackside.storage.tables import EVENTS, FACT_TABLES
@@ -105,6 +106,8 @@ async def rollup_day(
         await record_user_days(conn, day)
         # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
         await record_journey_days(conn, day)
+        # Funnels' encoding of the day's visits (matched with NumPy over closed days).
+        await record_funnel_day(conn, day)
     async with writing(engine) as conn:  # reads, then deletes (SQLite: the write lock from the start)
         await day_sums.drop_forgotten(conn, day)
     logger.info("rolled up %s: %d events", day, events)

@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.storage import day_sums
+from trackside.storage.funnel_days import forget_funnel_days
 from trackside.storage.tables import DERIVE_MARKS, FACT_TABLES, ROLLUP_DAYS
 
 _CHUNK = 500
@@ -44,5 +45,6 @@ async def prune_facts(conn: AsyncConnection, before: date) -> int:
             result = await conn.execute(delete(table).where(table.c.day.in_(chunk)))
             removed += max(result.rowcount, 0)
         await conn.execute(delete(DERIVE_MARKS).where(DERIVE_MARKS.c.day.in_(chunk)))
+        await forget_funnel_days(conn, chunk)  # a funnel counts facts only
         await day_sums.drop(conn, chunk)
     return removed

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Index,
+    Integer,
     LargeBinary,
     SmallInteger,
     String,
@@ -600,3 +601,28 @@ class JourneyDayRow(SQLModel, table=True):
 
 
 JOURNEY_DAYS = JourneyDayRow.__table__  # type: ignore[attr-defined]
+
+
+class FunnelStringRow(SQLModel, table=True):
+    """Every string a funnel day's encoding names (paths, event names, labels, signed-in users, visit
+    dimensions' values), numbered once for all days (`trackside.storage.funnel_days`)."""
+
+    __tablename__ = "funnel_strings"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    text: str = Field(sa_column=Column(String(512), nullable=False, unique=True))
+
+
+class FunnelDayRow(SQLModel, table=True):
+    """A closed day's visits in columns for funnels, one row per part (`trackside.storage.funnel_days`),
+    written by the rollup; deleted with the day's facts."""
+
+    __tablename__ = "funnel_days"
+
+    day: date = Field(primary_key=True)
+    part: str = Field(sa_column=Column(String(8), primary_key=True))
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+FUNNEL_STRINGS = FunnelStringRow.__table__  # type: ignore[attr-defined]
+FUNNEL_DAYS = FunnelDayRow.__table__  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.funnels import GOAL_STEP, FunnelError, Step, parse_steps
 from trackside.goals import EVENT, PAGE, Goal
+from trackside.stats.funnel_days import encoded_funnel
 from trackside.stats.v2.engine import Limits, _deadline
 from trackside.stats.v2.schema import Query, V2Error, echo_range, parse
 from trackside.stats.v2.sql import Builder, Expr, oldest_fact_day
@@ -135,8 +136,8 @@ def _step_rows(b: Builder, step: Step, goal: Goal | None) -> Any:
     )
 
 
-def funnel_select(b: Builder, steps: tuple[Step, ...], goals: list[Goal | None]) -> sa.Select[Any]:
-    """(step, visitors, median seconds) per step reached by anyone: one statement (module doc)."""
+def _firsts(b: Builder, steps: tuple[Step, ...], goals: list[Goal | None], with_user: bool = False) -> Any:
+    """Per step and visitor, the visits that reached the step, `r` 1 for the visitor's first."""
     # Step 1: each visit's first matching event, with the visit's who (the filters keep visits).
     rows = _step_rows(b, steps[0], goals[0]).subquery("s0")
     first = sa.select(rows.c.visit_id, rows.c.day, sa.func.min(rows.c.ts).label("t")).group_by(
@@ -175,19 +176,39 @@ def funnel_select(b: Builder, steps: tuple[Step, ...], goals: list[Goal | None])
     for k, f in enumerate(reached):
         who = sa.case((f.c.who.like("u:%"), f.c.who), else_=f.c.who + "|" + sa.cast(f.c.day, sa.String))
         secs = sa.cast(sa.null(), sa.Float) if k == 0 else sa.cast(_seconds(f.c.t, f.c.prev, b.postgres), sa.Float)
+        user = [f.c.who.like("u:%").label("is_user")] if with_user else []
         parts.append(
             sa.select(
-                sa.literal(k, sa.Integer).label("step"), who.label("who_u"), f.c.t.label("at"), secs.label("secs")
+                sa.literal(k, sa.Integer).label("step"),
+                who.label("who_u"),
+                f.c.t.label("at"),
+                secs.label("secs"),
+                *user,
             )
         )
     steps_u = sa.union_all(*parts).subquery("steps_u")
-    firsts = sa.select(
+    more = [steps_u.c.who_u, steps_u.c.at, steps_u.c.is_user] if with_user else []
+    return sa.select(
         steps_u.c.step,
         steps_u.c.secs,
+        *more,
         sa.func.row_number()
         .over(partition_by=[steps_u.c.step, steps_u.c.who_u], order_by=[steps_u.c.at, steps_u.c.secs])
         .label("r"),
     ).subquery("firsts")
+
+
+def firsts_select(b: Builder, steps: tuple[Step, ...], goals: list[Goal | None]) -> sa.Select[Any]:
+    """(step, who_u, is_user, at, secs): each visitor's first visit reaching each step, for
+    `trackside.stats.funnel_days` (the days it asks of SQL)."""
+    firsts = _firsts(b, steps, goals, with_user=True)
+    c = firsts.c
+    return sa.select(c.step, c.who_u, c.is_user, c.at, c.secs).where(c.r == 1)
+
+
+def funnel_select(b: Builder, steps: tuple[Step, ...], goals: list[Goal | None]) -> sa.Select[Any]:
+    """(step, visitors, median seconds) per step reached by anyone: one statement (module doc)."""
+    firsts = _firsts(b, steps, goals)
     ranked = (
         sa.select(
             firsts.c.step,
@@ -243,10 +264,14 @@ async def answer_funnel(
             first = q.first if q.first is not None else (oldest_day or q.last)
             q = replace(q, first=first)
             builder = Builder(q, first, None, goal_list, conn_.dialect.name)
-            found = {
-                int(row.step): (int(row.visitors), row.median)
-                for row in await conn_.execute(funnel_select(builder, fq.steps, step_goals))
-            }
+            statement = funnel_select(builder, fq.steps, step_goals)  # built first: it refuses bad filters
+            # Closed days encoded by their rollup are matched with NumPy (trackside.stats.funnel_days).
+            encoded = await encoded_funnel(conn_, builder, fq.steps, step_goals, oldest_day)
+            found = (
+                encoded
+                if encoded is not None
+                else {int(row.step): (int(row.visitors), row.median) for row in await conn_.execute(statement)}
+            )
     out = []
     top = found.get(0, (0, None))[0]
     previous = top
