@@ -5,10 +5,26 @@ an IP."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import date
 from functools import lru_cache
 from hashlib import sha256
 from typing import Any, Protocol
+
+
+def _builtin_sha256() -> Any:
+    """CPython's own SHA-256 (`_sha256` in 3.11, `_sha2` from 3.12), without OpenSSL's EVP layer:
+    the same digests, in about half the time for a message this short (in OpenSSL 3 a copy, an
+    update and a digest each cost more than the hashing itself). OpenSSL's where it is missing."""
+    for name in ("_sha256", "_sha2"):
+        try:
+            return importlib.import_module(name).sha256
+        except (ImportError, AttributeError):
+            continue
+    return sha256
+
+
+_sha256 = _builtin_sha256()
 
 
 class SaltSource(Protocol):
@@ -22,7 +38,7 @@ def _pads(salt: bytes) -> tuple[Any, Any]:
     # OpenSSL for the digest anew on each call, which costs more than the hashing itself.
     key = salt if len(salt) <= 64 else sha256(salt).digest()
     key = key.ljust(64, b"\0")
-    return sha256(bytes(b ^ 0x36 for b in key)), sha256(bytes(b ^ 0x5C for b in key))
+    return _sha256(bytes(b ^ 0x36 for b in key)), _sha256(bytes(b ^ 0x5C for b in key))
 
 
 def visitor_hash(salt: bytes, site: str, ip: str, user_agent: str) -> str:
