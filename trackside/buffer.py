@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from trackside.batch import Batch, BotKey
 from trackside.events import BotHit, Event, as_row
@@ -30,6 +30,11 @@ class BatchWriter(Protocol):
 
 class Recorder(Protocol):
     def record(self, *request: Any) -> None: ...
+
+
+@runtime_checkable
+class _RowWriting(Protocol):
+    def write_rows(self, batch: Batch, rows: list[tuple[Any, ...]]) -> Any: ...
 
 
 # Recording runs in slices between yields to the event loop, so that a proxied request arriving
@@ -115,11 +120,18 @@ class EventBuffer:
             self.titles[(kind, item)] = title
 
     def take(self, limit: int) -> Batch:
+        rows, batch = self.take_rows(limit)
+        batch.events = [Event(*row) for row in rows]
+        return batch
+
+    def take_rows(self, limit: int) -> tuple[list[tuple[Any, ...]], Batch]:
+        """Up to `limit` events as their rows, and a batch with the counters, aliases and titles but
+        no events yet (a writer that takes rows packs them as they are: `RedisWriter.write_rows`)."""
         rows, self.events = self.events[:limit], self.events[limit:]
         bots, self.bots = self.bots, Counter()
         aliases, self.aliases = self.aliases, {}
         titles, self.titles = self.titles, {}
-        return Batch(events=[Event(*row) for row in rows], bots=bots, aliases=aliases, titles=titles)
+        return rows, Batch(bots=bots, aliases=aliases, titles=titles)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -139,6 +151,8 @@ class Flusher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.recorder: Recorder | None = None  # turns waiting requests into events (the capturer)
+        # A writer that packs the buffer's rows as they are (Redis), else None: batches of `Event`s.
+        self._write_rows = writer.write_rows if isinstance(writer, _RowWriting) else None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="trackside-flusher")
@@ -165,7 +179,10 @@ class Flusher:
         for _ in range(rounds):
             if not (len(self.buffer) or self.buffer.bots or self.buffer.aliases):
                 break
-            await self._send(self.buffer.take(self.batch))
+            if self._write_rows is not None:
+                await self._send_rows(*self.buffer.take_rows(self.batch))
+            else:
+                await self._send(self.buffer.take(self.batch))
 
     async def _record_waiting(self) -> None:
         waiting = self.buffer.take_waiting()
@@ -189,6 +206,24 @@ class Flusher:
                 await asyncio.sleep(0)
                 back = clock()
                 deadline = back + max(RECORD_SLICE, (back - now) * RECORD_SHARE)
+
+    async def _send_rows(self, rows: list[tuple[Any, ...]], batch: Batch) -> None:
+        """`_send` for a writer that takes rows (Redis): the events become `Event`s only if the batch
+        goes to the spool."""
+        if not self.spool.pending:
+            assert self._write_rows is not None
+            try:
+                await self._write_rows(batch, rows)
+            except Exception as exc:
+                logger.warning("writer unavailable (%s): spooling %d events", type(exc).__name__, len(rows))
+            else:
+                self.metrics.inc("events_written", len(rows))
+                self.metrics.inc("batches_written")
+                if self.buffer.ledger is not None:
+                    self.buffer.ledger.add_durable(len(rows))
+                return
+        batch.events = [Event(*row) for row in rows]
+        self._spool(batch)
 
     async def _send(self, batch: Batch) -> None:
         if self.spool.pending:

@@ -8,6 +8,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -33,11 +34,16 @@ deserialize = functools.partial(msgpack.unpackb, raw=False)
 PACK_CHUNK = 256
 
 
-async def pack_batch(batch: Batch) -> bytes:
+async def pack_batch(batch: Batch, rows: Sequence[tuple[Any, ...]] | None = None) -> bytes:
     """The batch's wire form (`Batch.to_wire`) as msgpack, packed a chunk of events at a time with
     a yield in between. Packed whole, a batch of a few thousand events held the event loop, and
     every proxied request behind it, for about 2 ms. The job carries these bytes; the worker
-    unpacks them (`unpack_batch`)."""
+    unpacks them (`unpack_batch`).
+
+    `rows`: the batch's events as rows (`events.as_row`), taken straight from the buffer
+    (`EventBuffer.take_rows`) with no `Event` made in between; else the batch's events are packed."""
+    if rows is None:
+        rows = [as_row(event) for event in batch.events]
     rest = batch.wire_without_rows()
     packer = msgpack.Packer(use_bin_type=True, autoreset=False)
     packer.pack_map_header(len(rest) + 1)
@@ -45,10 +51,11 @@ async def pack_batch(batch: Batch) -> bytes:
         packer.pack(key)
         packer.pack(value)
     packer.pack("rows")
-    packer.pack_array_header(len(batch.events))
-    for first in range(0, len(batch.events), PACK_CHUNK):
-        for event in batch.events[first : first + PACK_CHUNK]:
-            packer.pack(as_row(event))
+    packer.pack_array_header(len(rows))
+    pack = packer.pack
+    for first in range(0, len(rows), PACK_CHUNK):
+        for row in rows[first : first + PACK_CHUNK]:
+            pack(row)
         await asyncio.sleep(0)
     return packer.bytes()
 
@@ -95,11 +102,14 @@ class RedisWriter:
         return self.pool
 
     async def write(self, batch: Batch) -> Any:
-        payload = await pack_batch(batch)
+        return await self.write_rows(batch, None)
+
+    async def write_rows(self, batch: Batch, rows: Sequence[tuple[Any, ...]] | None) -> Any:
+        """`write`, the events given as rows (`pack_batch`): the flusher's way, which saves making an
+        `Event` of each buffered row and a row of each `Event` again (about 1.5 µs an event)."""
+        payload = await pack_batch(batch, rows)
         pool = await self.connect()
-        return await pool.enqueue_job(
-            PERSIST_JOB, payload, _job_id=f"batch:{batch.id}", _expires=JOB_LIFETIME
-        )
+        return await pool.enqueue_job(PERSIST_JOB, payload, _job_id=f"batch:{batch.id}", _expires=JOB_LIFETIME)
 
     async def queue_depth(self) -> int:
         pool = await self.connect()

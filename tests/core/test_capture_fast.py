@@ -16,3 +16,47 @@ def test_visitor_hash_is_hmac_sha256_on_any_input() -> None:
         ua = os.urandom(i % 300).decode("latin-1")
         expected = hmac.digest(salt, f"site\x00{ip}\x00{ua}".encode("utf-8", "surrogateescape"), "sha256")[:16].hex()
         assert visitor_hash(salt, "site", ip, ua) == expected
+
+
+def test_rows_packed_from_the_buffer_are_the_events_packed() -> None:
+    """Redis mode packs the buffer's rows as they are (`take_rows`, `write_rows`): the same bytes as
+    the batch of `Event`s packed, so the worker reads the same events."""
+    import asyncio
+
+    from trackside.buffer import EventBuffer
+    from trackside.events import Event, as_row
+    from trackside.metrics import Metrics
+    from trackside.queue import pack_batch, unpack_batch
+
+    def fill(buffer: EventBuffer) -> None:
+        for i in range(600):  # more than a packing chunk
+            buffer.put_row(
+                as_row(
+                    Event(
+                        id=f"id{i}",
+                        ts=1_760_000_000.5 + i,
+                        kind="page_view",
+                        nav="document",
+                        method="GET",
+                        path=f"/p/{i}",
+                        label="/p/[post]",
+                        status=200,
+                        visitor=f"v{i % 7}",
+                        user_id="u1" if i % 3 else None,
+                        duration_ms=1.5,
+                        unverified=bool(i % 2),
+                    )
+                )
+            )
+        buffer.put_alias("post", "12", "abc")
+
+    a, b = EventBuffer(10_000, Metrics()), EventBuffer(10_000, Metrics())
+    fill(a)
+    fill(b)
+    batch = a.take(10_000)
+    rows, bare = b.take_rows(10_000)
+    bare.id = batch.id
+    assert bare.events == [] and len(rows) == 600
+    packed = asyncio.run(pack_batch(batch))
+    assert asyncio.run(pack_batch(bare, rows)) == packed
+    assert unpack_batch(packed).events == batch.events
