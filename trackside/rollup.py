@@ -45,6 +45,7 @@ from trackside.storage.journey_days import prune_journey_days, record_journey_da
 from trackside.storage.partitions import drop_empty_partitions, make_partitions
 from trackside.storage.tables import EVENTS, FACT_TABLES
 from trackside.storage.user_days import prune_user_days, record_user_days
+from trackside.storage.visit_days import prune_visit_days, record_visit_days
 
 logger = logging.getLogger("trackside.rollup")
 
@@ -106,6 +107,8 @@ async def rollup_day(
         await record_user_days(conn, day)
         # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
         await record_journey_days(conn, day)
+        # Visits' daily rows (per visit dimension and value), read by v2 for rolled days.
+        await record_visit_days(conn, day)
         # Funnels' encoding of the day's visits (matched with NumPy over closed days).
         await record_funnel_day(conn, day)
     async with writing(engine) as conn:  # reads, then deletes (SQLite: the write lock from the start)
@@ -158,6 +161,7 @@ async def prune(
     async with engine.begin() as conn:
         raw = await prune_raw(conn, today - timedelta(days=raw_retention_days))
         facts = await prune_facts(conn, today - timedelta(days=fact_retention_days))
+        await prune_visit_days(conn, today - timedelta(days=fact_retention_days))  # with their visit facts
         daily = 0
         if daily_retention_days > 0:
             daily = await prune_daily(conn, today - timedelta(days=daily_retention_days))

@@ -30,11 +30,17 @@ from trackside.stats.v2.schema import (
 )
 from trackside.stats.v2.sql import Builder, Plan, oldest_fact_day
 from trackside.storage.engine import snapshot
+from trackside.storage.visit_days import days_with_rows
 
 Key = tuple[str, ...]
 Rows = dict[Key, dict[str, float]]
 
 MAX_TIME_LABELS = 10_000
+# Metrics a visits' daily row answers part of (itself, or the visitors of a rate's whole).
+VISIT_ROW_METRICS = frozenset(
+    ("visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit", "percentage",
+     "conversion_rate")
+)  # fmt: skip
 VISITORS = frozenset(("visitors",))
 UNIQUES = (
     "visitors and unique_viewers: each signed-in user once over the whole range, plus each anonymous "
@@ -89,7 +95,8 @@ async def answer(
             if q.time_labels and grain is not None:
                 _check_label_count(grain, first, q)
             goal_list = await goals(conn) if has_goal(q) else []
-            builder = Builder(q, first, grain, goal_list, conn.dialect.name)
+            row_days = await _row_days(conn, q, first, grain, oldest_day)
+            builder = Builder(q, first, grain, goal_list, conn.dialect.name, row_days)
             rows = await _rows(conn, builder, q, first, grain, goal_list)
     ordered = _order(q, rows)
     page = ordered[q.offset : q.offset + q.limit]
@@ -137,6 +144,18 @@ async def answer(
             "pagination": {"limit": q.limit, "offset": q.offset},
         },
     }
+
+
+async def _row_days(
+    conn: AsyncConnection, q: Query, first: date, grain: str | None, oldest: date | None
+) -> tuple[date, ...]:
+    """The rolled days of the range read from the visits' daily rows (`trackside.storage.visit_days`), for a
+    query without filters over whole days (`Builder.rows_apply`); only days the facts hold (`oldest` on)."""
+    if q.filters or grain == "hour" or (q.start is not None and q.end is not None) or oldest is None:
+        return ()
+    if not any(m in VISIT_ROW_METRICS for m in q.metrics):
+        return ()
+    return tuple(await days_with_rows(conn, max(first, oldest), q.last))
 
 
 def _check_label_count(grain: str, first: date, q: Query) -> None:
@@ -267,7 +286,12 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
             _merge(rows, await _fetch(conn, b.event_plan(name, q.filters, needs=needs), (), first, grain))
     if want_visits:
         name = next(m for m in q.metrics if m in session or m == "visits")
-        _merge(rows, await _fetch(conn, b.visit_plan(name, q.filters), (), first, grain))
+        if b.rows_apply(q.filters) and b.by_visits(q.filters, frozenset()):
+            # The same figures from the visits' daily rows of rolled days (and today's visits).
+            plan = b.visit_event_plan(name, q.filters, frozenset(), with_visits=True)
+            _merge(rows, await _fetch(conn, plan, (), first, grain))
+        else:
+            _merge(rows, await _fetch(conn, b.visit_plan(name, q.filters), (), first, grain))
     for metric, plan_of in (
         ("content_views", b.looks_plan),
         ("unique_viewers", b.looks_plan),
@@ -316,7 +340,7 @@ EVENT_FIGURE_OF = (
 async def _total_visitors(
     conn: AsyncConnection, b: Builder, filters: tuple[Any, ...], first: date, grain: str | None
 ) -> float:
-    whole = Builder(replace(b.q, dimensions=()), first, grain, list(b.goals.values()), conn.dialect.name)
+    whole = Builder(replace(b.q, dimensions=()), first, grain, list(b.goals.values()), conn.dialect.name, b.row_days)
     found = await _fetch(conn, whole.event_plan("visitors", filters, needs=VISITORS), (), first, grain)
     return next(iter(found.values()), {}).get("visitors", 0.0)
 
@@ -324,7 +348,9 @@ async def _total_visitors(
 async def _group_rates(conn: AsyncConnection, b: Builder, q: Query, rows: Rows, first: date, grain: str | None) -> None:
     """Converted visitors over the visitors of the same group (the other dimensions), goal filters off."""
     others = tuple(d for d in q.dimensions if d != "event:goal")
-    grouped = Builder(replace(q, dimensions=others), first, grain, list(b.goals.values()), conn.dialect.name)
+    grouped = Builder(
+        replace(q, dimensions=others), first, grain, list(b.goals.values()), conn.dialect.name, b.row_days
+    )
     plan = grouped.event_plan("group_conversion_rate", _without_goals(q), needs=VISITORS)
     totals = await _fetch(conn, plan, (), first, grain)
     goal_at = q.dimensions.index("event:goal") if "event:goal" in q.dimensions else None

@@ -16,9 +16,10 @@ an anonymous visitor once per UTC day (the visitor id changes with the daily sal
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +38,7 @@ from trackside.storage.tables import (
     FACT_VISITS,
     ITEM_AUTHORS,
 )
+from trackside.storage.visit_days import TOTAL, VISIT_DIM_DAYS, VISIT_DIM_USERS, row_dimension, visit_value
 
 Expr = ColumnElement[Any]
 # The raw figures each source's SELECT answers per group, after its dimension columns.
@@ -61,12 +63,23 @@ class Plan:
 
 
 class Builder:
-    def __init__(self, q: Query, first: date, grain: str | None, goals: list[Goal], dialect: str) -> None:
+    def __init__(
+        self,
+        q: Query,
+        first: date,
+        grain: str | None,
+        goals: list[Goal],
+        dialect: str,
+        row_days: tuple[date, ...] = (),
+    ) -> None:
         self.q = q
         self.first = first
         self.grain = grain
         self.goals = {g.name: g for g in goals}
         self.postgres = dialect == "postgresql"
+        # Rolled days of the range whose visits' daily rows are written (`trackside.storage.visit_days`):
+        # `visit_event_plan` reads them there, when `rows_apply`.
+        self.row_days = row_days
 
     # Shared pieces.
 
@@ -181,26 +194,8 @@ class Builder:
         return sa.case(*((col == raw, spelled) for raw, spelled in DEVICES.items()), else_=col)
 
     def _visit_columns(self, v: Any) -> Callable[[str], Expr | None]:
-        def columns(d: str) -> Expr | None:
-            if d in ("visit:source", "visit:referrer"):
-                return sa.func.coalesce(v.c[d[6:]], DIRECT)
-            if d in (
-                "visit:utm_source",
-                "visit:utm_medium",
-                "visit:utm_campaign",
-                "visit:entry_page",
-                "visit:exit_page",
-            ):
-                return sa.func.coalesce(v.c[d[6:]], NOT_SET)
-            if d in ("visit:country", "visit:country_name"):
-                return sa.func.coalesce(v.c.country, NOT_SET)
-            if d == "visit:device":
-                return self._device(v.c.device)
-            if d in ("visit:browser", "visit:os"):
-                return v.c[d[6:]]
-            return None
-
-        return columns
+        # The same values as the visits' daily rows keep (`trackside.storage.visit_days`).
+        return functools.partial(visit_value, v)
 
     # Events: page views and site events, each with its visit.
 
@@ -345,43 +340,58 @@ class Builder:
         exprs, dims = self._group(metric, columns, v.c.day, None)
         condition = self.compile(filters, self._leaf_on(metric, columns))
         keep = [*self._in_range(v.c.day, None), *([condition] if condition is not None else [])]
+        # Rolled days from their daily rows; the facts of the other days only (none: no facts read).
+        from_rows = self.row_days if self.rows_apply(filters) else ()
+        open_days = self._open_days(from_rows) if from_rows else None
+        if open_days is not None:
+            keep.append(v.c.day.in_(open_days))
 
         def key(who: Expr, day: Expr) -> Expr:
             return sa.case((who.like("u:%"), who), else_=who + "|" + sa.cast(day, sa.String))
 
         grouped = [x.label(f"g{i}") for i, x in enumerate(exprs)]
-        parts: list[sa.Select[Any]] = [
-            sa.select(
-                *grouped,
-                key(v.c.who, v.c.day).label("k"),
-                v.c.page_views.label("pv"),
-                (v.c.page_views + v.c.events).label("ev"),
-                sa.literal(1).label("n"),
-                sa.case((v.c.bounce, 1), else_=0).label("b"),
-                v.c.duration_s.label("s"),
-            ).where(*keep)
-        ]
-        if "visitors" in needs:
+        zero = sa.literal(0)
+        parts: list[sa.Select[Any]] = []
+        if open_days is None or open_days:
+            parts.append(
+                sa.select(
+                    *grouped,
+                    key(v.c.who, v.c.day).label("k"),
+                    v.c.page_views.label("pv"),
+                    (v.c.page_views + v.c.events).label("ev"),
+                    sa.literal(1).label("n"),
+                    sa.case((v.c.bounce, 1), else_=0).label("b"),
+                    v.c.duration_s.label("s"),
+                    zero.label("a"),
+                ).where(*keep)
+            )
+        if "visitors" in needs and (open_days is None or open_days):
             for table in (FACT_PAGE_VIEWS, FACT_SITE_EVENTS):
                 t = table.alias("o")
                 extra = [t.c.kind == "event"] if table is FACT_SITE_EVENTS else []
+                if open_days is not None:
+                    extra.append(t.c.day.in_(open_days))
                 on = sa.and_(t.c.day == v.c.day, t.c.visitor == v.c.visitor, t.c.visit_id == v.c.id)
                 parts.append(
                     sa.select(
                         *grouped,
                         key(t.c.who, t.c.day).label("k"),
-                        sa.literal(0).label("pv"),
-                        sa.literal(0).label("ev"),
-                        sa.literal(0).label("n"),
-                        sa.literal(0).label("b"),
-                        sa.literal(0).label("s"),
+                        zero.label("pv"),
+                        zero.label("ev"),
+                        zero.label("n"),
+                        zero.label("b"),
+                        zero.label("s"),
+                        zero.label("a"),
                     )
                     .select_from(v.join(t, on))
                     .where(v.c.user_id.is_not(None), t.c.who != v.c.who, *extra, *keep, *self._in_range(t.c.day, None))
                 )
+        if from_rows:
+            parts += self._row_parts(metric, from_rows, "visitors" in needs)
         u = sa.union_all(*parts).subquery("u")
         figures = [
-            sa.func.count(sa.distinct(u.c.k)).label("visitors"),
+            # Visitors: the distinct `who`s, plus the rows' anonymous visitor-days (days apart: they add up).
+            (sa.func.count(sa.distinct(u.c.k)) + sa.func.coalesce(sa.func.sum(u.c.a), 0)).label("visitors"),
             sa.func.coalesce(sa.func.sum(u.c.pv), 0).label("pageviews"),
             sa.func.coalesce(sa.func.sum(u.c.ev), 0).label("events"),
             sa.func.coalesce(sa.func.sum(u.c.n), 0).label("event_visits"),
@@ -399,6 +409,58 @@ class Builder:
         if keys:
             select = select.group_by(*keys)
         return Plan(select, dims, tuple(f.name for f in figures))
+
+    def rows_apply(self, filters: tuple[Filter, ...]) -> bool:
+        """Whether `visit_event_plan` reads its rolled days from the visits' daily rows: there are such
+        days, no filter, at most one dimension besides days, weeks or months (the rows are per visit
+        dimension: `by_visits` holds for the rest)."""
+        if not self.row_days or filters or self.grain == "hour":
+            return False
+        if self.q.start is not None and self.q.end is not None:
+            return False
+        return len([d for d in self.q.dimensions if not d.startswith("time")]) <= 1
+
+    def _open_days(self, rolled: tuple[date, ...]) -> list[date]:
+        """The range's days not read from the daily rows (those the facts answer)."""
+        skip = set(rolled)
+        days = (self.first + timedelta(days=n) for n in range((self.q.last - self.first).days + 1))
+        return [d for d in days if d not in skip]
+
+    def _row_parts(self, metric: str, days: tuple[date, ...], users: bool) -> list[sa.Select[Any]]:
+        """`visit_event_plan`'s union parts from the daily rows of `days`: the figures (anonymous visitors as
+        a count, `a`) and, for visitors, the signed-in users (`k`)."""
+        dim = row_dimension(next((d for d in self.q.dimensions if not d.startswith("time")), TOTAL))
+        r = VISIT_DIM_DAYS.alias("r")
+        exprs, _ = self._group(metric, lambda d: r.c.value, r.c.day, None)
+        parts: list[sa.Select[Any]] = [
+            sa.select(
+                *(x.label(f"g{i}") for i, x in enumerate(exprs)),
+                sa.cast(sa.null(), sa.String).label("k"),
+                r.c.page_views.label("pv"),
+                r.c.events.label("ev"),
+                r.c.visits.label("n"),
+                r.c.bounces.label("b"),
+                r.c.duration.label("s"),
+                r.c.anon_visitors.label("a"),
+            ).where(r.c.dim == dim, r.c.day.in_(days))
+        ]
+        if users:
+            ru = VISIT_DIM_USERS.alias("ru")
+            exprs, _ = self._group(metric, lambda d: ru.c.value, ru.c.day, None)
+            zero = sa.literal(0)
+            parts.append(
+                sa.select(
+                    *(x.label(f"g{i}") for i, x in enumerate(exprs)),
+                    ru.c.who.label("k"),
+                    zero.label("pv"),
+                    zero.label("ev"),
+                    zero.label("n"),
+                    zero.label("b"),
+                    zero.label("s"),
+                    zero.label("a"),
+                ).where(ru.c.dim == dim, ru.c.day.in_(days))
+            )
+        return parts
 
     # Visits.
 
