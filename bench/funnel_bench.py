@@ -23,6 +23,14 @@ the first call ("first") and `--repeats` more; EXPLAIN (ANALYZE, BUFFERS) of the
 written with `--explain`. PostgreSQL's and the OS's caches are as the seeding left them (a shared server: the
 bench never restarts PostgreSQL or drops the OS cache), so "first" is cold for Trackside, not for the disk.
 The database is `trackside_bench_<random>`, dropped at the end unless `--keep`.
+
+Encoded days (issue 15's target): after the SQL figures, each day is marked rolled and encoded as the rollup
+encodes it (`trackside.storage.funnel_days.record_funnel_day`, timed; the rest of a rollup is measured
+elsewhere). Then, in rounds that alternate the two paths, each funnel is asked in a fresh Python process
+(`--child`: imports, engine, one `answer_funnel` call, as a sidecar's first funnel after start): the encoded
+path, and the same `answer_funnel` with the encoded path switched off (the funnel's one statement). Both
+answers must be equal. Then the API again (now the encoded path). `--sql-rounds 0` skips the statement
+(277.7 s a call at 1M page views a day).
 """
 
 from __future__ import annotations
@@ -230,6 +238,82 @@ async def explain(url: str, body: dict[str, Any], settings: Settings) -> str:
         await engine.dispose()
 
 
+async def encode(url: str, days: list[date]) -> dict[str, Any]:
+    """Each day marked rolled and clean, and encoded as its rollup encodes it."""
+    from trackside.storage.funnel_days import record_funnel_day
+    from trackside.storage.tables import ROLLUP_DAYS
+
+    engine = create_engine(url)
+    per_day = []
+    try:
+        for day in days:
+            t0 = time.perf_counter()
+            async with engine.begin() as conn:
+                await conn.execute(ROLLUP_DAYS.delete().where(ROLLUP_DAYS.c.day == day))
+                await conn.execute(
+                    ROLLUP_DAYS.insert().values(day=day, dirty=False, rolled_at=datetime.now(UTC).replace(tzinfo=None))
+                )
+                rows = await record_funnel_day(conn, day)
+            per_day.append(round(time.perf_counter() - t0, 2))
+            log(f"encoded {day}: {rows:,} rows in {per_day[-1]} s")
+        out: dict[str, Any] = {"seconds_per_day": per_day, "seconds": round(sum(per_day), 1)}
+        async with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                size = await conn.exec_driver_sql(
+                    "SELECT pg_size_pretty(pg_total_relation_size('funnel_days')), "
+                    "pg_size_pretty(pg_total_relation_size('funnel_strings')), (SELECT count(*) FROM funnel_strings)"
+                )
+                days_size, strings_size, strings = tuple(size.one())
+                out.update(funnel_days_size=days_size, funnel_strings_size=strings_size, strings=strings)
+        return out
+    finally:
+        await engine.dispose()
+
+
+async def child(url: str, body: dict[str, Any], path: str) -> None:
+    """One funnel in this fresh process (`--child`): prints its time, CPU time and answer as JSON."""
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    import trackside.stats.v2.funnel as funnel
+    from trackside.stats.v2.engine import Limits, load_goals
+
+    imported = time.perf_counter() - t0
+    if path == "sql":
+
+        async def off(*_: Any) -> None:
+            return None
+
+        funnel.encoded_funnel = off  # type: ignore[assignment]
+    settings = Settings(database_url=url, goals=("upload",), admin_token=ADMIN)
+    engine = create_engine(url)
+    t1 = time.perf_counter()
+    c1 = time.process_time()
+    fq = funnel.parse_funnel(body, datetime.now(UTC).date())
+
+    async def goals(conn: Any) -> Any:
+        return await load_goals(conn, settings)
+
+    answer = await funnel.answer_funnel(engine, fq, Limits(timeout_seconds=900.0), goals)
+    wall = time.perf_counter() - t1
+    cpu = time.process_time() - c1
+    await engine.dispose()
+    print(json.dumps({
+        "path": path, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "import_seconds": round(imported, 3),
+        "process_cpu_seconds": round(time.process_time() - c0, 3),
+        "steps": [(s["label"], s["visitors"], s["median_seconds_from_previous"]) for s in answer["steps"]],
+    }))  # fmt: skip
+
+
+def run_child(url: str, body: dict[str, Any], path: str) -> dict[str, Any]:
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", path, "--url", url, "--body", json.dumps(body)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd="/tmp")
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    out["load_average"] = [round(x, 1) for x in os.getloadavg()]
+    return out
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
@@ -241,7 +325,17 @@ async def main() -> None:
     p.add_argument("--url", help="an already seeded database: skip the seeding")
     p.add_argument("--explain", help="write EXPLAIN (ANALYZE, BUFFERS) of the no-filter funnel to this file")
     p.add_argument("--out", default="bench/results/funnel.json")
+    p.add_argument("--rounds", type=int, default=2, help="fresh-process rounds of each path (encoded, then SQL)")
+    p.add_argument("--sql-rounds", type=int, default=None, help="rounds of the SQL path (default: --rounds)")
+    p.add_argument("--api-sql", action="store_true", help="also time the SQL path through the API (before encoding)")
+    p.add_argument("--no-encode", action="store_true", help="the days are encoded already (--url)")
+    p.add_argument("--child", choices=("encoded", "sql"), help=argparse.SUPPRESS)
+    p.add_argument("--body", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        await child(args.url, json.loads(args.body), args.child)
+        return
+    sql_rounds = args.rounds if args.sql_rounds is None else args.sql_rounds
 
     today = datetime.now(UTC).date()
     days = [today - timedelta(days=args.days - i) for i in range(args.days)]
@@ -267,7 +361,6 @@ async def main() -> None:
         "views_per_day": args.views_per_day,
         "seeded": seeded,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
-        "funnels": {},
     }
     try:
         async with run_server(upstream_app) as upstream:
@@ -289,26 +382,53 @@ async def main() -> None:
                     "filters": [["contains", "event:page", ["/b/"]]],
                 },  # fmt: skip
             }
-            async with run_sidecar(settings) as (base, _):
-                async with httpx.AsyncClient(
-                    base_url=base, headers={"authorization": "Bearer " + ADMIN}, timeout=300
-                ) as c:
+
+            async def api(label: str) -> None:
+                async with run_sidecar(settings) as (base, _):
+                    async with httpx.AsyncClient(
+                        base_url=base, headers={"authorization": "Bearer " + ADMIN}, timeout=900
+                    ) as c:
+                        for name, body in bodies.items():
+                            times = []
+                            answer: Any = None
+                            for _ in range(1 + args.repeats):
+                                t0 = time.perf_counter()
+                                r = await c.post("/_trackside/api/v2/funnel", json=body)
+                                times.append(round(time.perf_counter() - t0, 3))
+                                assert r.status_code == 200, r.text
+                                answer = r.json()["steps"]
+                            results[label][name] = {
+                                "load_average_after": [round(x, 1) for x in os.getloadavg()],
+                                "first_s": times[0],
+                                "repeats_s": times[1:],
+                                "steps": [
+                                    (s["label"], s["visitors"], s["median_seconds_from_previous"]) for s in answer
+                                ],
+                            }
+                            log(
+                                f"{label} {name}: first {times[0]} s, then {times[1:]}; {results[label][name]['steps']}"
+                            )
+
+            results["api_sql"] = {}
+            if args.api_sql:
+                await api("api_sql")
+            if not args.no_encode:
+                results["encoding"] = await encode(url, days)
+            # Fresh processes, the two paths alternating: each round asks every funnel of each path once.
+            results["fresh_process"] = {name: {"encoded": [], "sql": []} for name in bodies}
+            for r in range(max(args.rounds, sql_rounds)):
+                for path in ("encoded", "sql"):
+                    if r >= (args.rounds if path == "encoded" else sql_rounds):
+                        continue
                     for name, body in bodies.items():
-                        times = []
-                        answer: Any = None
-                        for _ in range(1 + args.repeats):
-                            t0 = time.perf_counter()
-                            r = await c.post("/_trackside/api/v2/funnel", json=body)
-                            times.append(round(time.perf_counter() - t0, 3))
-                            assert r.status_code == 200, r.text
-                            answer = r.json()["steps"]
-                        results["funnels"][name] = {
-                            "load_average_after": [round(x, 1) for x in os.getloadavg()],
-                            "first_s": times[0],
-                            "repeats_s": times[1:],
-                            "steps": [(s["label"], s["visitors"], s["median_seconds_from_previous"]) for s in answer],
-                        }
-                        log(f"{name}: first {times[0]} s, then {times[1:]}; {results['funnels'][name]['steps']}")
+                        got = await asyncio.to_thread(run_child, url, body, path)
+                        results["fresh_process"][name][path].append(got)
+                        log(f"{path} {name}: {got['seconds']} s, CPU {got['cpu_seconds']} s, {got['load_average']}")
+            for name, paths in results["fresh_process"].items():
+                answers = {json.dumps(x["steps"]) for x in paths["encoded"] + paths["sql"]}
+                assert len(answers) == 1, (name, answers)
+            results["api_encoded"] = {}
+            await api("api_encoded")
             if args.explain:
                 Path(args.explain).write_text(await explain(url, bodies["4 steps, no filter"], settings))
     finally:
