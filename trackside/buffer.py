@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from trackside.batch import Batch, BotKey
 from trackside.events import BotHit, Event, as_row
@@ -30,11 +30,6 @@ class BatchWriter(Protocol):
 
 class Recorder(Protocol):
     def record(self, *request: Any) -> None: ...
-
-
-@runtime_checkable
-class _RowWriting(Protocol):
-    def write_rows(self, batch: Batch, rows: list[tuple[Any, ...]]) -> Any: ...
 
 
 # Recording runs in slices between yields to the event loop, so that a proxied request arriving
@@ -152,7 +147,7 @@ class Flusher:
         self._stopping = False
         self.recorder: Recorder | None = None  # turns waiting requests into events (the capturer)
         # A writer that packs the buffer's rows as they are (Redis), else None: batches of `Event`s.
-        self._write_rows = writer.write_rows if isinstance(writer, _RowWriting) else None
+        self._write_rows: Any = getattr(writer, "write_rows", None)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="trackside-flusher")
