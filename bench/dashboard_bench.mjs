@@ -77,6 +77,7 @@ const V2_NAMES = {
 
 function requestName(rec) {
   const path = new URL(rec.url, URL_).pathname.replace(/^.*\/_trackside\//, '');
+  if (path === 'api/v2/batch') return 'v2 batch';
   if (path === 'api/v2/query' && rec.body) {
     const body = JSON.parse(rec.body);
     const dim = (body.dimensions || [])[0];
