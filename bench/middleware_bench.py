@@ -32,7 +32,11 @@ sends no such header). Reported per variant: req/s of each
 round and their median, the share of `bare` kept (median of the per-round ratios), the server's CPU
 µs a request (its process tree) and `cpu_kept_of_bare` (bare's CPU a request over the variant's, per
 round: what would be kept if the pinned core were the only limit; steadier on a shared machine),
+the same for the server process alone (`server_cpu_kept_of_bare`: the embedded deriver's CPU left out),
 and the events stored (SQLite rows, or events queued in Redis) against the requests sent.
+`--also LABEL=DIR` runs the middleware variants from one more directory (another checkout, or the
+compiled build of `bench/build_compiled.py`); `--deriver-cpu 1` moves the embedded deriver off the
+pinned core (onto wrk's), once the server is up.
 
     .venv/bin/python bench/middleware_bench.py --wrk [--before /tmp/before] [--rounds 3] [--duration 8]
 """
@@ -362,11 +366,17 @@ def serve_once(variant: str, root: Path, tmp: Path, opts: argparse.Namespace, sc
     )
     try:
         _ready(port, proc)
+        if opts.deriver_cpu is not None:
+            # The embedded deriver (the server's child) off the pinned core (`--deriver-cpu`).
+            for pid in _tree(proc.pid)[1:]:
+                os.sched_setaffinity(pid, {opts.deriver_cpu})
         _, warm = _wrk(port, opts.warmup, opts.connections, script)
         pids = _tree(proc.pid)
         cpu0 = _cpu_seconds(pids)
+        server0 = _cpu_seconds(pids[:1])
         rate, done = _wrk(port, opts.duration, opts.connections, script)
         cpu = _cpu_seconds(pids) - cpu0
+        server = _cpu_seconds(pids[:1]) - server0
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -374,7 +384,12 @@ def serve_once(variant: str, root: Path, tmp: Path, opts: argparse.Namespace, sc
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    result: dict[str, Any] = {"req_s": round(rate, 1), "cpu_us_per_req": round(cpu / done * 1e6, 1)}
+    result: dict[str, Any] = {
+        "req_s": round(rate, 1),
+        "cpu_us_per_req": round(cpu / done * 1e6, 1),
+        # The server process alone: without the embedded deriver's CPU (its child).
+        "server_cpu_us_per_req": round(server / done * 1e6, 1),
+    }
     if mode != "bare":
         counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
         if mode == "redis":
@@ -401,6 +416,9 @@ def run_wrk(opts: argparse.Namespace) -> dict[str, Any]:
     variants: list[tuple[str, Path]] = [("bare", ROOT)]
     if opts.before:
         variants += [(f"before:{m}", Path(opts.before)) for m in modes]
+    for also in opts.also:
+        label, _, directory = also.partition("=")
+        variants += [(f"{label}:{m}", Path(directory)) for m in modes]
     variants += [(m, ROOT) for m in modes]
     chrome = CHROME
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
@@ -430,6 +448,11 @@ def run_wrk(opts: argparse.Namespace) -> dict[str, Any]:
             "cpu_kept_of_bare": round(
                 statistics.median(b / x["cpu_us_per_req"] for x, b in zip(results, bare_cpu, strict=True)), 3
             ),
+            # The same without the embedded deriver's CPU (the server process alone).
+            "server_cpu_us_per_req_median": statistics.median(x["server_cpu_us_per_req"] for x in results),
+            "server_cpu_kept_of_bare": round(
+                statistics.median(b / x["server_cpu_us_per_req"] for x, b in zip(results, bare_cpu, strict=True)), 3
+            ),
         }
         if name != "bare":
             summary[name]["stored_of_sent"] = [f"{x['stored']}/{x['sent']}" for x in results]
@@ -442,6 +465,8 @@ def run_wrk(opts: argparse.Namespace) -> dict[str, Any]:
         "settings": opts.env,
         "rounds": opts.rounds,
         "before": opts.before,
+        "also": opts.also,
+        "deriver_cpu": opts.deriver_cpu,
         "load_average_per_round": load,
         "variants": summary,
         "goals": {"redis": 0.80, "embedded": 0.75},
@@ -460,6 +485,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="--wrk: connections")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="--wrk: a setting for every middleware variant (TRACKSIDE_DERIVER=off), repeatable")
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=DIR",
+                        help="--wrk: another checkout (or a compiled build's directory) run as LABEL, repeatable")
+    parser.add_argument("--deriver-cpu", type=int, default=None, metavar="CPU",
+                        help="--wrk: move the server's child processes (the embedded deriver) to this CPU")
     parser.add_argument("--variants", default="bare,redis,embedded", help="--wrk: which variants (bare always runs)")
     parser.add_argument("--visitors", type=int, default=20_000, help="--wrk: rotating client addresses")
     args = parser.parse_args()

@@ -60,3 +60,36 @@ def test_rows_packed_from_the_buffer_are_the_events_packed() -> None:
     packed = asyncio.run(pack_batch(batch))
     assert asyncio.run(pack_batch(bare, rows)) == packed
     assert unpack_batch(packed).events == batch.events
+
+
+def test_a_compiled_build_records_the_same_events() -> None:
+    """`bench/build_compiled.py DIR` (optional; mypyc): the compiled capture path makes the same events,
+    counters, aliases and titles as the pure-Python one. Runs when `CAPTURE_COMPILED_DIR` names a build."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    compiled = os.environ.get("CAPTURE_COMPILED_DIR")
+    if not compiled:
+        pytest.skip("no compiled build (CAPTURE_COMPILED_DIR)")
+    root = Path(__file__).resolve().parents[2]
+
+    def run(path: str) -> dict[str, object]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKSIDE_")}
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("capture_sample.py"))],
+            env={**env, "PYTHONPATH": path},
+            cwd="/",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return dict(json.loads(out))
+
+    pure, built = run(str(root)), run(compiled)
+    assert pure.pop("compiled") is False and built.pop("compiled") is True
+    assert len(pure["rows"]) > 20  # type: ignore[arg-type]
+    assert built == pure
