@@ -339,12 +339,15 @@ class Builder:
         columns = self._visit_columns(v)
         exprs, dims = self._group(metric, columns, v.c.day, None)
         condition = self.compile(filters, self._leaf_on(metric, columns))
-        keep = [*self._in_range(v.c.day, None), *([condition] if condition is not None else [])]
-        # Rolled days from their daily rows; the facts of the other days only (none: no facts read).
+        # Rolled days from their daily rows; the facts of the other days only (none: no facts read). The
+        # days as a list alone: SQLite would otherwise search the range's and filter them.
         from_rows = self.row_days if self.rows_apply(filters) else ()
         open_days = self._open_days(from_rows) if from_rows else None
-        if open_days is not None:
-            keep.append(v.c.day.in_(open_days))
+
+        def days_of(day: Expr) -> list[Expr]:
+            return self._in_range(day, None) if open_days is None else [day.in_(open_days)]
+
+        keep = [*days_of(v.c.day), *([condition] if condition is not None else [])]
 
         def key(who: Expr, day: Expr) -> Expr:
             return sa.case((who.like("u:%"), who), else_=who + "|" + sa.cast(day, sa.String))
@@ -369,8 +372,6 @@ class Builder:
             for table in (FACT_PAGE_VIEWS, FACT_SITE_EVENTS):
                 t = table.alias("o")
                 extra = [t.c.kind == "event"] if table is FACT_SITE_EVENTS else []
-                if open_days is not None:
-                    extra.append(t.c.day.in_(open_days))
                 on = sa.and_(t.c.day == v.c.day, t.c.visitor == v.c.visitor, t.c.visit_id == v.c.id)
                 parts.append(
                     sa.select(
@@ -384,7 +385,7 @@ class Builder:
                         zero.label("a"),
                     )
                     .select_from(v.join(t, on))
-                    .where(v.c.user_id.is_not(None), t.c.who != v.c.who, *extra, *keep, *self._in_range(t.c.day, None))
+                    .where(v.c.user_id.is_not(None), t.c.who != v.c.who, *extra, *keep, *days_of(t.c.day))
                 )
         if from_rows:
             parts += self._row_parts(metric, from_rows, "visitors" in needs)
