@@ -9,6 +9,7 @@ caller and answer every 10 s). Figures are as of the read: `computed_at`."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import functools
 import io
@@ -74,6 +75,9 @@ class TracksideApi:
     def __init__(self, stats: StatsEndpoints) -> None:
         self.stats = stats
         self.settings = stats.settings
+        # Popular answers being computed, by period: the dashboard asks one per content kind at once, and
+        # they all read the same days (`_ranked`).
+        self._ranking: dict[tuple[date, date], asyncio.Future[tuple[list[DayFigures], DayFigures, list[date]]]] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -164,7 +168,7 @@ class TracksideApi:
             return error(400, "limit: an integer between 1 and 100")
 
         async def compute(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-            days, totals, rolled = await _ranked_days(conn, first, last, self.window, self.stats.closed)
+            days, totals, rolled = await self._ranked(conn, first, last)
             everything = [*days, totals]
             candidates = popular_rank(everything, kind, limit)
             sketches = await rolled_item_sketches(conn, rolled, [(kind, r["id"]) for r in candidates])
@@ -184,6 +188,28 @@ class TracksideApi:
         # Titles and pages are laid over the cached figures (a title may come later than they do).
         result = {**result, "items": await self.stats.titles.with_titles(kind, items)}
         return JSONResponse(result, headers=NO_STORE)
+
+    async def _ranked(
+        self, conn: AsyncConnection, first: date, last: date
+    ) -> tuple[list[DayFigures], DayFigures, list[date]]:
+        """`_ranked_days` of the period, read once for the popular answers asked meanwhile (one per kind):
+        a later one takes the days the first one is reading (read-only), else reads them itself."""
+        flight = self._ranking.get((first, last))
+        if flight is not None:
+            try:
+                return await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                if not flight.cancelled():
+                    raise  # this request's own cancellation
+            except Exception:  # noqa: BLE001, S110 - the first reader's failure: read them here
+                pass
+            return await _ranked_days(conn, first, last, self.window, self.stats.closed)
+        flight = asyncio.ensure_future(_ranked_days(conn, first, last, self.window, self.stats.closed))
+        self._ranking[first, last] = flight
+        try:
+            return await flight
+        finally:
+            self._ranking.pop((first, last), None)
 
     async def kinds(self, request: Request) -> Response:
         """The settings' content kinds (`TRACKSIDE_CONTENT_RULES`): one dashboard panel each."""
