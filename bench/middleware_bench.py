@@ -18,6 +18,14 @@ Variants:
 
 Target: the middleware adds at most 50 µs of CPU per request.
 
+`--pieces`: the capture path's pieces in process, CPU µs a request, one fresh process per checkout
+and round (interleaved): `answered` (the request path's share), `record` (the flusher making the
+event), `wire` (taking the batch from the buffer and packing it for Redis). With `--before DIR` and
+`--also LABEL=DIR` (a compiled build, `bench/build_compiled.py`) side by side:
+
+    .venv/bin/python bench/middleware_bench.py --pieces --before /tmp/before --also compiled=/tmp/compiled \
+        [--rounds 7] [--requests 20000]
+
 `--wrk`: throughput on a real server instead (issue 16's measure). A minimal Starlette JSON endpoint
 (`GET /api/item`) on one uvicorn worker (uvloop, httptools, no access log) pinned to CPU 0, wrk on
 CPU 1 (`-t1`, 64 connections), three variants in interleaved rounds: `bare` (the app alone),
@@ -208,6 +216,102 @@ async def run(n: int, rounds: int, tmp: Path) -> dict[str, Any]:
     }
     result["within_target"] = result["added_us_per_request"]["capture"] <= TARGET_US
     return result
+
+
+# --- `--pieces`: the capture path's pieces, CPU time in process, per checkout ----------------------
+
+# Run as `python -c PIECES N` with PYTHONPATH naming a checkout (or a compiled build): N answered API
+# requests from N visitors through `Capturer` as the middleware hands them over (`answered`: the
+# request path), then recorded in a batch as the flusher does (`record`), then taken from the buffer
+# and packed for Redis (`wire`: `take_rows` and `pack_batch`, or `take` where there is no
+# `take_rows`). Three warm rounds; prints the CPU µs a request of the last one.
+PIECES = r"""
+import asyncio, json, sys, time
+from trackside.buffer import EventBuffer
+from trackside.capture import Answer, Capturer
+from trackside.metrics import Metrics
+from trackside.queue import pack_batch
+from trackside.settings import Settings
+
+class Salts:
+    def salt_for(self, day):
+        return b"s" * 32
+
+n = int(sys.argv[1])
+ua = %r.encode()
+scopes = [
+    {"type": "http", "method": "GET", "path": "/api/item", "query_string": b"",
+     "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", ua), (b"accept", b"application/json")],
+     "client": (f"81.{i // 65536 %% 256}.{i // 256 %% 256}.{i %% 256}", 40000)}
+    for i in range(n)
+]
+metrics = Metrics()
+buffer = EventBuffer(10**7, metrics)
+capturer = Capturer(Settings(), buffer, Salts(), metrics)
+capturer.waiting = buffer
+head = [(b"content-type", b"application/json"), (b"content-length", b"52")]
+clock = time.process_time
+for _ in range(3):
+    started = time.time()
+    t0 = clock()
+    for scope in scopes:
+        answer = Answer()
+        answer.read_start(200, head)
+        capturer.answered(scope, started, answer, 0.0001)
+    t1 = clock()
+    for request in buffer.take_waiting():
+        capturer.record(*request)
+    t2 = clock()
+    if hasattr(buffer, "take_rows"):
+        rows, batch = buffer.take_rows(10**9)
+        asyncio.run(pack_batch(batch, rows))
+    else:
+        batch = buffer.take(10**9)
+        rows = batch.events
+        asyncio.run(pack_batch(batch))
+    t3 = clock()
+    assert len(rows) == n, len(rows)
+print(json.dumps({"answered": (t1 - t0) / n * 1e6, "record": (t2 - t1) / n * 1e6, "wire": (t3 - t2) / n * 1e6,
+                  "compiled": __import__("trackside.capture").capture.__file__.endswith(".so")}))
+"""
+
+
+def run_pieces(opts: argparse.Namespace) -> dict[str, Any]:
+    variants: list[tuple[str, Path]] = [("current", ROOT)]
+    if opts.before:
+        variants.insert(0, ("before", Path(opts.before)))
+    for also in opts.also:
+        label, _, directory = also.partition("=")
+        variants.append((label, Path(directory)))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    load = [Path("/proc/loadavg").read_text().split()[0]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKSIDE_")}
+    for _ in range(opts.rounds):
+        for name, root in variants:
+            out = subprocess.run(
+                [sys.executable, "-c", PIECES % CHROME, str(opts.requests)],
+                env={**env, "PYTHONPATH": str(root)},
+                cwd="/",
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            runs[name].append(json.loads(out))
+        load.append(Path("/proc/loadavg").read_text().split()[0])
+    summary = {}
+    for name, results in runs.items():
+        summary[name] = {
+            piece: round(statistics.median(r[piece] for r in results), 2) for piece in ("answered", "record", "wire")
+        }
+        summary[name]["total"] = round(sum(summary[name].values()), 2)
+        summary[name]["compiled"] = results[0]["compiled"]
+    return {
+        "method": "CPU µs a request in process (process_time), median of interleaved rounds, one process each",
+        "requests_per_round": opts.requests,
+        "rounds": opts.rounds,
+        "load_average_per_round": load,
+        "variants": summary,
+    }
 
 
 # --- `--wrk`: one uvicorn worker pinned to a core, wrk on the other --------------------------------
@@ -479,6 +583,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="rounds per variant (default 7)")
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--wrk", action="store_true", help="throughput on uvicorn with wrk (see above)")
+    parser.add_argument("--pieces", action="store_true", help="the capture path's pieces in process (see above)")
     parser.add_argument("--before", help="--wrk: another checkout whose middleware runs too, in the same rounds")
     parser.add_argument("--duration", type=float, default=8.0, help="--wrk: seconds of each measured run")
     parser.add_argument("--warmup", type=float, default=2.0, help="--wrk: seconds of unmeasured load first")
@@ -493,6 +598,12 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=20_000, help="--wrk: rotating client addresses")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.pieces:
+        result = run_pieces(args)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return
     if args.wrk:
         if args.rounds == 7 and "--rounds" not in sys.argv:
             args.rounds = 3
