@@ -328,6 +328,7 @@ async def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="fresh-process rounds of each path (encoded, then SQL)")
     p.add_argument("--sql-rounds", type=int, default=None, help="rounds of the SQL path (default: --rounds)")
     p.add_argument("--api-sql", action="store_true", help="also time the SQL path through the API (before encoding)")
+    p.add_argument("--seed-only", action="store_true", help="seed a database, keep it and stop")
     p.add_argument("--no-encode", action="store_true", help="the days are encoded already (--url)")
     p.add_argument("--child", choices=("encoded", "sql"), help=argparse.SUPPRESS)
     p.add_argument("--body", help=argparse.SUPPRESS)
@@ -355,6 +356,9 @@ async def main() -> None:
         await migrate(url)
         log(f"seeding {args.days} days of {args.views_per_day:,} page views into {url}")
         seeded = await seed(url, days, args.views_per_day, args.seed)
+    if args.seed_only:
+        log(f"seeded, kept {url}: {seeded}")
+        return
     results: dict[str, Any] = {
         "backend": args.backend,
         "days": args.days,

@@ -36,6 +36,7 @@ from trackside.storage.tables import FUNNEL_STRINGS
 
 EPOCH = date(1970, 1, 1)
 _SHIFT = 37  # a row's microseconds within its day are below 2**37
+_LOW = (1 << _SHIFT) - 1
 _FRESH = 1 << 61  # keys of visitors seen only on days asked of SQL
 
 Found = dict[int, tuple[int, float | None]]
@@ -78,9 +79,16 @@ class _Strings:
 
     async def where(self, condition: Any) -> np.ndarray:
         out = np.zeros(self.top + 1, dtype=bool)
-        ids = (await self.conn.execute(sa.select(self.table.c.id).where(condition))).scalars().all()
-        if ids:
-            out[np.fromiter(ids, dtype=np.int64, count=len(ids))] = True
+        # One row back: the ids as an array (PostgreSQL) or a comma-separated list (SQLite).
+        if self.conn.dialect.name == "postgresql":
+            found = (await self.conn.execute(sa.select(sa.func.array_agg(self.table.c.id)).where(condition))).scalar()
+            ids = np.array(found or [], dtype=np.int64)
+        else:
+            found = (
+                await self.conn.execute(sa.select(sa.func.group_concat(self.table.c.id)).where(condition))
+            ).scalar()
+            ids = np.array(str(found).split(",") if found is not None else [], dtype=np.int64)
+        out[ids] = True
         return out
 
     def tokens(self, pages: np.ndarray | None = None, events: np.ndarray | None = None) -> np.ndarray:
@@ -194,74 +202,110 @@ def _seconds(day: date, later: np.ndarray, earlier: np.ndarray, sqlite: bool) ->
     return ((base + _sqlite_jd_ms(later)) / 86_400_000.0 - (base + _sqlite_jd_ms(earlier)) / 86_400_000.0) * 86400.0
 
 
+class Reached:
+    """Per step, the visitors who reached it so far: anonymous ones counted day by day (their ids are
+    the day's), users (and visitors of the days asked of SQL) by key with their first visit's time."""
+
+    def __init__(self, steps: int) -> None:
+        self.anonymous = [0] * steps
+        self.anonymous_secs: list[list[np.ndarray]] = [[] for _ in range(steps)]
+        self.keyed: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(steps)]
+
+    def add_day(self, k: int, who: np.ndarray, at: np.ndarray, secs: np.ndarray | None, anonymous: int) -> None:
+        """Visits of one day that reached step k: their who (`w`), times, seconds from the previous step."""
+        anon = who < 0
+        users = ~anon
+        if users.any():
+            self.keyed[k].append(
+                (who[users].astype(np.int64), at[users], secs[users] if secs is not None else at[users] * 0.0)
+            )
+        if not anon.any():
+            return
+        local = -who[anon].astype(np.int64) - 1
+        at_a = at[anon]
+        best = np.full(anonymous, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(best, local, at_a)
+        reached = best < np.iinfo(np.int64).max
+        self.anonymous[k] += int(reached.sum())
+        if secs is None:
+            return
+        # The first visit reaching the step (the earliest time; then the fewest seconds).
+        first = at_a == best[local]
+        least = np.full(anonymous, np.inf)
+        np.minimum.at(least, local[first], secs[anon][first])
+        self.anonymous_secs[k].append(least[reached])
+
+    def summary(self) -> Found:
+        found: Found = {}
+        for k in range(len(self.anonymous)):
+            n = self.anonymous[k]
+            chunks = [self.anonymous_secs[k]] if k else []
+            keyed = self.keyed[k]
+            if keyed:
+                keys = np.concatenate([c[0] for c in keyed])
+                at = np.concatenate([c[1] for c in keyed])
+                secs = np.concatenate([c[2] for c in keyed])
+                order = np.lexsort((secs, at, keys))
+                sk = keys[order]
+                chosen = order[np.concatenate(([True], sk[1:] != sk[:-1]))]
+                n += len(chosen)
+                if k:
+                    chunks.append([secs[chosen]])
+            if not n:
+                continue
+            median: float | None = None
+            if k:
+                s = np.concatenate([a for part in chunks for a in part])
+                mid = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+                part = np.partition(s, mid)
+                median = float(part[n // 2]) if n % 2 else float((part[n // 2 - 1] + part[n // 2]) / 2)
+            found[k] = (n, median)
+        return found
+
+
 def match_day(
-    ed: EncodedDay, step_tokens: list[np.ndarray], keep: np.ndarray | None, sqlite: bool
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per step reached by some visit of the day: (visitor keys, times reached as microseconds since
-    1970, seconds from the previous step) of the visits that reached it."""
-    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    ed: EncodedDay, bits: np.ndarray, steps: int, keep: np.ndarray | None, sqlite: bool, out: Reached
+) -> None:
+    """The visits of one day reaching each step, added to `out`. `bits`: per token, bit k set when
+    it matches step k."""
     if not ed.rows:
-        return out
-    vis = ed.visit_of_row()
-    t = ed.times(vis)
-    tok = ed.parts["k"]
-    hit = step_tokens[0][tok]
-    if keep is not None:
-        hit &= keep[vis]
-    rows = np.flatnonzero(hit)
+        return
+    # Each row's key: its visit, then its microseconds since the visit's first row (sorted, as the rows).
+    key = np.repeat(np.arange(ed.visits, dtype=np.int64) << _SHIFT, ed.parts["c"])
+    key |= ed.parts["t"]
+    hits = bits[ed.parts["k"]]
+    rows = np.flatnonzero(hits & 1)
+    if keep is not None and len(rows):
+        rows = rows[keep[key[rows] >> _SHIFT]]
     if not len(rows):
-        return out
-    vr = vis[rows]
-    firsts = rows[np.concatenate(([True], vr[1:] != vr[:-1]))]
-    v, at = vis[firsts], t[firsts]
-    who = ed.parts["w"].astype(np.int64)
+        return
+    kr = key[rows] >> _SHIFT
+    firsts = key[rows[np.concatenate(([True], kr[1:] != kr[:-1]))]]
+    v = firsts >> _SHIFT
+    o = firsts & _LOW
+    who = ed.parts["w"]
+    start = ed.parts["s"]
     base = (ed.day - EPOCH).days * 86_400 * 1_000_000
-    anon = ed.day.toordinal() << 32
-
-    def keys(v: np.ndarray) -> np.ndarray:
-        w = who[v]
-        return np.where(w > 0, w, -(anon - w))
-
-    out.append((keys(v), base + at, np.full(len(v), np.nan)))
-    for tokens in step_tokens[1:]:
-        cand = np.flatnonzero(tokens[tok])
-        if not len(cand) or not len(v):
-            break
-        ck = (vis[cand] << _SHIFT) | t[cand]
-        pos = np.searchsorted(ck, (v << _SHIFT) | at, side="right")
-        inside = pos < len(cand)
-        pos = np.minimum(pos, len(cand) - 1)
-        reached = inside & (vis[cand[pos]] == v)
+    out.add_day(0, who[v], base + start[v] + o, None, ed.anonymous)
+    for k in range(1, steps):
+        ck = key[np.flatnonzero(hits & (1 << k))]
+        if not len(ck):
+            return
+        # The first matching row of the same visit strictly after the previous step's.
+        pos = np.searchsorted(ck, (v << _SHIFT) | o, side="right")
+        inside = pos < len(ck)
+        found = ck[np.minimum(pos, len(ck) - 1)]
+        reached = inside & ((found >> _SHIFT) == v)
         if not reached.any():
-            break
-        later = t[cand[pos[reached]]]
-        earlier = at[reached]
-        v, at = v[reached], later
-        out.append((keys(v), base + at, _seconds(ed.day, later, earlier, sqlite)))
-    return out
-
-
-def summarize(per_step: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]) -> Found:
-    """(visitors, median seconds) per step: each visitor's first visit reaching it counts."""
-    found: Found = {}
-    for k, chunks in enumerate(per_step):
-        if not chunks:
-            continue
-        keys = np.concatenate([c[0] for c in chunks])
-        at = np.concatenate([c[1] for c in chunks])
-        secs = np.concatenate([c[2] for c in chunks])
-        if not len(keys):
-            continue
-        order = np.lexsort((secs, at, keys))
-        sk = keys[order]
-        chosen = order[np.concatenate(([True], sk[1:] != sk[:-1]))]
-        n = len(chosen)
-        median: float | None = None
-        if k:
-            s = np.sort(secs[chosen])
-            median = float(s[n // 2]) if n % 2 else float((s[n // 2 - 1] + s[n // 2]) / 2)
-        found[k] = (n, median)
-    return found
+            return
+        later = found[reached] & _LOW
+        earlier = o[reached]
+        v, o = v[reached], later
+        if sqlite:
+            secs = _seconds(ed.day, start[v] + later, start[v] + earlier, True)
+        else:
+            secs = (later - earlier) / 1e6  # the interval's exact seconds, as a double (PostgreSQL's EXTRACT)
+        out.add_day(k, who[v], base + start[v] + later, secs, ed.anonymous)
 
 
 def _runs(days: list[date]) -> list[tuple[date, date]]:
@@ -286,7 +330,7 @@ async def _sql_days(
     steps: tuple[Step, ...],
     goals: list[Goal | None],
     days: list[date],
-    per_step: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    out: Reached,
 ) -> None:
     from trackside.stats.v2.funnel import firsts_select
 
@@ -316,7 +360,7 @@ async def _sql_days(
     for step, reached in by_step.items():
         keys = np.array([k for k, _, _ in reached], dtype=np.int64)
         at_ = np.array([a for _, a, _ in reached], dtype=np.int64)
-        per_step[step].append((keys, at_, np.array([s for _, _, s in reached], dtype=np.float64)))
+        out.keyed[step].append((keys, at_, np.array([s for _, _, s in reached], dtype=np.float64)))
 
 
 async def encoded_funnel(
@@ -344,16 +388,18 @@ async def encoded_funnel(
     step_tokens = await _step_tokens(strings, steps, goals)
     tests = await _leaf_tests(strings, b, q.filters)
     sqlite = conn.dialect.name == "sqlite"
-    per_step: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in steps]
+    bits = np.zeros(len(step_tokens[0]), dtype=np.uint8)
+    for k, tokens in enumerate(step_tokens):
+        bits |= tokens.astype(np.uint8) << k
+    out = Reached(len(steps))
     for ed in await load_days(conn, usable, _parts_for(tests)):
         keep = None
         if q.filters and ed.rows:
             keep = _keep(ed, ed.visit_of_row(), q.filters, tests)
-        for k, reached in enumerate(match_day(ed, step_tokens, keep, sqlite)):
-            per_step[k].append(reached)
+        match_day(ed, bits, len(steps), keep, sqlite, out)
     encoded = set(usable)
     rest = [b.first + timedelta(days=i) for i in range((last - b.first).days + 1)]
     rest = [d for d in rest if d not in encoded]
     if rest:
-        await _sql_days(conn, b, steps, goals, rest, per_step)
-    return summarize(per_step)
+        await _sql_days(conn, b, steps, goals, rest, out)
+    return out.summary()

@@ -8,9 +8,9 @@ What a day holds (one row per part, `data` the part's raw little-endian array):
   (a signed-in user's `u:...` as the id of that string in `funnel_strings`, so a user is one key
   across days; an anonymous visitor `-(n + 1)`, n numbering the day's anonymous visitors), `s`: the
   microseconds from midnight UTC to its first row;
-- `t`: per row, the microseconds since the previous row of its visit (0 for the first); `k`: its
-  token, the id of its path (a page view) or of its name (a site event) times 2, plus 1 for an event;
-  `l`: the id of its label;
+- `t`: per row, the microseconds since its visit's first row (32 bits, or 64 on a day with a visit
+  over 71 minutes); `k`: its token, the id of its path (a page view) or of its name (a site event)
+  times 2, plus 1 for an event; `l`: the id of its label;
 - `d`: per visit dimension of `DIMS` (the visit's entry values), the id of the value, 0 for NULL.
 
 A visit's rows are in time order; only the visits of `fact_visits` with at least one row are kept
@@ -35,9 +35,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SITE_EVENTS, FACT_VISITS, FUNNEL_DAYS, FUNNEL_STRINGS
+from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SITE_EVENTS, FACT_VISITS, FUNNEL_DAYS
 
-FORMAT = 1
+FORMAT = 2  # 1: times as deltas from the previous row (never released)
 # The visit dimensions a funnel's filters may name (`visit:<name>`; `visit:country_name` reads `country`).
 DIMS = (
     "source", "referrer", "utm_source", "utm_medium", "utm_campaign", "entry_page", "exit_page", "country",
@@ -49,37 +49,37 @@ US = 1_000_000
 _U32 = 2**32 - 1
 
 
-def _strings_select(day: date) -> sa.Select[Any]:
-    """Every string of one day an encoding names (UNION: distinct, never NULL)."""
-    pv, se, v = FACT_PAGE_VIEWS.c, FACT_SITE_EVENTS.c, FACT_VISITS.c
-    events = [se.day == day, se.kind == "event", se.visit_id.is_not(None)]
-    parts: list[sa.Select[Any]] = [
-        sa.select(pv.path.label("x")).where(pv.day == day),
-        sa.select(pv.label).where(pv.day == day),
-        sa.select(se.name).where(*events),
-        sa.select(se.label).where(*events),
-        sa.select(v.who).where(v.day == day, v.who.like("u:%")),
-    ]
-    parts += [sa.select(v[d]).where(v.day == day, v[d].is_not(None)) for d in DIMS]
-    return sa.union(*parts)  # type: ignore[return-value]
-
-
-async def _number_strings(conn: AsyncConnection, day: date) -> dict[str, int]:
-    fs = FUNNEL_STRINGS.c
-    found = _strings_select(day).subquery("found")
-    new = (
-        sa.select(found.c.x).where(~sa.exists().where(fs.text == found.c.x)).order_by(found.c.x)
-    )  # one order: two rollups adding the same strings wait, never deadlock
-    insert = sa.insert(FUNNEL_STRINGS).from_select(["text"], new)
+async def _number(conn: AsyncConnection, strings: set[str]) -> dict[str, int]:
+    """Each string's id in `funnel_strings`, numbering the new ones (in one order: two rollups adding
+    the same strings wait for each other, never deadlock)."""
+    values = sorted(strings)
+    if not values:
+        return {}
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        insert = pg_insert(FUNNEL_STRINGS).from_select(["text"], new).on_conflict_do_nothing(index_elements=["text"])
+        bound = {"a": values}
+        await conn.execute(
+            sa.text(
+                "INSERT INTO funnel_strings (text) SELECT x FROM unnest(CAST(:a AS text[])) AS u(x) "
+                "WHERE NOT EXISTS (SELECT 1 FROM funnel_strings f WHERE f.text = u.x) ORDER BY x "
+                "ON CONFLICT (text) DO NOTHING"
+            ),
+            bound,
+        )
+        rows = await conn.execute(
+            sa.text(
+                "SELECT f.id, f.text FROM unnest(CAST(:a AS text[])) AS u(x) JOIN funnel_strings f ON f.text = u.x"
+            ),
+            bound,
+        )
     else:
-        insert = insert.prefix_with("OR IGNORE")
-    await conn.execute(insert)
-    again = _strings_select(day).subquery("again")
-    rows = await conn.execute(sa.select(fs.id, fs.text).join(again, again.c.x == fs.text))
+        payload = {"a": json.dumps(values)}
+        await conn.execute(
+            sa.text("INSERT OR IGNORE INTO funnel_strings (text) SELECT value FROM json_each(:a) ORDER BY value"),
+            payload,
+        )
+        rows = await conn.execute(
+            sa.text("SELECT id, text FROM funnel_strings WHERE text IN (SELECT value FROM json_each(:a))"), payload
+        )
     return {text: int(sid) for sid, text in rows}
 
 
@@ -89,67 +89,82 @@ def _pack(arr: np.ndarray) -> tuple[bytes, str]:
     return arr.astype(dtype, copy=False).tobytes(), dtype.str
 
 
-def encode_day(
+@dataclass
+class _Rows:
+    """A day's rows as read, visit by visit (rows of no visit of the day left out)."""
+
+    visits: list[tuple[str, bool, tuple[Any, ...]]]  # (who, is a user, the DIMS values)
+    counts: list[int]
+    start: list[int]  # the visit's first row, microseconds from midnight
+    offsets: list[int]  # each row's microseconds since its visit's first row
+    events: list[int]  # 1: a site event (its name), 0: a page view (its path)
+    texts: list[str]
+    labels: list[str]
+
+
+def read_rows(
     visits: dict[str, tuple[str, bool, tuple[Any, ...]]],
-    rows: Iterable[tuple[str, datetime, int, str, str]],
+    rows: Iterable[tuple[str, Any, int, str, str]],
     day: date,
-    ids: dict[str, int],
-) -> dict[str, bytes]:
-    """The parts of one day: `visits` id -> (who, is a user, the DIMS values); `rows` (visit id, ts,
-    1 for a site event else 0, path or name, label) ordered by visit id and time."""
+) -> _Rows:
+    """`visits` id -> (who, is a user, the DIMS values); `rows` (visit id, ts or its microseconds from
+    midnight, 1 for a site event else 0, path or name, label) ordered by visit id and time."""
     midnight = datetime(day.year, day.month, day.day)
-    counts: list[int] = []
-    who: list[int] = []
-    start: list[int] = []
-    dims: list[tuple[Any, ...]] = []
-    deltas: list[int] = []
-    tokens: list[int] = []
-    labels: list[int] = []
-    anonymous: dict[str, int] = {}
+    out = _Rows([], [], [], [], [], [], [])
     current: str | None = None
-    previous = 0
+    skipping = False
+    first = 0
     for visit_id, ts, event, text, label in rows:
-        td = ts - midnight
-        us = (td.days * 86_400 + td.seconds) * US + td.microseconds
+        if isinstance(ts, datetime):
+            td = ts - midnight
+            us = (td.days * 86_400 + td.seconds) * US + td.microseconds
+        else:
+            us = int(ts)
         if visit_id != current:
-            visit = visits.get(visit_id)
-            if visit is None:  # a row of no visit of the day: a funnel never reaches it
-                continue
             current = visit_id
-            w, is_user, values = visit
-            if is_user:
-                who.append(ids[w])
-            else:
-                who.append(-(anonymous.setdefault(w, len(anonymous)) + 1))
-            dims.append(values)
-            counts.append(0)
-            start.append(us)
-            previous = us
-        counts[-1] += 1
-        deltas.append(us - previous)
-        previous = us
-        tokens.append(ids[text] * 2 + event)
-        labels.append(ids[label])
-    n = len(counts)
-    c = np.array(counts, dtype=np.uint32)
-    t = np.array(deltas, dtype=np.int64)
+            visit = visits.get(visit_id)
+            skipping = visit is None  # a row of no visit of the day: a funnel never reaches it
+            if skipping:
+                continue
+            first = us
+            out.visits.append(visit)  # type: ignore[arg-type]
+            out.counts.append(0)
+            out.start.append(first)
+        elif skipping:
+            continue
+        out.counts[-1] += 1
+        out.offsets.append(us - first)
+        out.events.append(event)
+        out.texts.append(text)
+        out.labels.append(label)
+    return out
+
+
+def encode_day(r: _Rows, ids: dict[str, int]) -> dict[str, bytes]:
+    """The parts of one day (module doc) from its rows and the ids of their strings."""
+    anonymous: dict[str, int] = {}
+    who = [ids[w] if is_user else -(anonymous.setdefault(w, len(anonymous)) + 1) for w, is_user, _ in r.visits]
+    n = len(r.counts)
+    c = np.array(r.counts, dtype=np.uint32)
+    t = np.array(r.offsets, dtype=np.int64)
+    dims = [[0 if x is None else ids[x] for x in values] for _, _, values in r.visits]
     arrays = {
         "c": c.astype(np.uint16) if n and int(c.max()) < 2**16 else c,
         "w": np.array(who, dtype=np.int32),
-        "s": np.array(start, dtype=np.int64),
+        "s": np.array(r.start, dtype=np.int64),
         "t": t.astype(np.uint32) if not len(t) or int(t.max()) <= _U32 else t,
-        "k": np.array(tokens, dtype=np.uint32),
-        "l": np.array(labels, dtype=np.uint32),
-        "d": np.array(
-            [[0 if x is None else ids[x] for x in values] for values in dims] or np.zeros((0, len(DIMS))),
-            dtype=np.int32,
-        ).T.copy(),
+        "k": np.array([ids[x] * 2 + e for x, e in zip(r.texts, r.events, strict=True)], dtype=np.uint32),
+        "l": np.array([ids[x] for x in r.labels], dtype=np.uint32),
+        "d": np.array(dims or np.zeros((0, len(DIMS))), dtype=np.int32).T.copy(),
     }
     parts: dict[str, bytes] = {}
     dtypes: dict[str, str] = {}
     for name, arr in arrays.items():
         parts[name], dtypes[name] = _pack(arr)
-    header = {"format": FORMAT, "visits": n, "rows": int(c.sum()), "dtypes": dtypes, "dims": list(DIMS)}
+    header = {
+        "format": FORMAT, "visits": n, "rows": len(t), "anonymous": len(anonymous), "dtypes": dtypes,
+        "dims": list(DIMS),
+    }  # fmt: skip
     parts["h"] = json.dumps(header, separators=(",", ":")).encode()
     return parts
 
@@ -159,7 +174,6 @@ async def record_funnel_day(conn: AsyncConnection, day: date) -> int:
     Returns the rows encoded."""
     fd = FUNNEL_DAYS.c
     await conn.execute(sa.delete(FUNNEL_DAYS).where(fd.day == day))
-    ids = await _number_strings(conn, day)
     v = FACT_VISITS.c
     visits = {
         r[0]: (r[1], bool(r[2]), tuple(r[3:]))
@@ -174,15 +188,24 @@ async def record_funnel_day(conn: AsyncConnection, day: date) -> int:
             se.day == day, se.kind == "event", se.visit_id.is_not(None)
         ),
     ).subquery("rows")
-    # Typed through the table's columns (SQLite: `ts` parsed to a datetime).
-    rows = await conn.execute(
-        sa.select(
-            both.c.visit_id, sa.type_coerce(both.c.ts, sa.DateTime), both.c.event, both.c.x, both.c.label
-        ).order_by(both.c.visit_id, both.c.ts)
+    if conn.dialect.name == "postgresql":
+        # The microseconds from midnight, exactly (EXTRACT of an interval is numeric), not a datetime each.
+        since = both.c.ts - sa.cast(sa.literal(day), sa.DateTime)
+        at: Any = sa.cast(sa.extract("epoch", since) * US, sa.BigInteger)
+    else:
+        at = sa.type_coerce(both.c.ts, sa.DateTime)  # typed: SQLite's text parsed to a datetime
+    result = await conn.execute(
+        sa.select(both.c.visit_id, at, both.c.event, both.c.x, both.c.label).order_by(both.c.visit_id, both.c.ts)
     )
-    parts = encode_day(visits, rows, day, ids)
+    rows = read_rows(visits, result.all(), day)
+    strings = {*rows.texts, *rows.labels}
+    for w, is_user, values in rows.visits:
+        if is_user:
+            strings.add(w)
+        strings.update(x for x in values if x is not None)
+    parts = encode_day(rows, await _number(conn, strings))
     await conn.execute(FUNNEL_DAYS.insert(), [{"day": day, "part": p, "data": data} for p, data in parts.items()])
-    return int(json.loads(parts["h"])["rows"])
+    return len(rows.offsets)
 
 
 async def forget_funnel_days(conn: AsyncConnection, days: list[date]) -> None:
@@ -198,21 +221,10 @@ class EncodedDay:
     rows: int
     parts: dict[str, np.ndarray]
 
+    anonymous: int = 0
+
     def visit_of_row(self) -> np.ndarray:
-        return np.repeat(np.arange(self.visits, dtype=np.int64), self.parts["c"].astype(np.int64))
-
-    def first_rows(self) -> np.ndarray:
-        c = self.parts["c"].astype(np.int64)
-        return np.concatenate(([0], np.cumsum(c)[:-1])) if len(c) else c
-
-    def times(self, visit_of_row: np.ndarray) -> np.ndarray:
-        """Each row's microseconds from midnight UTC (rows in visit and time order)."""
-        deltas = self.parts["t"].astype(np.int64)
-        running = np.cumsum(deltas)
-        first = self.first_rows()
-        # The visit's start, plus the deltas since its first row.
-        base = self.parts["s"] - running[first] if len(first) else self.parts["s"]
-        return running + base[visit_of_row]
+        return np.repeat(np.arange(self.visits, dtype=np.int32), self.parts["c"])
 
 
 async def encoded_days(conn: AsyncConnection, first: date, last: date) -> set[date]:
@@ -250,5 +262,5 @@ async def load_days(conn: AsyncConnection, days: Iterable[date], parts: Iterable
             if part == "d":
                 arr = arr.reshape(len(header["dims"]), header["visits"])
             arrays[part] = arr
-        out.append(EncodedDay(d, int(header["visits"]), int(header["rows"]), arrays))
+        out.append(EncodedDay(d, int(header["visits"]), int(header["rows"]), arrays, int(header["anonymous"])))
     return out
