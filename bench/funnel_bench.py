@@ -328,6 +328,7 @@ async def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="fresh-process rounds of each path (encoded, then SQL)")
     p.add_argument("--sql-rounds", type=int, default=None, help="rounds of the SQL path (default: --rounds)")
     p.add_argument("--api-sql", action="store_true", help="also time the SQL path through the API (before encoding)")
+    p.add_argument("--sql-first-only", action="store_true", help="the SQL path for the first funnel only")
     p.add_argument("--seed-only", action="store_true", help="seed a database, keep it and stop")
     p.add_argument("--no-encode", action="store_true", help="the days are encoded already (--url)")
     p.add_argument("--child", choices=("encoded", "sql"), help=argparse.SUPPRESS)
@@ -425,12 +426,16 @@ async def main() -> None:
                     if r >= (args.rounds if path == "encoded" else sql_rounds):
                         continue
                     for name, body in bodies.items():
+                        if path == "sql" and args.sql_first_only and name != next(iter(bodies)):
+                            continue
                         got = await asyncio.to_thread(run_child, url, body, path)
                         results["fresh_process"][name][path].append(got)
                         log(f"{path} {name}: {got['seconds']} s, CPU {got['cpu_seconds']} s, {got['load_average']}")
+            results["answers_equal"] = {}
             for name, paths in results["fresh_process"].items():
                 answers = {json.dumps(x["steps"]) for x in paths["encoded"] + paths["sql"]}
-                assert len(answers) == 1, (name, answers)
+                results["answers_equal"][name] = len(answers) == 1
+                log(f"{name}: {'the same answer' if len(answers) == 1 else 'DIFFERENT answers: ' + str(answers)}")
             results["api_encoded"] = {}
             await api("api_encoded")
             if args.explain:
