@@ -20,7 +20,9 @@ from trackside.goals import Goal
 from trackside.goals import load_goals as goals_of
 from trackside.stats.v2.labels import bucket, country_name, time_labels
 from trackside.stats.v2.schema import (
+    CONTENT_DIMENSIONS,
     EVENT_DIMENSIONS,
+    VISIT_DIMENSIONS,
     Leaf,
     Query,
     V2Error,
@@ -269,29 +271,28 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
     first_metric = q.metrics[0]
     session = {"bounce_rate", "visit_duration", "views_per_visit"}
     want_visits = bool(metrics & session) or ("visits" in metrics and not visits_by_events)
+    # The SELECTs to run, with the key parts each does not group by (an `event:goal` breakdown's goal).
+    jobs: list[tuple[Plan, tuple[tuple[int, str], ...]]] = []
     if metrics & event_metrics or visits_by_events:
         name = next((m for m in q.metrics if m in event_metrics or m == "visits"), first_metric)
         needs = _event_figures(metrics, visits_by_events)
         if "event:goal" not in q.dimensions and b.by_visits(q.filters, needs):
             # Counted from visits: the visit figures come from the same SELECT (the cards: one scan).
-            plan = b.visit_event_plan(name, q.filters, needs, with_visits=want_visits)
-            _merge(rows, await _fetch(conn, plan, (), first, grain))
+            jobs.append((b.visit_event_plan(name, q.filters, needs, with_visits=want_visits), ()))
             want_visits = False
         elif "event:goal" in q.dimensions:
             position = q.dimensions.index("event:goal")
             for goal in goals:
-                plan = b.event_plan(name, q.filters, goal, needs=needs)
-                _merge(rows, await _fetch(conn, plan, ((position, goal.name),), first, grain))
+                jobs.append((b.event_plan(name, q.filters, goal, needs=needs), ((position, goal.name),)))
         else:
-            _merge(rows, await _fetch(conn, b.event_plan(name, q.filters, needs=needs), (), first, grain))
+            jobs.append((b.event_plan(name, q.filters, needs=needs), ()))
     if want_visits:
         name = next(m for m in q.metrics if m in session or m == "visits")
         if b.rows_apply(q.filters) and b.by_visits(q.filters, frozenset()):
             # The same figures from the visits' daily rows of rolled days (and today's visits).
-            plan = b.visit_event_plan(name, q.filters, frozenset(), with_visits=True)
-            _merge(rows, await _fetch(conn, plan, (), first, grain))
+            jobs.append((b.visit_event_plan(name, q.filters, frozenset(), with_visits=True), ()))
         else:
-            _merge(rows, await _fetch(conn, b.visit_plan(name, q.filters), (), first, grain))
+            jobs.append((b.visit_plan(name, q.filters), ()))
     for metric, plan_of in (
         ("content_views", b.looks_plan),
         ("unique_viewers", b.looks_plan),
@@ -301,7 +302,11 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
         ("bot_hits", b.bots_plan),
     ):
         if metric in metrics and not (metric == "unique_viewers" and "content_views" in metrics):
-            _merge(rows, await _fetch(conn, plan_of(metric), (), first, grain))
+            jobs.append((plan_of(metric), ()))
+    if len(jobs) == 1 and (paged := _paged(q, jobs[0][0], conn.dialect.name)) is not None:
+        jobs = [(paged, jobs[0][1])]
+    for plan, prefix in jobs:
+        _merge(rows, await _fetch(conn, plan, prefix, first, grain))
     if not q.dimensions and not rows:
         rows[()] = {}
     if "visits" in metrics and visits_by_events:
@@ -318,6 +323,48 @@ async def _rows(conn: AsyncConnection, b: Builder, q: Query, first: date, grain:
     if "group_conversion_rate" in metrics:
         await _group_rates(conn, b, q, rows, first, grain)
     return rows
+
+
+# Dimensions whose SQL value is the answer's label (not null, no relabelling): their order in SQL is the
+# order of the labels here (by code point: SQLite's BINARY, PostgreSQL's "C" collation).
+SQL_ORDERED_DIMENSIONS = frozenset(
+    d for d in (*VISIT_DIMENSIONS, *CONTENT_DIMENSIONS, "event:page", "event:props:label") if d != "visit:country_name"
+)
+
+
+def _paged(q: Query, plan: Plan, dialect: str) -> Plan | None:
+    """The plan ordered and cut in SQL to the rows up to the page's end, when its rows alone make the answer
+    and the order is by its own figures and dimensions (`_order`'s order: then every dimension ascending):
+    the database sorts the groups instead of this process (a month's entry pages, items). None when not."""
+    if q.total_rows or not q.dimensions or any(d not in SQL_ORDERED_DIMENSIONS for d in q.dimensions):
+        return None
+    if any(width != 1 for _, width in plan.dimensions) or [d for d, _ in plan.dimensions] != list(q.dimensions):
+        return None
+    columns = list(plan.select.selected_columns)
+    figures = dict(zip(plan.figures, columns[len(q.dimensions) :], strict=True))
+    postgres = dialect == "postgresql"
+
+    def dim(i: int) -> Any:
+        return columns[i].collate("C") if postgres else columns[i]
+
+    order: list[Any] = []
+    for name, direction in q.order_by or ():
+        if name in q.dimensions:
+            column = dim(q.dimensions.index(name))
+        elif name in figures and name in PLAIN_METRICS:
+            column = figures[name]
+        else:
+            return None
+        order.append(column.desc() if direction == "desc" else column.asc())
+    order += [dim(i).asc() for i in range(len(q.dimensions))]
+    return replace(plan, select=plan.select.order_by(*order).limit(q.offset + q.limit))
+
+
+# Metrics whose answer is their figure, as counted (so ordered alike in SQL and here).
+PLAIN_METRICS = frozenset(
+    ("visitors", "visits", "pageviews", "events", "content_views", "unique_viewers", "impressions", "api_calls",
+     "errors", "bot_hits")
+)  # fmt: skip
 
 
 def _event_figures(metrics: set[str], visits_by_events: bool) -> frozenset[str]:
