@@ -714,16 +714,20 @@
     const cards = await query({ metrics: CARD_METRICS, date_range: period, filters });
     const others = afterCards();
     for (const other of others) other.catch(() => {}); // awaited below; a refusal there is not left unhandled
-    // The chart, the previous period's and every panel in one batch.
+    // The chart, the previous period's and every panel in one batch; but the top pages panel alone, beside it: the
+    // journeys panel starts from its rows (`earlyPanels`).
+    const pagesAt = specs.findIndex((spec) => spec.name === 'pages');
     const bodies = [
       view.compare ? { metrics: CARD_METRICS, date_range: previous, filters } : null,
       series(period),
       view.compare ? series(previous) : null,
-      ...specs.map((spec) => panelBody(spec, period, spec.looks ? lookFilters : filters)),
+      ...specs.map((spec, i) => (i === pagesAt ? null : panelBody(spec, period, spec.looks ? lookFilters : filters))),
     ];
+    const pages = pagesAt >= 0 ? query(panelBody(specs[pagesAt], period, filters)) : null;
     const answers = queryBatch(bodies.filter(Boolean));
-    const first = bodies.slice(0, 3).map((body) => (body ? answers.shift() : null));
-    const asked = answers.map((answer) => answer
+    const answered = bodies.map((body, i) => (body ? answers.shift() : i === 3 + pagesAt ? pages : null));
+    const first = answered.slice(0, 3);
+    const asked = answered.slice(3).map((answer) => answer
       .catch((e) => (e instanceof AuthError ? Promise.reject(e) : { error: String(e.message || e) })));
     const early = earlyPanels(period, filters, specs, asked);
     const [prevCards, chart, prevChart, ...panels] = await Promise.all([...first, ...asked]);

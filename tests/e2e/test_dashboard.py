@@ -441,8 +441,8 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
         f"{api}realtime",  # the 30-second realtime poll may add another; it has no cache
         f"{api}site?refresh=true",
     }, got["refresh"]
-    # The cards, then the chart and 15 panels in one batch (POSTs, never cached).
-    assert got["refresh"].count(ROOT + "api/v2/query") == 1
+    # The cards, then the top pages alone and the chart and 14 panels in one batch (POSTs, never cached).
+    assert got["refresh"].count(ROOT + "api/v2/query") == 2
     assert got["refresh"].count(ROOT + "api/v2/batch") == 1
 
     # Sign-out forgets the token; the static admin token signs in too.
