@@ -11,7 +11,8 @@ What a day holds (one row per part, `data` the part's raw little-endian array):
 - `t`: per row, the microseconds since its visit's first row (32 bits, or 64 on a day with a visit
   over 71 minutes); `k`: its token, the id of its path (a page view) or of its name (a site event)
   times 2, plus 1 for an event; `l`: the id of its label;
-- `d`: per visit dimension of `DIMS` (the visit's entry values), the id of the value, 0 for NULL.
+- `d0` ... `d10`: per visit dimension of `DIMS` (the visit's entry values, one part each: a filter
+  reads its own), the id of the value, 0 for NULL.
 
 A visit's rows are in time order; only the visits of `fact_visits` with at least one row are kept
 (a funnel starts at a visit's row and keeps the visits it joins). Strings (paths, names, labels,
@@ -37,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SITE_EVENTS, FACT_VISITS, FUNNEL_DAYS
 
-FORMAT = 2  # 1: times as deltas from the previous row (never released)
+FORMAT = 3  # 1, 2: never released
 # The visit dimensions a funnel's filters may name (`visit:<name>`; `visit:country_name` reads `country`).
 DIMS = (
     "source", "referrer", "utm_source", "utm_medium", "utm_campaign", "entry_page", "exit_page", "country",
@@ -155,8 +156,9 @@ def encode_day(r: _Rows, ids: dict[str, int]) -> dict[str, bytes]:
         "t": t.astype(np.uint32) if not len(t) or int(t.max()) <= _U32 else t,
         "k": np.array([ids[x] * 2 + e for x, e in zip(r.texts, r.events, strict=True)], dtype=np.uint32),
         "l": np.array([ids[x] for x in r.labels], dtype=np.uint32),
-        "d": np.array(dims or np.zeros((0, len(DIMS))), dtype=np.int32).T.copy(),
     }
+    by_dim = np.array(dims or np.zeros((0, len(DIMS))), dtype=np.int32).T
+    arrays.update({f"d{i}": by_dim[i].copy() for i in range(len(DIMS))})
     parts: dict[str, bytes] = {}
     dtypes: dict[str, str] = {}
     for name, arr in arrays.items():
@@ -258,9 +260,6 @@ async def load_days(conn: AsyncConnection, days: Iterable[date], parts: Iterable
         for part, data in found.items():
             if part == "h":
                 continue
-            arr = np.frombuffer(data, dtype=np.dtype(header["dtypes"][part]))
-            if part == "d":
-                arr = arr.reshape(len(header["dims"]), header["visits"])
-            arrays[part] = arr
+            arrays[part] = np.frombuffer(data, dtype=np.dtype(header["dtypes"][part]))
         out.append(EncodedDay(d, int(header["visits"]), int(header["rows"]), arrays, int(header["anonymous"])))
     return out
