@@ -24,7 +24,7 @@ from trackside.stats.v2.engine import Limits, answer
 from trackside.stats.v2.schema import parse
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
-from trackside.storage.visit_days import days_with_rows
+from trackside.storage.visit_days import days_with_rows, prune_visit_days
 from trackside.storage.writes import write_batch
 
 H = 3600
@@ -156,3 +156,25 @@ async def test_pages_cut_in_sql_are_the_pages_ordered_here(site):
                 assert cut == whole, (dim, order, offset)
                 checked += bool(cut)
     assert checked > 40
+
+
+async def test_rows_go_with_their_visit_facts(site):
+    """`prune_visit_days` (with the facts' pruning) deletes the rows of the days before its limit whose visit
+    facts are gone, and only those."""
+    settings, engine, derivation = site
+    for day in (B, D):
+        await rollup_day(engine, datetime.fromisoformat(day).date(), derivation.window_seconds, derivation=derivation)
+    limit = datetime.fromisoformat(T).date()
+
+    async def days():
+        async with engine.connect() as conn:
+            found = await conn.execute(sa.text("SELECT DISTINCT day FROM visit_dim_days ORDER BY day"))
+            return [str(d)[:10] for d in found.scalars()]
+
+    async with engine.begin() as conn:
+        assert await prune_visit_days(conn, limit) == 0
+    assert await days() == [B, D]
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DELETE FROM fact_visits WHERE day = :d"), {"d": datetime.fromisoformat(B).date()})
+        assert await prune_visit_days(conn, limit) > 0
+    assert await days() == [D]
