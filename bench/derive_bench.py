@@ -18,7 +18,7 @@ Parts:
   fast as they go: events/s stored and queued (`derive_marks`), batch seconds p50/p99/max. Then the deriver
   (`trackside.deriver.Deriver`, its `round()` again and again, as its `run()` does without the pauses) drains
   the queue until nothing is queued: events/s and visitor-days/s derived, raw rows re-read per stored event
-  (the sum of every `Round.rows`, kept by wrapping the name `derive_round` the deriver calls), rounds' time
+  (the sum of every `Round.rows`, kept by wrapping the name `commit_round` the deriver calls), rounds' time
   p50/p99/max, and the time spent waiting for heavy visitor-days to cool off.
 - `pace`: PostgreSQL. A private redis-server, one `trackside worker` (`python -m sidecar worker`, defaults: it
   stores the jobs and runs the deriver beside them), the window's batches enqueued with `RedisWriter` at their
@@ -283,19 +283,19 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
 
 
-# The steps of a round (module globals of trackside.storage.facts that `derive_round` calls), timed apart:
+# The steps of a round (module globals of trackside.storage.facts that a round calls), timed apart:
 # reading the raw rows and the API counts, turning them into facts (`_derive` less its reads), and in the
 # writing transaction locking the marks, replacing the facts and clearing the marks.
 PHASES = ("_load", "_api_counts", "_derive", "_lock_marks", "_replace", "_clear_marks")
 
 
 class Rounds:
-    """Wraps the name `derive_round` that `trackside.deriver` calls, to keep every round's result, and the steps
+    """Wraps the name `commit_round` that `trackside.deriver` calls, to keep every round's result, and the steps
     of a round, to time them."""
 
     def __init__(self) -> None:
         self.results: list[Round] = []
-        self.original = deriver_module.derive_round
+        self.original = deriver_module.commit_round
         self.steps = {name: getattr(facts_module, name) for name in PHASES}
         self.seconds = dict.fromkeys(PHASES, 0.0)
 
@@ -317,13 +317,13 @@ class Rounds:
 
             return run
 
-        deriver_module.derive_round = kept
+        deriver_module.commit_round = kept
         for name, step in self.steps.items():
             setattr(facts_module, name, timed(name, step))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        deriver_module.derive_round = self.original
+        deriver_module.commit_round = self.original
         for name, step in self.steps.items():
             setattr(facts_module, name, step)
 
@@ -350,9 +350,12 @@ async def drain(url: str, events: int, timeout: float) -> dict[str, Any]:
         with Autoanalyze(url), Rounds() as rounds:
             while True:
                 t = time.perf_counter()
-                busy = await deriver.round()
+                n = len(rounds.results)
+                busy = await deriver.step()
+                if not busy:
+                    busy = await deriver.flush()
                 took = time.perf_counter() - t
-                if rounds.results[-1].derived or rounds.results[-1].superseded:
+                if any(r.derived or r.superseded for r in rounds.results[n:]):
                     times.append(took)
                 if busy:
                     continue

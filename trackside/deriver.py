@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.derive import Derivation
-from trackside.storage.facts import VisitorDay, derive_marked, derive_round
+from trackside.storage.facts import Round, VisitorDay, commit_round, derive_marked, prepare_round
 
 logger = logging.getLogger("trackside.deriver")
 
@@ -62,16 +62,43 @@ class Deriver:
         self.derived = 0
         self.leading = False
         self._failing = False
+        # The previous round's facts being written while the next round reads (`step`).
+        self._writing: asyncio.Task[Round] | None = None
+        self._writing_keys: frozenset[VisitorDay] = frozenset()
 
     async def round(self) -> bool:
-        """One round; True when it may have left work (derive again at once)."""
+        """One round, written before it returns; True when it may have left work (derive again at once)."""
+        busy = await self.step()
+        return await self.flush() or busy
+
+    async def step(self) -> bool:
+        """The next round read and derived while the previous one's facts are still being written:
+        one connection reads while another writes, so the database's work and this process's
+        derivation overlap (two cores: about one each). Then that previous write is awaited and
+        this round's begun, in the background. True when there may be more work."""
         now = time.monotonic()
         self.cooling = {k: until for k, until in self.cooling.items() if until > now}
-        result = await derive_round(self.engine, self.derivation, limit=ROUND, skip=self.cooling)
-        self.derived += len(result.derived)
-        for key, rows in result.rows.items():
+        prepared = await prepare_round(
+            self.engine, self.derivation, limit=ROUND, skip=self.cooling.keys() | self._writing_keys
+        )
+        busy = await self.flush()
+        if prepared is None:
+            return busy
+        for key, rows in prepared.rows.items():
             if rows > HEAVY_ROWS:
                 self.cooling[key] = now + min(COOL_MAX_SECONDS, rows * COOL_SECONDS_PER_ROW)
+        self._writing = asyncio.create_task(commit_round(self.engine, prepared))
+        self._writing_keys = frozenset(prepared.versions)
+        return True
+
+    async def flush(self) -> bool:
+        """Wait for the round being written (if any); True when it may have left work."""
+        task, self._writing = self._writing, None
+        self._writing_keys = frozenset()
+        if task is None:
+            return False
+        result = await task
+        self.derived += len(result.derived)
         if result.superseded and not result.derived:
             # Someone else (a read, a burst worker's last rounds) is on the same marks: a random
             # pause breaks the lockstep in which each rewinds what the other read.
@@ -87,15 +114,27 @@ class Deriver:
                 await self._rounds()
             finally:
                 self.leading = False
+                await self._drop_writing()
+
+    async def _drop_writing(self) -> None:
+        # Stopped or failed: a write under way is cancelled (its transaction rolls back, its marks stay).
+        task, self._writing = self._writing, None
+        self._writing_keys = frozenset()
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _rounds(self) -> None:
         while True:
             try:
-                busy = await self.round()
+                busy = await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # The database away (or a bug): the marks stay, nothing is lost; try again.
+                await self._drop_writing()
                 if not self._failing:
                     logger.warning("deriving facts failed (%s: %s); retrying", type(exc).__name__, exc)
                     self._failing = True

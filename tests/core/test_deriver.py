@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+import trackside.deriver as deriver_module
 from tests.rollups.test_derive_concurrency import assert_same, expected_rows, split, stored_rows, traffic
 from tests.storing import assert_sums_match_facts
 from trackside.batch import Batch
@@ -26,7 +27,10 @@ from trackside.storage.writes import write_batch
 DERIVATION = Derivation()
 
 
-async def test_two_derivers_beside_two_writers_give_the_whole_derivation(database_url):
+async def test_two_derivers_beside_two_writers_give_the_whole_derivation(database_url, monkeypatch):
+    """One deriver round by round, the other pipelined as `Deriver.run` goes (a round read while
+    the previous one is written), in small rounds so that the two overlap often."""
+    monkeypatch.setattr(deriver_module, "ROUND", 7)
     events = traffic(seed=23)
     rng = random.Random(4)
     batches = split(events, rng, largest=40)
@@ -41,12 +45,21 @@ async def test_two_derivers_beside_two_writers_give_the_whole_derivation(databas
                 await derive_round(engine, DERIVATION, limit=rng.randint(1, 50))
                 await asyncio.sleep(0)
 
+        async def pipelined() -> None:
+            d = Deriver(engine, DERIVATION)
+            try:
+                while True:
+                    await d.step()
+                    await asyncio.sleep(0)
+            finally:
+                await d.flush()
+
         async def store(part: list[list[Event]]) -> None:
             for events_ in part:
                 await write_batch(engine, Batch(events=events_))
                 await asyncio.sleep(0)
 
-        derivers = [asyncio.create_task(deriver()) for _ in range(2)]
+        derivers = [asyncio.create_task(deriver()), asyncio.create_task(pipelined())]
         await asyncio.gather(store(batches[::2]), store(batches[1::2]))
         for task in derivers:
             task.cancel()

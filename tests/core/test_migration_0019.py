@@ -1,6 +1,7 @@
 """Migration 0019 on facts kept from before it, on both backends: the page-view and item sums of each
 day not rolled up are built from its facts (a rolled day gets none: it is read from daily rows),
-the item's author left out when read."""
+the item's author left out when read; then migration 0023 moves the anonymous uniques' rows into one
+row per visitor-day (`visitor_sums`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from trackside.storage.day_sums import read
 from trackside.storage.engine import create_engine
 from trackside.storage.item_sums import read_item
 from trackside.storage.migrate import migrate
+from trackside.storage.visitor_sums import decode
 
 D = date(2026, 11, 10)
 ROLLED = date(2026, 11, 9)
@@ -83,11 +85,24 @@ async def test_upgrade_builds_the_sums_of_days_not_rolled_up(database_url):
             kept = await read(conn, D, with_users=True)
             assert await read(conn, ROLLED, with_users=True) is None
             _, item = await read_item(conn, D, "artwork", "7")
+            # Migration 0023 moved the anonymous uniques into one row per visitor-day.
+            both = "SELECT who FROM fact_sum_who UNION SELECT who FROM item_sum_who"
+            whos = {w for (w,) in await conn.execute(text(both))}
+            visitors = {
+                v: decode(c) for v, c in await conn.execute(text("SELECT visitor, counts FROM fact_sum_visitors"))
+            }
     finally:
         await engine.dispose()
     assert kept is not None
     sums, users = kept
     assert users == {"u1"}
+    assert whos == {"u:u1", "u:u2"}
+    assert sorted(visitors) == ["a", "d"]  # e's view is of the rolled day; b and c are u1's
+    assert visitors["a"] == {
+        **{("p", "", ""): 2, ("p", "label", "/"): 1, ("p", "label", "/p/[post]"): 1, ("p", "country", "DE"): 2},
+        **{("p", dim, value): 2 for dim, value in (("device", "desktop"), ("browser", "Firefox"), ("os", "Linux"))},
+        ("p", "hour", "09"): 1, ("p", "hour", "10"): 1, ("i", "artwork", "7"): 1,
+    }  # fmt: skip
     # [page views, signed in, uniques ("u:u1" once for two visitors), signed-in uniques]
     assert sums[("", "")] == [5, 2, 3, 1]
     assert sums[("label", "/")] == [3, 2, 2, 1]

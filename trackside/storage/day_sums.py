@@ -4,11 +4,13 @@ today are a read of a few hundred rows instead of a grouping of the day's page v
 Derivation replaces a visitor-day's page views from a cut on (`trackside.storage.facts._replace`).
 It knows the rows it deletes and the rows it inserts, so it moves the sums by their difference, in
 the same transaction:
-- `fact_sum_who`: per (day, breakdown, key, who) the page views; `who` is "u:<user>" or
-  "v:<visitor>", as in the facts. A unique is counted while its row is above 0.
-- `fact_sums`: per (day, breakdown, key) the page views, the signed-in ones, and the uniques (rows of
-  `fact_sum_who` above 0), signed-in ones being those whose `who` names a user. A `who` row going
-  from 0 to above (or back) moves the uniques by one: exact, never an estimate.
+- `fact_sum_who`: per (day, breakdown, key, who) the page views of signed-in uniques (`who`
+  "u:<user>", as in the facts). A unique is counted while its row is above 0.
+- anonymous uniques ("v:<visitor>", one visitor-day each): one row per visitor-day with its
+  counts per breakdown key (`trackside.storage.visitor_sums`), counted while a key is above 0.
+- `fact_sums`: per (day, breakdown, key) the page views, the signed-in ones, and the uniques,
+  signed-in ones being those whose `who` names a user. A unique's count going from 0 to above (or
+  back) moves the uniques by one: exact, never an estimate.
 
 The breakdowns are those of `fact_reads.site_dims` for page views (`PAGE_VIEW_DIMS`, an empty key
 skipped, hours as "00".."23"), plus `dim` "" with key "" for the day's totals. Looks and other
@@ -95,25 +97,35 @@ async def kept(conn: AsyncConnection, day: date) -> bool:
     return True
 
 
-async def apply(conn: AsyncConnection, day: date, deltas: Counter[SumKey]) -> None:
-    """Move the day's sums by these changes (zero changes skipped)."""
+async def apply(
+    conn: AsyncConnection,
+    day: date,
+    deltas: Counter[SumKey],
+    anonymous: Counter[tuple[str, str]],
+    visitors: Counter[tuple[str, str]],
+) -> None:
+    """Move the day's sums by these changes of signed-in uniques' page views (zero changes
+    skipped), `anonymous` ones' page views per (dim, key), and by `visitors`, the anonymous
+    uniques moved per (dim, key) (`visitor_sums`)."""
     changes = sorted((k, n) for k, n in deltas.items() if n)
-    if not changes:
-        return
-    after = await add_counts(conn, "fact_sum_who", ("dim", "key", "who"), day, changes, returning=True)
     totals: dict[tuple[str, str], list[int]] = {}
-    for (dim, key, who), n in changes:
-        now = after[(dim, key, who)]
-        before = now - n
-        moved = (now > 0) - (before > 0)
-        signed_in = who.startswith("u:")
-        t = totals.setdefault((dim, key), [0, 0, 0, 0])
-        t[0] += n
-        t[2] += moved
-        if signed_in:
+    if changes:
+        after = await add_counts(conn, "fact_sum_who", ("dim", "key", "who"), day, changes, returning=True)
+        for (dim, key, who), n in changes:
+            now = after[(dim, key, who)]
+            moved = (now > 0) - (now - n > 0)
+            t = totals.setdefault((dim, key), [0, 0, 0, 0])
+            t[0] += n
             t[1] += n
+            t[2] += moved
             t[3] += moved
-    rows = [(day, dim, key, *t) for (dim, key), t in sorted(totals.items())]
+    for pair, n in anonymous.items():
+        totals.setdefault(pair, [0, 0, 0, 0])[0] += n
+    for pair, moved in visitors.items():
+        totals.setdefault(pair, [0, 0, 0, 0])[2] += moved
+    rows = [(day, dim, key, *t) for (dim, key), t in sorted(totals.items()) if any(t)]
+    if not rows:
+        return
     if conn.dialect.name == "postgresql":
         await conn.exec_driver_sql(
             "INSERT INTO fact_sums (day, dim, key, n, n_auth, visitors, visitors_auth) "

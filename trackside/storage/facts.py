@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import VISIT_GAP_SECONDS, Derivation, VisitorDayFacts, authors_of
 from trackside.events import ERROR, NAV_API, Event
-from trackside.storage import day_sums, item_sums
+from trackside.storage import day_sums, item_sums, visitor_sums
 from trackside.storage.engine import writing
 from trackside.storage.reads import _COLUMNS as EVENT_COLUMNS
 from trackside.storage.reads import _events as rows_to_events
@@ -345,10 +345,22 @@ class _SumChanges:
         return self.days[day]
 
     async def apply(self, conn: AsyncConnection) -> None:
+        # Anonymous uniques first, one row per visitor-day (`visitor_sums`); signed-in ones by `who`.
+        moved: dict[date, tuple[Counter[Any], Counter[Any], Counter[Any]]] = {}
+        for day, (pages, _, whos) in sorted(self.days.items()):
+            changes = visitor_sums.per_visitor()
+            visitor_sums.split_pages(pages, changes)
+            visitor_sums.split_items(whos, changes)
+            anonymous: Counter[Any] = Counter()
+            for counts in changes.values():
+                for (kind, a, b), n in counts.items():
+                    if kind == visitor_sums.PAGE:
+                        anonymous[(a, b)] += n
+            moved[day] = (anonymous, *await visitor_sums.move(conn, day, changes))
         for day, (pages, _, _) in sorted(self.days.items()):
-            await day_sums.apply(conn, day, pages)
+            await day_sums.apply(conn, day, pages, moved[day][0], moved[day][1])
         for day, (_, items, whos) in sorted(self.days.items()):
-            await item_sums.apply(conn, day, items, whos)
+            await item_sums.apply(conn, day, items, whos, moved[day][2])
 
 
 async def _replace(
@@ -541,6 +553,19 @@ class Round:
     full: bool = False  # the round took as many as it was allowed: more may be waiting
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A round read and derived, not written yet (`commit_round` writes it)."""
+
+    versions: dict[VisitorDay, int]  # each mark's version when it was read
+    works: list[_DayWork]
+    full: bool  # as many as allowed were taken: more may be waiting
+
+    @property
+    def rows(self) -> dict[VisitorDay, int]:
+        return {(w.day, v): n for w in self.works for v, n in w.rows.items()}
+
+
 async def derive_round(
     engine: AsyncEngine,
     derivation: Derivation,
@@ -550,19 +575,21 @@ async def derive_round(
     skip: Iterable[VisitorDay] = (),
 ) -> Round:
     """Derive up to `limit` queued visitor-days (oldest marks first; of `day`, or any; not those
-    in `skip`) and clear their marks.
+    in `skip`) and clear their marks: `prepare_round`, then `commit_round`."""
+    prepared = await prepare_round(engine, derivation, day=day, limit=limit, skip=skip)
+    return Round() if prepared is None else await commit_round(engine, prepared)
 
-    Read and derived outside any write lock; then, in a short writing transaction, each mark is
-    locked and its version compared with the one read before the events were. Unchanged: the
-    facts are written and the mark cleared. Changed (a batch stored meanwhile, or another deriver
-    rewound it): the facts are written all the same, so a visitor busy in every batch still sees
-    its figures move, but the mark stays, rewound to this derivation's cut and given a new
-    version, so the next round re-derives at least everything written here, with the new events,
-    and no deriver holding an older read can clear it. Gone (another deriver wrote it from a later
-    read and cleared it): nothing is written. So ingest never waits for derivation, and whatever
-    the interleaving of derivers and batches, the derivation that clears a mark saw every event
-    stored before it and covers every fact written before it."""
-    out = Round()
+
+async def prepare_round(
+    engine: AsyncEngine,
+    derivation: Derivation,
+    *,
+    day: date | None = None,
+    limit: int = 500,
+    skip: Iterable[VisitorDay] = (),
+) -> Prepared | None:
+    """Take up to `limit` queued visitor-days (oldest marks first; of `day`, or any; not those in
+    `skip`), read their events and derive their facts, outside any write lock. None: nothing queued."""
     skipped = set(skip)
     m = DERIVE_MARKS.c
     query = select(m.day, m.visitor, m.earliest, m.version, m.api).order_by(m.marked_at, m.day, m.visitor)
@@ -571,13 +598,29 @@ async def derive_round(
     async with engine.connect() as conn, conn.begin():
         taken = [r for r in await conn.execute(query.limit(limit + len(skipped))) if (r[0], r[1]) not in skipped]
         taken = taken[:limit]
-        out.full = len(taken) == limit
         if not taken:
-            return out
+            return None
         earliest = {(d, v): None if t is None else _ts(t) for d, v, t, _, _ in taken}
         versions = {(d, v): version for d, v, _, version, _ in taken}
         api = {(d, v) for d, v, _, _, a in taken if a}
         works = await _derive(conn, earliest, derivation, api)
+    return Prepared(versions, works, len(taken) == limit)
+
+
+async def commit_round(engine: AsyncEngine, prepared: Prepared) -> Round:
+    """Write a prepared round and clear its marks, in a short writing transaction.
+
+    Each mark is locked and its version compared with the one read before the events were.
+    Unchanged: the facts are written and the mark cleared. Changed (a batch stored meanwhile, or
+    another deriver rewound it): the facts are written all the same, so a visitor busy in every
+    batch still sees its figures move, but the mark stays, rewound to this derivation's cut and
+    given a new version, so the next round re-derives at least everything written here, with the
+    new events, and no deriver holding an older read can clear it. Gone (another deriver wrote it
+    from a later read and cleared it): nothing is written. So ingest never waits for derivation,
+    and whatever the interleaving of derivers and batches, the derivation that clears a mark saw
+    every event stored before it and covers every fact written before it."""
+    out = Round(full=prepared.full)
+    versions = prepared.versions
     async with writing(engine) as conn:
         current = await _lock_marks(conn, sorted(versions))
         # A mark gone: another deriver wrote this visitor-day from a later read; leave it.
@@ -586,7 +629,7 @@ async def derive_round(
         out.superseded = len(versions) - len(fresh)
         behind: list[tuple[VisitorDay, float | None, bool]] = []
         sums = _SumChanges()
-        for work in works:
+        for work in prepared.works:
             keep = {v for v in work.cuts if (work.day, v) in present}
             behind += [
                 ((work.day, v), work.cuts[v], v in work.recounted) for v in sorted(keep) if (work.day, v) not in fresh
@@ -605,7 +648,7 @@ async def derive_round(
         await _clear_marks(conn, sorted((k, versions[k]) for k in fresh))
         await _rewind_marks(conn, behind)
     out.derived = sorted(fresh)
-    out.rows = {(w.day, v): n for w in works for v, n in w.rows.items()}
+    out.rows = prepared.rows
     return out
 
 

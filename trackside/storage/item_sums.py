@@ -4,7 +4,8 @@ and impressions (the most viewed artwork has thousands a day, spread over the wh
 
 Kept beside the page-view sums (`trackside.storage.day_sums`, same days, same way: moved in the
 transaction that replaces a visitor-day's facts, by the rows deleted and inserted):
-- `item_sum_who`: per (day, item, who) the item's looks; a viewer counts while its row is above 0.
+- `item_sum_who`: per (day, item, who) a signed-in viewer's looks; a viewer counts while its row is
+  above 0 (anonymous viewers: one row per visitor-day, `trackside.storage.visitor_sums`).
 - `item_sums`: per (day, item, breakdown, key, user) a count: looks (`looks`), impressions
   (`impressions`), viewers (`viewers`, moved when a `who` row crosses 0) and the breakdowns of
   `fact_reads.item_dims` (looks by country, device, type, referrer and hour; impressions by type,
@@ -55,8 +56,14 @@ def tally_impressions(sums: Counter[SumKey], rows: Iterable[Any], sign: int) -> 
         sums[(kind, item, "impression_hour", f"{int(row['hour']):02d}", user)] += sign
 
 
-async def apply(conn: AsyncConnection, day: date, sums: Counter[SumKey], whos: Counter[WhoKey]) -> None:
-    """Move the day's item sums by these changes; viewers by the `who` rows crossing 0."""
+async def apply(
+    conn: AsyncConnection, day: date, sums: Counter[SumKey], whos: Counter[WhoKey], viewers: Counter[tuple[str, str]]
+) -> None:
+    """Move the day's item sums by these changes; signed-in viewers by their `who` rows crossing 0,
+    anonymous ones by `viewers` (kind, item) -> moved (`visitor_sums`)."""
+    for (kind, item), moved in viewers.items():
+        if moved:
+            sums[(kind, item, "viewers", "", "")] += moved
     who_changes = sorted((k, n) for k, n in whos.items() if n)
     if who_changes:
         after = await add_counts(conn, "item_sum_who", ("kind", "item", "who"), day, who_changes, returning=True)

@@ -430,7 +430,8 @@ class FactSumDayRow(SQLModel, table=True):
 
 
 class FactSumWhoRow(SQLModel, table=True):
-    """Page views of one day by breakdown (`dim` "" and `key` "": all of them) and unique (`who`):
+    """Page views of one day by breakdown (`dim` "" and `key` "": all of them) and signed-in unique
+    (`who` "u:<user>"; anonymous ones are in `fact_sum_visitors`):
     moved by the difference between a visitor-day's old and new facts at each derivation. A row
     at 0 is a unique no longer counted (left in place: cheaper than deleting it)."""
 
@@ -442,6 +443,17 @@ class FactSumWhoRow(SQLModel, table=True):
     key: str = Field(sa_column=Column(String(255), primary_key=True))
     who: str = Field(sa_column=Column(String(66), primary_key=True))
     n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class FactSumVisitorRow(SQLModel, table=True):
+    """One anonymous visitor-day's page views per breakdown key and looks per item, of a day whose
+    sums are kept: its uniques, moved once per derivation (`trackside.storage.visitor_sums`)."""
+
+    __tablename__ = "fact_sum_visitors"
+
+    day: date = Field(primary_key=True)
+    visitor: str = Field(sa_column=Column(String(32), primary_key=True))
+    counts: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class FactSumRow(SQLModel, table=True):
@@ -460,7 +472,8 @@ class FactSumRow(SQLModel, table=True):
 
 
 class ItemSumWhoRow(SQLModel, table=True):
-    """An item's looks of one day per unique (`who`), moved at each derivation like `fact_sum_who`:
+    """An item's looks of one day per signed-in unique (`who`; anonymous ones are in
+    `fact_sum_visitors`), moved at each derivation like `fact_sum_who`:
     a viewer counts while its row is above 0 (`trackside.storage.item_sums`)."""
 
     __tablename__ = "item_sum_who"
@@ -573,7 +586,8 @@ FACT_SUMS = FactSumRow.__table__  # type: ignore[attr-defined]
 ITEM_SUM_WHO = ItemSumWhoRow.__table__  # type: ignore[attr-defined]
 ITEM_SUMS = ItemSumRow.__table__  # type: ignore[attr-defined]
 # Kept by derivation for the days not rolled up (`day_sums`, `item_sums`).
-SUM_TABLES = (FACT_SUM_DAYS, FACT_SUMS, FACT_SUM_WHO, ITEM_SUMS, ITEM_SUM_WHO)
+FACT_SUM_VISITORS = FactSumVisitorRow.__table__  # type: ignore[attr-defined]
+SUM_TABLES = (FACT_SUM_DAYS, FACT_SUMS, FACT_SUM_WHO, FACT_SUM_VISITORS, ITEM_SUMS, ITEM_SUM_WHO)
 GOALS = GoalRow.__table__  # type: ignore[attr-defined]
 FUNNELS = FunnelRow.__table__  # type: ignore[attr-defined]
 USER_DAYS = UserDayRow.__table__  # type: ignore[attr-defined]
