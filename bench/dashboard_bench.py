@@ -108,9 +108,12 @@ async def dataset(url: str) -> dict[str, Any]:
     }
 
 
-async def measure(url: str, tmp: Path, runs: int, chromium: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def measure(
+    url: str, tmp: Path, runs: int, chromium: str, settle: float = 0.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """`runs` cold loads in Chromium; then each request of the first load again alone, one after the other,
-    through a fresh sidecar (what each costs without the others beside it)."""
+    through a fresh sidecar (what each costs without the others beside it). `settle`: seconds each fresh
+    sidecar runs before the page is opened (its startup rollup and prune done by then), 0 at once."""
     import httpx
 
     from tests.servers import run_server, run_sidecar
@@ -122,6 +125,7 @@ async def measure(url: str, tmp: Path, runs: int, chromium: str) -> tuple[list[d
         settings = fb.settings_for(url, upstream, str(tmp / "spool"))
         for n in range(runs):
             async with run_sidecar(settings) as (base, _app):
+                await asyncio.sleep(settle)
                 got = await one_load(base + "/_trackside/", chromium)
             errors = sorted({f"{r['what']}: {r['status']}" for r in got["requests"] if r["status"] != 200})
             log(f"  run {n + 1}: every panel filled at {got['all_filled_ms']} ms (timed out: "
@@ -129,6 +133,7 @@ async def measure(url: str, tmp: Path, runs: int, chromium: str) -> tuple[list[d
             loads.append(got)
         auth = {"authorization": f"Bearer {moderator_token()}"}
         async with run_sidecar(settings) as (base, _app), httpx.AsyncClient(base_url=base, timeout=300) as client:
+            await asyncio.sleep(settle)
             for r in loads[0]["requests"]:
                 # The page's fetches are relative to /_trackside/ (or absolute URLs).
                 path = "/_trackside/" + (
@@ -218,6 +223,12 @@ def main() -> int:
     p.add_argument("--events-per-day", type=int, default=30_000)
     p.add_argument("--events-today", type=int, default=30_000)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="seconds a fresh sidecar runs before the page opens (its startup rollup and prune done)",
+    )
     p.add_argument("--sqlite-file", help="keep the SQLite database here (seeded once; reused when it has facts)")
     p.add_argument("--postgres-url", help="an existing PostgreSQL database to seed once and reuse (never dropped)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "dashboard.json"))
@@ -250,7 +261,7 @@ def main() -> int:
             report["seed_s"] = round(time.monotonic() - t)
             report["dataset"] = asyncio.run(dataset(url))
             log(f"  dataset: {report['dataset']}")
-            report["loads"], report["alone"] = asyncio.run(measure(url, tmp, args.runs, chromium))
+            report["loads"], report["alone"] = asyncio.run(measure(url, tmp, args.runs, chromium, args.settle))
             report["summary"] = summary(report["loads"])
             result["backends"].append(report)
     finally:
