@@ -408,6 +408,7 @@ def main() -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every event count above (10: the 10x run)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "facts.json"))
     p.add_argument("--keep", action="store_true", help="keep the databases (their URLs are printed) to look into")
+    p.add_argument("--reuse", metavar="URL", help="`reads` again on a database a `--keep` run seeded (migrated first)")
     args = p.parse_args()
     for name in ("events_today", "rolled_events_per_day", "bigday_events"):
         setattr(args, name, round(getattr(args, name) * args.scale))
@@ -422,12 +423,19 @@ def main() -> int:
             if "reads" in parts:
                 report: dict[str, Any] = {"backend": backend}
                 result.setdefault("reads", []).append(report)
-                url = dbs.new(backend, f"reads-{backend}")
-                log(
-                    f"=== {backend}: {args.days} rolled days of {args.rolled_events_per_day:,}, "
-                    f"today {args.events_today:,}"
-                )
-                asyncio.run(seed_reads(url, args, report))
+                if args.reuse:
+                    url = args.reuse
+                    from trackside.storage.migrate import migrate
+
+                    asyncio.run(migrate(url))
+                    log(f"=== {backend}: reads again on {url}")
+                else:
+                    url = dbs.new(backend, f"reads-{backend}")
+                    log(
+                        f"=== {backend}: {args.days} rolled days of {args.rolled_events_per_day:,}, "
+                        f"today {args.events_today:,}"
+                    )
+                    asyncio.run(seed_reads(url, args, report))
                 asyncio.run(measure_reads(url, tmp, report))
             if "bigday" in parts:
                 result.setdefault("bigday", []).append(bigday(backend, args, tmp, dbs))

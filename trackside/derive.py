@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from trackside import events as ev
@@ -48,7 +49,9 @@ class VisitorDayFacts:
     visitor_day: Row | None = None
 
 
+@lru_cache(maxsize=1 << 16)
 def _at(ts: float) -> datetime:
+    # Cached: one event's time becomes a page view's, its visit's start or end, a look's.
     return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
 
 

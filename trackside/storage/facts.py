@@ -303,6 +303,9 @@ def _lends_only(e: Event) -> bool:
     )
 
 
+# The fact tables whose changed rows move the day's sums.
+_SUMMED = (FACT_PAGE_VIEWS, FACT_LOOKS, FACT_IMPRESSIONS)
+
 # Each fact table's time column: a fact at or after a visitor's cut is replaced.
 _TIME = {
     FACT_PAGE_VIEWS: "ts",
@@ -394,25 +397,26 @@ async def _replace(
     # Only what changed is written: the facts from the cut on are read, and a row the derivation made
     # again, equal in every column, stays (a tail re-derived for one new page view rewrites that view,
     # the one before it and the visit, not the whole visit).
-    deleted: dict[Any, list[Any]] = {}
-    inserted: dict[Any, list[dict[str, object]]] = {}
+    deleted: dict[Any, list[dict[str, Any]]] = {}
+    # Each row to insert: the derivation's dict and its values in the table's column order.
+    inserted: dict[Any, list[tuple[dict[str, Any], tuple[Any, ...]]]] = {}
     for table in FACT_TABLES:
+        columns = _columns(table)
         if table is FACT_VISITOR_DAYS:
             if recounted:
                 await conn.execute(
                     delete(table).where(table.c.day == day, _among(conn, table.c.visitor, sorted(recounted)))
                 )
-            inserted[table] = rows[table]
+            inserted[table] = [(r, tuple(r[c] for c in columns)) for r in rows[table]]
             continue
+        at_id = columns.index("id")
         current = await _facts_from_cuts(conn, table, day, whole, tails)
-        columns = tuple(c.name for c in table.columns)
-        made = {r["id"]: r for r in rows[table]}
-        deleted[table] = [
-            old for old in current if (new := made.get(old["id"])) is None or any(old[c] != new[c] for c in columns)
-        ]
-        kept_ids = {old["id"] for old in current}.difference(r["id"] for r in deleted[table])
-        inserted[table] = [r for r in rows[table] if r["id"] not in kept_ids]
-        gone = [r["id"] for r in deleted[table]]
+        made = {r["id"]: (r, tuple(r[c] for c in columns)) for r in rows[table]}
+        gone_rows = [old for old in current if (new := made.get(old[at_id])) is None or new[1] != old]
+        gone = [old[at_id] for old in gone_rows]
+        kept_ids = {old[at_id] for old in current}.difference(gone)
+        inserted[table] = [pair for i, pair in made.items() if i not in kept_ids]
+        deleted[table] = [dict(zip(columns, old, strict=True)) for old in gone_rows] if table in _SUMMED else []
         if gone and postgres:
             await conn.exec_driver_sql(
                 f"DELETE FROM {table.name} WHERE day = $1 AND id = ANY($2::varchar[])", (day, gone)
@@ -421,24 +425,23 @@ async def _replace(
             await conn.exec_driver_sql(
                 f"DELETE FROM {table.name} WHERE day = ? AND id = ?", [(day.isoformat(), i) for i in gone]
             )
-    for table, table_rows in inserted.items():
-        if not table_rows:
+    for table, pairs in inserted.items():
+        if not pairs:
             continue
-        columns = tuple(c.name for c in table.columns)
-        if postgres:
-            params = [tuple(r[c] for c in columns) for r in table_rows]
-        else:
-            params = [tuple(_sqlite_value(r[c]) for c in columns) for r in table_rows]
-        await conn.exec_driver_sql(_insert_sql(table.name, columns, postgres), params)
+        params = [values for _, values in pairs]
+        if not postgres:
+            params = [tuple(_sqlite_value(v) for v in values) for values in params]
+        await conn.exec_driver_sql(_insert_sql(table.name, _columns(table), postgres), params)
     if summing:
         into = _SumChanges() if sums is None else sums
         pages, items, whos = into.of(day)
+        new_rows = {table: [r for r, _ in inserted[table]] for table in _SUMMED}
         day_sums.tally(pages, deleted[FACT_PAGE_VIEWS], -1)
-        day_sums.tally(pages, inserted[FACT_PAGE_VIEWS], 1)
+        day_sums.tally(pages, new_rows[FACT_PAGE_VIEWS], 1)
         item_sums.tally_looks(items, whos, deleted[FACT_LOOKS], -1)
-        item_sums.tally_looks(items, whos, inserted[FACT_LOOKS], 1)
+        item_sums.tally_looks(items, whos, new_rows[FACT_LOOKS], 1)
         item_sums.tally_impressions(items, deleted[FACT_IMPRESSIONS], -1)
-        item_sums.tally_impressions(items, inserted[FACT_IMPRESSIONS], 1)
+        item_sums.tally_impressions(items, new_rows[FACT_IMPRESSIONS], 1)
         if sums is None:
             await into.apply(conn)
     if whole and clear_marks:
@@ -449,29 +452,38 @@ async def _replace(
 
 async def _facts_from_cuts(
     conn: AsyncConnection, table: Any, day: date, whole: list[str], tails: list[Any]
-) -> list[Any]:
-    """The rows of `table` that a derivation from these cuts makes anew: every row of `whole`, and
-    each tail's rows from its cut on."""
+) -> list[tuple[Any, ...]]:
+    """The rows of `table` that a derivation from these cuts makes anew, as tuples in the table's
+    column order (`_columns`): every row of `whole`, and each tail's rows from its cut on."""
     t = table.c
     time = _TIME[table]
-    out: list[Any] = []
+    columns = _columns(table)
+    out: list[tuple[Any, ...]] = []
     if whole:
-        out += (await conn.execute(select(table).where(t.day == day, _among(conn, t.visitor, whole)))).mappings()
+        query = select(*(t[c] for c in columns)).where(t.day == day, _among(conn, t.visitor, whole))
+        out += [tuple(r) for r in await conn.execute(query)]
     if not tails:
         return out
     if conn.dialect.name == "postgresql":
         result = await conn.exec_driver_sql(
-            f"SELECT t.* FROM {table.name} AS t JOIN unnest($2::varchar[], $3::timestamp[]) AS c(v, cut) "
-            f"ON t.visitor = c.v AND t.{time} >= c.cut WHERE t.day = $1",
+            f"SELECT {', '.join('t.' + c for c in columns)} FROM {table.name} AS t "
+            f"JOIN unnest($2::varchar[], $3::timestamp[]) AS c(v, cut) ON t.visitor = c.v AND t.{time} >= c.cut "
+            "WHERE t.day = $1",
             (day, [v for v, _ in tails], [_dt(cut - SLACK) for _, cut in tails]),
         )
-        return out + list(result.mappings())
+        return out + [tuple(r) for r in result]
     cut_of = {v: _dt(cut - SLACK) for v, cut in tails}
+    at_visitor, at_time = columns.index("visitor"), columns.index(time)
     for first in range(0, len(tails), _CHUNK):
         chunk = [v for v, _ in tails[first : first + _CHUNK]]
-        query = select(table).where(t.day == day, _among(conn, t.visitor, chunk))
-        out += [r for r in (await conn.execute(query)).mappings() if r[time] >= cut_of[r["visitor"]]]
+        query = select(*(t[c] for c in columns)).where(t.day == day, _among(conn, t.visitor, chunk))
+        out += [tuple(r) for r in await conn.execute(query) if r[at_time] >= cut_of[r[at_visitor]]]
     return out
+
+
+@lru_cache(maxsize=16)
+def _columns(table: Any) -> tuple[str, ...]:
+    return tuple(c.name for c in table.columns)
 
 
 def _new_version() -> int:

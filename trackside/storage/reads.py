@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from calendar import timegm
 from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -16,6 +15,7 @@ from trackside.storage.tables import BOT_HITS, CONTENT_ALIASES, EVENTS
 # In the order of Event's fields, so a row becomes an Event positionally (a rollup reads millions).
 _COLUMNS = [EVENTS.c[f.name] for f in fields(Event)]
 _TS = [f.name for f in fields(Event)].index("ts")
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
 async def day_events(conn: AsyncConnection, day: date) -> list[Event]:
@@ -54,7 +54,10 @@ def _events(result: Result[Any]) -> list[Event]:
     for row in result:
         values = list(row)
         ts = values[_TS]
-        values[_TS] = timegm(ts.timetuple()) + ts.microsecond / 1e6
+        # timegm(ts.timetuple()) + ts.microsecond / 1e6, the same float, several times faster.
+        values[_TS] = (
+            (ts.toordinal() - _EPOCH_DAY) * 86400 + ts.hour * 3600 + ts.minute * 60 + ts.second + ts.microsecond / 1e6
+        )
         append(Event(*values))
     return out
 
