@@ -1,4 +1,4 @@
--- Funnels over one row per visit (README, Speed, "Funnels (not met)"): the two shapes measured and not kept.
+-- Funnels over one row per visit in SQL (README, Speed, "Funnels"): the two shapes measured and not kept (encoded days matched with NumPy answer instead).
 -- Run with psql against a database seeded by `bench/funnel_bench.py --keep` (edit the days), e.g.
 --   psql -h 127.0.0.1 -U postgres -d trackside_bench_XXXX -v first="'2026-12-01'" -v last="'2026-12-03'" -f bench/funnel_per_visit.sql
 -- The funnel: `/` > `/p/*` > `/u/*` > goal `upload`.
