@@ -18,7 +18,8 @@ step joins the previous step's visits with the range's rows matching it on the v
 earliest after the previous step's time (each step a materialized CTE, read once per step); per
 visitor the first visit reaching each step is picked by a window; the medians are the middle rows of
 a window ordered by seconds. Each step reads only the rows it matches (a narrow scan of the page
-views or site events of the range): Speed in the README has what it costs."""
+views or site events of the range): Speed in the README has what it costs. Closed days that their
+rollup encoded are matched with NumPy instead (`trackside.stats.funnel_days`, the same answers)."""
 
 from __future__ import annotations
 
