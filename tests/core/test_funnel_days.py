@@ -349,3 +349,45 @@ async def test_time_range_uses_sql(database_url):
             assert replace(fq.q, start=None).start is None
     finally:
         await engine.dispose()
+
+
+async def test_answer_funnel_uses_the_encodings(database_url, monkeypatch):
+    """`answer_funnel` (what the API answers) over encoded, SQL-only and empty days: the same JSON as with
+    the encoded path switched off."""
+    import trackside.stats.v2.funnel as funnel
+    from trackside.stats.v2.engine import Limits
+
+    engine = await seed(database_url, 31, visits_per_day=60)
+    try:
+        await mark_rolled(engine, DAYS[:3])
+        body = {
+            "date_range": [DAYS[0].isoformat(), (DAYS[-1] + timedelta(days=2)).isoformat()],
+            "steps": FUNNELS[0],
+            "filters": FILTERS[10],
+        }
+        fq = funnel.parse_funnel(body, date(2026, 12, 1))
+        now = datetime(2026, 12, 1, 12)
+
+        async def goals(conn: Any) -> list[Goal]:
+            return GOALS
+
+        calls: list[Any] = []
+        real = funnel.encoded_funnel
+
+        async def spy(*args: Any) -> Any:
+            calls.append(await real(*args))
+            return calls[-1]
+
+        monkeypatch.setattr(funnel, "encoded_funnel", spy)
+        encoded = await funnel.answer_funnel(engine, fq, Limits(), goals, now)
+
+        async def off(*args: Any) -> None:
+            return None
+
+        monkeypatch.setattr(funnel, "encoded_funnel", off)
+        sql = await funnel.answer_funnel(engine, fq, Limits(), goals, now)
+    finally:
+        await engine.dispose()
+    assert calls and calls[0] is not None  # the encodings answered
+    assert encoded == sql
+    assert encoded["steps"][0]["visitors"] > 0
