@@ -391,3 +391,19 @@ async def test_answer_funnel_uses_the_encodings(database_url, monkeypatch):
     assert calls and calls[0] is not None  # the encodings answered
     assert encoded == sql
     assert encoded["steps"][0]["visitors"] > 0
+
+
+async def test_pruned_facts_take_their_encodings(database_url):
+    """A day whose facts are pruned loses its encoding (a funnel counts facts only); the others keep theirs."""
+    from trackside.storage.fact_retention import prune_facts
+
+    engine = await seed(database_url, 4, visits_per_day=10)
+    try:
+        await mark_rolled(engine, DAYS)
+        async with engine.begin() as conn:
+            await conn.execute(ROLLUP_DAYS.update().where(ROLLUP_DAYS.c.day <= DAYS[1]).values(raw_pruned=True))
+            await prune_facts(conn, DAYS[2])
+        async with engine.connect() as conn:
+            assert await encoded_days(conn, DAYS[0], DAYS[-1]) == {DAYS[2], DAYS[3]}
+    finally:
+        await engine.dispose()
