@@ -4,6 +4,7 @@ reads see all of them, and a pruned day's partition is dropped."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -78,3 +79,36 @@ def test_partition_names():
     from trackside.storage.partitions import partition_name
 
     assert partition_name("fact_visits", date(2026, 12, 4)) == "fact_visits_p20261204"
+
+
+async def test_a_partition_is_not_made_over_a_row_committed_while_it_was_being_made(database_url):
+    """A fact of a day without its partition, inserted (into the default partition) but not yet
+    committed when making the partitions starts: making that day's partition waits for it, then
+    leaves the day in the default partition instead of failing ("updated partition constraint for
+    default partition would be violated"), and makes the other tables' partitions."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("partitions are PostgreSQL's")
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    day = date(2031, 5, 6)  # far ahead: no partition of it exists
+    try:
+        async with engine.connect() as writer:
+            await writer.begin()
+            await writer.execute(
+                text(
+                    "INSERT INTO fact_page_views (day, id, ts, hour, visitor, who, visit_id, label, path, device, "
+                    "browser, os) VALUES (:day, 'late', :ts, 9, 'v', 'v:v', 'x', '/', '/', 'desktop', 'Firefox', "
+                    "'Linux')"
+                ),
+                {"day": day, "ts": datetime(2031, 5, 6, 9, 0)},
+            )
+            making = asyncio.create_task(make_partitions(engine, day, ahead=0))
+            await asyncio.sleep(1.0)  # it waits on the open insert
+            assert not making.done()
+            await writer.commit()
+            made = await asyncio.wait_for(making, 10)
+        assert "fact_page_views_p20310506" not in made
+        assert "fact_looks_p20310506" in made
+        assert await where_rows_are(engine) == {"fact_page_views_default": 1}
+    finally:
+        await engine.dispose()

@@ -12,6 +12,7 @@ import logging
 from datetime import date, timedelta
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.storage.tables import FACT_TABLES
@@ -54,20 +55,31 @@ async def make_partitions(engine: AsyncEngine, today: date, ahead: int = AHEAD_D
             name = partition_name(table.name, day)
             if name in existing:
                 continue
-            async with engine.begin() as conn:
-                await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-                # Rows of that day already in the default partition: it stays there.
-                stray = await conn.scalar(
-                    text(f'SELECT 1 FROM "{table.name}_default" WHERE day = :day LIMIT 1'), {"day": day}
-                )
-                if stray:
-                    continue
-                await conn.execute(
-                    text(
-                        f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{table.name}" '
-                        f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                    # The lock CREATE ... PARTITION OF takes anyway, taken first: it waits for the
+                    # writes under way to commit, so the look below sees every row of the day that
+                    # reached the default partition (checked before the lock, a row committed in
+                    # between made the CREATE fail).
+                    await conn.execute(text(f'LOCK TABLE "{table.name}" IN ACCESS EXCLUSIVE MODE'))
+                    # Rows of that day already in the default partition: it stays there.
+                    stray = await conn.scalar(
+                        text(f'SELECT 1 FROM "{table.name}_default" WHERE day = :day LIMIT 1'), {"day": day}
                     )
-                )
+                    if stray:
+                        continue
+                    await conn.execute(
+                        text(
+                            f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{table.name}" '
+                            f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
+                        )
+                    )
+            except DBAPIError as exc:
+                # Busy past the lock timeout (or refused): the day's rows go to the default partition
+                # meanwhile; the next prune tries again. Never a reason to fail the rollup.
+                logger.warning("fact partition %s not made (%s); trying again later", name, type(exc.orig).__name__)
+                continue
             made.append(name)
     if made:
         logger.info("made %d fact partitions", len(made))
