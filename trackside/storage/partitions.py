@@ -58,11 +58,11 @@ async def make_partitions(engine: AsyncEngine, today: date, ahead: int = AHEAD_D
             try:
                 async with engine.begin() as conn:
                     await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-                    # The lock CREATE ... PARTITION OF takes anyway, taken first: it waits for the
-                    # writes under way to commit, so the look below sees every row of the day that
-                    # reached the default partition (checked before the lock, a row committed in
-                    # between made the CREATE fail).
-                    await conn.execute(text(f'LOCK TABLE "{table.name}" IN ACCESS EXCLUSIVE MODE'))
+                    # The lock CREATE ... PARTITION OF takes anyway (on the table alone, not its
+                    # partitions), taken first: it waits for the writes under way to commit, so the
+                    # look below sees every row of the day that reached the default partition
+                    # (looked at before the lock, a row committed in between made the CREATE fail).
+                    await conn.execute(text(f'LOCK TABLE ONLY "{table.name}" IN ACCESS EXCLUSIVE MODE'))
                     # Rows of that day already in the default partition: it stays there.
                     stray = await conn.scalar(
                         text(f'SELECT 1 FROM "{table.name}_default" WHERE day = :day LIMIT 1'), {"day": day}
