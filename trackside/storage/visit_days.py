@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from trackside.stats.v2.labels import DEVICES, DIRECT, NOT_SET
+from trackside.stats.v2.schema import VISIT_DIMENSIONS
 from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SITE_EVENTS, FACT_VISITS, ROLLUP_DAYS
 
 Expr = ColumnElement[Any]
@@ -59,21 +60,9 @@ VISIT_DIM_USERS = sa.Table(
 )
 
 TOTAL = ""  # the dimension (and value) of the day's totals
-# The dimensions kept; `visit:country_name` is read from `visit:country`'s rows (codes).
-ROW_DIMENSIONS = (
-    TOTAL,
-    "visit:source",
-    "visit:referrer",
-    "visit:utm_source",
-    "visit:utm_medium",
-    "visit:utm_campaign",
-    "visit:device",
-    "visit:browser",
-    "visit:os",
-    "visit:country",
-    "visit:entry_page",
-    "visit:exit_page",
-)
+# The dimensions kept: the day's totals and every visit dimension but `visit:country_name`, which is
+# read from `visit:country`'s rows (codes).
+ROW_DIMENSIONS = (TOTAL, *(d for d in VISIT_DIMENSIONS if d != "visit:country_name"))
 
 
 def row_dimension(dim: str) -> str:

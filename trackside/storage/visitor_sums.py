@@ -35,26 +35,22 @@ Key = tuple[str, str, str]  # (PAGE, dim, key) or (ITEM, kind, item)
 _CHUNK = 500
 
 
-def anonymous(who: str) -> str | None:
-    """The visitor of an anonymous `who` ("v:<visitor>"), None for a signed-in one."""
-    return who[2:] if who.startswith("v:") else None
-
-
 def split_pages(deltas: Counter[tuple[str, str, str]], into: dict[str, Counter[Key]]) -> None:
     """Move the anonymous `who`s' changes of page-view sums ((dim, key, who) -> n) into per-visitor
     changes; the signed-in ones stay in `deltas`."""
-    for k in [k for k in deltas if k[2].startswith("v:")]:
-        n = deltas.pop(k)
-        if n:
-            into[k[2][2:]][(PAGE, k[0], k[1])] += n
+    _split(deltas, PAGE, into)
 
 
 def split_items(whos: Counter[tuple[str, str, str]], into: dict[str, Counter[Key]]) -> None:
     """The same for item viewers ((kind, item, who) -> looks)."""
-    for k in [k for k in whos if k[2].startswith("v:")]:
-        n = whos.pop(k)
+    _split(whos, ITEM, into)
+
+
+def _split(deltas: Counter[tuple[str, str, str]], kind: str, into: dict[str, Counter[Key]]) -> None:
+    for k in [k for k in deltas if k[2].startswith("v:")]:
+        n = deltas.pop(k)
         if n:
-            into[k[2][2:]][(ITEM, k[0], k[1])] += n
+            into[k[2][2:]][(kind, k[0], k[1])] += n
 
 
 def decode(text: str | None) -> Counter[Key]:

@@ -377,12 +377,7 @@ class Builder:
                     sa.select(
                         *grouped,
                         key(t.c.who, t.c.day).label("k"),
-                        zero.label("pv"),
-                        zero.label("ev"),
-                        zero.label("n"),
-                        zero.label("b"),
-                        zero.label("s"),
-                        zero.label("a"),
+                        *_who_only(),
                     )
                     .select_from(v.join(t, on))
                     .where(v.c.user_id.is_not(None), t.c.who != v.c.who, *extra, *keep, *days_of(t.c.day))
@@ -448,17 +443,11 @@ class Builder:
         if users:
             ru = VISIT_DIM_USERS.alias("ru")
             exprs, _ = self._group(metric, lambda d: ru.c.value, ru.c.day, None)
-            zero = sa.literal(0)
             parts.append(
                 sa.select(
                     *(x.label(f"g{i}") for i, x in enumerate(exprs)),
                     ru.c.who.label("k"),
-                    zero.label("pv"),
-                    zero.label("ev"),
-                    zero.label("n"),
-                    zero.label("b"),
-                    zero.label("s"),
-                    zero.label("a"),
+                    *_who_only(),
                 ).where(ru.c.dim == dim, ru.c.day.in_(days))
             )
         return parts
@@ -609,3 +598,9 @@ def _name_matches(name: str, leaf: Leaf) -> bool:
 
 def oldest_fact_day() -> sa.Select[Any]:
     return sa.select(sa.func.min(FACT_VISITS.c.day))
+
+
+def _who_only() -> list[Expr]:
+    """The figure columns of a union part that only names a visitor (`k`): every figure 0."""
+    zero = sa.literal(0)
+    return [zero.label(name) for name in ("pv", "ev", "n", "b", "s", "a")]
