@@ -364,12 +364,7 @@ class _SumChanges:
             changes = visitor_sums.per_visitor()
             visitor_sums.split_pages(pages, changes)
             visitor_sums.split_items(whos, changes)
-            anonymous: Counter[Any] = Counter()
-            for counts in changes.values():
-                for (kind, a, b), n in counts.items():
-                    if kind == visitor_sums.PAGE:
-                        anonymous[(a, b)] += n
-            moved[day] = (anonymous, *await visitor_sums.move(conn, day, changes))
+            moved[day] = await visitor_sums.move(conn, day, changes)
         for day, (pages, _, _) in sorted(self.days.items()):
             await day_sums.apply(conn, day, pages, moved[day][0], moved[day][1])
         for day, (_, items, whos) in sorted(self.days.items()):

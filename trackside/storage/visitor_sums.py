@@ -63,14 +63,15 @@ def encode(counts: Counter[Key]) -> str:
 
 async def move(
     conn: AsyncConnection, day: date, changes: dict[str, Counter[Key]]
-) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
-    """Move these visitor-days' counts; returns by how many the uniques moved, per page-view
-    breakdown key (dim, key) and per item (kind, item)."""
+) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+    """Move these visitor-days' counts; returns their page views moved per breakdown key (dim, key),
+    and by how many the uniques moved, per breakdown key and per item (kind, item)."""
+    views: Counter[tuple[str, str]] = Counter()
     pages: Counter[tuple[str, str]] = Counter()
     items: Counter[tuple[str, str]] = Counter()
     visitors = sorted(v for v, c in changes.items() if any(c.values()))
     if not visitors:
-        return pages, items
+        return views, pages, items
     postgres = conn.dialect.name == "postgresql"
     old: dict[str, str] = {}
     for first in range(0, len(visitors), _CHUNK):
@@ -98,16 +99,18 @@ async def move(
             if not n:
                 continue
             after[key] += n
+            kind, a, b = key
+            if kind == PAGE:
+                views[(a, b)] += n
             moved = (after[key] > 0) - (before[key] > 0)
             if moved:
-                kind, a, b = key
                 (pages if kind == PAGE else items)[(a, b)] += moved
         if any(n > 0 for n in after.values()):
             written.append((visitor, encode(after)))
         elif visitor in old:
             gone.append(visitor)
     await _write(conn, day, written, gone, postgres)
-    return pages, items
+    return views, pages, items
 
 
 async def _write(
