@@ -21,7 +21,7 @@ from trackside.stats.funnel_days import encoded_funnel
 from trackside.stats.v2.funnel import funnel_select, parse_funnel, resolve_goals
 from trackside.stats.v2.sql import Builder
 from trackside.storage.engine import create_engine, snapshot
-from trackside.storage.funnel_days import encoded_days, record_funnel_day
+from trackside.storage.funnel_days import CHUNK_VISITS, encoded_days, load_days, record_funnel_day
 from trackside.storage.migrate import migrate
 from trackside.storage.partitions import make_partitions
 from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SITE_EVENTS, FACT_VISITS, FUNNEL_DAYS, ROLLUP_DAYS
@@ -121,12 +121,12 @@ async def seed(url: str, seed_value: int, visits_per_day: int = 120) -> Any:
     return engine
 
 
-async def mark_rolled(engine: Any, days: list[date], encode: bool = True) -> None:
+async def mark_rolled(engine: Any, days: list[date], encode: bool = True, chunk_visits: int = CHUNK_VISITS) -> None:
     async with engine.begin() as conn:
         for day in days:
             await conn.execute(ROLLUP_DAYS.insert().values(day=day, dirty=False, rolled_at=datetime(2026, 12, 1)))
             if encode:
-                await record_funnel_day(conn, day)
+                await record_funnel_day(conn, day, chunk_visits)
 
 
 FUNNELS: list[list[dict[str, str]]] = [
@@ -185,6 +185,31 @@ async def test_encoded_days_answer_as_sql(database_url):
         for first, last in ((DAYS[1], DAYS[1]), (DAYS[2], DAYS[-1] + timedelta(days=3))):
             sql, encoded = await both(engine, FUNNELS[0], [], first, last)
             assert encoded == sql
+    finally:
+        await engine.dispose()
+
+
+async def test_chunked_encoding_answers_as_sql(database_url):
+    """A day encoded a few visitors at a time (7 visits a chunk: a visitor's visits straddle no chunk
+    boundary, anonymous visitors numbered on from the chunk before) answers as the statement, and holds
+    the same visits, rows and anonymous visitors as the day encoded in one chunk."""
+    engine = await seed(database_url, 17)
+    try:
+        async with engine.begin() as conn:
+            await record_funnel_day(conn, DAYS[0])
+            whole = (await load_days(conn, [DAYS[0]], ["c", "w"]))[0]
+        await mark_rolled(engine, DAYS, chunk_visits=7)
+        async with engine.connect() as conn:
+            chunked = (await load_days(conn, [DAYS[0]], ["c", "w"]))[0]
+        assert (chunked.visits, chunked.rows, chunked.anonymous) == (whole.visits, whole.rows, whole.anonymous)
+        assert whole.visits > 100 and whole.anonymous > 20
+        assert sorted(chunked.parts["c"].tolist()) == sorted(whole.parts["c"].tolist())
+        anonymous = -chunked.parts["w"][chunked.parts["w"] < 0] - 1
+        assert sorted(set(anonymous.tolist())) == list(range(chunked.anonymous))
+        for steps in FUNNELS:
+            for filters in FILTERS:
+                sql, encoded = await both(engine, steps, filters, DAYS[0], DAYS[-1])
+                assert encoded == sql, (steps, filters)
     finally:
         await engine.dispose()
 

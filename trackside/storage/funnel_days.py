@@ -49,6 +49,9 @@ ROW_PARTS = ("t", "k")  # what every funnel reads, with the visits' "c", "w", "s
 VISIT_PARTS = ("c", "w", "s")
 US = 1_000_000
 _U32 = 2**32 - 1
+# Visits read and encoded at once by a rollup (`record_funnel_day`): at about 4 rows a visit, some
+# 40 MB of Python objects, whatever the day's size.
+CHUNK_VISITS = 50_000
 
 
 async def _number(conn: AsyncConnection, strings: set[str]) -> dict[str, int]:
@@ -91,21 +94,32 @@ def _pack(arr: np.ndarray) -> tuple[bytes, str]:
     return arr.astype(dtype, copy=False).tobytes(), dtype.str
 
 
-def encode_day(
+@dataclass
+class _Chunk:
+    """One chunk's visits (those with rows) and rows, encoded: the parts' arrays before the day's are joined."""
+
+    arrays: dict[str, np.ndarray]
+    anonymous: int
+
+
+def encode_chunk(
     visit_cols: list[list[Any]],
     row_cols: list[list[Any]],
     ids: dict[str, int],
-) -> tuple[dict[str, bytes], int]:
-    """The parts of one day (module doc) and its rows encoded. `visit_cols`: the visits' ids, whos,
-    whether each is a user's, then the DIMS columns; `row_cols`: the rows' visit ids, microseconds from
-    midnight, 1 for a site event (else 0), paths or names, labels; both in any order."""
+    anonymous_before: int = 0,
+) -> _Chunk:
+    """The parts (module doc) of some of a day's visitors. `visit_cols`: the visits' ids, whos, whether
+    each is a user's, then the DIMS columns; `row_cols`: the rows' visit ids, microseconds from midnight,
+    1 for a site event (else 0), paths or names, labels; both in any order. Anonymous visitors are
+    numbered from `anonymous_before` (the day's earlier chunks')."""
     visit_ids, whos, users = visit_cols[0], visit_cols[1], visit_cols[2]
     index = {vid: i for i, vid in enumerate(visit_ids)}
     vi = np.fromiter(map(index.get, row_cols[0], itertools.repeat(-1)), dtype=np.int64, count=len(row_cols[0]))
+    del index
     us = np.array(row_cols[1], dtype=np.int64)
     tokens = np.fromiter(map(ids.__getitem__, row_cols[3]), dtype=np.int64, count=len(row_cols[3])) * 2
     tokens += np.array(row_cols[2], dtype=np.int64)
-    labels = np.fromiter(map(ids.__getitem__, row_cols[4]), dtype=np.int64, count=len(row_cols[4]))
+    labels = np.fromiter(map(ids.__getitem__, row_cols[4]), dtype=np.uint32, count=len(row_cols[4]))
     kept = vi >= 0  # a row of no visit of the day: a funnel never reaches it
     vi, us, tokens, labels = vi[kept], us[kept], tokens[kept], labels[kept]
     order = np.lexsort((us, vi))  # visit by visit, each in time order
@@ -118,31 +132,56 @@ def encode_day(
     offsets = us - np.repeat(start, counts)
     anonymous: dict[str, int] = {}
     who = [
-        ids[whos[i]] if users[i] else -(anonymous.setdefault(whos[i], len(anonymous)) + 1) for i in with_rows.tolist()
+        ids[whos[i]] if users[i] else -(anonymous_before + anonymous.setdefault(whos[i], len(anonymous)) + 1)
+        for i in with_rows.tolist()
     ]
-    n = len(counts)
-    arrays = {
-        "c": counts.astype(np.uint16 if n and int(counts.max()) < 2**16 else np.uint32),
+    arrays: dict[str, np.ndarray] = {
+        "c": counts.astype(np.uint32),
         "w": np.array(who, dtype=np.int32),
         "s": start.astype(np.int64),
         "t": offsets.astype(np.uint32 if not len(offsets) or int(offsets.max()) <= _U32 else np.int64),
         "k": tokens.astype(np.uint32),
-        "l": labels.astype(np.uint32),
+        "l": labels,
     }
     for d in range(len(DIMS)):
         column = visit_cols[3 + d]
-        values = [column[i] for i in with_rows.tolist()]
-        arrays[f"d{d}"] = np.array([0 if x is None else ids[x] for x in values], dtype=np.int32)
+        arrays[f"d{d}"] = np.array([0 if (x := column[i]) is None else ids[x] for i in with_rows.tolist()], np.int32)
+    return _Chunk(arrays, len(anonymous))
+
+
+def join_chunks(chunks: list[_Chunk]) -> tuple[dict[str, bytes], int]:
+    """The day's parts from its chunks, in order (each chunk's visits, then the next's), and its rows.
+    Each part is joined and packed in turn, its chunks' arrays dropped as it goes."""
+    names = list(chunks[0].arrays)  # at least one chunk: a day without visits is one empty chunk
+    n = sum(len(ch.arrays["c"]) for ch in chunks)
+    rows = sum(len(ch.arrays["k"]) for ch in chunks)
     parts: dict[str, bytes] = {}
     dtypes: dict[str, str] = {}
-    for name, arr in arrays.items():
+    for name in names:
+        pieces = [ch.arrays.pop(name) for ch in chunks]
+        arr = np.concatenate(pieces)  # "t": 64 bits if any chunk's are
+        del pieces
+        if name == "c":
+            arr = arr.astype(np.uint16 if n and int(arr.max()) < 2**16 else np.uint32)
+        elif name == "w":
+            arr = arr.astype(np.int32)
         parts[name], dtypes[name] = _pack(arr)
+        del arr
     header = {
-        "format": FORMAT, "visits": n, "rows": len(us), "anonymous": len(anonymous), "dtypes": dtypes,
-        "dims": list(DIMS),
+        "format": FORMAT, "visits": n, "rows": rows, "anonymous": sum(ch.anonymous for ch in chunks),
+        "dtypes": dtypes, "dims": list(DIMS),
     }  # fmt: skip
     parts["h"] = json.dumps(header, separators=(",", ":")).encode()
-    return parts, len(us)
+    return parts, rows
+
+
+def encode_day(
+    visit_cols: list[list[Any]],
+    row_cols: list[list[Any]],
+    ids: dict[str, int],
+) -> tuple[dict[str, bytes], int]:
+    """The parts of one day encoded in one chunk (`encode_chunk`), and its rows."""
+    return join_chunks([encode_chunk(visit_cols, row_cols, ids)])
 
 
 async def _columns(conn: AsyncConnection, select: sa.Select[Any]) -> list[list[Any]]:
@@ -157,15 +196,28 @@ async def _columns(conn: AsyncConnection, select: sa.Select[Any]) -> list[list[A
     return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
-async def record_funnel_day(conn: AsyncConnection, day: date) -> int:
+async def _next_bound(conn: AsyncConnection, day: date, after: str | None, visits: int) -> str | None:
+    """The last visitor of the chunk that starts after `after` and holds about `visits` visits (a
+    visitor's visits all in one chunk); None: the rest of the day."""
+    v = FACT_VISITS.c
+    query = sa.select(v.visitor).where(v.day == day)
+    if after is not None:
+        query = query.where(v.visitor > after)
+    found = (await conn.execute(query.order_by(v.visitor).offset(visits - 1).limit(1))).scalar()
+    return None if found is None else str(found)
+
+
+async def record_funnel_day(conn: AsyncConnection, day: date, chunk_visits: int = CHUNK_VISITS) -> int:
     """Replace the day's encoding with one made from its facts (the rollup, under the day's lock).
-    Returns the rows encoded."""
+    Returns the rows encoded.
+
+    Read and encoded a range of visitors at a time (about `chunk_visits` visits each, by the facts'
+    (day, visitor) indexes): what Python holds of the day's rows at once stays the same however big
+    the day; only the encoded arrays (12 bytes a row, 58 a visit) grow with it. A visit's rows are
+    its visitor's, so a chunk holds whole visits; an anonymous visitor (`v:<visitor>`) is in one chunk."""
     fd = FUNNEL_DAYS.c
     await conn.execute(sa.delete(FUNNEL_DAYS).where(fd.day == day))
     v = FACT_VISITS.c
-    visit_cols = await _columns(
-        conn, sa.select(v.id, v.who, v.who.like("u:%"), *(v[d] for d in DIMS)).where(v.day == day)
-    )
     pv, se = FACT_PAGE_VIEWS.c, FACT_SITE_EVENTS.c
     postgres = conn.dialect.name == "postgresql"
 
@@ -175,26 +227,48 @@ async def record_funnel_day(conn: AsyncConnection, day: date) -> int:
             return sa.cast(sa.extract("epoch", ts - sa.cast(sa.literal(day), sa.DateTime)) * US, sa.BigInteger)
         return ts  # SQLite: parsed to a datetime below
 
-    both = sa.union_all(
-        sa.select(pv.visit_id, at(pv.ts), sa.literal(0).label("event"), pv.path.label("x"), pv.label).where(
-            pv.day == day
-        ),
-        sa.select(se.visit_id, at(se.ts), sa.literal(1), se.name, se.label).where(
-            se.day == day, se.kind == "event", se.visit_id.is_not(None)
-        ),
-    )
-    row_cols = await _columns(conn, both)  # type: ignore[arg-type]
-    if not postgres:
-        midnight = datetime(day.year, day.month, day.day)
-        parsed = (x if isinstance(x, datetime) else datetime.fromisoformat(str(x)) for x in row_cols[1])
-        row_cols[1] = [
-            ((td.days * 86_400 + td.seconds) * US + td.microseconds) for td in (x - midnight for x in parsed)
-        ]
-    strings = {*row_cols[3], *row_cols[4]}
-    strings.update(w for w, user in zip(visit_cols[1], visit_cols[2], strict=True) if user)
-    for column in visit_cols[3:]:
-        strings.update(x for x in column if x is not None)
-    parts, rows = encode_day(visit_cols, row_cols, await _number(conn, strings))
+    def within(column: Any, lo: str | None, hi: str | None) -> Any:
+        return sa.and_(sa.true() if lo is None else column > lo, sa.true() if hi is None else column <= hi)
+
+    chunks: list[_Chunk] = []
+    anonymous = 0
+    lo: str | None = None
+    while True:
+        hi = await _next_bound(conn, day, lo, chunk_visits)
+        visit_cols = await _columns(
+            conn,
+            sa.select(v.id, v.who, v.who.like("u:%"), *(v[d] for d in DIMS)).where(
+                v.day == day, within(v.visitor, lo, hi)
+            ),
+        )
+        both = sa.union_all(
+            sa.select(pv.visit_id, at(pv.ts), sa.literal(0).label("event"), pv.path.label("x"), pv.label).where(
+                pv.day == day, within(pv.visitor, lo, hi)
+            ),
+            sa.select(se.visit_id, at(se.ts), sa.literal(1), se.name, se.label).where(
+                se.day == day, within(se.visitor, lo, hi), se.kind == "event", se.visit_id.is_not(None)
+            ),
+        )
+        row_cols = await _columns(conn, both)  # type: ignore[arg-type]
+        if not postgres:
+            midnight = datetime(day.year, day.month, day.day)
+            parsed = (x if isinstance(x, datetime) else datetime.fromisoformat(str(x)) for x in row_cols[1])
+            row_cols[1] = [
+                ((td.days * 86_400 + td.seconds) * US + td.microseconds) for td in (x - midnight for x in parsed)
+            ]
+        strings = {*row_cols[3], *row_cols[4]}
+        strings.update(w for w, user in zip(visit_cols[1], visit_cols[2], strict=True) if user)
+        for column in visit_cols[3:]:
+            strings.update(x for x in column if x is not None)
+        chunk = encode_chunk(visit_cols, row_cols, await _number(conn, strings), anonymous)
+        del visit_cols, row_cols, strings
+        anonymous += chunk.anonymous
+        chunks.append(chunk)
+        if hi is None:
+            break
+        lo = hi
+    parts, rows = join_chunks(chunks)
+    del chunks
     await conn.execute(FUNNEL_DAYS.insert(), [{"day": day, "part": p, "data": data} for p, data in parts.items()])
     return rows
 
