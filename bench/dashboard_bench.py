@@ -232,6 +232,9 @@ def main() -> int:
     p.add_argument("--sqlite-file", help="keep the SQLite database here (seeded once; reused when it has facts)")
     p.add_argument("--postgres-url", help="an existing PostgreSQL database to seed once and reuse (never dropped)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "dashboard.json"))
+    p.add_argument(
+        "--seed-only", action="store_true", help="seed the kept databases (--sqlite-file, --postgres-url) only"
+    )
     args = p.parse_args()
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if shutil.which("node") is None or not os.access(chromium, os.X_OK):
@@ -261,6 +264,8 @@ def main() -> int:
             report["seed_s"] = round(time.monotonic() - t)
             report["dataset"] = asyncio.run(dataset(url))
             log(f"  dataset: {report['dataset']}")
+            if args.seed_only:
+                continue
             report["loads"], report["alone"] = asyncio.run(measure(url, tmp, args.runs, chromium, args.settle))
             report["summary"] = summary(report["loads"])
             result["backends"].append(report)

@@ -9,7 +9,6 @@ caller and answer every 10 s). Figures are as of the read: `computed_at`."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import functools
 import io
@@ -38,8 +37,6 @@ from trackside.stats.query import (
     page_items,
     parse_query,
     period_range,
-    popular_finish,
-    popular_rank,
     rank_query,
     run_query,
     viewers_needed,
@@ -48,6 +45,7 @@ from trackside.stats.series import iso
 from trackside.stats.site import COMPUTED_AT, as_of
 from trackside.stats.site import DAYS as SITE_DAYS
 from trackside.storage.engine import snapshot
+from trackside.storage.popular import popular as popular_items
 from trackside.storage.reads import recent_page_views
 
 REALTIME_SECONDS = 300
@@ -75,9 +73,6 @@ class TracksideApi:
     def __init__(self, stats: StatsEndpoints) -> None:
         self.stats = stats
         self.settings = stats.settings
-        # Popular answers being computed, by period: the dashboard asks one per content kind at once, and
-        # they all read the same days (`_ranked`).
-        self._ranking: dict[tuple[date, date], asyncio.Future[tuple[list[DayFigures], DayFigures, list[date]]]] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -168,15 +163,13 @@ class TracksideApi:
             return error(400, "limit: an integer between 1 and 100")
 
         async def compute(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-            days, totals, rolled = await self._ranked(conn, first, last)
-            everything = [*days, totals]
-            candidates = popular_rank(everything, kind, limit)
-            sketches = await rolled_item_sketches(conn, rolled, [(kind, r["id"]) for r in candidates])
+            # Ranked by the database: the period's items are never all read (`trackside.storage.popular`).
+            items, today_read_at = await popular_items(conn, kind, first, last, limit)
             return {
                 "kind": kind,
                 "period": {"from": first.isoformat(), "to": last.isoformat()},
-                "items": popular_finish(candidates, everything, kind, limit, sketches),
-                "computed_at": _computed_at(days, now),
+                "items": items,
+                "computed_at": iso(today_read_at or now),
             }
 
         result = await self.stats._cached(
@@ -188,28 +181,6 @@ class TracksideApi:
         # Titles and pages are laid over the cached figures (a title may come later than they do).
         result = {**result, "items": await self.stats.titles.with_titles(kind, items)}
         return JSONResponse(result, headers=NO_STORE)
-
-    async def _ranked(
-        self, conn: AsyncConnection, first: date, last: date
-    ) -> tuple[list[DayFigures], DayFigures, list[date]]:
-        """`_ranked_days` of the period, read once for the popular answers asked meanwhile (one per kind):
-        a later one takes the days the first one is reading (read-only), else reads them itself."""
-        flight = self._ranking.get((first, last))
-        if flight is not None:
-            try:
-                return await asyncio.shield(flight)
-            except asyncio.CancelledError:
-                if not flight.cancelled():
-                    raise  # this request's own cancellation
-            except Exception:  # noqa: BLE001, S110 - the first reader's failure: read them here
-                pass
-            return await _ranked_days(conn, first, last, self.window, self.stats.closed)
-        flight = asyncio.ensure_future(_ranked_days(conn, first, last, self.window, self.stats.closed))
-        self._ranking[first, last] = flight
-        try:
-            return await flight
-        finally:
-            self._ranking.pop((first, last), None)
 
     async def kinds(self, request: Request) -> Response:
         """The settings' content kinds (`TRACKSIDE_CONTENT_RULES`): one dashboard panel each."""
