@@ -302,13 +302,14 @@ else:
 """
 
 
-def child(argv: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any]:
-    """Run `python -m NAME args` or `python PATH args` to the end: wall and CPU seconds, its own peak RSS."""
+def child(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO) -> dict[str, Any]:
+    """Run `python -m NAME args` or `python PATH args` to the end: wall and CPU seconds, its own peak RSS.
+    `cwd`: whose code it imports (the working directory is first on its path)."""
     hwm = log_path.with_suffix(".hwm")
     t = time.monotonic()
     with open(log_path, "w") as out:
         proc = subprocess.Popen([sys.executable, "-c", HWM_WRAPPER, *argv], env={**env, "BENCH_HWM_FILE": str(hwm)},
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+                                cwd=cwd, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     result = {"seconds": round(time.monotonic() - t, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
@@ -316,6 +317,10 @@ def child(argv: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any
               "exit": proc.returncode}  # fmt: skip
     if proc.returncode != 0:
         result["log"] = log_path.read_text()[-1500:]
+    else:  # a child that prints a JSON line last (bench/rollup_child.py): what it measured itself
+        last = (log_path.read_text().strip().splitlines() or [""])[-1]
+        if last.startswith("{"):
+            result["own"] = json.loads(last)
     return result
 
 
@@ -340,7 +345,20 @@ def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases
     rollup = child(["-m", "sidecar", "rollup", "--day", day.isoformat()], env,
                    tmp / f"rollup-{backend}.log")  # fmt: skip
     log(f"  rollup (child): {rollup}")
-    return {"backend": backend, "day": day.isoformat(), "events": n, "visitor_days": marks,
+    # Rounds of the rollup alone (each piece's seconds) and of the funnel encoding alone, this checkout's code
+    # and `--before`'s alternating, each a child with its own peak RSS.
+    codes = {"after": REPO, **({"before": Path(args.before).resolve()} if args.before else {})}
+    rounds: list[dict[str, Any]] = []
+    script = str(REPO / "bench" / "rollup_child.py")
+    for r in range(args.rollup_rounds):
+        for name, code in codes.items():
+            code_env = {**env, "PYTHONPATH": str(code)}
+            for mode in ("encode", "rollup"):
+                got = child([script, mode, url, day.isoformat()], code_env, tmp / f"{mode}-{name}-{r}.log", cwd=code)
+                got.update(round=r, code=name, mode=mode, load_average=[round(x, 1) for x in os.getloadavg()])
+                rounds.append(got)
+                log(f"  {mode} ({name}, round {r}): {got}")
+    return {"rounds": rounds, "backend": backend, "day": day.isoformat(), "events": n, "visitor_days": marks,
             "store": {k: round(v, 1) for k, v in stored.items()}, "derive": derive,
             "derive_events_per_s": round(n / derive["seconds"]) if derive["seconds"] else None, "rollup": rollup,
             "rollup_s_per_million": round(rollup["seconds"] / n * 1e6, 2) if n else None}  # fmt: skip
@@ -408,6 +426,8 @@ def main() -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every event count above (10: the 10x run)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "facts.json"))
     p.add_argument("--keep", action="store_true", help="keep the databases (their URLs are printed) to look into")
+    p.add_argument("--before", metavar="DIR", help="bigday: another checkout whose rollup and encoding alternate with")
+    p.add_argument("--rollup-rounds", type=int, default=1, help="bigday: rounds of the rollup and the encoding alone")
     p.add_argument("--reuse", metavar="URL", help="`reads` again on a database a `--keep` run seeded (migrated first)")
     args = p.parse_args()
     for name in ("events_today", "rolled_events_per_day", "bigday_events"):

@@ -12,6 +12,7 @@ for it only adds to its additive counts (`trackside.storage.daily.add_late`)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -42,6 +43,7 @@ from trackside.storage.fact_retention import prune_facts
 from trackside.storage.facts import derive_visitor_days, marked
 from trackside.storage.funnel_days import record_funnel_day
 from trackside.storage.journey_days import prune_journey_days, record_journey_days
+from trackside.storage.label_days import prune_label_days, record_label_days
 from trackside.storage.partitions import drop_empty_partitions, make_partitions
 from trackside.storage.tables import EVENTS, FACT_TABLES
 from trackside.storage.user_days import prune_user_days, record_user_days
@@ -80,6 +82,16 @@ async def rollup_day(
 
     `derivation`: the settings' (`derivation_of`), which facts are derived with at ingest; without
     it, marked visitor-days are derived with `window_seconds` and raw paths."""
+    # Each piece's seconds, logged: what a big day's rollup spends its time on (bench/facts_bench.py).
+    spent: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(piece: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        spent[piece] = spent.get(piece, 0.0) + now - mark
+        mark = now
+
     async with engine.begin() as conn:
         dirty, rolled_at, pruned = await lock_day(conn, day)
         if pruned:
@@ -94,26 +106,43 @@ async def rollup_day(
         # the derivations below). Only the one row naming it goes here; the rest is deleted after
         # this transaction, so that a deriver moving them meanwhile never waits on it in a cycle.
         await day_sums.forget(conn, day)
+        lap("locked")
         # Visitor-days whose events were stored before facts existed: derived first, in this
         # transaction (under the day's lock: a second worker waits and then finds none).
         derivation = derivation or Derivation(window_seconds=window_seconds)
         while keys := await marked(conn, day):
             await derive_visitor_days(conn, keys, derivation)
+        lap("derive")
         events = int((await conn.execute(raw_event_count(day))).scalar_one())
         site = await read_site(conn, day, with_users=False)
         site.users_sketch = await users_sketch(conn, day)
         await replace_day(conn, site, events)
         await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
         await record_user_days(conn, day)
+        lap("grouping")
         # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
         await record_journey_days(conn, day)
+        lap("journeys")
         # Visits' daily rows (per visit dimension and value), read by v2 for rolled days.
         await record_visit_days(conn, day)
+        lap("visit_days")
+        # Route labels' daily rows (the top pages panel), read by v2 for rolled days.
+        await record_label_days(conn, day)
+        lap("label_days")
         # Funnels' encoding of the day's visits (matched with NumPy over closed days).
         await record_funnel_day(conn, day)
+        lap("funnel_encoding")
+    lap("commit")
     async with writing(engine) as conn:  # reads, then deletes (SQLite: the write lock from the start)
         await day_sums.drop_forgotten(conn, day)
-    logger.info("rolled up %s: %d events", day, events)
+    lap("sums_dropped")
+    logger.info(
+        "rolled up %s: %d events in %.2f s (%s)",
+        day,
+        events,
+        sum(spent.values()),
+        ", ".join(f"{k} {v:.2f} s" for k, v in spent.items()),
+    )
     return RollupResult(day, events, False)
 
 
@@ -162,6 +191,7 @@ async def prune(
         raw = await prune_raw(conn, today - timedelta(days=raw_retention_days))
         facts = await prune_facts(conn, today - timedelta(days=fact_retention_days))
         await prune_visit_days(conn, today - timedelta(days=fact_retention_days))  # with their visit facts
+        await prune_label_days(conn, today - timedelta(days=fact_retention_days))  # with their page view facts
         daily = 0
         if daily_retention_days > 0:
             daily = await prune_daily(conn, today - timedelta(days=daily_retention_days))
