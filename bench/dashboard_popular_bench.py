@@ -12,6 +12,11 @@ PostgreSQL, this process's and the server backend's (from /proc, one connection,
 are checked equal each round.
 
     .venv/bin/python bench/dashboard_popular_bench.py --sqlite-file /tmp/d.db --postgres-url postgresql+asyncpg://...
+
+`--http`: the endpoint alone instead, wall time: a fresh sidecar each round (its answer and ClosedDays caches
+empty, `--settle` seconds after its start), `GET .../popular` for artworks, then blog posts, then both at once
+(as the page asks them); `--repo` serves another checkout (a `git worktree` of the code before), run one after
+the other for before and after.
 """
 
 from __future__ import annotations
@@ -29,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from dashboard_queries_bench import backend_cpu, own_cpu  # bench/ is sys.path[0]
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 KINDS = ("artwork", "blog_post")
 LIMIT = 10
@@ -94,12 +97,47 @@ async def measure(url: str, rounds: int) -> dict[str, list[tuple[float, float, f
         await engine.dispose()
 
 
+async def http_rounds(url: str, rounds: int, settle: float) -> list[dict[str, float]]:
+    import httpx
+    import jwt
+
+    from tests.servers import run_sidecar
+    from trackside.settings import Settings
+
+    # As `facts_bench.settings_for` (not imported: it imports `trackside` from this checkout, not `--repo`'s).
+    secret = "facts-bench-secret-facts-bench-secret-0123"
+    claims = {"sub": "bench-popular", "exp": int(time.time()) + 7200, "roles": ["user", "moderator"]}
+    auth = {"authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
+    settings = Settings(frontend_url="http://127.0.0.1:9", api_url="http://127.0.0.1:9", jwt_secret=secret,
+                        trust_roles_claim=True, database_url=url, spool_dir="/tmp", log_level="warning",
+                        stats_overlay=("artwork",), auto_migrate=False)  # fmt: skip
+    out = []
+    for _ in range(rounds):
+        got: dict[str, float] = {}
+        for asked in ((KINDS[0],), (KINDS[1],), KINDS):
+            async with run_sidecar(settings) as (base, _app), httpx.AsyncClient(base_url=base, timeout=300) as client:
+                await asyncio.sleep(settle)
+                t = time.perf_counter()
+                answers = await asyncio.gather(
+                    *(client.get("/_trackside/api/v1/popular", params={"kind": k, "period": "30d", "limit": LIMIT},
+                                 headers=auth) for k in asked)
+                )  # fmt: skip
+                got["+".join(asked)] = time.perf_counter() - t
+                assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        out.append(got)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sqlite-file")
     p.add_argument("--postgres-url")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--http", action="store_true", help="the endpoint alone through fresh sidecars (wall time)")
+    p.add_argument("--repo", default=str(Path(__file__).resolve().parent.parent), help="the checkout to serve (--http)")
+    p.add_argument("--settle", type=float, default=5.0)
     args = p.parse_args()
+    sys.path.insert(0, str(Path(args.repo).resolve()))
     urls = ([f"sqlite+aiosqlite:///{Path(args.sqlite_file).resolve()}"] if args.sqlite_file else []) + (
         [args.postgres_url] if args.postgres_url else []
     )
@@ -107,6 +145,13 @@ def main() -> int:
         p.error("--sqlite-file or --postgres-url (a database bench/dashboard_bench.py seeded)")
     for url in urls:
         load = os.getloadavg()[0]
+        if args.http:
+            rounds = asyncio.run(http_rounds(url, args.rounds, args.settle))
+            print(f"{url.split(':', 1)[0]} ({args.repo}): popular alone, fresh sidecar, wall ms; load average "
+                  f"{load:.1f} -> {os.getloadavg()[0]:.1f}")  # fmt: skip
+            for name in rounds[0]:
+                print(f"  {name}: " + ", ".join(f"{r[name] * 1000:.0f}" for r in rounds))
+            continue
         got = asyncio.run(measure(url, args.rounds))
         print(f"{url.split(':', 1)[0]}: popular artworks + blog posts, 30 days, cold; load average {load:.1f} -> "
               f"{os.getloadavg()[0]:.1f}")  # fmt: skip

@@ -20,6 +20,7 @@ import asyncio
 import functools
 import os
 import resource
+import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -63,7 +64,7 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(url: str, rounds: int) -> list[tuple[float, float]]:
+async def measure(url: str, rounds: int, per_query: dict[str, list[float]] | None = None) -> list[tuple[float, float]]:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from trackside.goals import load_goals
@@ -91,8 +92,12 @@ async def measure(url: str, rounds: int) -> list[tuple[float, float]]:
         out = []
         for _ in range(rounds):
             c, t = cpu(), time.perf_counter()
-            for q in queries:
+            for q, body in zip(queries, bodies(today), strict=True):
+                one = cpu()
                 await answer(engine, q, limits, goals)
+                if per_query is not None:
+                    name = ",".join(body.get("dimensions", ["cards"]))
+                    per_query.setdefault(name, []).append(cpu() - one)
             out.append((cpu() - c, time.perf_counter() - t))
         return out
     finally:
@@ -105,6 +110,7 @@ def main() -> int:
     p.add_argument("--postgres-url")
     p.add_argument("--repo", default=str(Path(__file__).resolve().parent.parent), help="the checkout to measure")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--per-query", action="store_true", help="print each query's CPU too (median of the rounds)")
     args = p.parse_args()
     sys.path.insert(0, str(Path(args.repo).resolve()))
     urls = ([f"sqlite+aiosqlite:///{Path(args.sqlite_file).resolve()}"] if args.sqlite_file else []) + (
@@ -113,11 +119,16 @@ def main() -> int:
     if not urls:
         p.error("--sqlite-file or --postgres-url (a database bench/dashboard_bench.py seeded)")
     for url in urls:
-        got = asyncio.run(measure(url, args.rounds))
+        per_query: dict[str, list[float]] = {}
+        got = asyncio.run(measure(url, args.rounds, per_query if args.per_query else None))
         kind = "server CPU" if url.startswith("postgresql") else "CPU"
         print(f"{url.split(':', 1)[0]} ({args.repo}): 17 queries, {kind} s per round: "
               + ", ".join(f"{c:.2f}" for c, _ in got) + "; wall s: " + ", ".join(f"{w:.2f}" for _, w in got)
               + f"; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        if per_query:
+            ranked = sorted(per_query.items(), key=lambda kv: -statistics.median(kv[1]))
+            cells = ", ".join(f"{k} {statistics.median(v) * 1000:.0f}" for k, v in ranked)
+            print("  per query, CPU ms (median): " + cells)
     return 0
 
 

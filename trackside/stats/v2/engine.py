@@ -32,6 +32,7 @@ from trackside.stats.v2.schema import (
 )
 from trackside.stats.v2.sql import Builder, Plan, oldest_fact_day
 from trackside.storage.engine import snapshot
+from trackside.storage.label_days import days_with_rows as label_days_with_rows
 from trackside.storage.visit_days import days_with_rows
 
 Key = tuple[str, ...]
@@ -98,7 +99,8 @@ async def answer(
                 _check_label_count(grain, first, q)
             goal_list = await goals(conn) if has_goal(q) else []
             row_days = await _row_days(conn, q, first, grain, oldest_day)
-            builder = Builder(q, first, grain, goal_list, conn.dialect.name, row_days)
+            label_days = await _label_days(conn, q, first, grain, oldest_day)
+            builder = Builder(q, first, grain, goal_list, conn.dialect.name, row_days, label_days)
             rows = await _rows(conn, builder, q, first, grain, goal_list)
     ordered = _order(q, rows)
     page = ordered[q.offset : q.offset + q.limit]
@@ -158,6 +160,19 @@ async def _row_days(
     if not any(m in VISIT_ROW_METRICS for m in q.metrics):
         return ()
     return tuple(await days_with_rows(conn, max(first, oldest), q.last))
+
+
+async def _label_days(
+    conn: AsyncConnection, q: Query, first: date, grain: str | None, oldest: date | None
+) -> tuple[date, ...]:
+    """The rolled days of the range read from the route labels' daily rows (`trackside.storage.label_days`), for
+    a query by `event:props:label` alone without filters over whole days (`Builder.label_rows_apply`); only days
+    the facts hold (`oldest` on)."""
+    if q.dimensions != ("event:props:label",) or q.filters or grain is not None or oldest is None:
+        return ()
+    if q.start is not None and q.end is not None:
+        return ()
+    return tuple(await label_days_with_rows(conn, max(first, oldest), q.last))
 
 
 def _check_label_count(grain: str, first: date, q: Query) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from trackside.goals import EVENT, Goal
 from trackside.stats.v2.labels import DEVICES, DIRECT, NOT_SET, matching_codes
 from trackside.stats.v2.schema import VISIT_DIMENSIONS, Filter, Leaf, Query, V2Error, leaves
+from trackside.storage.label_days import LABEL_DAYS, LABEL_USERS, MARKER
 from trackside.storage.tables import (
     BOT_HITS,
     FACT_IMPRESSIONS,
@@ -71,6 +72,7 @@ class Builder:
         goals: list[Goal],
         dialect: str,
         row_days: tuple[date, ...] = (),
+        label_days: tuple[date, ...] = (),
     ) -> None:
         self.q = q
         self.first = first
@@ -80,6 +82,9 @@ class Builder:
         # Rolled days of the range whose visits' daily rows are written (`trackside.storage.visit_days`):
         # `visit_event_plan` reads them there, when `rows_apply`.
         self.row_days = row_days
+        # Rolled days of the range whose route labels' daily rows are written (`trackside.storage.label_days`):
+        # `label_row_plan` reads them there, when `label_rows_apply`.
+        self.label_days = label_days
 
     # Shared pieces.
 
@@ -260,6 +265,8 @@ class Builder:
         (`by_visits`)."""
         if goal is None and self.by_visits(filters, needs):
             return self.visit_event_plan(metric, filters, needs)
+        if goal is None and self.label_rows_apply(filters):
+            return self.label_row_plan(needs)
         # A goal's conversions are page views or site events, never both: the other table is not read.
         e = self.events(only=None if goal is None else "site" if goal.kind == EVENT else "pages")
         v = FACT_VISITS.alias("v")
@@ -405,6 +412,83 @@ class Builder:
         if keys:
             select = select.group_by(*keys)
         return Plan(select, dims, tuple(f.name for f in figures))
+
+    def label_rows_apply(self, filters: tuple[Filter, ...]) -> bool:
+        """Whether `event_plan` reads its rolled days from the route labels' daily rows: there are such days,
+        the query is by `event:props:label` alone, without filters, over whole days."""
+        if not self.label_days or filters or self.grain is not None or self.q.dimensions != ("event:props:label",):
+            return False
+        return self.q.start is None or self.q.end is None
+
+    def label_row_plan(self, needs: frozenset[str]) -> Plan:
+        """`event_plan`'s figures by route label: the rolled days' from their daily rows (anonymous visitors and
+        visits as counts of each day, which add up; signed-in visitors as rows, counted distinct), the other
+        days' from their page views and site events."""
+        open_days = self._open_days(self.label_days)
+        zero = sa.literal(0)
+        parts: list[sa.Select[Any]] = []
+        if open_days:
+            e = self.events()
+            key = sa.case((e.c.who.like("u:%"), e.c.who), else_=e.c.who + "|" + sa.cast(e.c.day, sa.String))
+            parts.append(
+                sa.select(
+                    e.c.label.label("g0"),
+                    key.label("k"),
+                    e.c.visit_id.label("vid"),
+                    e.c.is_page.label("pv"),
+                    sa.literal(1).label("ev"),
+                    zero.label("nv"),
+                    e.c.time_on_page_ms.label("ts"),
+                    sa.case((e.c.time_on_page_ms.is_not(None), 1), else_=0).label("tc"),
+                    e.c.scroll_depth.label("ss"),
+                    sa.case((e.c.scroll_depth.is_not(None), 1), else_=0).label("sc"),
+                    zero.label("a"),
+                ).where(e.c.day.in_(open_days))
+            )
+        r = LABEL_DAYS.alias("r")
+        parts.append(
+            sa.select(
+                r.c.label.label("g0"),
+                sa.cast(sa.null(), sa.String).label("k"),
+                sa.cast(sa.null(), sa.String).label("vid"),
+                r.c.page_views.label("pv"),
+                r.c.events.label("ev"),
+                r.c.visits.label("nv"),
+                r.c.time_on_page_sum.label("ts"),
+                r.c.time_on_page_count.label("tc"),
+                r.c.scroll_sum.label("ss"),
+                r.c.scroll_count.label("sc"),
+                r.c.anon_visitors.label("a"),
+            ).where(r.c.day.in_(self.label_days), r.c.label != MARKER)
+        )
+        if "visitors" in needs:
+            ru = LABEL_USERS.alias("ru")
+            parts.append(
+                sa.select(
+                    ru.c.label.label("g0"),
+                    ru.c.who.label("k"),
+                    sa.cast(sa.null(), sa.String).label("vid"),
+                    *(zero.label(name) for name in ("pv", "ev", "nv", "ts", "tc", "ss", "sc", "a")),
+                ).where(ru.c.day.in_(self.label_days))
+            )
+        u = sa.union_all(*parts).subquery("u")
+
+        def total(column: Any) -> Expr:
+            return sa.func.coalesce(sa.func.sum(column), 0)
+
+        figures = [
+            (sa.func.count(sa.distinct(u.c.k)) + total(u.c.a)).label("visitors"),
+            total(u.c.pv).label("pageviews"),
+            total(u.c.ev).label("events"),
+            (sa.func.count(sa.distinct(u.c.vid)) + total(u.c.nv)).label("event_visits"),
+            total(u.c.ts).label("time_on_page_sum"),
+            total(u.c.tc).label("time_on_page_count"),
+            total(u.c.ss).label("scroll_sum"),
+            total(u.c.sc).label("scroll_count"),
+        ]
+        figures = [f for f in figures if f.name in needs] or figures[1:2]
+        select = sa.select(u.c.g0, *figures).group_by(u.c.g0)
+        return Plan(select, [("event:props:label", 1)], tuple(f.name for f in figures))
 
     def rows_apply(self, filters: tuple[Filter, ...]) -> bool:
         """Whether `visit_event_plan` reads its rolled days from the visits' daily rows: there are such
