@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from time import gmtime, strftime
 from typing import Any
 
 from sqlalchemy import String, any_, delete, func, literal, or_, select
@@ -154,6 +155,12 @@ class _DayWork:
     recounted: set[str]
     rows: dict[str, int]  # raw rows read per visitor
 
+    def unread(self) -> set[str]:
+        """The visitors derived from a cut for whom no raw row was read: none of their events from a
+        view window before the cut on makes a fact (an anonymous API caller's, say), so they have no
+        facts from the cut on, and derive none."""
+        return {v for v, cut in self.cuts.items() if cut is not None and not self.rows.get(v)}
+
 
 async def derive_visitor_days(
     conn: AsyncConnection,
@@ -180,7 +187,7 @@ async def derive_visitor_days(
     works = await _derive(conn, earliest, derivation, api_touched)
     sums = _SumChanges()
     for work in works:
-        await _replace(conn, work.day, work.cuts, work.facts, work.recounted, sums=sums)
+        await _replace(conn, work.day, work.cuts, work.facts, work.recounted, sums=sums, unread=work.unread())
     await sums.apply(conn)
     return sum(sum(w.rows.values()) for w in works)
 
@@ -380,13 +387,16 @@ async def _replace(
     *,
     clear_marks: bool = True,
     sums: _SumChanges | None = None,
+    unread: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Replace these visitor-days' facts of `day` from their cuts (None: whole). The day's sums move
     by the difference: added to `sums` when given (the caller applies them once, at the end of its
     transaction), else applied here."""
     postgres = conn.dialect.name == "postgresql"
     whole = sorted(v for v, cut in cuts.items() if cut is None)
-    tails = sorted((v, cut) for v, cut in cuts.items() if cut is not None)
+    # Every fact's time is one of its visitor's events' (which `_needed` reads): a visitor with none
+    # read from its cut on has no facts there to compare (`_DayWork.unread`), and its fact tables are not read.
+    tails = sorted((v, cut) for v, cut in cuts.items() if cut is not None and v not in unread)
     rows: dict[Any, list[dict[str, object]]] = defaultdict(list)
     for f in facts:
         rows[FACT_PAGE_VIEWS] += f.page_views
@@ -545,13 +555,30 @@ async def queue_visitor_days(conn: AsyncConnection, events: list[Event]) -> None
     now = datetime.now(UTC).replace(tzinfo=None)
     version = _new_version()
     params: list[tuple[object, ...]] = []
-    for (day, visitor), ts in sorted(touched.items()):
-        if postgres:
+    if postgres:
+        for (day, visitor), ts in sorted(touched.items()):
             params.append((day, visitor, now, _dt(ts), (day, visitor) in api, version))
-        else:
-            params.append((day.isoformat(), visitor, _sqlite_value(now), _sqlite_value(_dt(ts)), version,
-                           int((day, visitor) in api)))  # fmt: skip
+    else:
+        # A visitor-day a request: the text forms are made once a batch (`now`) and once a second (`_stamp`).
+        marked_at = _sqlite_value(now)
+        for (day, visitor), ts in sorted(touched.items()):
+            params.append((day.isoformat(), visitor, marked_at, _stamp(ts), version, int((day, visitor) in api)))
     await conn.exec_driver_sql(_QUEUE_SQL[postgres], params)
+
+
+@lru_cache(maxsize=4096)
+def _second_text(second: int) -> str:
+    return strftime("%Y-%m-%d %H:%M:%S", gmtime(second))
+
+
+def _stamp(ts: float) -> str:
+    """`_sqlite_value(_dt(ts))`, its strftime cached per second: microseconds rounded as
+    `datetime.fromtimestamp` rounds them (half to even), the rare carry into the next second by `_dt`."""
+    second = int(ts)
+    micros = round((ts - second) * 1_000_000)
+    if second < 0 or micros >= 1_000_000:
+        return str(_sqlite_value(_dt(ts)))
+    return f"{_second_text(second)}.{micros:06d}"
 
 
 async def marked(conn: AsyncConnection, day: date | None = None, limit: int = 2000) -> list[VisitorDay]:
@@ -662,7 +689,10 @@ async def commit_round(engine: AsyncEngine, prepared: Prepared) -> Round:
                     work.rows,
                 )
             if work.cuts:
-                await _replace(conn, work.day, work.cuts, work.facts, work.recounted, clear_marks=False, sums=sums)
+                await _replace(
+                    conn, work.day, work.cuts, work.facts, work.recounted, clear_marks=False, sums=sums,
+                    unread=work.unread()
+                )  # fmt: skip
         await sums.apply(conn)
         await _clear_marks(conn, sorted((k, versions[k]) for k in fresh))
         await _rewind_marks(conn, behind)
