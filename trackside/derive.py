@@ -71,6 +71,13 @@ def derive_visitor_day(
 ) -> VisitorDayFacts:
     """The facts of `visitor`'s `events` of `day` (any order, duplicates by id removed). `api_calls`
     (all, signed in) when counted apart: the events then need not hold the anonymous ones."""
+    if not events:
+        # The deriver's most common case on an API-heavy site: a visitor-day of anonymous API calls
+        # (counted apart, none read), whose only fact is its count.
+        calls, signed_in = api_calls or (0, 0)
+        return VisitorDayFacts(
+            visitor_day={"day": day, "visitor": visitor, "api_calls": calls, "api_calls_authenticated": signed_in}
+        )
     unique = {e.id: e for e in events}
     ordered = sorted(unique.values(), key=lambda e: (e.ts, e.id))
     # What the snippet measured of a page view refines that page view; it is no event of its own.
