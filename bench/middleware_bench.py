@@ -26,6 +26,13 @@ event), `wire` (taking the batch from the buffer and packing it for Redis). With
     .venv/bin/python bench/middleware_bench.py --pieces --before /tmp/before --also compiled=/tmp/compiled \
         [--rounds 7] [--requests 20000]
 
+`--storing`: the embedded mode's storing of `--wrk`'s traffic (API calls of anonymous visitors),
+in process on a fresh SQLite file, CPU µs an event written (`DatabaseWriter`, the writer thread's
+work) and a visitor-day derived (the deriver's rounds after each batch), one fresh process per
+checkout and round (interleaved), `--before DIR` and `--also LABEL=DIR` as above:
+
+    .venv/bin/python bench/middleware_bench.py --storing --before /tmp/before [--rounds 5] [--batches 16]
+
 `--wrk`: throughput on a real server instead (issue 16's measure). A minimal Starlette JSON endpoint
 (`GET /api/item`) on one uvicorn worker (uvloop, httptools, no access log) pinned to CPU 0, wrk on
 CPU 1 (`-t1`, 64 connections), three variants in interleaved rounds: `bare` (the app alone),
@@ -274,6 +281,89 @@ for _ in range(3):
 print(json.dumps({"answered": (t1 - t0) / n * 1e6, "record": (t2 - t1) / n * 1e6, "wire": (t3 - t2) / n * 1e6,
                   "compiled": __import__("trackside.capture").capture.__file__.endswith(".so")}))
 """
+
+
+# Run as `python -c STORING BATCHES` with PYTHONPATH naming a checkout: the embedded mode's storing
+# of what `--wrk` sends (API calls of anonymous visitors, 20,000 rotating), in process on a fresh
+# SQLite file: BATCHES batches of 2,500 events through `DatabaseWriter` (the writer thread's work),
+# each followed by the deriver's rounds (`prepare_round` and `commit_round`, 500 visitor-days each,
+# as `Deriver` takes them) until nothing is queued. CPU (process_time: the aiosqlite thread included)
+# µs an event written and a visitor-day derived, medians over the batches after four warm ones.
+STORING = r"""
+import asyncio, hashlib, json, statistics, sys, tempfile, time
+from trackside.batch import Batch
+from trackside.derive import Derivation
+from trackside.events import API_CALL, NAV_API, Event, new_event_id
+from trackside.storage.engine import create_engine
+from trackside.storage.facts import commit_round, prepare_round
+from trackside.storage.migrate import migrate
+from trackside.storage.writes import DatabaseWriter
+
+SIZE, VISITORS = 2500, 20000
+visitors = [hashlib.md5(str(i).encode()).hexdigest() for i in range(VISITORS)]
+
+async def main(batches):
+    url = f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='trackside-storing-')}/t.db"
+    await migrate(url)
+    engine = create_engine(url)
+    writer, derivation = DatabaseWriter(engine), Derivation()
+    written, derived = [], []
+    for b in range(batches):
+        now = time.time()
+        events = [Event(new_event_id(now), now + k * 1e-5, API_CALL, NAV_API, "GET", "/api/item", "/api/item", 200,
+                        visitors[(b * SIZE + k) % VISITORS], "desktop", "Chrome", "Linux") for k in range(SIZE)]
+        t0 = time.process_time()
+        await writer.write(Batch(events=events))
+        t1 = time.process_time()
+        n = 0
+        while (prepared := await prepare_round(engine, derivation, limit=500)) is not None:
+            n += len((await commit_round(engine, prepared)).derived)
+        t2 = time.process_time()
+        if b >= 4:
+            written.append((t1 - t0) / SIZE * 1e6)
+            derived.append((t2 - t1) / n * 1e6)
+    await engine.dispose()
+    print(json.dumps({"write_per_event": statistics.median(written),
+                      "derive_per_visitor_day": statistics.median(derived)}))
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def run_storing(opts: argparse.Namespace) -> dict[str, Any]:
+    variants: list[tuple[str, Path]] = [("current", ROOT)]
+    if opts.before:
+        variants.insert(0, ("before", Path(opts.before)))
+    for also in opts.also:
+        label, _, directory = also.partition("=")
+        variants.append((label, Path(directory)))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    load = [Path("/proc/loadavg").read_text().split()[0]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKSIDE_")}
+    for _ in range(opts.rounds):
+        for name, root in variants:
+            out = subprocess.run(
+                [sys.executable, "-c", STORING, str(opts.batches)],
+                env={**env, "PYTHONPATH": str(root)},
+                cwd="/",
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            runs[name].append(json.loads(out))
+        load.append(Path("/proc/loadavg").read_text().split()[0])
+    pieces = ("write_per_event", "derive_per_visitor_day")
+    return {
+        "method": "CPU µs in process (process_time), median of batches, one fresh process and SQLite file a round",
+        "batches": opts.batches,
+        "rounds": opts.rounds,
+        "load_average_per_round": load,
+        "per_round": {name: [{k: round(r[k], 1) for k in pieces} for r in results] for name, results in runs.items()},
+        "variants": {
+            name: {k: round(statistics.median(r[k] for r in results), 1) for k in pieces}
+            for name, results in runs.items()
+        },
+    }
 
 
 def run_pieces(opts: argparse.Namespace) -> dict[str, Any]:
@@ -584,6 +674,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--wrk", action="store_true", help="throughput on uvicorn with wrk (see above)")
     parser.add_argument("--pieces", action="store_true", help="the capture path's pieces in process (see above)")
+    parser.add_argument("--storing", action="store_true", help="embedded storing in process (see above)")
+    parser.add_argument("--batches", type=int, default=16, help="--storing: batches a round (default 16)")
     parser.add_argument("--before", help="--wrk: another checkout whose middleware runs too, in the same rounds")
     parser.add_argument("--duration", type=float, default=8.0, help="--wrk: seconds of each measured run")
     parser.add_argument("--warmup", type=float, default=2.0, help="--wrk: seconds of unmeasured load first")
@@ -598,6 +690,12 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=20_000, help="--wrk: rotating client addresses")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.storing:
+        result = run_storing(args)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return
     if args.pieces:
         result = run_pieces(args)
         print(json.dumps(result, indent=2))
