@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.aggregate import SiteDay
@@ -274,12 +274,20 @@ async def rolled_item_sketches(
     c = DAILY_CONTENT.c
     query = select(c.content_kind, c.content_id, c.users_sketch).where(c.day.in_(days), c.users_sketch.is_not(None))
     out: dict[tuple[str, str], list[bytes]] = defaultdict(list)
-    for first in range(0, len(keys), 500) if keys is not None else (None,):
-        part = (
-            query
-            if first is None or keys is None
-            else query.where(tuple_(c.content_kind, c.content_id).in_(keys[first : first + 500]))
-        )
+    if keys is None:
+        parts = [query]
+    else:
+        # Per kind, ids as a list: SQLite then searches each item's rows, where a list of (kind, id) pairs
+        # made it read every row of each day and filter them (a month of items for ten).
+        ids_of: dict[str, list[str]] = defaultdict(list)
+        for kind, item in keys:
+            ids_of[kind].append(item)
+        parts = [
+            query.where(c.content_kind == kind, c.content_id.in_(ids[first : first + 500]))
+            for kind, ids in ids_of.items()
+            for first in range(0, len(ids), 500)
+        ]
+    for part in parts:
         for kind, item, sketch in await conn.execute(part):
             out[(kind, item)].append(sketch)
     return dict(out)
