@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -50,8 +50,8 @@ VISIT_PARTS = ("c", "w", "s")
 US = 1_000_000
 _U32 = 2**32 - 1
 # Visits read and encoded at once by a rollup (`record_funnel_day`): at about 4 rows a visit, some
-# 40 MB of Python objects, whatever the day's size.
-CHUNK_VISITS = 50_000
+# 20-30 MB of Python objects, whatever the day's size.
+CHUNK_VISITS = 20_000
 
 
 async def _number(conn: AsyncConnection, strings: set[str]) -> dict[str, int]:
@@ -149,13 +149,14 @@ def encode_chunk(
     return _Chunk(arrays, len(anonymous))
 
 
-def join_chunks(chunks: list[_Chunk]) -> tuple[dict[str, bytes], int]:
-    """The day's parts from its chunks, in order (each chunk's visits, then the next's), and its rows.
-    Each part is joined and packed in turn, its chunks' arrays dropped as it goes."""
+def join_chunks(chunks: list[_Chunk]) -> Iterator[tuple[str, bytes]]:
+    """The day's parts from its chunks, in order (each chunk's visits, then the next's), the header
+    last. Each part is joined and packed only when asked for, its chunks' arrays dropped as it goes
+    (a caller that stores each before asking for the next holds one packed part at a time)."""
     names = list(chunks[0].arrays)  # at least one chunk: a day without visits is one empty chunk
     n = sum(len(ch.arrays["c"]) for ch in chunks)
     rows = sum(len(ch.arrays["k"]) for ch in chunks)
-    parts: dict[str, bytes] = {}
+    anonymous = sum(ch.anonymous for ch in chunks)
     dtypes: dict[str, str] = {}
     for name in names:
         pieces = [ch.arrays.pop(name) for ch in chunks]
@@ -165,14 +166,14 @@ def join_chunks(chunks: list[_Chunk]) -> tuple[dict[str, bytes], int]:
             arr = arr.astype(np.uint16 if n and int(arr.max()) < 2**16 else np.uint32)
         elif name == "w":
             arr = arr.astype(np.int32)
-        parts[name], dtypes[name] = _pack(arr)
+        data, dtypes[name] = _pack(arr)
         del arr
+        yield name, data
+        del data
     header = {
-        "format": FORMAT, "visits": n, "rows": rows, "anonymous": sum(ch.anonymous for ch in chunks),
-        "dtypes": dtypes, "dims": list(DIMS),
+        "format": FORMAT, "visits": n, "rows": rows, "anonymous": anonymous, "dtypes": dtypes, "dims": list(DIMS),
     }  # fmt: skip
-    parts["h"] = json.dumps(header, separators=(",", ":")).encode()
-    return parts, rows
+    yield "h", json.dumps(header, separators=(",", ":")).encode()
 
 
 def encode_day(
@@ -181,7 +182,9 @@ def encode_day(
     ids: dict[str, int],
 ) -> tuple[dict[str, bytes], int]:
     """The parts of one day encoded in one chunk (`encode_chunk`), and its rows."""
-    return join_chunks([encode_chunk(visit_cols, row_cols, ids)])
+    chunk = encode_chunk(visit_cols, row_cols, ids)
+    rows = len(chunk.arrays["k"])
+    return dict(join_chunks([chunk])), rows
 
 
 async def _columns(conn: AsyncConnection, select: sa.Select[Any]) -> list[list[Any]]:
@@ -191,7 +194,7 @@ async def _columns(conn: AsyncConnection, select: sa.Select[Any]) -> list[list[A
     if conn.dialect.name == "postgresql":
         sub = select.subquery("cols")
         row = (await conn.execute(sa.select(*(sa.func.array_agg(c) for c in sub.c)))).one()
-        return [list(x) if x is not None else [] for x in row]
+        return [[] if x is None else x if isinstance(x, list) else list(x) for x in row]
     rows = (await conn.execute(select)).all()
     return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
@@ -267,9 +270,10 @@ async def record_funnel_day(conn: AsyncConnection, day: date, chunk_visits: int 
         if hi is None:
             break
         lo = hi
-    parts, rows = join_chunks(chunks)
-    del chunks
-    await conn.execute(FUNNEL_DAYS.insert(), [{"day": day, "part": p, "data": data} for p, data in parts.items()])
+    rows = sum(len(ch.arrays["k"]) for ch in chunks)
+    for part, data in join_chunks(chunks):  # one part packed and stored at a time
+        await conn.execute(FUNNEL_DAYS.insert().values(day=day, part=part, data=data))
+        del data
     return rows
 
 
