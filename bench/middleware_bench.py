@@ -29,9 +29,11 @@ event), `wire` (taking the batch from the buffer and packing it for Redis). With
 `--storing`: the embedded mode's storing of `--wrk`'s traffic (API calls of anonymous visitors),
 in process on a fresh SQLite file, CPU µs an event written (`DatabaseWriter`, the writer thread's
 work) and a visitor-day derived (the deriver's rounds after each batch), one fresh process per
-checkout and round (interleaved), `--before DIR` and `--also LABEL=DIR` as above:
+checkout and round (interleaved), `--before DIR` and `--also LABEL=DIR` as above. `--visitors`
+(20,000) rotate; with fewer, each visitor's rows of the day grow by 2,500 / visitors a batch, and
+`derive_by_batch_first_round` shows what a derivation costs as they do:
 
-    .venv/bin/python bench/middleware_bench.py --storing --before /tmp/before [--rounds 5] [--batches 16]
+    .venv/bin/python bench/middleware_bench.py --storing --before /tmp/before [--rounds 5] [--visitors 500]
 
 `--wrk`: throughput on a real server instead (issue 16's measure). A minimal Starlette JSON endpoint
 (`GET /api/item`) on one uvicorn worker (uvloop, httptools, no access log) pinned to CPU 0, wrk on
@@ -299,7 +301,7 @@ from trackside.storage.facts import commit_round, prepare_round
 from trackside.storage.migrate import migrate
 from trackside.storage.writes import DatabaseWriter
 
-SIZE, VISITORS = 2500, 20000
+SIZE, VISITORS = 2500, int(sys.argv[2])
 visitors = [hashlib.md5(str(i).encode()).hexdigest() for i in range(VISITORS)]
 
 async def main(batches):
@@ -324,7 +326,8 @@ async def main(batches):
             derived.append((t2 - t1) / n * 1e6)
     await engine.dispose()
     print(json.dumps({"write_per_event": statistics.median(written),
-                      "derive_per_visitor_day": statistics.median(derived)}))
+                      "derive_per_visitor_day": statistics.median(derived),
+                      "derive_by_batch": [round(x, 1) for x in derived]}))
 
 asyncio.run(main(int(sys.argv[1])))
 """
@@ -343,7 +346,7 @@ def run_storing(opts: argparse.Namespace) -> dict[str, Any]:
     for _ in range(opts.rounds):
         for name, root in variants:
             out = subprocess.run(
-                [sys.executable, "-c", STORING, str(opts.batches)],
+                [sys.executable, "-c", STORING, str(opts.batches), str(opts.visitors)],
                 env={**env, "PYTHONPATH": str(root)},
                 cwd="/",
                 capture_output=True,
@@ -358,7 +361,10 @@ def run_storing(opts: argparse.Namespace) -> dict[str, Any]:
         "batches": opts.batches,
         "rounds": opts.rounds,
         "load_average_per_round": load,
+        "visitors": opts.visitors,
         "per_round": {name: [{k: round(r[k], 1) for k in pieces} for r in results] for name, results in runs.items()},
+        # A visitor's rows grow by SIZE / visitors a batch: with few visitors, what a derivation costs as they do.
+        "derive_by_batch_first_round": {name: results[0]["derive_by_batch"] for name, results in runs.items()},
         "variants": {
             name: {k: round(statistics.median(r[k] for r in results), 1) for k in pieces}
             for name, results in runs.items()
@@ -687,7 +693,7 @@ def main() -> None:
     parser.add_argument("--deriver-cpu", type=int, default=None, metavar="CPU",
                         help="--wrk: move the server's child processes (the embedded deriver) to this CPU")
     parser.add_argument("--variants", default="bare,redis,embedded", help="--wrk: which variants (bare always runs)")
-    parser.add_argument("--visitors", type=int, default=20_000, help="--wrk: rotating client addresses")
+    parser.add_argument("--visitors", type=int, default=20_000, help="--wrk, --storing: rotating visitors")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.storing:
