@@ -330,6 +330,12 @@ async def main() -> None:
     p.add_argument("--api-sql", action="store_true", help="also time the SQL path through the API (before encoding)")
     p.add_argument("--sql-first-only", action="store_true", help="the SQL path for the first funnel only")
     p.add_argument("--seed-only", action="store_true", help="seed a database, keep it and stop")
+    p.add_argument(
+        "--remake-partitions",
+        action="store_true",
+        help="drop today's and the next 2 days' (empty) "
+        "partitions before each API run: the sidecar's prune makes them during the calls",
+    )
     p.add_argument("--no-encode", action="store_true", help="the days are encoded already (--url)")
     p.add_argument("--child", choices=("encoded", "sql"), help=argparse.SUPPRESS)
     p.add_argument("--body", help=argparse.SUPPRESS)
@@ -389,6 +395,17 @@ async def main() -> None:
             }
 
             async def api(label: str) -> None:
+                if args.remake_partitions and args.backend == "postgresql":
+                    # As on the day after seeding: the sidecar's scheduled prune makes today's and the next
+                    # days' partitions while the funnels run (each CREATE locks its fact table).
+                    conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+                    for table in ("fact_page_views", "fact_looks", "fact_impressions", "fact_site_events",
+                                  "fact_visitor_days", "fact_visits"):  # fmt: skip
+                        for offset in range(3):
+                            await conn.execute(
+                                f'DROP TABLE IF EXISTS "{table}_p{today + timedelta(days=offset):%Y%m%d}"'
+                            )
+                    await conn.close()
                 async with run_sidecar(settings) as (base, _):
                     async with httpx.AsyncClient(
                         base_url=base, headers={"authorization": "Bearer " + ADMIN}, timeout=900
