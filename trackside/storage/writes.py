@@ -92,10 +92,12 @@ Prepared = tuple[list[tuple[Any, ...]], set[date]]  # the dialect's rows, and th
 def prepare_rows(dialect: str, events: list[Event]) -> Prepared:
     """The parameters of the insert: a row per event for PostgreSQL; for SQLite, one flat tuple per
     group of `SQLITE_GROUP` events (the last group of `events` may be shorter)."""
-    days = {datetime.fromtimestamp(e.ts, UTC).date() for e in events}
+    # The days from the rows' own (a set of a few strings), not a datetime made again for each event.
     if dialect == "postgresql":
-        return [_postgres_row(e) for e in events], days
+        pg_rows = [_postgres_row(e) for e in events]
+        return pg_rows, {row[2] for row in pg_rows}
     rows = [_sqlite_row(e) for e in events]
+    days = {date.fromisoformat(day) for day in {row[2] for row in rows}}
     groups = [tuple(chain.from_iterable(rows[i : i + SQLITE_GROUP])) for i in range(0, len(rows), SQLITE_GROUP)]
     return groups, days
 
