@@ -230,7 +230,7 @@ V2_QUERIES = (
 )  # fmt: skip
 
 
-async def measure_reads(url: str, tmp: Path, report: dict[str, Any]) -> None:
+async def measure_reads(url: str, tmp: Path, report: dict[str, Any], settle: float = 0.0) -> None:
     from tests.servers import run_server, run_sidecar
     from tests.upstream_app import app as upstream_asgi
 
@@ -241,6 +241,10 @@ async def measure_reads(url: str, tmp: Path, report: dict[str, Any]) -> None:
         t = time.monotonic()
         async with run_sidecar(settings) as (base, _app):
             report["sidecar_start_s"] = round(time.monotonic() - t, 1)
+            # A sidecar starts its scheduled rollup and prune (with ANALYZE on PostgreSQL) at once: reads
+            # right after start share the machine with them; `--settle` waits them out first.
+            report["settle_s"] = settle
+            await asyncio.sleep(settle)
             async with httpx.AsyncClient(base_url=base) as client:
                 # One read first, of a day with no facts: "cold" below is each answer's first read
                 # (nothing cached for it), not the new process's first database connection.
@@ -428,6 +432,7 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the databases (their URLs are printed) to look into")
     p.add_argument("--before", metavar="DIR", help="bigday: another checkout whose rollup and encoding alternate with")
     p.add_argument("--rollup-rounds", type=int, default=1, help="bigday: rounds of the rollup and the encoding alone")
+    p.add_argument("--settle", type=float, default=0.0, help="reads: seconds from start to first read")
     p.add_argument("--reuse", metavar="URL", help="`reads` again on a database a `--keep` run seeded (migrated first)")
     args = p.parse_args()
     for name in ("events_today", "rolled_events_per_day", "bigday_events"):
@@ -456,7 +461,7 @@ def main() -> int:
                         f"today {args.events_today:,}"
                     )
                     asyncio.run(seed_reads(url, args, report))
-                asyncio.run(measure_reads(url, tmp, report))
+                asyncio.run(measure_reads(url, tmp, report, args.settle))
             if "bigday" in parts:
                 result.setdefault("bigday", []).append(bigday(backend, args, tmp, dbs))
     finally:

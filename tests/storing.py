@@ -13,7 +13,13 @@ from trackside.batch import Batch
 from trackside.derive import Derivation
 from trackside.storage import day_sums, item_sums
 from trackside.storage.day_sums import PAGE_VIEW_DIMS
-from trackside.storage.fact_reads import page_view_totals, page_view_users, read_items, site_dims
+from trackside.storage.fact_reads import (
+    api_totals,
+    page_view_totals,
+    page_view_users,
+    read_items,
+    site_dims,
+)
 from trackside.storage.facts import derive_marked
 from trackside.storage.tables import FACT_SUM_DAYS, FACT_TABLES, ITEM_SUMS, SUM_TABLES
 from trackside.storage.writes import DEFAULT_DERIVATION
@@ -34,15 +40,20 @@ async def delete_facts(conn: AsyncConnection, day: date | None = None) -> None:
         await conn.execute(stmt if day is None else stmt.where(table.c.day == day))
 
 
-async def assert_sums_match_facts(engine: AsyncEngine) -> int:
+async def assert_sums_match_facts(engine: AsyncEngine, *, counted: bool = True) -> int:
     """Every day's page-view sums (`day_sums`) and item sums (`item_sums`) equal the same figures
-    grouped from its facts now. Returns the number of days compared."""
+    grouped from its facts now, and (`counted`: every day's sums started by derivation) so do the
+    API calls counted beside them. Returns the number of days compared."""
     async with engine.connect() as conn:
         days = sorted((await conn.execute(select(FACT_SUM_DAYS.c.day))).scalars())
         for day in days:
             kept = await day_sums.read(conn, day, with_users=True)
             assert kept is not None
             sums, users = kept
+            # The API calls counted beside them, as summed from the facts.
+            calls = [int(n or 0) for n in (await conn.execute(api_totals(day))).one()]
+            if counted or (day_sums.API_CALLS, "") in sums:
+                assert sums.pop((day_sums.API_CALLS, ""))[:2] == calls, day
             views, views_auth, visitors, visitors_auth = (await conn.execute(page_view_totals(day))).one()
             live = {("", ""): [views, views_auth, visitors, visitors_auth]} if views else {}
             for dim, key, *figures in await conn.execute(site_dims(day)):

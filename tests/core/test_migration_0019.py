@@ -80,7 +80,7 @@ async def test_upgrade_builds_the_sums_of_days_not_rolled_up(database_url):
                 {"day": ROLLED, "dirty": False, "at": datetime(2026, 11, 10, 0, 5)},
             )
         await migrate(database_url)
-        assert await assert_sums_match_facts(engine) == 1  # D only
+        assert await assert_sums_match_facts(engine, counted=False) == 1  # D only
         async with engine.connect() as conn:
             kept = await read(conn, D, with_users=True)
             assert await read(conn, ROLLED, with_users=True) is None

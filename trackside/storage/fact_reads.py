@@ -148,9 +148,14 @@ async def read_site(conn: AsyncConnection, day: date, *, with_users: bool = True
     counts: Counter[str] = Counter({name: 0 for name in SITE_COUNTS})
 
     kept = await day_sums.read(conn, day, with_users=with_users)
+    # The API calls derivation counts beside the sums, when it does (`day_sums.COUNTED`).
+    counted: dict[str, list[int]] = {}
     if kept is not None:
         # Page views from the sums derivation keeps (a few hundred rows), the same figures.
         sums, users = kept
+        for dim in day_sums.COUNTED:
+            if (dim, "") in sums:
+                counted[dim] = sums.pop((dim, ""))
         views, views_auth, visitors, visitors_auth = sums.pop(day_sums.TOTAL, [0, 0, 0, 0])
         out.dims.update(sums)
         if with_users:
@@ -184,7 +189,10 @@ async def read_site(conn: AsyncConnection, day: date, *, with_users: bool = True
 
     shown, shown_auth = (await conn.execute(impression_totals(day))).one()
     counts["impressions"], counts["impressions_authenticated"] = int(shown), int(shown_auth)
-    api, api_auth = (await conn.execute(api_totals(day))).one()
+    if day_sums.API_CALLS in counted:
+        api, api_auth = counted[day_sums.API_CALLS][:2]
+    else:
+        api, api_auth = (await conn.execute(api_totals(day))).one()
     counts["api_calls"], counts["api_calls_authenticated"] = int(api or 0), int(api_auth or 0)
     bots = (await conn.execute(select(func.sum(BOT_HITS.c.hits)).where(BOT_HITS.c.day == day))).scalar()
     counts["bot_hits"] = int(bots or 0)

@@ -361,11 +361,19 @@ class _SumChanges:
     a cycle (one user's visitor-days in two transactions' chunks would otherwise)."""
 
     days: dict[date, tuple[Counter[Any], Counter[Any], Counter[Any]]] = field(default_factory=dict)
+    # Per day, the change of each of `day_sums.COUNTED`: [count, signed-in count].
+    counted: dict[date, dict[str, list[int]]] = field(default_factory=dict)
 
     def of(self, day: date) -> tuple[Counter[Any], Counter[Any], Counter[Any]]:
         if day not in self.days:
             self.days[day] = (Counter(), Counter(), Counter())
         return self.days[day]
+
+    def count(self, day: date, dim: str, n: int, n_auth: int) -> None:
+        self.of(day)
+        moved = self.counted.setdefault(day, {}).setdefault(dim, [0, 0])
+        moved[0] += n
+        moved[1] += n_auth
 
     async def apply(self, conn: AsyncConnection) -> None:
         # Anonymous uniques first, one row per visitor-day (`visitor_sums`); signed-in ones by `who`.
@@ -376,7 +384,7 @@ class _SumChanges:
             visitor_sums.split_items(whos, changes)
             moved[day] = await visitor_sums.move(conn, day, changes)
         for day, (pages, _, _) in sorted(self.days.items()):
-            await day_sums.apply(conn, day, pages, moved[day][0], moved[day][1])
+            await day_sums.apply(conn, day, pages, moved[day][0], moved[day][1], self.counted.get(day))
         for day, (_, items, whos) in sorted(self.days.items()):
             await item_sums.apply(conn, day, items, whos, moved[day][2])
 
@@ -418,14 +426,23 @@ async def _replace(
     deleted: dict[Any, list[dict[str, Any]]] = {}
     # Each row to insert: the derivation's dict and its values in the table's column order.
     inserted: dict[Any, list[tuple[dict[str, Any], tuple[Any, ...]]]] = {}
+    api_calls = [0, 0]  # the change of the day's API calls (all, signed in), for its sums
     for table in FACT_TABLES:
         columns = _columns(table)
         if table is FACT_VISITOR_DAYS:
             if recounted:
-                await conn.execute(
-                    delete(table).where(table.c.day == day, _among(conn, table.c.visitor, sorted(recounted)))
+                gone_counts = await conn.execute(
+                    delete(table)
+                    .where(table.c.day == day, _among(conn, table.c.visitor, sorted(recounted)))
+                    .returning(table.c.api_calls, table.c.api_calls_authenticated)
                 )
+                for calls, signed_in in gone_counts:
+                    api_calls[0] -= calls
+                    api_calls[1] -= signed_in
             inserted[table] = [(r, tuple(r[c] for c in columns)) for r in rows[table]]
+            for r in rows[table]:
+                api_calls[0] += int(r["api_calls"])  # type: ignore[call-overload]
+                api_calls[1] += int(r["api_calls_authenticated"])  # type: ignore[call-overload]
             continue
         at_id = columns.index("id")
         current = await _facts_from_cuts(conn, table, day, whole, tails)
@@ -462,6 +479,7 @@ async def _replace(
         item_sums.tally_looks(items, whos, new_rows[FACT_LOOKS], 1)
         item_sums.tally_impressions(items, deleted[FACT_IMPRESSIONS], -1)
         item_sums.tally_impressions(items, new_rows[FACT_IMPRESSIONS], 1)
+        into.count(day, day_sums.API_CALLS, *api_calls)
         if sums is None:
             await into.apply(conn)
     if whole and clear_marks:
