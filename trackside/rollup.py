@@ -30,7 +30,7 @@ from trackside.storage.daily import (
     prune_raw,
     replace_day,
 )
-from trackside.storage.engine import writing
+from trackside.storage.engine import planner_off, writing
 from trackside.storage.fact_reads import (
     item_dims,
     item_totals,
@@ -114,10 +114,13 @@ async def rollup_day(
             await derive_visitor_days(conn, keys, derivation)
         lap("derive")
         events = int((await conn.execute(raw_event_count(day))).scalar_one())
-        site = await read_site(conn, day, with_users=False)
-        site.users_sketch = await users_sketch(conn, day)
-        await replace_day(conn, site, events)
-        await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
+        # Hashed, not sorted, and not compiled: the day's facts were just derived, so the planner's
+        # statistics do not know them (`planner_off`). A 1.43M-event day's groupings: 14.5 -> 6.4 s.
+        async with planner_off(conn, "enable_sort", "jit"):
+            site = await read_site(conn, day, with_users=False)
+            site.users_sketch = await users_sketch(conn, day)
+            await replace_day(conn, site, events)
+            await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
         await record_user_days(conn, day)
         lap("grouping")
         # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.

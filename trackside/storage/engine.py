@@ -58,3 +58,19 @@ async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
             yield conn
+
+
+@contextlib.asynccontextmanager
+async def planner_off(conn: AsyncConnection, *settings: str) -> AsyncIterator[None]:
+    """PostgreSQL: these planner settings (`enable_sort`, `jit`, ...) off for the statements run inside,
+    in this transaction only; nothing elsewhere. For statements over a day the planner has no
+    statistics for yet, whose estimated few rows lead it to plans that are quadratic or sort
+    everything (the rollup's)."""
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        for setting in settings:
+            await conn.exec_driver_sql(f"SET LOCAL {setting} = off")
+    yield
+    if postgres:
+        for setting in settings:
+            await conn.exec_driver_sql(f"RESET {setting}")

@@ -110,14 +110,29 @@ def site_dims(day: date, *, page_views: bool = True, looks: bool = True) -> Sele
             select(_text(dim).label("dim"), column.label("key"), lk.c.user_id, lk.c.who).where(*_of_item(lk, day, None))
         )
     u = union_all(*parts).subquery()
+    # Grouped per `who` first, then per key: the visitors are then the key's groups (a signed-in
+    # one: a group with a signed-in row), and both steps can hash, where COUNT(DISTINCT) sorted every
+    # row (the page views and looks of a 1.43M-event day: 10.2 s; 7.3 s, and 4.2 s hashed: `planner_off`).
+    w = (
+        select(
+            u.c.dim,
+            u.c.key,
+            u.c.who,
+            func.count().label("n"),
+            func.count(u.c.user_id).label("n_auth"),
+            func.max(case((u.c.user_id.is_not(None), 1), else_=0)).label("signed_in"),
+        )
+        .group_by(u.c.dim, u.c.key, u.c.who)
+        .subquery()
+    )
     return select(
-        u.c.dim,
-        u.c.key,
-        func.count(),
-        func.count(u.c.user_id),
-        func.count(distinct(u.c.who)),
-        func.count(distinct(case((u.c.user_id.is_not(None), u.c.who)))),
-    ).group_by(u.c.dim, u.c.key)
+        w.c.dim,
+        w.c.key,
+        func.sum(w.c.n),
+        func.sum(w.c.n_auth),
+        func.count(w.c.who),
+        func.sum(case((w.c.who.is_not(None), w.c.signed_in), else_=0)),
+    ).group_by(w.c.dim, w.c.key)
 
 
 def site_events(day: date) -> Select:

@@ -30,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from trackside.stats.v2.labels import DEVICES, DIRECT, NOT_SET
 from trackside.stats.v2.schema import VISIT_DIMENSIONS
+from trackside.storage.engine import planner_off
 from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SITE_EVENTS, FACT_VISITS, ROLLUP_DAYS
 
 Expr = ColumnElement[Any]
@@ -197,26 +198,16 @@ def fill_statements(day: date) -> list[sa.Executable]:
 
 async def record_visit_days(conn: AsyncConnection, day: date) -> None:
     """Replace the day's rows with those its visit facts make (the rollup, under the day's lock)."""
-    postgres = conn.dialect.name == "postgresql"
-    if postgres:
-        # The rollup derives the day's last facts and reads them in one transaction, before any ANALYZE
-        # has seen the day: estimating it at a row or two, the planner joined the signed-in visits to the
-        # day's page views by a nested loop over every page view (quadratic: 17 s for 9,213 visits of
-        # which 736 signed in, where a hash join takes milliseconds). No JIT: the cost that disabling
-        # nested loops adds made PostgreSQL compile the statement (over a second). No sort: estimating
-        # a few dozen groups, it sorted a row per visit, dimension and visitor to group them (1.55M rows
-        # for 133,398 visits: 5.7 s; hashed, spilling to disk at the default work_mem, 2.5 s).
-        # For these statements only.
-        for setting in _PG_SETTINGS:
-            await conn.exec_driver_sql(f"SET LOCAL {setting} = off")
-    for statement in fill_statements(day):
-        await conn.execute(statement)
-    if postgres:
-        for setting in _PG_SETTINGS:
-            await conn.exec_driver_sql(f"RESET {setting}")
-
-
-_PG_SETTINGS = ("enable_nestloop", "jit", "enable_sort")
+    # The rollup derives the day's last facts and reads them in one transaction, before any ANALYZE
+    # has seen the day: estimating it at a row or two, PostgreSQL joined the signed-in visits to the
+    # day's page views by a nested loop over every page view (quadratic: 17 s for 9,213 visits of which
+    # 736 signed in, where a hash join takes milliseconds). No JIT: the cost that disabling nested loops
+    # adds made it compile the statement (over a second). No sort: estimating a few dozen groups, it
+    # sorted a row per visit, dimension and visitor to group them (1.55M rows for 133,398 visits: 5.7 s;
+    # hashed, spilling to disk at the default work_mem, 2.5 s).
+    async with planner_off(conn, "enable_nestloop", "jit", "enable_sort"):
+        for statement in fill_statements(day):
+            await conn.execute(statement)
 
 
 async def prune_visit_days(conn: AsyncConnection, before: date) -> int:
