@@ -394,3 +394,40 @@ async def test_a_rollup_of_many_items_writes_every_items_sketch_while_streaming(
         }
     finally:
         await engine.dispose()
+
+
+async def test_rollup_reads_the_kept_sums_unless_it_derives_more(database_url):
+    """A rollup takes the page views' breakdowns from the sums derivation kept (no grouping of every
+    page view again); when it still has visitor-days to derive, those sums are stale, and it groups the
+    facts instead: either way every page view is in the daily rows."""
+    from trackside.storage.writes import write_batch as store_only
+
+    engine = await setup(database_url)
+    try:
+        derived = [ev(60.0 * i, "/a", visitor="va") for i in range(3)] + [ev(90.0, "/b", visitor="vb", country="FR")]
+        await write_batch(engine, Batch(events=derived))  # derived: the day's sums kept
+        # Stored later and not derived yet: marked, so the rollup derives them itself.
+        await store_only(engine, Batch(events=[ev(3_600.0, "/b", visitor="vc", country="FR")]))
+        result = await rollup_day(engine, DAY, WINDOW)
+        assert not result.skipped
+        async with engine.connect() as conn:
+            rolled = await rolled_day(conn, DAY)
+        assert rolled.counts["page_views"] == 5
+        assert rolled.unique_visitors == 3
+        assert rolled.dims[("label", "/a")][:3] == [3, 0, 1]
+        assert rolled.dims[("label", "/b")][:3] == [2, 0, 2]
+        assert rolled.dims[("country", "FR")][:3] == [2, 0, 2]
+
+        # A second day, all derived before its rollup: the same figures from the sums.
+        later = DAY + timedelta(days=1)
+        again = [ev(60.0 * i, "/a", visitor="wa", day=later) for i in range(3)]
+        again += [ev(90.0, "/b", visitor="wb", country="FR", day=later), ev(3_600.0, "/b", visitor="wc", day=later)]
+        await write_batch(engine, Batch(events=again))
+        assert not (await rollup_day(engine, later, WINDOW)).skipped
+        async with engine.connect() as conn:
+            rolled = await rolled_day(conn, later)
+        assert rolled.counts["page_views"] == 5 and rolled.unique_visitors == 3
+        assert rolled.dims[("label", "/b")][:3] == [2, 0, 2]
+        assert rolled.dims[("country", "FR")][:3] == [1, 0, 1]
+    finally:
+        await engine.dispose()

@@ -61,6 +61,8 @@ from trackside.storage.tables import (
 PAGE_VIEW_DIMS = ("label", "country", "device", "browser", "os", "referrer", "hour", "utm_source")
 TOTAL = ("", "")
 SumKey = tuple[str, str, str]  # (dim, key, who)
+# A day's sums as `read` returns them: per (dim, key) its four figures, and the signed-in users.
+Sums = tuple[dict[tuple[str, str], list[int]], set[str]]
 # Counts of other facts kept beside the page views' sums (dim, key ""): [n, n signed in] moved by derivation.
 API_CALLS = "#api_calls"
 COUNTED = (API_CALLS,)
@@ -208,9 +210,7 @@ async def add_counts(
     return {k: current.get(tuple(k), 0) + n for k, n in changes} if returning else {}
 
 
-async def read(
-    conn: AsyncConnection, day: date, *, with_users: bool
-) -> tuple[dict[tuple[str, str], list[int]], set[str]] | None:
+async def read(conn: AsyncConnection, day: date, *, with_users: bool) -> Sums | None:
     """The day's sums, or None when they are not kept: per (dim, key) [page views, signed-in ones,
     uniques, signed-in uniques] (dim "" key "": the totals), `COUNTED` dims with key "" when kept
     (zeros included), and with `with_users` the signed-in users."""

@@ -154,25 +154,33 @@ def raw_event_count(day: date) -> Select:
     return select(func.count()).select_from(EVENTS).where(EVENTS.c.day == day)
 
 
-async def read_site(conn: AsyncConnection, day: date, *, with_users: bool = True, looks: bool = True) -> DayFigures:
+async def read_site(
+    conn: AsyncConnection,
+    day: date,
+    *,
+    with_users: bool = True,
+    looks: bool = True,
+    sums: day_sums.Sums | None = None,
+) -> DayFigures:
     """A day's site figures (no items). `with_users=False` leaves the exact set of users out (a
     rollup makes their sketch from a stream instead: `users_sketch`). `looks=False` leaves out the
     looks' breakdowns by view type and device (`view_type`, `view_device`): sitewide stats show
-    neither, and their distinct viewers are most of a day's read once page views are summed."""
+    neither, and their distinct viewers are most of a day's read once page views are summed.
+    `sums`: the day's sums as read earlier in this transaction (a rollup's, before it forgot them)."""
     out = DayFigures(day, rolled=False, as_of=datetime.now(UTC))
     counts: Counter[str] = Counter({name: 0 for name in SITE_COUNTS})
 
-    kept = await day_sums.read(conn, day, with_users=with_users)
+    kept = sums if sums is not None else await day_sums.read(conn, day, with_users=with_users)
     # The API calls derivation counts beside the sums, when it does (`day_sums.COUNTED`).
     counted: dict[str, list[int]] = {}
     if kept is not None:
         # Page views from the sums derivation keeps (a few hundred rows), the same figures.
-        sums, users = kept
+        kept_sums, users = dict(kept[0]), kept[1]
         for dim in day_sums.COUNTED:
-            if (dim, "") in sums:
-                counted[dim] = sums.pop((dim, ""))
-        views, views_auth, visitors, visitors_auth = sums.pop(day_sums.TOTAL, [0, 0, 0, 0])
-        out.dims.update(sums)
+            if (dim, "") in kept_sums:
+                counted[dim] = kept_sums.pop((dim, ""))
+        views, views_auth, visitors, visitors_auth = kept_sums.pop(day_sums.TOTAL, [0, 0, 0, 0])
+        out.dims.update(kept_sums)
         if with_users:
             out.users = users
     else:
