@@ -292,7 +292,7 @@ print(json.dumps({"answered": (t1 - t0) / n * 1e6, "record": (t2 - t1) / n * 1e6
 # as `Deriver` takes them) until nothing is queued. CPU (process_time: the aiosqlite thread included)
 # µs an event written and a visitor-day derived, medians over the batches after four warm ones.
 STORING = r"""
-import asyncio, hashlib, json, statistics, sys, tempfile, time
+import asyncio, hashlib, json, shutil, statistics, sys, tempfile, time
 from trackside.batch import Batch
 from trackside.derive import Derivation
 from trackside.events import API_CALL, NAV_API, Event, new_event_id
@@ -305,7 +305,8 @@ SIZE, VISITORS = 2500, int(sys.argv[2])
 visitors = [hashlib.md5(str(i).encode()).hexdigest() for i in range(VISITORS)]
 
 async def main(batches):
-    url = f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='trackside-storing-')}/t.db"
+    directory = tempfile.mkdtemp(prefix="trackside-storing-")
+    url = f"sqlite+aiosqlite:///{directory}/t.db"
     await migrate(url)
     engine = create_engine(url)
     writer, derivation = DatabaseWriter(engine), Derivation()
@@ -325,6 +326,7 @@ async def main(batches):
             written.append((t1 - t0) / SIZE * 1e6)
             derived.append((t2 - t1) / n * 1e6)
     await engine.dispose()
+    shutil.rmtree(directory)
     print(json.dumps({"write_per_event": statistics.median(written),
                       "derive_per_visitor_day": statistics.median(derived),
                       "derive_by_batch": [round(x, 1) for x in derived]}))
