@@ -336,6 +336,7 @@ async def main() -> None:
         help="drop today's and the next 2 days' (empty) "
         "partitions before each API run: the sidecar's prune makes them during the calls",
     )
+    p.add_argument("--settle", type=float, default=0.0, help="seconds a fresh sidecar runs before the first funnel")
     p.add_argument("--no-encode", action="store_true", help="the days are encoded already (--url)")
     p.add_argument("--child", choices=("encoded", "sql"), help=argparse.SUPPRESS)
     p.add_argument("--body", help=argparse.SUPPRESS)
@@ -407,6 +408,8 @@ async def main() -> None:
                             )
                     await conn.close()
                 async with run_sidecar(settings) as (base, _):
+                    if args.settle:
+                        await asyncio.sleep(args.settle)  # its startup rollup and prune (ANALYZE) done meanwhile
                     async with httpx.AsyncClient(
                         base_url=base, headers={"authorization": "Bearer " + ADMIN}, timeout=900
                     ) as c:

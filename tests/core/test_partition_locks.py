@@ -44,3 +44,40 @@ async def test_readers_pass_while_a_partition_waits_for_its_table(database_url):
         assert "fact_page_views_p20310910" in made
     finally:
         await engine.dispose()
+
+
+async def test_prune_analyzes_every_day_once_a_day_and_recent_partitions_always(database_url):
+    """The scheduled prune's ANALYZE: the whole fact tables (every day's partition) when it made the next
+    days' partitions (once a day), else only today's, yesterday's and the default partitions: a sidecar's
+    start no longer analyzes a month of facts beside its readers."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("partitions are PostgreSQL's")
+    from datetime import timedelta
+
+    from trackside.rollup import prune
+
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    today = date(2031, 10, 20)
+    old = "fact_page_views_p20311010"
+
+    async def analyzed() -> dict[str, int]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname LIKE 'fact_page_views%'")
+            )
+            return {name: int(n) for name, n in rows}
+
+    try:
+        await make_partitions(engine, today - timedelta(days=10), ahead=0)
+        await prune(engine, 7, 0, today)  # makes today's partitions: every partition analyzed
+        await asyncio.sleep(1.0)  # statistics are reported when the analyzing transaction ends
+        first = await analyzed()
+        assert first[old] == 1 and first["fact_page_views_p20311020"] == 1
+        await prune(engine, 7, 0, today)  # nothing to make: the recent ones only
+        await asyncio.sleep(1.0)
+        second = await analyzed()
+        assert second[old] == 1
+        assert second["fact_page_views_p20311020"] == 2 and second["fact_page_views_default"] == 2
+    finally:
+        await engine.dispose()

@@ -68,6 +68,11 @@ async def _existing(engine: AsyncEngine) -> set[str]:
         return set((await conn.execute(query, {"tables": [t.name for t in FACT_TABLES]})).scalars())
 
 
+async def existing_partitions(engine: AsyncEngine) -> set[str]:
+    """The fact tables' partitions (day ones and the default ones), by name."""
+    return await _existing(engine)
+
+
 async def make_partitions(engine: AsyncEngine, today: date, ahead: int = AHEAD_DAYS) -> list[str]:
     """Partitions of today and the next `ahead` days, where missing; returns those made."""
     if not await _partitioned(engine):
