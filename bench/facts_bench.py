@@ -25,7 +25,10 @@ Parts:
   (`POST /_trackside/api/v2/query`, skipped with a message when the route answers 404), each once cold.
 - `bigday`: a fresh database with `--bigday-events` raw events of yesterday, marked; then, each in a child
   process that writes its own VmHWM at exit: the derivation of every marked visitor-day
-  (`derive_marked`), and `trackside rollup --day D` (grouping the day's facts into daily rows).
+  (`derive_marked`), and `trackside rollup --day D` (grouping the day's facts into daily rows). Then
+  `--rollup-rounds` rounds of the rollup alone and of the funnel encoding alone (`bench/rollup_child.py`:
+  each piece's seconds as the rollup logs them), this checkout's code and `--before DIR`'s alternating (a
+  checkout, e.g. `git archive <commit> | tar -x -C DIR`, migrated to no newer revision than the database).
 
 PostgreSQL databases are `trackside_bench_<random>`, dropped at the end; SQLite files live in a temp dir.
 Prints Markdown tables, writes JSON to `--out`.

@@ -215,8 +215,8 @@ async def prune(
         # tables (which analyzes every day's partition: 17 s and more of a month of 1M page views a
         # day, beside the readers, at every sidecar start) once a day, when the next day's are made.
         analyzed = [t.name for t in (*FACT_TABLES, EVENTS)]
-        if not made:
-            existing = await existing_partitions(engine)
+        existing = await existing_partitions(engine) if not made else set()
+        if existing:  # (none: tables not partitioned, analyzed whole)
             analyzed = [
                 name
                 for t in FACT_TABLES
