@@ -110,8 +110,10 @@ class FunnelsApi:
             return error(413, f"a funnel is at most {MAX_BODY // 1024} KB of JSON")
         try:
             raw: Any = json.loads(body or b"null")
-        except (ValueError, RecursionError):
+        except ValueError:
             return error(400, "body: a JSON object {name, steps}")
+        except RecursionError:
+            return error(400, "body: nested too deeply")
         if not isinstance(raw, dict):
             return error(400, "body: a JSON object {name, steps}")
         unknown = sorted(set(raw) - {"name", "steps"})

@@ -68,6 +68,8 @@ class GoalsApi:
             raw: Any = json.loads(body or b"null")
         except ValueError:
             return error(400, "body: a JSON object {name, kind, match}")
+        except RecursionError:  # thousands of nested arrays: a ValueError's sibling, not a child
+            return error(400, "body: nested too deeply")
         if not isinstance(raw, dict):
             return error(400, "body: a JSON object {name, kind, match}")
         unknown = sorted(set(raw) - {"name", "kind", "match"})

@@ -57,8 +57,10 @@ class JourneyApi:
             return _error(413, f"the query is larger than {MAX_BODY // 1024} KB")
         try:
             raw = json.loads(body or b"null")
-        except (ValueError, RecursionError):
+        except ValueError:
             return _error(400, "the body is not valid JSON")
+        except RecursionError:
+            return _error(400, "the body is nested too deeply")
         limits = limits_of(self.settings)
         try:
             jq = parse_journey(raw, datetime.now(UTC).date())

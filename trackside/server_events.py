@@ -80,6 +80,8 @@ def parse_body(raw: bytes, kinds: frozenset[str]) -> ServerEvent:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BodyError("body", "not JSON") from None
+    except RecursionError:  # thousands of nested arrays (not a ValueError): no event is that deep
+        raise BodyError("body", "nested too deeply") from None
     if not isinstance(body, dict):
         raise BodyError("body", "a JSON object is expected")
     name = body.get("name")
