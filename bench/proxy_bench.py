@@ -154,6 +154,22 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
+def smaps_detail(pid: int) -> dict[str, Any]:
+    """One process's PSS split (kB), for the JSON: what it shares with its family and what is its own."""
+    out: dict[str, Any] = {"pid": pid}
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            out["cmd"] = f.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty", "Anonymous"):
+                    out[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return out
+
+
 def is_deriver(pid: int) -> bool:
     """Embedded mode's deriver: `python -m trackside.deriver` (a child of each server process before
     6a877f8), or the supervisor's forked child named `trackside-deriv`."""
@@ -724,6 +740,7 @@ class Bench:
             pss_deriver_mb=round(sum(v for pid, v in pss.items() if is_deriver(pid)) / 1024, 1),
             hwm_sum_mb=round(sum(status_kb(pid, "VmHWM") for pid in process_tree(target.proc.pid)) / 1024, 1),
             pids=len(process_tree(target.proc.pid)),
+            pss_detail=[smaps_detail(pid) for pid in tree] if connections > 1 else [],
             wrk_output=raw,
         )
         return res
