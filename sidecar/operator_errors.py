@@ -12,21 +12,10 @@ import sys
 import time
 import traceback
 from typing import NoReturn
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-
-def redacted(url: str) -> str:
-    """The URL without its password (`postgresql+asyncpg://user:***@host/db`)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url
+from trackside.settings import redacted
 
 
 def sqlite_path(url: str) -> str | None:

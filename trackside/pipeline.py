@@ -16,7 +16,7 @@ from trackside.ledger import Ledger
 from trackside.metrics import Metrics
 from trackside.queue import RedisWriter
 from trackside.rollup import prune, rollup_pending
-from trackside.settings import Settings
+from trackside.settings import Settings, redacted
 from trackside.spool import Spool
 from trackside.storage.engine import create_engine
 from trackside.storage.salts import DatabaseSalts
@@ -77,9 +77,26 @@ class Pipeline:
         if self.settings.redis_url is None and self.settings.deriver != "off":
             self._start_deriver()
         self._tasks.append(asyncio.create_task(self._keep_salts(), name="trackside-salts"))
+        if isinstance(self.writer, RedisWriter):
+            self._tasks.append(asyncio.create_task(self._check_redis(self.writer), name="trackside-redis-check"))
         if self.settings.redis_url is None:
             # Embedded mode runs the worker's schedule in process (in Redis mode the workers' cron does).
             self._tasks.append(asyncio.create_task(self._schedule(), name="trackside-schedule"))
+
+    async def _check_redis(self, writer: RedisWriter) -> None:
+        """Say at start-up, not at the first request, that Redis does not answer (a wrong
+        TRACKSIDE_REDIS_URL, Redis down): the site is served all the same, and events wait in the
+        spool until it answers."""
+        try:
+            await (await writer.connect()).ping()
+        except Exception as exc:
+            logger.warning(
+                "Redis at %s does not answer (%s: %s): events are spooled to %s until it does (TRACKSIDE_REDIS_URL)",
+                redacted(writer.url),
+                type(exc).__name__,
+                exc,
+                self.settings.spool_dir,
+            )
 
     def _start_deriver(self) -> None:
         """Embedded mode derives the stored events into facts itself: in a child process at a

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from trackside.errors import ConfigError
 
@@ -296,11 +296,11 @@ class Settings:
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ConfigError(
                 "TRACKSIDE_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
-                f"got {self.database_url!r}"
+                f"got {redacted(self.database_url)!r}"
             )
         _check_database_url(self.database_url)
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"TRACKSIDE_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+            raise ConfigError(f"TRACKSIDE_REDIS_URL must be a redis:// URL, got {redacted(self.redis_url)!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"TRACKSIDE_PORT must be 0-65535, got {self.port}")
         if self.fact_retention_days < max(1, self.raw_retention_days):
@@ -377,10 +377,26 @@ class Settings:
     def __repr__(self) -> str:
         # Never print secrets (arq's RedisSettings prints the password; we don't).
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in _SUMMARY}
+        for url in ("database_url", "redis_url"):
+            if shown.get(url):
+                shown[url] = redacted(shown[url])
         for secret in ("jwt_secret", "admin_token", "metrics_token"):
             if getattr(self, secret):
                 shown[secret] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def redacted(url: str) -> str:
+    """A URL as logs and errors may show it: its password, if any, becomes `***`
+    (`postgresql+asyncpg://user:***@host/db`, `redis://:***@host:6379/0`)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return url
 
 
 _SUMMARY = {"frontend_url", "api_url", "host", "port", "workers", "database_url", "redis_url", "capture"}

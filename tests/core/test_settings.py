@@ -60,3 +60,19 @@ def test_bad_values_name_the_variable(env, named):
 
 def test_repr_hides_the_secret():
     assert "topsecret" not in repr(Settings(jwt_secret="topsecret"))
+
+
+def test_repr_and_errors_hide_the_passwords_in_urls():
+    shown = repr(
+        Settings(
+            database_url="postgresql+asyncpg://trackside:hunter2@db.internal:5432/trackside",
+            redis_url="redis://:s3cret@redis.internal:6379/0",
+        )
+    )
+    assert "hunter2" not in shown and "s3cret" not in shown
+    assert "database_url='postgresql+asyncpg://trackside:***@db.internal:5432/trackside'" in shown
+    assert "redis_url='redis://:***@redis.internal:6379/0'" in shown
+    with pytest.raises(ConfigError) as wrong_scheme:
+        Settings.from_env({"TRACKSIDE_DATABASE_URL": "postgresql://trackside:hunter2@db.internal/trackside"})
+    assert "hunter2" not in str(wrong_scheme.value)
+    assert "postgresql://trackside:***@db.internal/trackside" in str(wrong_scheme.value)

@@ -129,8 +129,9 @@ async def test_a_batch_delivered_twice_counts_once(make_settings, database_url, 
 
 
 @pytest.mark.parametrize("durable", [False, True], ids=["redis-no-persistence", "redis-appendfsync-always"])
-async def test_redis_killed_under_traffic_spools_and_replays(upstream_url, make_settings, database_url, tmp_path,
-                                                             durable):
+async def test_redis_killed_under_traffic_spools_and_replays(
+    upstream_url, make_settings, database_url, tmp_path, durable
+):
     """N page views, Redis SIGKILLed, M more (the site answers every one), Redis back on the same port:
     the spool is replayed and exactly N+M page views are stored.
 
@@ -193,5 +194,40 @@ async def test_redis_killed_under_traffic_spools_and_replays(upstream_url, make_
         assert report["page_views"]["by_label"] == {"/p/[post]": n + m}
         # The sidecar's spool file is gone once replayed and the process stopped.
         assert list(spool_dir.glob("spool-*.jsonl")) == []
+    finally:
+        redis.close()
+
+
+async def test_redis_away_at_start_is_named_then_its_events_arrive(
+    upstream_url, make_settings, database_url, tmp_path, caplog
+):
+    """A sidecar started while its Redis does not answer (a wrong URL, Redis still starting) says so
+    at once, naming the setting; it serves the site and spools, and once Redis answers on that URL
+    every event reaches the database."""
+    redis = RedisServer(tmp_path / "redis")  # its port chosen, not started yet
+    try:
+        settings = make_settings(
+            frontend_url=upstream_url,
+            api_url=upstream_url,
+            redis_url=redis.url,
+            queue_name=queue_name(),
+            database_url=database_url,
+        )
+        with caplog.at_level("WARNING", logger="trackside.pipeline"):
+            async with run_sidecar(settings) as (url, app):
+                await wait_for(lambda: any("does not answer" in r.getMessage() for r in caplog.records))
+                async with httpx.AsyncClient(base_url=url) as c:
+                    for i in range(5):
+                        assert (await c.get(f"/p/early{i}", headers=DOC)).status_code == 200
+                    await wait_for(lambda: app.metrics.counts["events_spooled"] == 5)
+                    redis.start()  # now it answers, on the same port
+                    await wait_for(lambda: app.metrics.counts.get("batches_replayed", 0) > 0, timeout=15)
+        warnings = [r.getMessage() for r in caplog.records if r.name == "trackside.pipeline"]
+        said = [w for w in warnings if "does not answer" in w]
+        assert len(said) == 1
+        assert said[0].startswith(f"Redis at {redis.url} does not answer (ConnectionError: ")
+        assert said[0].endswith(f"events are spooled to {settings.spool_dir} until it does (TRACKSIDE_REDIS_URL)")
+        await run_burst_worker(settings)
+        assert await count_events(database_url) == 5
     finally:
         redis.close()
