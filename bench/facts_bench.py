@@ -7,6 +7,7 @@ Run from the repository root:
     .venv/bin/python bench/facts_bench.py --scale 10                        # 10x: 14.3M today, 30 days of 1M
     .venv/bin/python bench/facts_bench.py --parts bigday --bigday-events 10000000
     .venv/bin/python bench/facts_bench.py --backends sqlite --parts bigday --bigday-events 1000000
+    .venv/bin/python bench/facts_bench.py --parts bigday --reuse URL --rollup-rounds 3 --before DIR
 
 Data (`bench/realistic_day.py`, `SiteTraffic.day`): visits over a daily curve, each a few page views of one
 visitor with its API calls, impressions, errors, 8% signed in; artworks and blog posts by Zipf popularity. Raw
@@ -29,6 +30,8 @@ Parts:
   `--rollup-rounds` rounds of the rollup alone and of the funnel encoding alone (`bench/rollup_child.py`:
   each piece's seconds as the rollup logs them), this checkout's code and `--before DIR`'s alternating (a
   checkout, e.g. `git archive <commit> | tar -x -C DIR`, migrated to no newer revision than the database).
+  `--reuse URL` (with `--parts bigday`): only those rounds again, on a big day a `--keep` run left (the
+  newest day of its events); the rollup's child also reports its PostgreSQL backend's peak RSS.
 
 PostgreSQL databases are `trackside_bench_<random>`, dropped at the end; SQLite files live in a temp dir.
 Prints Markdown tables, writes JSON to `--out`.
@@ -133,6 +136,15 @@ async def count(url: str, sql: str) -> int:
     try:
         async with engine.connect() as conn:
             return int((await conn.exec_driver_sql(sql)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def scalar(url: str, sql: str) -> str:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return str((await conn.exec_driver_sql(sql)).scalar_one())
     finally:
         await engine.dispose()
 
@@ -334,24 +346,34 @@ def child(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO
 def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[str, Any]:
     from trackside.storage.migrate import migrate
 
-    url = dbs.new(backend, f"bigday-{backend}")
-    asyncio.run(migrate(url))
-    day = datetime.now(UTC).date() - timedelta(days=1)
-    t = time.monotonic()
-    stored = asyncio.run(store_day(url, day, args.bigday_events, seed=7))
-    n = asyncio.run(count(url, "SELECT COUNT(*) FROM events"))
-    marks = asyncio.run(count(url, "SELECT COUNT(*) FROM derive_marks"))
-    log(f"{backend} big day {day}: {n:,} events, {marks:,} visitor-days marked in {time.monotonic() - t:.0f}s")
-    env = plb.child_env(TRACKSIDE_DATABASE_URL=url, TRACKSIDE_LOG_LEVEL="warning")
-    with dbench.Autoanalyze(url) as analyzer:
-        derive = child([str(Path(__file__).resolve()), "--child-derive", url, day.isoformat()], env,
-                       tmp / f"derive-{backend}.log")  # fmt: skip
-    derive["analyze_runs"] = analyzer.runs
-    asyncio.run(dbench.analyze(url))
-    log(f"  derive (child): {derive}")
-    rollup = child(["-m", "sidecar", "rollup", "--day", day.isoformat()], env,
-                   tmp / f"rollup-{backend}.log")  # fmt: skip
-    log(f"  rollup (child): {rollup}")
+    if args.reuse:  # a kept big day (`--keep`), derived and rolled: its rounds alone
+        url = args.reuse
+        day = date.fromisoformat(asyncio.run(scalar(url, "SELECT MAX(day) FROM events"))[:10])
+        n = asyncio.run(count(url, "SELECT COUNT(*) FROM events"))
+        marks = asyncio.run(count(url, "SELECT COUNT(*) FROM fact_visitor_days"))
+        log(f"{backend} big day {day} again on {url}: {n:,} events, {marks:,} visitor-days")
+        env = plb.child_env(TRACKSIDE_DATABASE_URL=url, TRACKSIDE_LOG_LEVEL="warning")
+        stored: dict[str, float] = {}
+        derive = rollup = {"seconds": None, "peak_rss_mb": None}
+    else:
+        url = dbs.new(backend, f"bigday-{backend}")
+        asyncio.run(migrate(url))
+        day = datetime.now(UTC).date() - timedelta(days=1)
+        t = time.monotonic()
+        stored = asyncio.run(store_day(url, day, args.bigday_events, seed=7))
+        n = asyncio.run(count(url, "SELECT COUNT(*) FROM events"))
+        marks = asyncio.run(count(url, "SELECT COUNT(*) FROM derive_marks"))
+        log(f"{backend} big day {day}: {n:,} events, {marks:,} visitor-days marked in {time.monotonic() - t:.0f}s")
+        env = plb.child_env(TRACKSIDE_DATABASE_URL=url, TRACKSIDE_LOG_LEVEL="warning")
+        with dbench.Autoanalyze(url) as analyzer:
+            derive = child([str(Path(__file__).resolve()), "--child-derive", url, day.isoformat()], env,
+                           tmp / f"derive-{backend}.log")  # fmt: skip
+        derive["analyze_runs"] = analyzer.runs
+        asyncio.run(dbench.analyze(url))
+        log(f"  derive (child): {derive}")
+        rollup = child(["-m", "sidecar", "rollup", "--day", day.isoformat()], env,
+                       tmp / f"rollup-{backend}.log")  # fmt: skip
+        log(f"  rollup (child): {rollup}")
     # Rounds of the rollup alone (each piece's seconds) and of the funnel encoding alone, this checkout's code
     # and `--before`'s alternating, each a child with its own peak RSS.
     codes = {"after": REPO, **({"before": Path(args.before).resolve()} if args.before else {})}
@@ -368,7 +390,7 @@ def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases
     return {"rounds": rounds, "backend": backend, "day": day.isoformat(), "events": n, "visitor_days": marks,
             "store": {k: round(v, 1) for k, v in stored.items()}, "derive": derive,
             "derive_events_per_s": round(n / derive["seconds"]) if derive["seconds"] else None, "rollup": rollup,
-            "rollup_s_per_million": round(rollup["seconds"] / n * 1e6, 2) if n else None}  # fmt: skip
+            "rollup_s_per_million": round(rollup["seconds"] / n * 1e6, 2) if rollup["seconds"] else None}  # fmt: skip
 
 
 def child_derive(url: str, day: str) -> None:
@@ -436,7 +458,8 @@ def main() -> int:
     p.add_argument("--before", metavar="DIR", help="bigday: another checkout whose rollup and encoding alternate with")
     p.add_argument("--rollup-rounds", type=int, default=1, help="bigday: rounds of the rollup and the encoding alone")
     p.add_argument("--settle", type=float, default=0.0, help="reads: seconds from start to first read")
-    p.add_argument("--reuse", metavar="URL", help="`reads` again on a database a `--keep` run seeded (migrated first)")
+    p.add_argument("--reuse", metavar="URL", help="`reads` again on a database a `--keep` run seeded (migrated first); "
+                   "`bigday`: only the `--rollup-rounds` again, on a kept big day, its newest day)")  # fmt: skip
     args = p.parse_args()
     for name in ("events_today", "rolled_events_per_day", "bigday_events"):
         setattr(args, name, round(getattr(args, name) * args.scale))

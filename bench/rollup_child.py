@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from datetime import date
+from typing import Any
 
 
 class Pieces(logging.Handler):
@@ -28,6 +29,23 @@ class Pieces(logging.Handler):
         message = record.getMessage()
         if message.startswith("rolled up"):
             self.found = {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) s", message.partition("(")[2])}
+
+
+async def backend_memory(engine: Any) -> dict[str, object]:
+    """The PostgreSQL backend's peak RSS (VmHWM, MB; it counts the shared buffers it touched, up to
+    `shared_buffers`) and its shared memory now: the one connection the rollup ran on (the pool's only
+    one, the work done one statement at a time). Same machine only: read from /proc."""
+    async with engine.connect() as conn:
+        pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    found: dict[str, object] = {}
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "RssShmem"):
+                found[f"backend_{name}_mb"] = round(int(value.split()[0]) / 1024)
+    except OSError:
+        pass
+    return found
 
 
 async def run(mode: str, url: str, day: date) -> dict[str, object]:
@@ -52,6 +70,8 @@ async def run(mode: str, url: str, day: date) -> dict[str, object]:
             async with engine.begin() as conn:
                 out = {"rows": await record_funnel_day(conn, day)}
         out.update(seconds=round(time.perf_counter() - t, 2), cpu_s=round(time.process_time() - c, 2))
+        if engine.dialect.name == "postgresql":
+            out.update(await backend_memory(engine))
         return out
     finally:
         await engine.dispose()

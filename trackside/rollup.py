@@ -51,6 +51,9 @@ from trackside.storage.visit_days import prune_visit_days, record_visit_days
 
 logger = logging.getLogger("trackside.rollup")
 
+# PostgreSQL's work_mem in a rollup's transaction (`rollup_day`).
+WORK_MEM = "256MB"
+
 
 class DayPruned(Exception):
     """A day whose raw events are pruned cannot be rolled up again."""
@@ -118,9 +121,13 @@ async def rollup_day(
             await derive_visitor_days(conn, keys, derivation)
         lap("derive")
         events = int((await conn.execute(raw_event_count(day))).scalar_one())
-        # Hashed, not sorted, and not compiled: the day's facts were just derived, so the planner's
-        # statistics do not know them (`planner_off`). A 1.43M-event day's groupings: 14.5 -> 6.4 s.
-        async with planner_off(conn, "enable_sort", "jit"):
+        if conn.dialect.name == "postgresql":
+            # The groupings' hash aggregates of a big day in memory, not spilled to disk (for this
+            # transaction only; `record_journey_days` sets the same for its own).
+            await conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        # Hashed, not sorted, not compiled, no nested loops: the day's facts were just derived, so the
+        # planner's statistics do not know them (`planner_off`). A 1.43M-event day's groupings: 14.5 -> 6.4 s.
+        async with planner_off(conn, "enable_sort", "enable_nestloop", "jit"):
             site = await read_site(conn, day, with_users=False, sums=sums)
             site.users_sketch = await users_sketch(conn, day)
             await replace_day(conn, site, events)

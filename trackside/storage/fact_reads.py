@@ -253,18 +253,36 @@ def item_totals(day: date, item: ItemKey | None = None) -> Select:
     )
     u = union_all(looks, shown).subquery()
     signed_in = u.c.user_id.is_not(None)
+    # Grouped per `who` first, then per item: the viewers are then the item's groups with a `who`, and
+    # both steps can hash (COUNT(DISTINCT) sorted each item's looks: `planner_off` in the rollup).
+    w = (
+        select(
+            u.c.kind,
+            u.c.item,
+            u.c.who,
+            func.sum(u.c.look).label("views"),
+            func.sum(case((and_(u.c.look == 1, signed_in), 1), else_=0)).label("views_authenticated"),
+            func.max(case((signed_in, 1), else_=0)).label("signed_in"),
+            func.sum(1 - u.c.look).label("impressions"),
+            func.sum(case((and_(u.c.look == 0, signed_in), 1), else_=0)).label("impressions_authenticated"),
+            func.min(u.c.ts).label("first_at"),
+            func.max(u.c.ts).label("last_at"),
+        )
+        .group_by(u.c.kind, u.c.item, u.c.who)
+        .subquery()
+    )
     return select(
-        u.c.kind,
-        u.c.item,
-        func.sum(u.c.look).label("views"),
-        func.sum(case((and_(u.c.look == 1, signed_in), 1), else_=0)).label("views_authenticated"),
-        func.count(distinct(u.c.who)).label("unique_viewers"),  # an impression's `who` is NULL here
-        func.count(distinct(case((signed_in, u.c.who)))).label("unique_viewers_authenticated"),
-        func.sum(1 - u.c.look).label("impressions"),
-        func.sum(case((and_(u.c.look == 0, signed_in), 1), else_=0)).label("impressions_authenticated"),
-        func.min(u.c.ts).label("first_at"),
-        func.max(u.c.ts).label("last_at"),
-    ).group_by(u.c.kind, u.c.item)
+        w.c.kind,
+        w.c.item,
+        func.sum(w.c.views).label("views"),
+        func.sum(w.c.views_authenticated).label("views_authenticated"),
+        func.count(w.c.who).label("unique_viewers"),  # an impression's `who` is NULL here
+        func.sum(case((w.c.who.is_not(None), w.c.signed_in), else_=0)).label("unique_viewers_authenticated"),
+        func.sum(w.c.impressions).label("impressions"),
+        func.sum(w.c.impressions_authenticated).label("impressions_authenticated"),
+        func.min(w.c.first_at).label("first_at"),
+        func.max(w.c.last_at).label("last_at"),
+    ).group_by(w.c.kind, w.c.item)
 
 
 def item_dims(day: date, item: ItemKey | None = None) -> Select:

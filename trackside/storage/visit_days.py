@@ -94,16 +94,13 @@ _VALUE_COLUMNS = (
 )  # fmt: skip
 
 
-def _keyed(day: date) -> sa.Subquery:
-    """Per dimension and value: one row per visit of the day (its figures, its `who`) and one per
-    other `who` of a signed-in visit's page views and site events (figures 0).
-
-    The visits and their other `who`s are read once (one join per table), then each row is repeated
-    for every dimension: a union per dimension joined the visits to the page views twelve times, and
-    a day whose facts the planner has no statistics for yet (the rollup derives and reads them in one
-    transaction) made each join a nested loop over the whole day: 124 s for a day of 9,213 visits."""
+def _rows(day: date, *, users_only: bool = False) -> list[sa.Select[Any]]:
+    """The rows to count (`_keyed`): one per visit of the day (its figures, its `who`) and one per other
+    `who` of a signed-in visit's page views and site events (figures 0). `users_only`: those of
+    signed-in visitors alone (`who` "u:...")."""
     v = FACT_VISITS.alias("v")
     values = [v.c[name] for name in _VALUE_COLUMNS]
+    mine = [v.c.who.like("u:%")] if users_only else []
     parts: list[sa.Select[Any]] = [
         sa.select(
             *values,
@@ -113,11 +110,13 @@ def _keyed(day: date) -> sa.Subquery:
             v.c.duration_s.label("s"),
             v.c.page_views.label("pv"),
             (v.c.page_views + v.c.events).label("ev"),
-        ).where(v.c.day == day)
+        ).where(v.c.day == day, *mine)
     ]
     for table in (FACT_PAGE_VIEWS, FACT_SITE_EVENTS):
         t = table.alias("o")
         extra = [t.c.kind == "event"] if table is FACT_SITE_EVENTS else []
+        if users_only:
+            extra.append(t.c.who.like("u:%"))
         on = sa.and_(t.c.day == v.c.day, t.c.visitor == v.c.visitor, t.c.visit_id == v.c.id)
         zero = sa.literal(0)
         parts.append(
@@ -125,7 +124,17 @@ def _keyed(day: date) -> sa.Subquery:
             .select_from(v.join(t, on))
             .where(v.c.day == day, t.c.day == day, v.c.user_id.is_not(None), t.c.who != v.c.who, *extra)
         )
-    rows = sa.union_all(*parts).subquery("r")
+    return parts
+
+
+def _keyed(rows: Any, *columns: str) -> sa.Subquery:
+    """Per dimension and value, each of `rows` (a subquery of `_rows`' columns) once: each row repeated
+    for every dimension, with `columns` of its own.
+
+    The visits and their other `who`s are read once (one join per table), then repeated: a union per
+    dimension joined the visits to the page views twelve times, and a day whose facts the planner has
+    no statistics for yet (the rollup derives and reads them in one transaction) made each join a nested
+    loop over the whole day: 124 s for a day of 9,213 visits."""
     dims = sa.union_all(*(sa.select(sa.literal(dim, sa.String).label("dim")) for dim in ROW_DIMENSIONS)).subquery("d")
     value = sa.case(
         *(
@@ -134,46 +143,60 @@ def _keyed(day: date) -> sa.Subquery:
         )
     )
     return (
-        sa.select(dims.c.dim, value.label("value"), rows.c.who, rows.c.n, rows.c.b, rows.c.s, rows.c.pv, rows.c.ev)
+        sa.select(dims.c.dim, value.label("value"), *(rows.c[name] for name in columns))
         .select_from(rows.join(dims, sa.true()))
         .subquery("k")
     )
 
 
 def _sums_select(day: date) -> sa.Select[Any]:
-    k = _keyed(day)
-    # Grouped per `who` first, then per value: the anonymous visitors are then the value's groups
-    # of a `v:` who, and both steps can hash (a COUNT(DISTINCT) made PostgreSQL sort every row).
-    per_who = (
+    r = sa.union_all(*_rows(day)).cte("r")
+    # The anonymous visitors of a value are its distinct anonymous `who`s. Most `who`s are one row of
+    # the day (one visit): each such row is a visitor of its own, counted as a row (`a`); only the `who`s
+    # of several rows (`m`) are grouped per value and `who` (`g`). Grouping every row per dimension,
+    # value and `who` hashed a group per visit and dimension (some 11M at 10M events), spilling to disk.
+    m = sa.select(r.c.who).group_by(r.c.who).having(sa.func.count() > 1).subquery("m")
+    f = (
         sa.select(
-            k.c.dim,
-            k.c.value,
-            k.c.who,
-            *(sa.func.sum(k.c[name]).label(name) for name in ("n", "b", "s", "pv", "ev")),
+            *r.c,
+            sa.case((m.c.who.is_not(None), r.c.who)).label("g"),
+            sa.case((r.c.who.like("u:%"), 0), else_=1).label("a"),
         )
-        .group_by(k.c.dim, k.c.value, k.c.who)
-        .subquery("w")
+        .select_from(r.outerjoin(m, m.c.who == r.c.who))
+        .cte("f")
     )
+    figures = ("n", "b", "s", "pv", "ev", "a")
+    # Each dimension's values grouped apart (the rows read once, from `f`), each its own expression.
+    per_dim: list[sa.Select[Any]] = []
+    for dim in ROW_DIMENSIONS:
+        value = visit_value(f, dim)
+        keys = [f.c.g] if value is None else [value, f.c.g]  # (the totals: no value, "")
+        per_dim.append(
+            sa.select(
+                sa.literal(dim, sa.String).label("dim"),
+                (sa.literal(TOTAL, sa.String) if value is None else value).label("value"),
+                f.c.g,
+                *(sa.func.sum(f.c[name]).label(name) for name in figures),
+            ).group_by(*keys)
+        )
+    w = sa.union_all(*per_dim).subquery("w").c
     return sa.select(
         sa.literal(day, sa.Date).label("day"),
-        per_who.c.dim,
-        per_who.c.value,
-        sa.func.sum(per_who.c.n).label("visits"),
-        sa.func.sum(per_who.c.b).label("bounces"),
-        sa.func.sum(per_who.c.s).label("duration"),
-        sa.func.sum(per_who.c.pv).label("page_views"),
-        sa.func.sum(per_who.c.ev).label("events"),
-        sa.func.sum(sa.case((per_who.c.who.like("u:%"), 0), else_=1)).label("anon_visitors"),
-    ).group_by(per_who.c.dim, per_who.c.value)
+        w.dim,
+        w.value,
+        sa.func.sum(w.n).label("visits"),
+        sa.func.sum(w.b).label("bounces"),
+        sa.func.sum(w.s).label("duration"),
+        sa.func.sum(w.pv).label("page_views"),
+        sa.func.sum(w.ev).label("events"),
+        # a group of one-row `who`s: each anonymous one a visitor; a `who` of several rows: one
+        sa.func.sum(sa.case((w.g.is_(None), w.a), (w.a > 0, 1), else_=0)).label("anon_visitors"),
+    ).group_by(w.dim, w.value)
 
 
 def _users_select(day: date) -> sa.Select[Any]:
-    k = _keyed(day)
-    return (
-        sa.select(sa.literal(day, sa.Date).label("day"), k.c.dim, k.c.value, k.c.who)
-        .where(k.c.who.like("u:%"))
-        .distinct()
-    )
+    k = _keyed(sa.union_all(*_rows(day, users_only=True)).subquery("r"), "who")
+    return sa.select(sa.literal(day, sa.Date).label("day"), k.c.dim, k.c.value, k.c.who).distinct()
 
 
 SUM_COLUMNS = ("day", "dim", "value", "visits", "bounces", "duration", "page_views", "events", "anon_visitors")
