@@ -7,6 +7,7 @@ Everything here starts real processes on loopback ports: the e2e Next.js site (`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -390,3 +391,44 @@ def content_row(report_json: dict[str, Any], kind: str, item: str) -> dict[str, 
     rows = [row for row in report_json["content"].get(kind, []) if row["id"] == item]
     assert len(rows) == 1, f"{kind} {item!r}: expected one row in {report_json['content'].get(kind)}"
     return rows[0]
+
+
+# --------------------------------------------------------------------------------------------------- browser scripts
+
+
+async def run_browser_script(
+    node: str, script: Path, env: dict[str, str], timeout: float, *, unset: tuple[str, ...] = ()
+) -> Any:
+    """`node script` (a playwright-core script driving Chromium) with these variables added to this
+    process's environment (less `unset`), without blocking the event loop a sidecar under test runs
+    on; in its own process group, which is ended by id whatever happens (no Chromium is left over).
+    Returns the JSON it printed; a timeout or a non-zero exit fails the test with its stderr's end.
+    TRACKSIDE_TEST_SCREENSHOTS, when set, becomes its SCREENSHOT_DIR."""
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
+    shots = os.environ.get("TRACKSIDE_TEST_SCREENSHOTS")
+    if shots:
+        environ["SCREENSHOT_DIR"] = shots
+    environ.update(env)
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(script),
+        cwd=E2E_DIR,
+        env=environ,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = await proc.communicate()
+        raise AssertionError(f"{script.name} timed out after {timeout}s:\n{err.decode()[-6000:]}") from None
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # any Chromium process left in its group
+        except (ProcessLookupError, PermissionError):
+            pass
+    assert proc.returncode == 0, f"{script.name} failed ({proc.returncode}):\n{err.decode()[-6000:]}"
+    return json.loads(out)

@@ -9,10 +9,7 @@ Screenshots: set TRACKSIDE_TEST_SCREENSHOTS=/tmp/somewhere to have dashboard.mjs
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
-import signal
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -175,37 +172,11 @@ def browser_or_skip() -> tuple[str, str]:
 
 async def run_dashboard(node: str, chromium: str, url: str, tok: str, timeout: float = 120.0, **env: str) -> dict:
     """node dashboard.mjs, without blocking the event loop the sidecar runs on; its own process group, ended by id."""
-    environ = {k: v for k, v in os.environ.items() if k not in ("TOKEN", "BAD_TOKEN", "FORBIDDEN_TOKEN", "ITEM")}
-    environ.update(
+    environ = dict(
         DASHBOARD_URL=url, TOKEN=tok, CHROMIUM=chromium, DASHBOARD_TIMEOUT_MS=str(int(timeout * 1000) - 5000)
     )
-    shots = os.environ.get("TRACKSIDE_TEST_SCREENSHOTS")
-    if shots:
-        environ["SCREENSHOT_DIR"] = shots
-    environ.update(env)
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        str(SCRIPT),
-        cwd=helpers.E2E_DIR,
-        env=environ,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
-        raise AssertionError(f"dashboard.mjs timed out after {timeout}s:\n{err.decode()[-6000:]}") from None
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # any Chromium process left in its group
-        except (ProcessLookupError, PermissionError):
-            pass
-    assert proc.returncode == 0, f"dashboard.mjs failed ({proc.returncode}):\n{err.decode()[-6000:]}"
-    return json.loads(out)
+    unset = ("TOKEN", "BAD_TOKEN", "FORBIDDEN_TOKEN", "ITEM")
+    return await helpers.run_browser_script(node, SCRIPT, {**environ, **env}, timeout, unset=unset)
 
 
 @pytest.fixture

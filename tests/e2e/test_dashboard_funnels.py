@@ -15,9 +15,6 @@ the API's words; the added funnel is removed again."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
 from typing import Any
 
 import httpx
@@ -35,37 +32,14 @@ FUNNEL = [{"page": "/"}, {"page": "/p/*"}, {"goal": "upload"}]
 
 async def run_script(node: str, chromium: str, base: str, phase: str, timeout: float = 120.0) -> dict[str, Any]:
     """node dashboard_funnels.mjs in its own process group, ended by id; its JSON."""
-    environ = dict(os.environ)
-    environ.update(
+    environ = dict(
         BASE_URL=base,
         PHASE=phase,
         TOKEN=token("mod1", ["user", "moderator"]),
         CHROMIUM=chromium,
         TIMEOUT_MS=str(int(timeout * 1000) - 5000),
     )
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        str(SCRIPT),
-        cwd=helpers.E2E_DIR,
-        env=environ,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
-        raise AssertionError(f"dashboard_funnels.mjs timed out after {timeout}s:\n{err.decode()[-6000:]}") from None
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # any Chromium process left in its group
-        except (ProcessLookupError, PermissionError):
-            pass
-    assert proc.returncode == 0, f"dashboard_funnels.mjs failed ({proc.returncode}):\n{err.decode()[-6000:]}"
-    return json.loads(out)
+    return await helpers.run_browser_script(node, SCRIPT, environ, timeout)
 
 
 async def wait_for_funnel(base: str, expected: list[int], timeout: float = 30.0) -> list[int]:

@@ -10,10 +10,6 @@ Screenshots: TRACKSIDE_TEST_SCREENSHOTS=/some/dir writes PNGs of both panels the
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import signal
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -59,8 +55,7 @@ def seed() -> Batch:
 
 
 async def run_script(node: str, chromium: str, url: str, viewport: str, prefix: str, timeout: float = 120.0) -> dict:
-    environ = dict(os.environ)
-    environ.update(
+    environ = dict(
         DASHBOARD_URL=url,
         TOKEN=token("mod1", ["user", "moderator"]),
         CHROMIUM=chromium,
@@ -68,26 +63,7 @@ async def run_script(node: str, chromium: str, url: str, viewport: str, prefix: 
         SHOT_PREFIX=prefix,
         DASHBOARD_TIMEOUT_MS=str(int(timeout * 1000) - 5000),
     )
-    shots = os.environ.get("TRACKSIDE_TEST_SCREENSHOTS")
-    if shots:
-        environ["SCREENSHOT_DIR"] = shots
-    proc = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), cwd=helpers.E2E_DIR, env=environ, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
-        raise AssertionError(f"dashboard_journeys.mjs timed out after {timeout}s:\n{err.decode()[-6000:]}") from None
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # any Chromium process left in its group
-        except (ProcessLookupError, PermissionError):
-            pass
-    assert proc.returncode == 0, f"dashboard_journeys.mjs failed ({proc.returncode}):\n{err.decode()[-6000:]}"
-    return json.loads(out)
+    return await helpers.run_browser_script(node, SCRIPT, environ, timeout)
 
 
 @pytest.fixture

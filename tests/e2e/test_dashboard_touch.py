@@ -19,10 +19,7 @@ Screenshots: TRACKSIDE_TEST_SCREENSHOTS=/some/dir writes PNGs there (docs/screen
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -119,8 +116,7 @@ def tip(days_ago: int, h_days: list[date]) -> tuple[str, list[list[str]]]:
 
 async def run_script(mode: str, url: str, viewport: str, scheme: str = "light", timeout: float = 120.0, **env: str):
     node, chromium = browser_or_skip()
-    environ = dict(os.environ)
-    environ.update(
+    environ = dict(
         DASHBOARD_URL=url,
         TOKEN=token("mod1", ["user", "moderator"]),
         MODE=mode,
@@ -131,32 +127,7 @@ async def run_script(mode: str, url: str, viewport: str, scheme: str = "light", 
         DASHBOARD_TIMEOUT_MS=str(int(timeout * 1000) - 5000),
         **env,
     )
-    shots = os.environ.get("TRACKSIDE_TEST_SCREENSHOTS")
-    if shots:
-        environ["SCREENSHOT_DIR"] = shots
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        str(SCRIPT),
-        cwd=helpers.E2E_DIR,
-        env=environ,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
-        raise AssertionError(f"dashboard_touch.mjs timed out after {timeout}s:\n{err.decode()[-6000:]}") from None
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # any Chromium process left in its group
-        except (ProcessLookupError, PermissionError):
-            pass
-    assert proc.returncode == 0, f"dashboard_touch.mjs failed ({proc.returncode}):\n{err.decode()[-6000:]}"
-    got = json.loads(out)
+    got = await helpers.run_browser_script(node, SCRIPT, environ, timeout)
     assert got["problems"] == [], got["problems"]
     return got
 
