@@ -18,11 +18,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
+from sidecar.definitions_api import DefinitionsApi
+from sidecar.stats_routes import NO_STORE, error
 from trackside.funnels import FunnelConflict, FunnelError, add_funnel, check_funnel, list_funnels, remove_funnel
 from trackside.goals import load_goals
 from trackside.stats.v2.engine import QueryTimeout, limits_of
@@ -41,17 +43,12 @@ def _v2_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=NO_STORE)
 
 
-class FunnelsApi:
-    def __init__(self, stats: StatsEndpoints) -> None:
-        self.stats = stats
-        self.settings = stats.settings
+class FunnelsApi(DefinitionsApi):
+    noun = "funnel"
+    route = ROUTE
 
     def routes(self) -> list[Route]:
-        return [
-            Route(QUERY_ROUTE, self.query, methods=["POST"]),
-            Route(ROUTE, self.collection, methods=["GET", "POST", "DELETE"]),
-            Route(ROUTE + "/{name}", self.one, methods=["DELETE"]),
-        ]
+        return [Route(QUERY_ROUTE, self.query, methods=["POST"]), *super().routes()]
 
     async def query(self, request: Request) -> Response:
         caller = await self.stats._caller(request)
@@ -80,29 +77,8 @@ class FunnelsApi:
             return _v2_error(503, str(exc))
         return JSONResponse(result, headers=NO_STORE)
 
-    async def _refused(self, request: Request, *, changes: bool) -> JSONResponse | None:
-        return await self.stats.refused_to_edit(request, "funnels", changes=changes)
-
-    async def collection(self, request: Request) -> Response:
-        refused = await self._refused(request, changes=request.method != "GET")
-        if refused is not None:
-            return refused
-        if request.method == "POST":
-            return await self._add(request)
-        if request.method == "DELETE":
-            name = request.query_params.get("name")
-            if not name:
-                return error(400, "name: give the funnel's name, /_trackside/api/funnels/{name} or ?name=")
-            return await self._remove(name)
-        async with self.stats.engine.connect() as conn:
-            found = await list_funnels(conn, self.settings)
-        return JSONResponse({"funnels": [f.as_dict() for f in found]}, headers=NO_STORE)
-
-    async def one(self, request: Request) -> Response:
-        refused = await self._refused(request, changes=True)
-        if refused is not None:
-            return refused
-        return await self._remove(request.path_params["name"])
+    async def _list(self, conn: AsyncConnection) -> list[dict[str, Any]]:
+        return [f.as_dict() for f in await list_funnels(conn, self.settings)]
 
     async def _add(self, request: Request) -> Response:
         body = await request.body()

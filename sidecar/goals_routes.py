@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from sidecar.stats_routes import NO_STORE, StatsEndpoints, error
+from sidecar.definitions_api import DefinitionsApi
+from sidecar.stats_routes import NO_STORE, error
 from trackside.goals import GoalConflict, GoalError, add_goal, check_goal, list_goals, remove_goal
 from trackside.storage.engine import writing
 
@@ -25,40 +26,12 @@ ROUTE = "/_trackside/api/goals"
 MAX_BODY = 16 * 1024
 
 
-class GoalsApi:
-    def __init__(self, stats: StatsEndpoints) -> None:
-        self.stats = stats
-        self.settings = stats.settings
+class GoalsApi(DefinitionsApi):
+    noun = "goal"
+    route = ROUTE
 
-    def routes(self) -> list[Route]:
-        return [
-            Route(ROUTE, self.collection, methods=["GET", "POST", "DELETE"]),
-            Route(ROUTE + "/{name}", self.one, methods=["DELETE"]),
-        ]
-
-    async def _refused(self, request: Request, *, changes: bool) -> JSONResponse | None:
-        return await self.stats.refused_to_edit(request, "goals", changes=changes)
-
-    async def collection(self, request: Request) -> Response:
-        refused = await self._refused(request, changes=request.method != "GET")
-        if refused is not None:
-            return refused
-        if request.method == "POST":
-            return await self._add(request)
-        if request.method == "DELETE":
-            name = request.query_params.get("name")
-            if not name:
-                return error(400, "name: give the goal's name, /_trackside/api/goals/{name} or ?name=")
-            return await self._remove(name)
-        async with self.stats.engine.connect() as conn:
-            found = await list_goals(conn, self.settings)
-        return JSONResponse({"goals": [g.as_dict() for g in found]}, headers=NO_STORE)
-
-    async def one(self, request: Request) -> Response:
-        refused = await self._refused(request, changes=True)
-        if refused is not None:
-            return refused
-        return await self._remove(request.path_params["name"])
+    async def _list(self, conn: AsyncConnection) -> list[dict[str, Any]]:
+        return [g.as_dict() for g in await list_goals(conn, self.settings)]
 
     async def _add(self, request: Request) -> Response:
         body = await request.body()
