@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal_column, null, select, union_all
+from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal_column, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -287,30 +287,37 @@ def item_totals(day: date, item: ItemKey | None = None) -> Select:
 
 def item_dims(day: date, item: ItemKey | None = None) -> Select:
     """Per item and breakdown: (kind, id, dim, key, count, count signed in). Looks by country,
-    device, type and hour; impressions by type (added to the looks' types) and hour."""
+    device, type and hour; impressions by type (added to the looks' types) and hour.
+
+    The looks and the impressions are read once each, every row then repeated per breakdown (its key
+    that breakdown's column): a union per breakdown read the day's looks five times (a 1M-event day's
+    breakdowns: 2.25 -> 0.9 s)."""
     lk, im = FACT_LOOKS, FACT_IMPRESSIONS
-    parts = []
-    for dim, name in LOOK_DIMS:
-        column = lk.c[name]
-        parts.append(
-            select(
-                lk.c.content_kind.label("kind"),
-                lk.c.content_id.label("item"),
-                _text(dim).label("dim"),
-                column.label("key"),
-                lk.c.user_id,
-            ).where(*_of_item(lk, day, item), _present(column))
+    looks = select(
+        lk.c.content_kind.label("kind"),
+        lk.c.content_id.label("item"),
+        *(lk.c[name] for _, name in LOOK_DIMS),
+        lk.c.hour,
+        lk.c.user_id,
+    ).where(*_of_item(lk, day, item))
+    shown = select(
+        im.c.content_kind.label("kind"), im.c.content_id.label("item"), im.c.view_type, im.c.hour, im.c.user_id
+    ).where(*_of_item(im, day, item))
+
+    def each(rows: Any, dims: Sequence[tuple[str, ColumnElement[Any]]], present: bool) -> Select:
+        """`rows` once per breakdown: (kind, item, dim, key, user); `present`: a key must be (but an hour)."""
+        d = union_all(*(select(_text(dim).label("dim")) for dim, _ in dims)).subquery("d")
+        key = case(*((d.c.dim == dim, column) for dim, column in dims))
+        out = select(rows.c.kind, rows.c.item, d.c.dim, key.label("key"), rows.c.user_id).select_from(
+            rows.join(d, literal_column("1") == literal_column("1"))
         )
-    parts.append(
-        select(lk.c.content_kind, lk.c.content_id, _text("hour"), two_digits(lk.c.hour), lk.c.user_id).where(
-            *_of_item(lk, day, item)
-        )
-    )
-    for dim, key in (("type", im.c.view_type), ("impression_hour", two_digits(im.c.hour))):
-        parts.append(
-            select(im.c.content_kind, im.c.content_id, _text(dim), key, im.c.user_id).where(*_of_item(im, day, item))
-        )
-    u = union_all(*parts).subquery()
+        return out.where(or_(d.c.dim == "hour", _present(key))) if present else out
+
+    lr, ir = looks.subquery("l"), shown.subquery("i")
+    u = union_all(
+        each(lr, [(dim, lr.c[name]) for dim, name in LOOK_DIMS] + [("hour", two_digits(lr.c.hour))], True),
+        each(ir, [("type", ir.c.view_type), ("impression_hour", two_digits(ir.c.hour))], False),
+    ).subquery()
     return select(u.c.kind, u.c.item, u.c.dim, u.c.key, func.count().label("count"), func.count(u.c.user_id)).group_by(
         u.c.kind, u.c.item, u.c.dim, u.c.key
     )
