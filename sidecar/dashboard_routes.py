@@ -21,6 +21,7 @@ INDEX = "index.html"
 # The only names served: a request can never reach another file.
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
     "funnels.js": "text/javascript; charset=utf-8",
     "journeys.js": "text/javascript; charset=utf-8",
     "retention.js": "text/javascript; charset=utf-8",

@@ -38,15 +38,7 @@
 
   // ------------------------------------------------------------------------------------------ DOM helpers
 
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    setAttrs(el, attrs);
-    for (const child of children.flat()) {
-      if (child === null || child === undefined || child === false) continue;
-      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return el;
-  }
+  const { h, setAttrs, numberFormat, num } = window.TracksideDom;
 
   function svg(tag, attrs, parent) {
     const el = document.createElementNS(SVG_NS, tag);
@@ -55,21 +47,10 @@
     return el;
   }
 
-  function setAttrs(el, attrs) {
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === 'text') el.textContent = String(value);
-      else if (key === 'class') el.setAttribute('class', value);
-      else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
-      else el.setAttribute(key, value === true ? '' : String(value));
-    }
-  }
-
   const $ = (sel, root = document) => root.querySelector(sel);
 
   // ------------------------------------------------------------------------------------------ formatting
 
-  const numberFormat = new Intl.NumberFormat('en');
   const compactFormat = new Intl.NumberFormat('en', { notation: 'compact', maximumFractionDigits: 1 });
   const dayFormat = new Intl.DateTimeFormat('en', { month: 'short', day: 'numeric', timeZone: 'UTC' });
   const longDayFormat = new Intl.DateTimeFormat('en', {
@@ -87,7 +68,6 @@
     regionNames = null;
   }
 
-  const num = (n) => numberFormat.format(Number(n) || 0);
   const compact = (n) => compactFormat.format(Number(n) || 0);
   const plural = (n, one, many) => `${num(n)} ${Number(n) === 1 ? one : many}`;
   const dayOf = (iso) => new Date(`${iso}T00:00:00Z`);

@@ -10,24 +10,8 @@
   const API_FUNNELS = 'api/funnels';
   const PICK_KEY = 'trackside.funnel';
 
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === 'text') el.textContent = String(value);
-      else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
-      else el.setAttribute(key, value === true ? '' : String(value));
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined || child === false) continue;
-      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return el;
-  }
+  const { h, num, pct } = window.TracksideDom;
 
-  const numberFormat = new Intl.NumberFormat('en');
-  const num = (n) => numberFormat.format(Number(n) || 0);
-  const pct = (n) => `${numberFormat.format(Math.round((Number(n) || 0) * 10) / 10)}%`;
 
   function seconds(s) {
     if (s === null || s === undefined) return '—';

@@ -9,24 +9,9 @@
   const API = 'api/v2/retention'; // relative to /_trackside/
   const WEEKS = 12;
 
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === 'text') el.textContent = String(value);
-      else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
-      else el.setAttribute(key, value === true ? '' : String(value));
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined || child === false) continue;
-      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return el;
-  }
+  const { h, num } = window.TracksideDom;
 
   const capital = (text) => text.charAt(0).toUpperCase() + text.slice(1);
-  const numberFormat = new Intl.NumberFormat('en');
-  const num = (n) => numberFormat.format(Number(n) || 0);
   const shortDate = (iso) => new Date(`${iso}T00:00:00Z`).toLocaleDateString('en', { month: 'short', day: 'numeric', timeZone: 'UTC' });
 
   async function ask(token, weeks) {

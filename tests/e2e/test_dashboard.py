@@ -330,9 +330,10 @@ async def test_dashboard_in_chromium(seeded_settings) -> None:
     assert listed(lists["errors"]) == [("not_found", 1), ("upstream_unreachable", 1)]
     assert [r["label"] for r in lists["errors"]] == ["Not found (404)", "Upstream unreachable (502)"]
     # Attacker-controlled strings are text, never markup.
-    # (The page's own scripts only: touch.js, the charts' keyboard and touch handling, then app.js; others may follow.)
+    # (The page's own scripts only: dom.js, the DOM helpers, touch.js, the charts' keyboard and touch handling, then
+    # app.js; the panels follow.)
     assert {k: v for k, v in ov["xss"].items() if k != "scripts"} == {"flag": None, "imgs": 0, "handlers": 0}
-    assert ov["xss"]["scripts"][:2] == ["static/touch.js", "static/app.js"]
+    assert ov["xss"]["scripts"][:3] == ["static/dom.js", "static/touch.js", "static/app.js"]
     assert all(s.startswith("static/") and s.endswith(".js") for s in ov["xss"]["scripts"])
 
     # Popular content, linking to a page per item.
