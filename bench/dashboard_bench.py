@@ -62,32 +62,12 @@ def moderator_token() -> str:
 
 async def one_load(url: str, chromium: str, timeout: float = 300.0) -> dict[str, Any]:
     """node dashboard_bench.mjs in its own process group (ended by id); its JSON."""
-    environ = dict(os.environ, DASHBOARD_URL=url, TOKEN=moderator_token(), CHROMIUM=chromium,
+    from tests.e2e.helpers import run_browser_script
+
+    environ = dict(DASHBOARD_URL=url, TOKEN=moderator_token(), CHROMIUM=chromium,
                    BENCH_TIMEOUT_MS=str(int(timeout * 1000) - 5000))  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        shutil.which("node") or "node",
-        str(SCRIPT),
-        cwd=REPO,
-        env=environ,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
-        raise RuntimeError(f"dashboard_bench.mjs timed out:\n{err.decode()[-4000:]}") from None
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # any Chromium process left in its group
-        except (ProcessLookupError, PermissionError):
-            pass
-    if proc.returncode != 0:
-        raise RuntimeError(f"dashboard_bench.mjs failed ({proc.returncode}):\n{err.decode()[-4000:]}")
-    return json.loads(out)
+    result: dict[str, Any] = await run_browser_script(shutil.which("node") or "node", SCRIPT, environ, timeout)
+    return result
 
 
 async def seeded(url: str) -> bool:
