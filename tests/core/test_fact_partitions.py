@@ -115,8 +115,9 @@ async def test_a_partition_is_not_made_over_a_row_committed_while_it_was_being_m
 
 
 async def test_a_table_busy_past_the_lock_timeout_is_left_for_the_next_prune(database_url, caplog):
-    """A long read holding one fact table: its partition is not made (logged, after the 5 s lock
-    timeout), the others are, and nothing fails; the next call makes it once the read is over."""
+    """A long read holding one fact table: its partition is not made (logged, after `LOCK_TRIES`
+    tries of `LOCK_TIMEOUT_MS` each, half a second apart), the others are, and nothing fails; the next
+    call makes it once the read is over."""
     if not database_url.startswith("postgresql"):
         pytest.skip("partitions are PostgreSQL's")
     await migrate(database_url)
