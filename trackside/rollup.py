@@ -42,7 +42,7 @@ from trackside.storage.fact_reads import (
 from trackside.storage.fact_retention import prune_facts
 from trackside.storage.facts import derive_visitor_days, marked
 from trackside.storage.funnel_days import record_funnel_day
-from trackside.storage.journey_days import prune_journey_days, record_journey_days
+from trackside.storage.journey_days import WORK_MEM, prune_journey_days, record_journey_days
 from trackside.storage.label_days import prune_label_days, record_label_days
 from trackside.storage.partitions import drop_empty_partitions, existing_partitions, make_partitions, partition_name
 from trackside.storage.tables import EVENTS, FACT_TABLES
@@ -50,9 +50,6 @@ from trackside.storage.user_days import prune_user_days, record_user_days
 from trackside.storage.visit_days import prune_visit_days, record_visit_days
 
 logger = logging.getLogger("trackside.rollup")
-
-# PostgreSQL's work_mem in a rollup's transaction (`rollup_day`).
-WORK_MEM = "256MB"
 
 
 class DayPruned(Exception):
@@ -122,8 +119,8 @@ async def rollup_day(
         lap("derive")
         events = int((await conn.execute(raw_event_count(day))).scalar_one())
         if conn.dialect.name == "postgresql":
-            # The groupings' hash aggregates of a big day in memory, not spilled to disk (for this
-            # transaction only; `record_journey_days` sets the same for its own).
+            # The groupings' hash aggregates of a big day mostly in memory (for this transaction only;
+            # `record_journey_days` sets the same for its own).
             await conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
         # Hashed, not sorted, not compiled, no nested loops: the day's facts were just derived, so the
         # planner's statistics do not know them (`planner_off`). A 1.43M-event day's groupings: 14.5 -> 6.4 s.
