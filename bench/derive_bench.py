@@ -71,6 +71,7 @@ from trackside.storage.tables import FACT_TABLES
 REPO = Path(__file__).resolve().parent.parent
 T0 = time.monotonic()
 DERIVATION = Derivation()  # the defaults: a 30-minute view window
+PROFILE: str | None = None  # `--profile`
 
 
 def log(msg: str) -> None:
@@ -184,6 +185,79 @@ class Autoanalyze(threading.Thread):
             self.join()
 
 
+class PgCpu(threading.Thread):
+    """CPU time (utime+stime from /proc) of the PostgreSQL backends serving one database, summed from `start` to
+    `stop`: every `every` seconds the database's backends (`pg_stat_activity`, this sampler's own left out) are
+    read; a backend first seen after the start counts from 0 (a new connection), one that existed at the start
+    from its CPU then. A backend that comes and goes between two samples (a short ANALYZE connection) and the
+    last moments of one that ends are missed; the shared background processes (WAL writer, checkpointer) are
+    not counted. Needs PostgreSQL on this machine (loopback)."""
+
+    def __init__(self, url: str, every: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every = url, every
+        self.stop = threading.Event()
+        self.base: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.ready = threading.Event()
+        self.error: str | None = None
+
+    @staticmethod
+    def _cpu(pid: int) -> float | None:
+        stat = pb.read_stat(pid)
+        return None if not stat else (pb._field(stat, 14) + pb._field(stat, 15)) / pb.CLK_TCK
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except Exception as exc:  # noqa: BLE001 - reported, the run goes on without the figure
+            self.error = f"{type(exc).__name__}: {exc}"
+            log(f"pg cpu: {self.error}")
+        finally:
+            self.ready.set()
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            first = True
+            while True:
+                pids = [r[0] for r in await conn.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )]  # fmt: skip
+                for pid in pids:
+                    cpu = self._cpu(pid)
+                    if cpu is None:
+                        continue
+                    if pid not in self.base:
+                        self.base[pid] = cpu if first else 0.0
+                    self.last[pid] = cpu
+                if first:
+                    first = False
+                    self.ready.set()
+                if self.stop.wait(self.every):
+                    break
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> PgCpu:
+        if self.url.startswith("postgresql"):
+            self.start()
+            self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.is_alive():
+            self.join()
+
+    def seconds(self) -> float | None:
+        if not self.url.startswith("postgresql") or self.error:
+            return None
+        return sum(self.last[p] - self.base[p] for p in self.last)
+
+
 async def fact_rows(url: str) -> dict[str, int]:
     engine = create_engine(url)
     try:
@@ -249,13 +323,14 @@ async def store_stream(url: str, batches: list[list[Event]]) -> dict[str, Any]:
     engine = create_engine(url)
     times: list[float] = []
     try:
-        with QueueStep() as step:
+        with QueueStep() as step, PgCpu(url) as pg:
             cpu = time.process_time()
             for events in batches:
                 t = time.perf_counter()
                 await writes.write_batch(engine, Batch(events=events), DERIVATION)
                 times.append(time.perf_counter() - t)
             cpu = time.process_time() - cpu
+        pg_cpu = pg.seconds()
     finally:
         await engine.dispose()
     n = sum(len(b) for b in batches)
@@ -268,6 +343,7 @@ async def store_stream(url: str, batches: list[list[Event]]) -> dict[str, Any]:
         "seconds": round(wall, 2),
         "events_per_s": round(n / wall),
         "this_process_cpu_us_per_event": round(cpu / n * 1e6, 1),
+        "postgres_cpu_us_per_event": None if pg_cpu is None else round(pg_cpu / n * 1e6, 1),
         "queued_visitor_days": marks,
         "queue_s": round(step.seconds, 2),
         "queue_share": round(step.seconds / wall, 3),
@@ -346,8 +422,14 @@ async def drain(url: str, events: int, timeout: float) -> dict[str, Any]:
     waited = 0.0
     t0 = time.monotonic()
     cpu = time.process_time()
+    profiler = None
+    if PROFILE:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
-        with Autoanalyze(url), Rounds() as rounds:
+        with PgCpu(url) as pg, Autoanalyze(url), Rounds() as rounds:
             while True:
                 t = time.perf_counter()
                 n = len(rounds.results)
@@ -370,6 +452,10 @@ async def drain(url: str, events: int, timeout: float) -> dict[str, Any]:
                 waited += deriver_module.IDLE_SECONDS
         wall = time.monotonic() - t0
         cpu = time.process_time() - cpu
+        pg_cpu = pg.seconds()
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(PROFILE)
         left, _ = await queued(url)
     finally:
         await engine.dispose()
@@ -394,6 +480,8 @@ async def drain(url: str, events: int, timeout: float) -> dict[str, Any]:
         "round_phases_s": rounds.phases(busy_s),
         "rows_read_per_event": round(rows / events, 2),
         "this_process_cpu_us_per_event": round(cpu / events * 1e6, 1),
+        "postgres_cpu_us_per_event": None if pg_cpu is None else round(pg_cpu / events * 1e6, 1),
+        "total_cpu_us_per_event": None if pg_cpu is None else round((cpu + pg_cpu) / events * 1e6, 1),
         "round_s_p50": round(statistics.median(times), 3) if times else None,
         "round_s_p99": round(_pct(times, 0.99), 3),
         "round_s_max": round(max(times, default=0.0), 3),
@@ -403,11 +491,17 @@ async def drain(url: str, events: int, timeout: float) -> dict[str, Any]:
 
 
 def store_part(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[str, Any]:
-    earlier, batches = window(args)
-    url = dbs.new(backend, f"store-{backend}")
+    if backend == "postgres" and args.reuse:
+        template, ready = pace_template(args, dbs)
+        url = asyncio.run(copy_database(template))
+        dbs.pg.append(url)
+        earlier, batches = window(args)
+    else:
+        earlier, batches = window(args)
+        url = dbs.new(backend, f"store-{backend}")
+        ready = asyncio.run(prepare(url, earlier, derive=True))
     n = sum(map(len, batches))
     log(f"{backend}: {len(earlier):,} earlier events, {n:,} in the window")
-    ready = asyncio.run(prepare(url, earlier, derive=True))
     out: dict[str, Any] = {"backend": backend, "prepare": ready}
     out["store"] = asyncio.run(store_stream(url, batches))
     s = out["store"]
@@ -492,15 +586,80 @@ class Sampler(threading.Thread):
         return self.samples[-1] if self.samples else None
 
 
-def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[str, Any]:
+def pace_template(args: argparse.Namespace, dbs: plb.Databases) -> tuple[str, dict[str, Any]]:
+    """The database before the window (PostgreSQL), prepared once: each measurement runs on a copy of it. With
+    `--reuse DIR`, the window's traffic and this database are kept for the next run with the same `--reuse`
+    (the database is then not dropped: `DIR/template` names it, drop it when done)."""
+    if args.reuse:
+        import pickle
+
+        saved = Path(args.reuse) / "template.pickle"
+        if saved.exists():
+            key, url, ready, traffic = pickle.loads(saved.read_bytes())  # noqa: S301 - our own file
+            if key == (args.rate, args.seconds, args.batch_seconds, args.seed):
+                _WINDOW[key] = traffic
+                log(f"reusing {url.rsplit('/', 1)[1]} and its traffic from {saved}")
+                return url, ready
     earlier, batches = window(args)
-    url = dbs.new("postgres", "pace")
+    url = dbs.new("postgres", "template")
     ready = asyncio.run(prepare(url, earlier, derive=True))
+    if args.reuse:
+        dbs.pg.remove(url)  # kept
+        Path(args.reuse).mkdir(parents=True, exist_ok=True)
+        key = (args.rate, args.seconds, args.batch_seconds, args.seed)
+        (Path(args.reuse) / "template.pickle").write_bytes(pickle.dumps((key, url, ready, (earlier, batches))))
+        (Path(args.reuse) / "template").write_text(url.rsplit("/", 1)[1] + "\n")
+    return url, ready
+
+
+async def copy_database(template: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(plb.POSTGRES_ADMIN_URL, timeout=5)
+    name = "trackside_bench_" + uuid.uuid4().hex[:10]
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template.rsplit("/", 1)[1]}" STRATEGY FILE_COPY')
+    finally:
+        await conn.close()
+    return template.rsplit("/", 1)[0] + "/" + name
+
+
+def pace_rounds(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> list[dict[str, Any]]:
+    """`--rounds` measurements of this checkout, interleaved with as many of `--before`'s if given (this, before;
+    before, this; ...), each on a fresh copy of one prepared database, dropped after."""
+    template, ready = pace_template(args, dbs)
+    checkouts = [REPO] + ([Path(args.before).resolve()] if args.before else [])
+    out: list[dict[str, Any]] = []
+    for i in range(args.rounds):
+        for checkout in checkouts if i % 2 == 0 else checkouts[::-1]:
+            url = asyncio.run(copy_database(template))
+            try:
+                out.append(pace_part(args, tmp, dbs, checkout=checkout, url=url, ready=ready))
+            finally:
+                asyncio.run(plb.drop_pg_database(url))
+    return out
+
+
+def pace_part(
+    args: argparse.Namespace,
+    tmp: Path,
+    dbs: plb.Databases,
+    *,
+    checkout: Path = REPO,
+    url: str | None = None,
+    ready: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    earlier, batches = window(args)
+    if url is None or ready is None:
+        url = dbs.new("postgres", "pace")
+        ready = asyncio.run(prepare(url, earlier, derive=True))
     redis = plb.RedisProc(tmp)
     queue = "bench:" + uuid.uuid4().hex[:8]
     env = plb.child_env(TRACKSIDE_REDIS_URL=redis.url, TRACKSIDE_DATABASE_URL=url, TRACKSIDE_QUEUE_NAME=queue,
                         TRACKSIDE_LOG_LEVEL="warning", TRACKSIDE_SPOOL_DIR=str(tmp / "spool"))  # fmt: skip
-    worker = pb.REGISTRY.start(plb.worker_argv("default"), tmp / "worker.log", cwd=REPO, env=env)
+    if checkout != REPO:  # the worker's code from that checkout (`-m sidecar` from its directory, it first on the path)
+        env["PYTHONPATH"] = str(checkout)
+    worker = pb.REGISTRY.start(plb.worker_argv("default"), tmp / "worker.log", cwd=checkout, env=env)
     sampler = Sampler(url, redis.url, queue)
     queue_empty = backlog_empty = None
     try:
@@ -510,7 +669,7 @@ def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[s
                 raise RuntimeError("worker did not start: " + pb.tail(tmp / "worker.log"))
             time.sleep(0.05)
         cpu0 = pb.cpu_seconds([worker.pid])
-        with Autoanalyze(url):
+        with PgCpu(url) as pg, Autoanalyze(url):
             sampler.start()
             fed_s = asyncio.run(feed(redis.url, queue, batches, args.batch_seconds))
             t_fed = time.monotonic()
@@ -533,6 +692,7 @@ def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[s
             sampler.stop.set()
             sampler.join()
         cpu = pb.cpu_seconds([worker.pid]) - cpu0
+        pg_cpu = pg.seconds()
         hwm_mb = pb.status_kb(worker.pid, "VmHWM") / 1024
     finally:
         sampler.stop.set()
@@ -561,6 +721,10 @@ def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[s
         "queue_empty_after_s": None if queue_empty is None else round(queue_empty, 2),
         "backlog_empty_after_s": None if backlog_empty is None else round(backlog_empty, 2),
         "left_queued": left, "worker_cpu_s": round(cpu, 2), "worker_cpu_us_per_event": round(cpu / n * 1e6, 1),
+        "postgres_cpu_s": None if pg_cpu is None else round(pg_cpu, 2),
+        "postgres_cpu_us_per_event": None if pg_cpu is None else round(pg_cpu / n * 1e6, 1),
+        "total_cpu_us_per_event": None if pg_cpu is None else round((cpu + pg_cpu) / n * 1e6, 1),
+        "checkout": str(checkout), "load_avg_start": os.getloadavg(),
         "worker_peak_rss_mb": round(hwm_mb), "stored": stored, "expected_stored": n + len(earlier),
         "load_avg_1m": os.getloadavg()[0], "prepare": ready, "sampler_error": sampler.error,
         "samples": [(round(t - t0, 2), d, m, None if a is None else round(a, 2)) for t, d, m, a in samples],
@@ -570,7 +734,8 @@ def pace_part(args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[s
         f"{result['max_marks']:,} final {result['final_marks']}, oldest mark max {result['oldest_mark_age_s_max']} s "
         f"({result['oldest_mark_age_s_max_overall']} s with the drain); "
         f"queue empty {result['queue_empty_after_s']} s, backlog empty {result['backlog_empty_after_s']} s after the "
-        f"feed; worker {result['worker_cpu_us_per_event']} µs/event"
+        f"feed; worker {result['worker_cpu_us_per_event']} µs/event, PostgreSQL {result['postgres_cpu_us_per_event']} "
+        f"µs/event ({checkout.name})"
     )
     return result
 
@@ -627,17 +792,23 @@ def markdown(result: dict[str, Any]) -> str:
                      f"| {d['seconds']} s ({d['cooling_wait_s']} s) | {whole} |")  # fmt: skip
     if not result.get("store"):
         lines = []
-    if (p := result.get("pace")) is not None and "max_depth" in p:
+    paces = [p for p in result.get("pace_rounds") or [result.get("pace")] if p is not None and "max_depth" in p]
+    if paces:
+        lines += ["", "| pace | checkout | events | queue depth max / final (slope, 2nd half) "
+                  "| marks max / final (slope) | oldest mark p50 / max s (with the drain) | queue empty after "
+                  "| backlog empty after "
+                  "| worker µs/event | PostgreSQL µs/event | worker peak RSS MB | load 1 min | stored |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for p in paces:
         depth = f"{p['max_depth']} / {p['final_depth']} ({p['depth_slope_per_s_second_half']}/s)"
         marks = f"{p['max_marks']:,} / {p['final_marks']} ({p['marks_slope_per_s_second_half']}/s)"
         age = f"{p['oldest_mark_age_s_p50']} / {p['oldest_mark_age_s_max']} ({p.get('oldest_mark_age_s_max_overall')})"
-        lines += ["", "| pace | events | queue depth max / final (slope, 2nd half) | marks max / final (slope) | "
-                  "oldest mark p50 / max s (with the drain) | queue empty after | backlog empty after | "
-                  "worker µs/event | worker peak RSS MB | stored |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-                  f"| {p['rate']:,.0f}/s for {p['seconds']:g} s | {p['events']:,} | {depth} | {marks} | {age} "
-                  f"| {p['queue_empty_after_s']} s | {p['backlog_empty_after_s']} s | {p['worker_cpu_us_per_event']} "
-                  f"| {p['worker_peak_rss_mb']} | {p['stored']:,} of {p['expected_stored']:,} |"]  # fmt: skip
+        lines.append(f"| {p['rate']:,.0f}/s for {p['seconds']:g} s | {Path(p.get('checkout', REPO)).name} "
+                     f"| {p['events']:,} | {depth} | {marks} | {age} "
+                     f"| {p['queue_empty_after_s']} s | {p['backlog_empty_after_s']} s "
+                     f"| {p['worker_cpu_us_per_event']} | {p.get('postgres_cpu_us_per_event')} "
+                     f"| {p['worker_peak_rss_mb']} | {p['load_avg_1m']:.2f} "
+                     f"| {p['stored']:,} of {p['expected_stored']:,} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -656,8 +827,18 @@ def main() -> int:
     p.add_argument("--batch-seconds", type=float, default=1.0, help="traffic per batch (the flusher's)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--drain-timeout", type=float, default=300, help="seconds to wait for the queues to empty")
+    p.add_argument("--before", help="pace: also run the worker from this checkout (a worktree of an older commit)")
+    p.add_argument(
+        "--reuse",
+        help="PostgreSQL: keep the traffic and the prepared database in this directory and "
+        "start from them when there (measurements on copies)",
+    )
+    p.add_argument("--profile", help="store: cProfile of the drain written to this file")
+    p.add_argument("--rounds", type=int, default=1, help="pace: measurements of each checkout, interleaved")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "derive.json"))
     args = p.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     parts = args.parts.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="trackside-derive-bench-"))
     dbs = plb.Databases(tmp)
@@ -669,7 +850,11 @@ def main() -> int:
             result["store"] = [store_part(b, args, tmp, dbs) for b in args.backends.split(",")]
         if "pace" in parts:
             try:
-                result["pace"] = pace_part(args, tmp, dbs)
+                if args.before or args.rounds > 1:
+                    result["pace_rounds"] = pace_rounds(args, tmp, dbs)
+                    result["pace"] = result["pace_rounds"][0]
+                else:
+                    result["pace"] = pace_part(args, tmp, dbs)
             except RuntimeError as exc:
                 result["pace"] = {"error": str(exc)}
                 log(f"pace: {exc}")

@@ -93,6 +93,8 @@ def derive_visitor_day(
         if e.nav == ev.NAV_API:
             api_count += 1
             api_count_authenticated += signed_in
+        if e.kind != ev.ERROR and not e.event_name:
+            continue  # no site event: its row is not made (most events; `path_of` can cost)
         base = {"day": day, "id": e.id, "ts": _at(e.ts), "hour": _at(e.ts).hour, "visitor": visitor,
                 "who": _who(e.user_id, visitor), "user_id": e.user_id, "visit_id": None,
                 "label": e.label, "path": path_of(e)}  # fmt: skip

@@ -37,23 +37,34 @@ SumKey = tuple[str, str, str, str, str]  # (kind, id, dim, key, user)
 WhoKey = tuple[str, str, str]  # (kind, id, who)
 
 
+# `get`, not `+=`, as `day_sums.tally`: a Counter's new key costs a Python-level `__missing__` call.
+
+
 def tally_looks(sums: Counter[SumKey], whos: Counter[WhoKey], rows: Iterable[Any], sign: int) -> None:
+    get, get_who = sums.get, whos.get
     for row in rows:
         kind, item, user = row["content_kind"], row["content_id"], row["user_id"] or ""
-        sums[(kind, item, "looks", "", user)] += sign
+        keys = [(kind, item, "looks", "", user)]
         for dim, column in _LOOK_DIMS:
             if value := row[column]:
-                sums[(kind, item, dim, value, user)] += sign
-        sums[(kind, item, "hour", f"{int(row['hour']):02d}", user)] += sign
-        whos[(kind, item, row["who"])] += sign
+                keys.append((kind, item, dim, value, user))
+        keys.append((kind, item, "hour", f"{int(row['hour']):02d}", user))
+        for k in keys:
+            sums[k] = get(k, 0) + sign
+        w = (kind, item, row["who"])
+        whos[w] = get_who(w, 0) + sign
 
 
 def tally_impressions(sums: Counter[SumKey], rows: Iterable[Any], sign: int) -> None:
+    get = sums.get
     for row in rows:
         kind, item, user = row["content_kind"], row["content_id"], row["user_id"] or ""
-        sums[(kind, item, "impressions", "", user)] += sign
-        sums[(kind, item, "impression_type", row["view_type"] or "", user)] += sign
-        sums[(kind, item, "impression_hour", f"{int(row['hour']):02d}", user)] += sign
+        for k in (
+            (kind, item, "impressions", "", user),
+            (kind, item, "impression_type", row["view_type"] or "", user),
+            (kind, item, "impression_hour", f"{int(row['hour']):02d}", user),
+        ):
+            sums[k] = get(k, 0) + sign
 
 
 async def apply(

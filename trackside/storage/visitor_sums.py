@@ -47,10 +47,13 @@ def split_items(whos: Counter[tuple[str, str, str]], into: dict[str, Counter[Key
 
 
 def _split(deltas: Counter[tuple[str, str, str]], kind: str, into: dict[str, Counter[Key]]) -> None:
-    for k in [k for k in deltas if k[2].startswith("v:")]:
-        n = deltas.pop(k)
+    pop = deltas.pop
+    for k in [k for k in deltas if k[2][:2] == "v:"]:
+        n = pop(k)
         if n:
-            into[k[2][2:]][(kind, k[0], k[1])] += n
+            counts = into[k[2][2:]]
+            key = (kind, k[0], k[1])
+            counts[key] = counts.get(key, 0) + n
 
 
 def decode(text: str | None) -> Counter[Key]:
