@@ -6,6 +6,7 @@ Run from the repository root:
     .venv/bin/python bench/derive_bench.py                                  # both parts, PostgreSQL and SQLite
     .venv/bin/python bench/derive_bench.py --parts store --backends postgres --seconds 20
     .venv/bin/python bench/derive_bench.py --parts pace --rate 12000 --seconds 60
+    .venv/bin/python bench/derive_bench.py --parts pace --before /tmp/before --rounds 2 --reuse /tmp/derive-reuse
 
 Traffic (`bench/realistic_day.py`): visits starting at a steady rate, each a few page views of one visitor with
 the API calls every page makes, impressions, errors, 8% signed in, a third of the visitors back from earlier
@@ -25,6 +26,11 @@ Parts:
   real pace (one every `--batch-seconds`). Every 0.5 s: the Redis queue's depth (`ZCARD`) and the derive
   backlog (marks queued, and the age of the oldest: how late the figures are). Then how long each takes to
   empty after the feed, and the worker's CPU and peak RSS (VmHWM).
+
+CPU: besides this process's (store) or the worker's (pace), the PostgreSQL backends' serving the bench's database
+(`PgCpu`: utime+stime from /proc), so that an event's cost to the machine is their sum. `--before DIR --rounds N`:
+pace runs of this checkout and of DIR's, interleaved, each on a copy of one prepared database; `--reuse DIR` keeps
+that database and the traffic for later runs (PostgreSQL); `--profile FILE`: a cProfile of the store part's drain.
 
 Statistics: the events are analyzed after a bulk load, the fact tables every 20 s while a derivation runs and
 everything once derived, as autovacuum would (it is off on the machine these figures come from).
