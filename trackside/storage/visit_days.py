@@ -166,20 +166,16 @@ def _sums_select(day: date) -> sa.Select[Any]:
         .cte("f")
     )
     figures = ("n", "b", "s", "pv", "ev", "a")
-    # Each dimension's values grouped apart (the rows read once, from `f`), each its own expression.
-    per_dim: list[sa.Select[Any]] = []
-    for dim in ROW_DIMENSIONS:
-        value = visit_value(f, dim)
-        keys = [f.c.g] if value is None else [value, f.c.g]  # (the totals: no value, "")
-        per_dim.append(
-            sa.select(
-                sa.literal(dim, sa.String).label("dim"),
-                (sa.literal(TOTAL, sa.String) if value is None else value).label("value"),
-                f.c.g,
-                *(sa.func.sum(f.c[name]).label(name) for name in figures),
-            ).group_by(*keys)
-        )
-    w = sa.union_all(*per_dim).subquery("w").c
+    # Every row once per dimension, grouped by (dimension, value, `g`) in one aggregation: its groups one
+    # per value and one per value and `who` of several rows. One hash table: grouped apart per dimension
+    # (a union of twelve aggregations) the backend of a 10M-event day's rollup grew to 1,238 MB, not 593.
+    k = _keyed(f, "g", *figures)
+    w = (
+        sa.select(k.c.dim, k.c.value, k.c.g, *(sa.func.sum(k.c[name]).label(name) for name in figures))
+        .group_by(k.c.dim, k.c.value, k.c.g)
+        .subquery("w")
+        .c
+    )
     return sa.select(
         sa.literal(day, sa.Date).label("day"),
         w.dim,
