@@ -124,3 +124,37 @@ async def test_driver_reads_and_copy_match_the_sqlalchemy_paths(database_url):
     assert views[0][2] == datetime.fromtimestamp(T0 + 0.123456, UTC).replace(tzinfo=None).isoformat(
         timespec="microseconds"
     )
+
+
+async def test_driver_errors_are_sqlalchemy_errors(database_url):
+    """A statement run on the driver fails as SQLAlchemy's would: a `DBAPIError` (the worker's jobs retry on
+    those when the database is away), here a ProgrammingError for a missing table and a DataError for a
+    value too long for its column, by COPY."""
+    from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    try:
+        if engine.dialect.name != "postgresql":
+            return  # SQLite reads and writes through SQLAlchemy
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+            try:
+                await facts_module._fetch(conn, "SELECT * FROM no_such_table WHERE day = $1", DAY)
+            except ProgrammingError as exc:
+                assert "no_such_table" in str(exc)
+            else:
+                raise AssertionError("no error")
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+            columns = facts_module._columns(FACT_VISITS)
+            row = tuple("x" * 40 if c == "visitor" else None for c in columns)
+            try:
+                await facts_module._insert_rows(conn, FACT_VISITS, [row])
+            except DBAPIError as exc:
+                assert exc.orig is not None
+            else:
+                raise AssertionError("no error")
+            await conn.rollback()
+    finally:
+        await engine.dispose()

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import String, any_, delete, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import VISIT_GAP_SECONDS, Derivation, VisitorDayFacts, authors_of
@@ -132,17 +133,33 @@ _EVENTS_SQL = (
 )
 
 
-async def _driver(conn: AsyncConnection) -> Any:
-    """The transaction's asyncpg connection (PostgreSQL): rows read through it come as asyncpg records,
-    without SQLAlchemy's rows made of them (no type of these tables has a result processor on asyncpg, so
-    the values are the same)."""
-    return (await conn.get_raw_connection()).driver_connection
+async def _on_driver(conn: AsyncConnection, sql: str, run: Any) -> Any:
+    """`run(driver)` on the transaction's asyncpg connection (PostgreSQL): rows read through it come as
+    asyncpg records, without SQLAlchemy's rows made of them (no type of these tables has a result processor
+    on asyncpg, so the values are the same). Its errors are raised as SQLAlchemy's statements raise them
+    (`DBAPIError`s: the worker retries on those when the database is away)."""
+    raw = await conn.get_raw_connection()
+    try:
+        return await run(raw.driver_connection)
+    except Exception as exc:
+        adapted = raw.dbapi_connection
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            adapted._handle_exception(exc)  # type: ignore[union-attr]  # raises the adapter's DB-API error
+        except dbapi_error as translated:
+            raise DBAPIError.instance(sql, None, translated, dbapi_error, dialect=conn.dialect) from exc
+        raise
+
+
+async def _fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
+    result: list[Any] = await _on_driver(conn, sql, lambda driver: driver.fetch(sql, *args))
+    return result
 
 
 async def _events_pg(conn: AsyncConnection, where: str, day: date, visitors: list[str], *args: Any) -> list[Event]:
     """The events of these visitors of `day` that `where` (more conditions, `$3` on) keeps, read through the
     driver: reading 380,000 raw rows as SQLAlchemy rows, then events, was 5 s of a 67 s drain."""
-    return rows_to_events(await (await _driver(conn)).fetch(_EVENTS_SQL + where, day, visitors, *args))
+    return rows_to_events(await _fetch(conn, _EVENTS_SQL + where, day, visitors, *args))  # type: ignore[arg-type]
 
 
 # How far back the search for a quiet gap looks before a visitor's earliest new event; no gap
@@ -541,11 +558,11 @@ async def _facts_from_cuts(
     out: list[tuple[Any, ...]] = []
     if conn.dialect.name == "postgresql":
         # Through the driver (records, not SQLAlchemy rows), as `_events_pg`.
-        driver = await _driver(conn)
         if whole:
             out += map(
                 tuple,
-                await driver.fetch(
+                await _fetch(
+                    conn,
                     f"SELECT {', '.join(columns)} FROM {table.name} WHERE day = $1 AND visitor = ANY($2::varchar[])",
                     day,
                     whole,
@@ -554,7 +571,8 @@ async def _facts_from_cuts(
         if tails:
             out += map(
                 tuple,
-                await driver.fetch(
+                await _fetch(
+                    conn,
                     f"SELECT {', '.join('t.' + c for c in columns)} FROM {table.name} AS t "
                     f"JOIN unnest($2::varchar[], $3::timestamp[]) AS c(v, cut) ON t.visitor = c.v "
                     f"AND t.{time} >= c.cut WHERE t.day = $1",
@@ -597,10 +615,13 @@ async def _insert_rows(conn: AsyncConnection, table: Any, rows: list[tuple[Any, 
     connection: as `_insert_sql`'s arrays the driver checked every value for being a nested array (a
     Python-level `isinstance` per value, 9 million in a drain of 150,000 events), and the server unnested and
     cast them. A connection not in a transaction yet (no statement run in it) gets the `unnest` INSERT."""
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
+    driver = (await conn.get_raw_connection()).driver_connection
     if driver is not None and hasattr(driver, "copy_records_to_table") and driver.is_in_transaction():
-        await driver.copy_records_to_table(table.name, records=rows, columns=_columns(table))
+        await _on_driver(
+            conn,
+            f"COPY {table.name}",
+            lambda d: d.copy_records_to_table(table.name, records=rows, columns=_columns(table)),
+        )
         return
     arrays = tuple(list(column) for column in zip(*rows, strict=True))
     await conn.exec_driver_sql(_insert_sql(table, True), arrays)
