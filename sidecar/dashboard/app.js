@@ -168,6 +168,20 @@
     resizer.observe(wrap);
   }
 
+  // Charts mounted by a render, drawn at once once the page is in the document: the ResizeObserver would
+  // draw them only at the next rendering step, after the page says it is ready (a test, or a reader's
+  // first frame, would find it without its charts).
+  function drawMounted() {
+    for (const [wrap, draw] of drawers) {
+      const style = getComputedStyle(wrap);
+      const width = Math.round(wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight));
+      if (width > 0 && width !== draw.width) {
+        draw.width = width;
+        draw(width);
+      }
+    }
+  }
+
   function unmountAll() {
     for (const el of drawers.keys()) resizer.unobserve(el);
     drawers.clear();
@@ -1286,6 +1300,7 @@
     const body = $('[data-live-body]');
     if (!body) return;
     body.replaceChildren(...liveBody(live));
+    drawMounted();
     $('[data-live-stale]').textContent = '';
     $('[data-live-asof]').replaceChildren(asOf(live.totals.meta && live.totals.meta.computed_at) || '');
     footer(live.totals.meta && live.totals.meta.computed_at);
@@ -1343,6 +1358,7 @@
     const view = state.data.view;
     const page = view === 'item' ? renderItem(state.data) : view === 'live' ? renderLive(state.data) : renderOverview(state.data);
     app.replaceChildren(page);
+    drawMounted();
     footer(view === 'item' ? state.data.item && state.data.item.computed_at
       : view === 'live' ? state.data.live.totals.meta && state.data.live.totals.meta.computed_at : state.data.site.computed_at);
     document.body.dataset.mode = state.mode;
