@@ -1,4 +1,4 @@
-"""PostgreSQL's derivation reads raw events and facts through the driver (asyncpg records, `_events_pg`,
+"""PostgreSQL's derivation reads raw events and facts through the driver (asyncpg records, `_read_events`,
 `_facts_from_cuts`) and inserts facts by COPY (`_insert_rows`): the same events, facts and rows as the
 SQLAlchemy reads and the `unnest` INSERT they replaced, and the same facts as SQLite's paths."""
 
@@ -58,16 +58,13 @@ async def test_driver_reads_and_copy_match_the_sqlalchemy_paths(database_url):
             visitors = [A, B, C]
             if postgres:
                 # Raw events through the driver: the same `Event`s as SQLAlchemy's rows made into events.
-                for where, args, needed in (
-                    ("AND " + facts_module._NEEDED_SQL, (), facts_module._needed()),
-                    ("AND NOT " + facts_module._NEEDED_SQL, (), ~facts_module._needed()),
-                    (
-                        "AND ts >= $3 AND " + facts_module._NEEDED_SQL,
-                        (facts_module._dt(T0 + 10),),
-                        facts_module._needed() & (EVENTS_TABLE.c.ts >= facts_module._dt(T0 + 10)),
-                    ),
+                since = facts_module._dt(T0 + 10)
+                for kept, read_since, needed in (
+                    (True, None, facts_module._needed()),
+                    (False, None, ~facts_module._needed()),
+                    (True, since, facts_module._needed() & (EVENTS_TABLE.c.ts >= since)),
                 ):
-                    driver = await facts_module._events_pg(conn, where, DAY, visitors, *args)
+                    driver = await facts_module._read_events(conn, DAY, visitors, needed=kept, since=read_since)
                     query = select(*EVENT_COLUMNS).where(
                         EVENTS_TABLE.c.day == DAY, EVENTS_TABLE.c.visitor.in_(visitors), needed
                     )

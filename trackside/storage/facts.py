@@ -156,10 +156,25 @@ async def _fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
     return result
 
 
-async def _events_pg(conn: AsyncConnection, where: str, day: date, visitors: list[str], *args: Any) -> list[Event]:
-    """The events of these visitors of `day` that `where` (more conditions, `$3` on) keeps, read through the
-    driver: reading 380,000 raw rows as SQLAlchemy rows, then events, was 5 s of a 67 s drain."""
-    return rows_to_events(await _fetch(conn, _EVENTS_SQL + where, day, visitors, *args))  # type: ignore[arg-type]
+async def _read_events(
+    conn: AsyncConnection, day: date, visitors: list[str], *, needed: bool, since: datetime | None = None
+) -> list[Event]:
+    """These visitors' events of `day` (from `since`, if given) that make facts (`needed`) or only lend
+    (not `needed`). PostgreSQL reads them through the driver: reading 380,000 raw rows as SQLAlchemy rows,
+    then events, was 5 s of a 67 s drain."""
+    if conn.dialect.name == "postgresql":
+        where = ("AND " if needed else "AND NOT ") + _NEEDED_SQL
+        if since is None:
+            rows = await _fetch(conn, _EVENTS_SQL + where, day, visitors)
+        else:
+            rows = await _fetch(conn, _EVENTS_SQL + "AND ts >= $3 " + where, day, visitors, since)
+        return rows_to_events(rows)  # type: ignore[arg-type]
+    c = EVENTS.c
+    query = select(*EVENT_COLUMNS).where(c.day == day, _among(conn, c.visitor, visitors))
+    query = query.where(_needed() if needed else ~_needed())
+    if since is not None:
+        query = query.where(c.ts >= since)
+    return rows_to_events(await conn.execute(query))
 
 
 # How far back the search for a quiet gap looks before a visitor's earliest new event; no gap
@@ -290,25 +305,16 @@ async def _load(
 ) -> tuple[dict[str, float | None], dict[str, list[Event]], dict[str, int]]:
     """Each visitor's cut (None: the whole day) and the raw events derivation uses from it: one
     read of the lookback window for the visitors with new events, one of the whole day for the rest."""
-    c = EVENTS.c
     window = derivation.window_seconds
     cuts: dict[str, float | None] = dict.fromkeys(earliest)
     out: dict[str, list[Event]] = defaultdict(list)
     n: dict[str, int] = defaultdict(int)
     timed = {v: t for v, t in earliest.items() if t is not None}
-    postgres = conn.dialect.name == "postgresql"
     if timed:
         since = {v: t - LOOKBACK_SECONDS for v, t in timed.items()}
         lowest = _dt(min(since.values()) - window)
-        if postgres:
-            found = await _events_pg(conn, "AND ts >= $3 AND " + _NEEDED_SQL, day, sorted(timed), lowest)
-        else:
-            query = select(*EVENT_COLUMNS).where(
-                c.day == day, _among(conn, c.visitor, sorted(timed)), c.ts >= lowest, _needed()
-            )
-            found = rows_to_events(await conn.execute(query))
         seen: dict[str, list[Event]] = defaultdict(list)
-        for e in found:
+        for e in await _read_events(conn, day, sorted(timed), needed=True, since=lowest):
             n[e.visitor] += 1
             seen[e.visitor].append(e)
         for visitor, t0 in timed.items():
@@ -323,12 +329,7 @@ async def _load(
                 ]
     whole = sorted(v for v, cut in cuts.items() if cut is None)
     if whole:
-        if postgres:
-            found = await _events_pg(conn, "AND " + _NEEDED_SQL, day, whole)
-        else:
-            query = select(*EVENT_COLUMNS).where(c.day == day, _among(conn, c.visitor, whole), _needed())
-            found = rows_to_events(await conn.execute(query))
-        for e in found:
+        for e in await _read_events(conn, day, whole, needed=True):
             n[e.visitor] += 1
             out[e.visitor].append(e)
     # A token-less beacon counts when the proxy saw its visitor near it, by any request: those
@@ -336,17 +337,8 @@ async def _load(
     doubtful = sorted(v for v, events in out.items() if any(e.unverified for e in events))
     if doubtful:
         lowest_ts = min((cuts.get(v) or 0.0) for v in doubtful) - window - SLACK
-        if postgres:
-            if lowest_ts > 0:
-                found = await _events_pg(conn, "AND ts >= $3 AND NOT " + _NEEDED_SQL, day, doubtful, _dt(lowest_ts))
-            else:
-                found = await _events_pg(conn, "AND NOT " + _NEEDED_SQL, day, doubtful)
-        else:
-            query = select(*EVENT_COLUMNS).where(c.day == day, _among(conn, c.visitor, doubtful), ~_needed())
-            if lowest_ts > 0:
-                query = query.where(c.ts >= _dt(lowest_ts))
-            found = rows_to_events(await conn.execute(query))
-        for e in found:
+        since_doubtful = _dt(lowest_ts) if lowest_ts > 0 else None
+        for e in await _read_events(conn, day, doubtful, needed=False, since=since_doubtful):
             n[e.visitor] += 1
             out[e.visitor].append(e)
     return cuts, out, n
