@@ -152,15 +152,15 @@
 
   // Charts are drawn at their container's pixel width (crisp text at any size) and redrawn on resize.
   const drawers = new Map();
-  const resizer = new ResizeObserver((entries) => {
-    for (const entry of entries) {
-      const draw = drawers.get(entry.target);
-      const width = Math.round(entry.contentRect.width);
-      if (draw && width > 0 && width !== draw.width) {
-        draw.width = width;
-        draw(width);
-      }
+  function drawAt(draw, width) {
+    if (draw && width > 0 && width !== draw.width) {
+      draw.width = width;
+      draw(width);
     }
+  }
+
+  const resizer = new ResizeObserver((entries) => {
+    for (const entry of entries) drawAt(drawers.get(entry.target), Math.round(entry.contentRect.width));
   });
 
   function mount(wrap, draw) {
@@ -174,11 +174,7 @@
   function drawMounted() {
     for (const [wrap, draw] of drawers) {
       const style = getComputedStyle(wrap);
-      const width = Math.round(wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight));
-      if (width > 0 && width !== draw.width) {
-        draw.width = width;
-        draw(width);
-      }
+      drawAt(draw, Math.round(wrap.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)));
     }
   }
 
