@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator
 from typing import IO, Any
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import Derivation
 from trackside.storage.facts import Round, VisitorDay, commit_round, derive_marked, prepare_round
@@ -116,11 +116,12 @@ class Deriver:
                 self.leading = False
                 await self._drop_writing()
 
-    async def _drop_writing(self) -> None:
-        # Stopped or failed: a write under way is cancelled (its transaction rolls back, its marks stay).
+    async def _drop_writing(self, *, cancel: bool = True) -> None:
+        # Stopped: a write under way is cancelled (its transaction rolls back, its marks stay).
+        # Failed: the write is left to end by itself; it does not depend on the read that failed.
         task, self._writing = self._writing, None
         self._writing_keys = frozenset()
-        if task is not None and not task.done():
+        if cancel and task is not None and not task.done():
             task.cancel()
         if task is not None:
             with contextlib.suppress(BaseException):
@@ -134,7 +135,7 @@ class Deriver:
                 raise
             except Exception as exc:
                 # The database away (or a bug): the marks stay, nothing is lost; try again.
-                await self._drop_writing()
+                await self._drop_writing(cancel=False)
                 if not self._failing:
                     logger.warning("deriving facts failed (%s: %s); retrying", type(exc).__name__, exc)
                     self._failing = True
@@ -149,6 +150,12 @@ class Deriver:
 # The PostgreSQL advisory lock (session level) the working deriver holds.
 LEADER_KEY = 0x7472_6163_6B64  # "trackd"
 LEADER_POLL_SECONDS = 2.0
+
+
+async def _close(conn: AsyncConnection | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(conn.close())
 
 
 @contextlib.asynccontextmanager
@@ -167,16 +174,18 @@ async def lead(engine: AsyncEngine) -> AsyncIterator[None]:
                 await conn.commit()  # not idle in a transaction while it leads
                 break
             except (OSError, DBAPIError) as exc:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                await _close(conn)
                 logger.warning("deriver: the database is away (%s); waiting", type(exc).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
+            except BaseException:
+                # Stopped while waiting to lead: the connection (and the lock, if it was just
+                # taken) goes now, not when the garbage collector finds it.
+                await _close(conn)
+                raise
         try:
             yield
         finally:
-            with contextlib.suppress(Exception):
-                await conn.close()
+            await _close(conn)
         return
     path = engine.url.database
     if not path or path == ":memory:":

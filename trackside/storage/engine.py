@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,11 +14,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 WRITER = "trackside_writer"
 
 
+class _RollbackOnClose(sqlite3.Connection):
+    """A SQLite connection that rolls back its open transaction when it is closed.
+
+    A task cancelled while its statement runs (a deriver stopped mid-write, a job cancelled) has its
+    connection closed by SQLAlchemy, not rolled back. If that statement's cursor is still alive (the
+    cancelled task's traceback holds it), sqlite3_close_v2 only makes the connection a zombie, which
+    keeps its transaction, and with it the database's write lock, until the garbage collector
+    finalizes the statement: every other writer waited its busy timeout and failed."""
+
+    def close(self) -> None:
+        if self.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.rollback()
+        super().close()
+
+
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     if database_url.startswith("sqlite"):
         # isolation_level=None hands transactions to us: pysqlite would otherwise issue BEGIN only
         # before a write, so a read of several statements would see several states of the file.
-        engine = create_async_engine(database_url, connect_args={"timeout": 30, "isolation_level": None}, **kwargs)
+        connect_args = {"timeout": 30, "isolation_level": None, "factory": _RollbackOnClose}
+        engine = create_async_engine(database_url, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
