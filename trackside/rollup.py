@@ -7,7 +7,11 @@ the same however big the day. Once rolled, a day's figures are its daily rows al
 Rerunning a day replaces its rows (never adds to them), so a rerun, two workers at once, or a late
 event that marked its day dirty all end in the same rows as one clean run. A day whose raw events
 are pruned is never rolled again (it would be rolled from what is left, wiping it): a late event
-for it only adds to its additive counts (`trackside.storage.daily.add_late`)."""
+for it only adds to its additive counts (`trackside.storage.daily.add_late`).
+
+A rolled day's page-view sums (`trackside.storage.day_sums`) are kept as long as its raw events:
+late events derived into its facts move them, and its next rollup reads them instead of grouping
+every page view again. Its figures are still its daily rows while it is clean."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import Derivation
 from trackside.storage import day_sums
@@ -30,7 +34,7 @@ from trackside.storage.daily import (
     prune_raw,
     replace_day,
 )
-from trackside.storage.engine import planner_off, writing
+from trackside.storage.engine import planner_off
 from trackside.storage.fact_reads import (
     item_dims,
     item_totals,
@@ -102,21 +106,21 @@ async def rollup_day(
             return RollupResult(day, 0, True)
         if rolled_at is not None and not dirty and not force:
             return RollupResult(day, 0, True)
-        # The page views' sums derivation kept of the day: its breakdowns, exactly, without grouping
-        # every page view again (most of a big day's grouping), if nothing is left to derive below.
-        sums = await day_sums.read(conn, day, with_users=False)
-        # The day is read from its daily rows from now on: its sums are no longer kept (nor moved by
-        # the derivations below). Only the one row naming it goes here; the rest is deleted after
-        # this transaction, so that a deriver moving them meanwhile never waits on it in a cycle.
-        await day_sums.forget(conn, day)
         lap("locked")
-        # Visitor-days whose events were stored before facts existed: derived first, in this
-        # transaction (under the day's lock: a second worker waits and then finds none).
+        # Visitor-days whose events were stored before facts existed, or late: derived first, in this
+        # transaction (under the day's lock: a second worker waits and then finds none). They move
+        # the day's sums (kept until its raw events are pruned), so every mark of the day is locked
+        # first, in order: a deriver holding one of them never waits on a sum row moved here.
         derivation = derivation or Derivation(window_seconds=window_seconds)
+        await lock_marks_of(conn, day)
         while keys := await marked(conn, day):
-            sums = None  # facts the sums no longer follow: grouped below
             await derive_visitor_days(conn, keys, derivation)
         lap("derive")
+        # The page views' sums derivation keeps of the day (moved by the derivation above too, read
+        # after it): its breakdowns, exactly, without grouping every page view again (most of a big
+        # day's grouping; again when late events made it dirty). `force`, the operator's repair,
+        # groups the facts whatever the sums say.
+        sums = None if force else await day_sums.read(conn, day, with_users=False)
         events = int((await conn.execute(raw_event_count(day))).scalar_one())
         if conn.dialect.name == "postgresql":
             # The groupings' hash aggregates of a big day mostly in memory (for this transaction only;
@@ -144,9 +148,6 @@ async def rollup_day(
         await record_funnel_day(conn, day)
         lap("funnel_encoding")
     lap("commit")
-    async with writing(engine) as conn:  # reads, then deletes (SQLite: the write lock from the start)
-        await day_sums.drop_forgotten(conn, day)
-    lap("sums_dropped")
     logger.info(
         "rolled up %s: %d events in %.2f s (%s)",
         day,
@@ -155,6 +156,17 @@ async def rollup_day(
         ", ".join(f"{k} {v:.2f} s" for k, v in spent.items()),
     )
     return RollupResult(day, events, False)
+
+
+async def lock_marks_of(conn: AsyncConnection, day: date) -> None:
+    """Lock every derive mark of the day (PostgreSQL; SQLite has one writer), in the order derivers
+    lock theirs (`facts._lock_marks`): the rollup's derivation takes them in rounds and moves the
+    day's sums at the end of each; a deriver holding a later round's mark while it waits for a sum
+    row the first round moved would wait on it in a cycle. No mark of the day is made meanwhile:
+    ingest of an event of the day waits for the day's lock (`mark_dirty`)."""
+    if conn.dialect.name != "postgresql":
+        return
+    await conn.exec_driver_sql("SELECT visitor FROM derive_marks WHERE day = $1 ORDER BY visitor FOR UPDATE", (day,))
 
 
 async def pending_days(engine: AsyncEngine, today: date | None = None) -> list[date]:
@@ -200,6 +212,9 @@ async def prune(
     today = today or utc_today()
     async with engine.begin() as conn:
         raw = await prune_raw(conn, today - timedelta(days=raw_retention_days))
+        # The sums derivation keeps of a rolled day serve its rollups again (late events): gone with
+        # its raw events, as it cannot be rolled again then (`DayPruned`).
+        await day_sums.drop_raw_pruned(conn)
         facts = await prune_facts(conn, today - timedelta(days=fact_retention_days))
         await prune_visit_days(conn, today - timedelta(days=fact_retention_days))  # with their visit facts
         await prune_label_days(conn, today - timedelta(days=fact_retention_days))  # with their page view facts

@@ -293,10 +293,10 @@ async def test_rollup_from_facts_keeps_every_figure(database_url):
             (via_load,) = await load_days(conn, DAY, DAY, WINDOW)
             a1_rolled = dict(await item_days(conn, "artwork", "a1", DAY, DAY + timedelta(days=1), WINDOW))
             n_dims = (await conn.execute(select(func.count()).select_from(DAILY_CONTENT_DIMS))).scalar_one()
-            # The day's sums (read live above) are gone with its rollup; the next day's stay.
+            # The day's sums (read live above) stay with its rollup (kept while its raw events are), as the next day's.
             summed = {t.name: set((await conn.execute(select(t.c.day).distinct())).scalars()) for t in SUM_TABLES}
-        assert summed["fact_sum_days"] == summed["fact_sums"] == {DAY + timedelta(days=1)}
-        assert all(days <= {DAY + timedelta(days=1)} for days in summed.values())  # no look that day
+        assert summed["fact_sum_days"] == summed["fact_sums"] == {DAY, DAY + timedelta(days=1)}
+        assert all(days <= {DAY, DAY + timedelta(days=1)} for days in summed.values())
         assert rolled.rolled and via_load.rolled
         assert rolled.counts == live.counts and rolled.dims == live.dims
         assert (rolled.unique_visitors, rolled.unique_visitors_authenticated) == (6, 2)

@@ -1,5 +1,6 @@
-"""Page-view sums of the days not rolled up yet, kept by derivation, so that sitewide figures of
-today are a read of a few hundred rows instead of a grouping of the day's page views.
+"""Page-view sums of the days whose raw events are kept, kept by derivation, so that sitewide figures
+of today are a read of a few hundred rows instead of a grouping of the day's page views, and so is
+the grouping of page views of a day's rollup (again when late events made a rolled day dirty).
 
 Derivation replaces a visitor-day's page views from a cut on (`trackside.storage.facts._replace`).
 It knows the rows it deletes and the rows it inserts, so it moves the sums by their difference, in
@@ -24,9 +25,12 @@ after the look (`item_authors`), which a sum kept at derivation could not follow
 A day's sums are complete only if they were kept from its first fact on: `fact_sum_days` names such
 days. A day is added when derivation first writes facts for it and finds no page view, look or
 impression stored yet (or by the migration that made these tables, from the facts then). A rollup
-forgets its day (rolled days are read from their daily rows) and deletes the rows after its
-transaction; fact pruning deletes any left. Reads use the sums only for days named there. Item sums
-(`trackside.storage.item_sums`) follow the same days.
+keeps them: a rolled day can be rolled again while its raw events are kept (late events derived
+into its facts move its sums as they do today's), and its rollups read them. Pruning its raw events
+deletes them (`drop_raw_pruned`; fact pruning deletes any left). A clean rolled day is read from its
+daily rows, never from its sums; a dirty one (read from facts until rolled again) from its sums, the
+same figures. Days rolled before rolled days kept their sums are not named: grouped from facts. Item
+sums (`trackside.storage.item_sums`) follow the same days.
 
 Each transaction applies its changes once, at its end, every row in one order (table, then key):
 two transactions never wait on each other in a cycle.
@@ -54,6 +58,7 @@ from trackside.storage.tables import (
     FACT_SUM_DAYS,
     FACT_SUM_WHO,
     FACT_SUMS,
+    ROLLUP_DAYS,
     SUM_TABLES,
 )
 
@@ -237,20 +242,20 @@ async def read(conn: AsyncConnection, day: date, *, with_users: bool) -> Sums | 
     return sums, users
 
 
-async def forget(conn: AsyncConnection, day: date) -> None:
-    """Stop keeping the day's sums (rolled up: read from daily rows; a late event re-derived after
-    this moves no sum, and a dirty day is grouped from facts). Its rows go with `drop_forgotten`."""
-    await conn.execute(delete(FACT_SUM_DAYS).where(FACT_SUM_DAYS.c.day == day))
-
-
-async def drop_forgotten(conn: AsyncConnection, day: date) -> None:
-    """Delete the day's sum rows if the day's sums are no longer kept."""
-    if (await conn.execute(select(FACT_SUM_DAYS.c.day).where(FACT_SUM_DAYS.c.day == day))).first() is None:
-        await drop(conn, [day])
+async def drop_raw_pruned(conn: AsyncConnection) -> list[date]:
+    """Delete the sums of days whose raw events are pruned (never rolled again: `rollup.DayPruned`,
+    and never derived again: their late events only add to their daily rows). Returns those days."""
+    days = ROLLUP_DAYS.c
+    query = select(FACT_SUM_DAYS.c.day).where(
+        FACT_SUM_DAYS.c.day.in_(select(days.day).where(days.raw_pruned.is_(True)))
+    )
+    pruned = sorted((await conn.execute(query)).scalars())
+    await drop(conn, pruned)
+    return pruned
 
 
 async def drop(conn: AsyncConnection, days: list[date]) -> None:
-    """Forget these days' sums (rolled up: read from daily rows; or their facts pruned)."""
+    """Delete these days' sums (their raw events or their facts pruned)."""
     if not days:
         return
     for table in SUM_TABLES:

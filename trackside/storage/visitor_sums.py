@@ -12,7 +12,7 @@ user's row at once.
 
 Concurrency: two derivations of one visitor-day never write at once: the deriver writes a
 visitor-day only while it holds the visitor-day's mark locked (`facts.commit_round`), as does a
-rollup's derivation (and a rollup forgets its day's sums first). On PostgreSQL the rows are also
+rollup's derivation (which locks every mark of its day first: `rollup.lock_marks_of`). On PostgreSQL the rows are also
 read `FOR UPDATE`.
 
 The row's `counts` is JSON: a list of [kind, a, b, n], kind "p" for page views by breakdown `a`
