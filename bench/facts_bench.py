@@ -343,6 +343,47 @@ def child(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO
     return result
 
 
+SUM_TABLES = ("fact_sum_days", "fact_sums", "fact_sum_who", "fact_sum_visitors", "item_sums", "item_sum_who")
+
+
+async def sum_rows(url: str, day: date) -> dict[str, dict[str, int]]:
+    """The day's rows in each sum table, and their bytes (PostgreSQL: `pg_column_size` of each row)."""
+    engine = create_engine(url)
+    out: dict[str, dict[str, int]] = {}
+    try:
+        async with engine.connect() as conn:
+            for table in SUM_TABLES:
+                size = "SUM(pg_column_size(t.*))" if conn.dialect.name == "postgresql" else "0"
+                rows, size_b = (await conn.exec_driver_sql(
+                    f"SELECT COUNT(*), {size} FROM {table} AS t WHERE day = '{day.isoformat()}'"  # noqa: S608
+                )).one()  # fmt: skip
+                out[table] = {"rows": int(rows), "bytes": int(size_b or 0)}
+    finally:
+        await engine.dispose()
+    return out
+
+
+async def move_sums(url: str, day: date, hide: bool) -> None:
+    """`hide`: the day's sum rows moved aside (`bench_hidden_<table>`), as a rollup before sums were kept
+    leaves a rolled day (it forgot them); else moved back. PostgreSQL."""
+    engine = create_engine(url)
+    where = f"day = '{day.isoformat()}'"
+    try:
+        async with engine.begin() as conn:
+            for table in SUM_TABLES:
+                if hide:
+                    await conn.exec_driver_sql(f"DROP TABLE IF EXISTS bench_hidden_{table}")
+                    await conn.exec_driver_sql(
+                        f"CREATE TABLE bench_hidden_{table} AS SELECT * FROM {table} WHERE {where}"  # noqa: S608
+                    )
+                await conn.exec_driver_sql(f"DELETE FROM {table} WHERE {where}")  # noqa: S608
+                if not hide:
+                    await conn.exec_driver_sql(f"INSERT INTO {table} SELECT * FROM bench_hidden_{table}")  # noqa: S608
+                    await conn.exec_driver_sql(f"DROP TABLE bench_hidden_{table}")
+    finally:
+        await engine.dispose()
+
+
 def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[str, Any]:
     from trackside.storage.migrate import migrate
 
@@ -379,15 +420,28 @@ def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases
     codes = {"after": REPO, **({"before": Path(args.before).resolve()} if args.before else {})}
     rounds: list[dict[str, Any]] = []
     script = str(REPO / "bench" / "rollup_child.py")
+    sums = asyncio.run(sum_rows(url, day))
+    log(f"  the day's sums: {sums}")
     for r in range(args.rollup_rounds):
         for name, code in codes.items():
             code_env = {**env, "PYTHONPATH": str(code)}
-            for mode in ("encode", "rollup"):
-                got = child([script, mode, url, day.isoformat()], code_env, tmp / f"{mode}-{name}-{r}.log", cwd=code)
+            for mode in args.modes.split(","):
+                # A rollup by code older than kept sums: the day as that code leaves it (sums forgotten at its
+                # first rollup), and the sums back for this code's rounds after it (it would drop them).
+                hide = mode in ("reroll", "rollup") and name == "before" and args.before_forgets_sums
+                if hide:
+                    asyncio.run(move_sums(url, day, hide=True))
+                argv = [script, mode, url, day.isoformat(), *([str(args.remark)] if mode == "reroll" else [])]
+                try:
+                    got = child(argv, code_env, tmp / f"{mode}-{name}-{r}.log", cwd=code)
+                finally:
+                    if hide:
+                        asyncio.run(move_sums(url, day, hide=False))
                 got.update(round=r, code=name, mode=mode, load_average=[round(x, 1) for x in os.getloadavg()])
                 rounds.append(got)
                 log(f"  {mode} ({name}, round {r}): {got}")
-    return {"rounds": rounds, "backend": backend, "day": day.isoformat(), "events": n, "visitor_days": marks,
+    return {"rounds": rounds, "sums": sums, "backend": backend, "day": day.isoformat(), "events": n,
+            "visitor_days": marks,
             "store": {k: round(v, 1) for k, v in stored.items()}, "derive": derive,
             "derive_events_per_s": round(n / derive["seconds"]) if derive["seconds"] else None, "rollup": rollup,
             "rollup_s_per_million": round(rollup["seconds"] / n * 1e6, 2) if rollup["seconds"] else None}  # fmt: skip
@@ -457,6 +511,13 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the databases (their URLs are printed) to look into")
     p.add_argument("--before", metavar="DIR", help="bigday: another checkout whose rollup and encoding alternate with")
     p.add_argument("--rollup-rounds", type=int, default=1, help="bigday: rounds of the rollup and the encoding alone")
+    p.add_argument("--modes", default="encode,rollup",
+                   help="bigday rounds: encode (funnel encoding alone), rollup (forced: groups every fact), reroll "
+                        "(the day made dirty, --remark visitor-days marked again: reads the kept sums)")  # fmt: skip
+    p.add_argument("--remark", type=int, default=1000, help="reroll: visitor-days marked again before each")
+    p.add_argument("--before-forgets-sums", action=argparse.BooleanOptionalAction, default=True,
+                   help="rollup and reroll by --before: the day's sums moved aside for it (as its first rollup "
+                        "left the day), then back")  # fmt: skip
     p.add_argument("--settle", type=float, default=0.0, help="reads: seconds from start to first read")
     p.add_argument("--reuse", metavar="URL", help="`reads` again on a database a `--keep` run seeded (migrated first); "
                    "`bigday`: only the `--rollup-rounds` again, on a kept big day, its newest day)")  # fmt: skip

@@ -2,13 +2,19 @@
 it as a child for its own peak RSS; with the working directory and PYTHONPATH at another checkout, that
 checkout's code): prints one JSON line, its seconds and, when the rollup logs them, each piece's.
 
-    python bench/rollup_child.py rollup URL YYYY-MM-DD
+    python bench/rollup_child.py rollup URL YYYY-MM-DD     # forced: `trackside rollup --day D --force`
+    python bench/rollup_child.py reroll URL YYYY-MM-DD [N]  # the day made dirty, N visitor-days marked again
     python bench/rollup_child.py encode URL YYYY-MM-DD
+
+`reroll` is a rolled day rolled again after late events: before the timed part it marks the day dirty
+and marks again its first N visitor-days (1,000 unless given; as late events stored and not derived yet
+leave them), which the rollup derives in its transaction; then `rollup_day` without `force`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -48,7 +54,47 @@ async def backend_memory(engine: Any) -> dict[str, object]:
     return found
 
 
-async def run(mode: str, url: str, day: date) -> dict[str, object]:
+async def daily_digest(engine: Any, day: date) -> str:
+    """One md5 of the day's daily rows (site, site dims, content, content dims; every column), after
+    the rollup: two rollups of the same day by two checkouts must give the same. PostgreSQL."""
+    parts = []
+    async with engine.connect() as conn:
+        for table in ("daily_site", "daily_site_dims", "daily_content", "daily_content_dims"):
+            parts.append(
+                (
+                    await conn.exec_driver_sql(
+                        f"SELECT md5(COALESCE(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} AS t "  # noqa: S608
+                        "WHERE day = $1",
+                        (day,),
+                    )
+                ).scalar_one()
+            )
+    return hashlib.md5("".join(parts).encode()).hexdigest()[:12]  # noqa: S324
+
+
+async def make_dirty(engine: Any, day: date, remark: int) -> int:
+    """The day dirty, and its first `remark` visitor-days (by visitor) marked again, whole: what late
+    events stored and not derived yet leave. Returns the visitor-days marked."""
+    async with engine.begin() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        marked = await conn.exec_driver_sql(
+            "INSERT INTO derive_marks (day, visitor, marked_at) SELECT day, visitor, "
+            + ("now() AT TIME ZONE 'utc' " if postgres else "CURRENT_TIMESTAMP ")
+            + "FROM (SELECT DISTINCT day, visitor FROM fact_visits WHERE day = "
+            + ("$1" if postgres else "?")
+            + " ORDER BY visitor LIMIT "
+            + str(int(remark))
+            + ") AS v ON CONFLICT DO NOTHING",
+            (day if postgres else day.isoformat(),),
+        )
+        await conn.exec_driver_sql(
+            "UPDATE rollup_days SET dirty = true WHERE day = " + ("$1" if postgres else "?"),
+            (day if postgres else day.isoformat(),),
+        )
+        return max(marked.rowcount, 0)
+
+
+async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, object]:
     from trackside.storage.engine import create_engine
 
     engine = create_engine(url)
@@ -57,13 +103,16 @@ async def run(mode: str, url: str, day: date) -> dict[str, object]:
     logger.addHandler(pieces)
     logger.setLevel(logging.INFO)
     try:
+        marked = await make_dirty(engine, day, remark) if mode == "reroll" else None
         t = time.perf_counter()
         c = time.process_time()
-        if mode == "rollup":
+        if mode in ("rollup", "reroll"):
             from trackside.rollup import rollup_day
 
-            await rollup_day(engine, day, 1800.0, force=True)
-            out: dict[str, object] = {"pieces": pieces.found}
+            result = await rollup_day(engine, day, 1800.0, force=mode == "rollup")
+            out: dict[str, object] = {"pieces": pieces.found, "skipped": result.skipped}
+            if marked is not None:
+                out["remarked"] = marked
         else:
             from trackside.storage.funnel_days import record_funnel_day
 
@@ -72,10 +121,13 @@ async def run(mode: str, url: str, day: date) -> dict[str, object]:
         out.update(seconds=round(time.perf_counter() - t, 2), cpu_s=round(time.process_time() - c, 2))
         if engine.dialect.name == "postgresql":
             out.update(await backend_memory(engine))
+            if mode in ("rollup", "reroll"):
+                out["daily_md5"] = await daily_digest(engine, day)
         return out
     finally:
         await engine.dispose()
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(run(sys.argv[1], sys.argv[2], date.fromisoformat(sys.argv[3])))))
+    extra = [int(sys.argv[4])] if len(sys.argv) > 4 else []
+    print(json.dumps(asyncio.run(run(sys.argv[1], sys.argv[2], date.fromisoformat(sys.argv[3]), *extra))))
