@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trackside.derive import Derivation
-from trackside.storage import day_sums
+from trackside.storage import day_sums, item_sums
 from trackside.storage.daily import (
     clear_dirty,
     days_needing_rollup,
@@ -132,7 +132,16 @@ async def rollup_day(
             site = await read_site(conn, day, with_users=False, sums=sums)
             site.users_sketch = await users_sketch(conn, day)
             await replace_day(conn, site, events)
-            await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
+            if sums is not None:  # the items' sums follow the same days (`item_sums`)
+                await insert_items(
+                    conn,
+                    day,
+                    item_sums.rollup_totals(day),
+                    item_sums.rollup_dims(day),
+                    item_sums.rollup_sketches(conn, day),
+                )
+            else:
+                await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
         await record_user_days(conn, day)
         lap("grouping")
         # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.

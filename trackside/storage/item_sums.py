@@ -18,12 +18,13 @@ author became known. Anonymous looks share one row per key."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement, Select
 
 from trackside.storage.day_sums import add_counts
 from trackside.storage.tables import FACT_LOOKS, FACT_SUM_DAYS, ITEM_AUTHORS, ITEM_SUMS
@@ -145,3 +146,113 @@ async def read_item(conn: AsyncConnection, day: date, kind: str, item: str) -> t
             where.append((lk.user_id.is_(None)) | (lk.user_id != author))
         f.first_at, f.last_at = (await conn.execute(select(func.min(lk.ts), func.max(lk.ts)).where(*where))).one()
     return True, f
+
+
+# --- a rollup's items, from the sums ------------------------------------------------------------
+# The same rows as `fact_reads.item_totals`, `item_dims` and `item_user_sketches` group from the day's
+# looks and impressions (`read_item`'s figures, every item at once), for a day whose sums are kept.
+
+_COUNTS = ("looks", "viewers", "impressions")
+
+
+def _not_author(kind: Any, item: Any, user: Any) -> ColumnElement[bool]:
+    a = ITEM_AUTHORS.c
+    return ~exists().where(a.content_kind == kind, a.content_id == item, a.author_id == user)
+
+
+def _summed(day: date) -> list[ColumnElement[bool]]:
+    """The day's sum rows, the author's own left out (whenever the author became known)."""
+    s = ITEM_SUMS.c
+    return [s.day == day, s.n != 0, _not_author(s.kind, s.item, s.user_id)]
+
+
+def rollup_totals(day: date) -> Select:
+    """Per item with a look or an impression: `fact_reads.item_totals`' columns, the counts from the
+    day's sums, the first and last look from its looks (the two ends of each item's looks)."""
+    s = ITEM_SUMS.c
+    signed_in = s.user_id != ""
+
+    def total(dim: str, signed: bool = False) -> Any:
+        return func.sum(case((and_(s.dim == dim, signed_in) if signed else s.dim == dim, s.n), else_=0))
+
+    t = (
+        select(
+            s.kind,
+            s.item,
+            total("looks").label("views"),
+            total("looks", True).label("views_authenticated"),
+            total("viewers").label("unique_viewers"),
+            total("viewers", True).label("unique_viewers_authenticated"),
+            total("impressions").label("impressions"),
+            total("impressions", True).label("impressions_authenticated"),
+        )
+        .where(*_summed(day), s.dim.in_(_COUNTS))
+        .group_by(s.kind, s.item)
+        .having(or_(total("looks") > 0, total("impressions") > 0))
+        .subquery()
+    )
+    lk = FACT_LOOKS.c
+    times = (
+        select(lk.content_kind, lk.content_id, func.min(lk.ts).label("first_at"), func.max(lk.ts).label("last_at"))
+        .where(lk.day == day, _not_author(lk.content_kind, lk.content_id, lk.user_id))
+        .group_by(lk.content_kind, lk.content_id)
+        .subquery()
+    )
+    return select(
+        t.c.kind,
+        t.c.item,
+        t.c.views,
+        t.c.views_authenticated,
+        t.c.unique_viewers,
+        t.c.unique_viewers_authenticated,
+        t.c.impressions,
+        t.c.impressions_authenticated,
+        times.c.first_at,
+        times.c.last_at,
+    ).select_from(t.outerjoin(times, and_(times.c.content_kind == t.c.kind, times.c.content_id == t.c.item)))
+
+
+def rollup_dims(day: date) -> Select:
+    """Per item and breakdown: `fact_reads.item_dims`' columns (an impression's type added to the
+    looks' types), from the day's sums."""
+    s = ITEM_SUMS.c
+    dim = case((s.dim == "impression_type", "type"), else_=s.dim)
+    n = func.sum(s.n)
+    return (
+        select(
+            s.kind,
+            s.item,
+            dim.label("dim"),
+            s.key,
+            n.label("count"),
+            func.sum(case((s.user_id != "", s.n), else_=0)).label("count_authenticated"),
+        )
+        .where(*_summed(day), s.dim.not_in(_COUNTS))
+        .group_by(s.kind, s.item, dim, s.key)
+        .having(n > 0)
+    )
+
+
+async def rollup_sketches(conn: AsyncConnection, day: date) -> AsyncIterator[tuple[tuple[str, str], bytes]]:
+    """Each item's sketch of signed-in viewers (`fact_reads.item_user_sketches`), its users from the
+    day's sums (a viewer's row above 0), one ordered stream: one item's users in memory at a time."""
+    from trackside.sketch import sketch_of
+
+    s = ITEM_SUMS.c
+    query = (
+        select(s.kind, s.item, s.user_id)
+        .where(*_summed(day), s.dim == "viewers", s.key == "", s.user_id != "", s.n > 0)
+        .order_by(s.kind, s.item, s.user_id)
+    )
+    current: tuple[str, str] | None = None
+    users: list[str] = []
+    result = await conn.stream(query.execution_options(yield_per=2_000))
+    async for part in result.partitions(2_000):
+        for kind, item, user in part:
+            if (kind, item) != current:
+                if current is not None and users:
+                    yield current, sketch_of(users) or b""
+                current, users = (kind, item), []
+            users.append(user)
+    if current is not None and users:
+        yield current, sketch_of(users) or b""
