@@ -67,10 +67,13 @@ class FunnelsApi(DefinitionsApi):
             return _v2_error(400, "the body is nested too deeply")
         try:
             fq = parse_funnel(raw, datetime.now(UTC).date())
+            pending = None
             if fq.q.first is not None:
-                await self.stats.derive_queued(fq.q.first, fq.q.last)
+                pending = await self.stats.derive_queued(fq.q.first, fq.q.last)
             goals = functools.partial(load_goals, settings=self.settings)
             result = await answer_funnel(self.stats.engine, fq, limits_of(self.settings), goals)
+            if pending is not None and pending.visitor_days:
+                result["meta"]["pending"] = pending.meta()
         except V2Error as exc:
             return _v2_error(400, str(exc))
         except QueryTimeout as exc:

@@ -64,7 +64,7 @@ class JourneyApi:
         limits = limits_of(self.settings)
         try:
             jq = parse_journey(raw, datetime.now(UTC).date())
-            await self.stats.derive_queued(jq.first, jq.last)
+            pending = await self.stats.derive_queued(jq.first, jq.last)
             async with snapshot(self.stats.engine) as conn:
                 async with _deadline(conn, limits.timeout_seconds):
                     goals = await load_goals(conn, self.settings)
@@ -73,7 +73,7 @@ class JourneyApi:
             return _error(400, str(exc))
         except QueryTimeout as exc:
             return _error(503, str(exc))
-        result["meta"] = MEANING
+        result["meta"] = MEANING if not pending.visitor_days else {**MEANING, "pending": pending.meta()}
         result["query"] = {
             "date_range": jq.date_range,
             "filters": jq.raw_filters,

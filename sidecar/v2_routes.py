@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from sidecar.stats_routes import NO_STORE, StatsEndpoints
 from sidecar.titles import take_titles
+from trackside.figures import Pending
 from trackside.stats.v2.engine import QueryTimeout, answer, limits_of, load_goals
 from trackside.stats.v2.schema import V2Error, parse
 
@@ -87,7 +88,7 @@ class QueryApiV2:
             return _error(400, 'the body is {"queries": [<a v2 query>, ...]}: a list of one query or more')
         if len(queries) > MAX_BATCH:
             return _error(400, f"queries: at most {MAX_BATCH} in one batch, not {len(queries)}")
-        derived: dict[tuple[date, date], asyncio.Future[None]] = {}
+        derived: dict[tuple[date, date], asyncio.Future[Pending]] = {}
         gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         async def one(n: int, entry: Any) -> dict[str, Any]:
@@ -101,19 +102,22 @@ class QueryApiV2:
         return JSONResponse({"results": list(results)}, headers=NO_STORE)
 
     async def _answer(
-        self, raw: Any, derived: dict[tuple[date, date], asyncio.Future[None]]
+        self, raw: Any, derived: dict[tuple[date, date], asyncio.Future[Pending]]
     ) -> tuple[int, dict[str, Any]]:
         """One query's (status, answer or {"error": ...}). `derived`: the ranges whose queued visitor-days
         were derived by this request already (a batch derives each range once)."""
         try:
             titles, raw = take_titles(raw)  # include.titles: the items' titles and pages (sidecar.titles)
             q = parse(raw, datetime.now(UTC).date())
+            pending = Pending()
             if q.first is not None:
                 if (q.first, q.last) not in derived:
                     derived[q.first, q.last] = asyncio.ensure_future(self.stats.derive_queued(q.first, q.last))
-                await derived[q.first, q.last]
+                pending = await derived[q.first, q.last]
             goals = functools.partial(load_goals, settings=self.settings)
             result = await answer(self.stats.engine, q, limits_of(self.settings), goals)
+            if pending.visitor_days:
+                result["meta"]["pending"] = pending.meta()
             if titles:
                 await self.stats.titles.v2_titles(result, q)
         except V2Error as exc:

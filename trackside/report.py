@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trackside.derive import Derivation
-from trackside.figures import load_days, sum_days
+from trackside.figures import Pending, derive_pending, load_days, sum_days
 from trackside.storage.daily import late_unrolled
 from trackside.storage.engine import snapshot
 from trackside.storage.reads import bot_hits
@@ -26,10 +26,15 @@ from trackside.storage.reads import bot_hits
 async def build_report(
     engine: AsyncEngine, since: date, until: date, window_seconds: float, derivation: Derivation | None = None
 ) -> dict[str, Any]:
-    """The figures of [since, until]. With the settings' `derivation`, what is still queued for
-    the deriver is derived first (see `trackside.figures.derive_pending`)."""
+    """The figures of [since, until]. With the settings' `derivation`, everything still queued for
+    the deriver is derived first (see `trackside.figures.derive_pending`); `pending` names what a
+    batch stored meanwhile left out."""
+    pending = Pending()
+    if derivation is not None:
+        async with engine.connect() as conn:
+            pending = await derive_pending(conn, since, until, derivation, limit=None)
     async with snapshot(engine) as conn:
-        totals = sum_days(await load_days(conn, since, until, window_seconds, derivation=derivation))
+        totals = sum_days(await load_days(conn, since, until, window_seconds))
         bots = await bot_hits(conn, since, until)
         late = await late_unrolled(conn, since, until)
     content: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -80,6 +85,9 @@ async def build_report(
         # Late events of days whose raw events were pruned: in the additive counts above, never
         # in uniques or content views (those days are not rolled up again).
         "late_events_unrolled": late,
+        # Visitor-days stored but not derived into these figures (a batch stored while the report
+        # derived the queue): 0 when every stored event is in them.
+        "pending_visitor_days": pending.visitor_days,
     }
 
 
@@ -102,6 +110,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"Late events       {report['late_events_unrolled']:>10}   for days already pruned: in the counts,"
             " not in uniques or content views"
+        )
+    if report.get("pending_visitor_days"):
+        lines.append(
+            f"Not derived yet   {report['pending_visitor_days']:>10}   visitor-days stored while this report"
+            " was made: not in these figures"
         )
     lines.append("")
 
