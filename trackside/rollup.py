@@ -175,7 +175,10 @@ async def lock_marks_of(conn: AsyncConnection, day: date) -> None:
     ingest of an event of the day waits for the day's lock (`mark_dirty`)."""
     if conn.dialect.name != "postgresql":
         return
-    await conn.exec_driver_sql("SELECT visitor FROM derive_marks WHERE day = $1 ORDER BY visitor FOR UPDATE", (day,))
+    # Counted, not fetched: a day stored before facts existed has every visitor-day marked.
+    await conn.exec_driver_sql(
+        "SELECT count(*) FROM (SELECT 1 FROM derive_marks WHERE day = $1 ORDER BY visitor FOR UPDATE) AS m", (day,)
+    )
 
 
 async def pending_days(engine: AsyncEngine, today: date | None = None) -> list[date]:
