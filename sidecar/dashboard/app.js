@@ -827,7 +827,17 @@
       !(meta && meta.facts_note) && prevMeta && prevMeta.facts_note ? h('p', { class: 'notice-retention',
         'data-note': 'retention', role: 'note',
         text: `The previous period begins before the oldest fact day: ${prevMeta.facts_note}; `
-          + 'its figures and the changes are partial.' }) : null);
+          + 'its figures and the changes are partial.' }) : null,
+      meta && meta.pending ? pendingNote(meta.pending) : null);
+  }
+
+  // Stored events the figures do not hold yet (the deriver is behind a busy site): said, never a silent shortfall.
+  function pendingNote(pending) {
+    const oldest = pending.oldest_queued_at ? new Date(pending.oldest_queued_at) : null;
+    const since = oldest && !Number.isNaN(oldest.getTime()) ? ` (the oldest stored at ${asOfText(oldest)})` : '';
+    return h('p', { class: 'notice-retention', 'data-note': 'pending', 'data-pending': String(pending.visitor_days),
+      role: 'note', text: `Not in these figures yet: ${num(pending.visitor_days)} visitor-days of events stored and `
+        + `still being derived${since}. They are added within seconds unless the deriver is behind; Refresh to see them.` });
   }
 
   // "as of 16:05:09 UTC": when the figures were read (an answer's computed_at).
