@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from trackside import events as ev
-from trackside.enrich.user_agent import canonical_browser, canonical_os
+from trackside.enrich.family_names import canonical_browser, canonical_os
 from trackside.views import DayViews
 
 # Breakdowns of page views kept per day. Each key is bounded: labels are grouped at capture.

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from trackside import events as ev
-from trackside.enrich.user_agent import canonical_browser, canonical_os
+from trackside.enrich.family_names import canonical_browser, canonical_os
 from trackside.views import derive_day
 
 VISIT_GAP_SECONDS = 30 * 60.0

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trackside.aggregate import SiteDay
 from trackside.derive import Derivation
-from trackside.enrich.user_agent import canonical_browser, canonical_os
+from trackside.enrich.family_names import canonical_browser, canonical_os
 from trackside.sketch import DistinctUsers
 from trackside.storage.daily import rolled_days
 from trackside.storage.facts import derive_marked, derive_round
