@@ -365,7 +365,7 @@ async def sum_rows(url: str, day: date) -> dict[str, dict[str, int]]:
 
 async def move_sums(url: str, day: date, hide: bool) -> None:
     """`hide`: the day's sum rows moved aside (`bench_hidden_<table>`), as a rollup before sums were kept
-    leaves a rolled day (it forgot them); else moved back. PostgreSQL."""
+    leaves a rolled day (it forgot them); else moved back."""
     engine = create_engine(url)
     where = f"day = '{day.isoformat()}'"
     try:

@@ -85,7 +85,7 @@ async def make_dirty(engine: Any, day: date, remark: int) -> int:
             + ("$1" if postgres else "?")
             + " ORDER BY visitor LIMIT "
             + str(int(remark))
-            + ") AS v ON CONFLICT DO NOTHING",
+            + ") AS v WHERE true ON CONFLICT DO NOTHING",  # (SQLite: a WHERE before its upsert clause)
             (day if postgres else day.isoformat(),),
         )
         await conn.exec_driver_sql(
