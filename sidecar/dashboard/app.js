@@ -1226,6 +1226,7 @@
       crumbs,
       Items.heading(h, kind, id, item),
       asOf(item.computed_at),
+      item.pending ? pendingNote(item.pending) : null,
       modeBanner(),
       kpis,
       h('div', { class: 'grid charts' },

@@ -33,12 +33,7 @@ async function main() {
       answered.push(body.meta && body.meta.pending ? body.meta.pending.visitor_days : null);
     } catch (e) { problems.push(`cards answer: ${e}`); }
   });
-  await page.goto(`${URL_}#/?period=30d`, { waitUntil: 'load' });
-  await page.waitForSelector('#app[data-ready="login"]', WAIT);
-  await page.fill('#token', TOKEN);
-  await page.click('form.login button[type="submit"]');
-  await page.waitForSelector('#app[data-ready]:not([data-ready="login"]) .page', WAIT);
-  const shown = await page.evaluate(() => {
+  const collect = () => {
     const note = document.querySelector('[data-note="pending"]');
     const kpi = (name) => {
       const el = document.querySelector(`[data-kpi="${name}"] .kpi-value`);
@@ -50,9 +45,20 @@ async function main() {
       role: note ? note.getAttribute('role') : null,
       pageviews: kpi('pageviews'),
       visitors: kpi('visitors'),
+      item: document.querySelector('[data-item]') ? document.querySelector('[data-item]').dataset.item : null,
     };
-  });
-  console.log(JSON.stringify({ ...shown, answered, problems }));
+  };
+  // First an item's page (its read is the sidecar's first: it derives 500 and names the rest), then the overview.
+  await page.goto(`${URL_}#/item/artwork/a1`, { waitUntil: 'load' });
+  await page.waitForSelector('#app[data-ready="login"]', WAIT);
+  await page.fill('#token', TOKEN);
+  await page.click('form.login button[type="submit"]');
+  await page.waitForSelector('#app[data-ready]:not([data-ready="login"]) .page[data-item]', WAIT);
+  const item = await page.evaluate(collect);
+  await page.goto(`${URL_}#/?period=30d`, { waitUntil: 'load' });
+  await page.waitForSelector('#app[data-ready]:not([data-ready="login"]) .page:not([data-item])', WAIT);
+  const shown = await page.evaluate(collect);
+  console.log(JSON.stringify({ item_page: item, ...shown, answered, problems }));
 }
 
 main().then(() => run.close()).catch(async (e) => {
