@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from tests.e2e import helpers
-from tests.e2e.test_dashboard import ADMIN, SECRET, browser_or_skip, token
+from tests.e2e.test_dashboard import browser_or_skip
 from tests.servers import run_sidecar
-from tests.sidecar.test_read_backlog import VISITORS, _store_backlog
+from tests.sidecar.test_read_backlog import VISITORS, _store_backlog, backlog_settings
+from tests.sidecar.test_stats import token  # signed with the secret backlog_settings gives the sidecar
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,15 +25,7 @@ async def test_the_item_page_and_the_overview_name_the_visitor_days_not_derived_
 ) -> None:
     node, chromium = browser_or_skip()
     await _store_backlog(database_url)
-    settings = make_settings(
-        frontend_url=upstream_url,
-        api_url=upstream_url,
-        jwt_secret=SECRET,
-        admin_token=ADMIN,
-        database_url=database_url,
-        trust_roles_claim=True,
-        deriver="off",
-    )
+    settings = backlog_settings(make_settings, upstream_url, database_url)
     async with run_sidecar(settings) as (url, _):
         shown = await helpers.run_browser_script(
             node,

@@ -7,6 +7,7 @@ deriver off (`TRACKSIDE_DERIVER=off`), so that the backlog stays while the reads
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from trackside.batch import Batch
 from trackside.derive import Derivation
 from trackside.figures import READ_ROUND, Pending, derive_pending
 from trackside.report import build_report
+from trackside.settings import Settings
 from trackside.storage.engine import create_engine
 from trackside.storage.migrate import migrate
 from trackside.storage.tables import DERIVE_MARKS
@@ -50,6 +52,19 @@ async def _store_backlog(database_url: str) -> tuple[datetime, datetime, datetim
     return start, before, after
 
 
+def backlog_settings(make_settings: Any, upstream_url: str, database_url: str) -> Settings:
+    """A sidecar whose deriver is off: the backlog stays while its reads are made."""
+    return make_settings(
+        frontend_url=upstream_url,
+        api_url=upstream_url,
+        jwt_secret=SECRET,
+        admin_token=ADMIN,
+        database_url=database_url,
+        trust_roles_claim=True,
+        deriver="off",
+    )
+
+
 async def _marks(database_url: str) -> int:
     engine = create_engine(database_url)
     try:
@@ -61,15 +76,7 @@ async def _marks(database_url: str) -> int:
 
 async def test_each_read_derives_one_bounded_round_and_names_what_is_left(upstream_url, make_settings, database_url):
     _, stored_from, stored_to = await _store_backlog(database_url)
-    settings = make_settings(
-        frontend_url=upstream_url,
-        api_url=upstream_url,
-        jwt_secret=SECRET,
-        admin_token=ADMIN,
-        database_url=database_url,
-        trust_roles_claim=True,
-        deriver="off",
-    )
+    settings = backlog_settings(make_settings, upstream_url, database_url)
     admin = {"authorization": "Bearer " + ADMIN}
     query = {"metrics": ["pageviews", "visitors"], "date_range": "day"}
     async with run_sidecar(settings) as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as c:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 
 from trackside.figures import SITE_COUNTS, DayFigures, ItemFigures
-from trackside.sketch import Sketch, sketch_of
+from trackside.sketch import Sketch
 from trackside.storage import day_sums, item_sums
 from trackside.storage.day_sums import PAGE_VIEW_DIMS
 from trackside.storage.tables import (
@@ -389,19 +389,9 @@ async def read_item_day(conn: AsyncConnection, day: date, kind: str, item: str) 
 
 
 async def item_user_sketches(conn: AsyncConnection, day: date) -> AsyncIterator[tuple[ItemKey, bytes]]:
-    """Each item's sketch of signed-in viewers, made from one ordered stream: one item's users in
-    memory at a time."""
-    current: ItemKey | None = None
-    users: list[str] = []
-    async for rows in _partitions(conn, item_users(day)):
-        for kind, item_id, user in rows:
-            if (kind, item_id) != current:
-                if current is not None and users:
-                    yield current, sketch_of(users) or b""
-                current, users = (kind, item_id), []
-            users.append(user)
-    if current is not None and users:
-        yield current, sketch_of(users) or b""
+    """Each item's sketch of signed-in viewers, made from one ordered stream (`item_sums.sketches_per_item`)."""
+    async for pair in item_sums.sketches_per_item(conn, item_users(day)):
+        yield pair
 
 
 async def _partitions(conn: AsyncConnection, query: Select, size: int = 2_000) -> AsyncIterator[Sequence[Any]]:

@@ -235,15 +235,22 @@ def rollup_dims(day: date) -> Select:
 
 async def rollup_sketches(conn: AsyncConnection, day: date) -> AsyncIterator[tuple[tuple[str, str], bytes]]:
     """Each item's sketch of signed-in viewers (`fact_reads.item_user_sketches`), its users from the
-    day's sums (a viewer's row above 0), one ordered stream: one item's users in memory at a time."""
-    from trackside.sketch import sketch_of
-
+    day's sums (a viewer's row above 0)."""
     s = ITEM_SUMS.c
     query = (
         select(s.kind, s.item, s.user_id)
         .where(*_summed(day), s.dim == "viewers", s.key == "", s.user_id != "", s.n > 0)
         .order_by(s.kind, s.item, s.user_id)
     )
+    async for pair in sketches_per_item(conn, query):
+        yield pair
+
+
+async def sketches_per_item(conn: AsyncConnection, query: Select) -> AsyncIterator[tuple[tuple[str, str], bytes]]:
+    """Each item's sketch of its users, from `query`'s rows (kind, item, user), ordered by item: one
+    ordered stream, one item's users in memory at a time."""
+    from trackside.sketch import sketch_of
+
     current: tuple[str, str] | None = None
     users: list[str] = []
     result = await conn.stream(query.execution_options(yield_per=2_000))
