@@ -498,11 +498,42 @@ def sidecar_argv(variant: str, port: int, upstream_url: str, db: Path, args: arg
     ]
 
 
+# `--visitors N`: each request from one of N rotating public addresses in `X-Forwarded-For`, which the
+# sidecar believes from loopback (as behind a load balancer): N people's requests, derived as N
+# visitor-days, instead of wrk's one client, whose every request lands in one visitor-day that the
+# embedded deriver then reads whole at each round.
+_VISITORS_LUA = """
+local n = 0
+local visitors = %d
+local path = "%s"
+local fixed = {%s}
+request = function()
+  n = n + 1
+  local headers = {}
+  for k, v in pairs(fixed) do headers[k] = v end
+  local i = n %% visitors
+  local a, b, c = math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256
+  headers["X-Forwarded-For"] = "81." .. a .. "." .. b .. "." .. c
+  return wrk.format("GET", path, headers)
+end
+"""
+
+
+def visitors_script(tmp: Path, path: str, visitors: int) -> Path:
+    script = tmp / f"visitors{path.replace('/', '_')}.lua"
+    if not script.exists():
+        fixed = ", ".join(f'["{k}"] = "{v}"' for k, v in PATHS[path].items())
+        script.write_text(_VISITORS_LUA % (visitors, path, fixed))
+    return script
+
+
 def bench_env(repo: Path = REPO) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
     # wrk is one client: its thousands of requests a second would be a flood from one visitor, which
-    # the sidecar rightly keeps as bot counters. Lift the limit so every request is a full event.
+    # the sidecar rightly keeps as bot counters. Lift the limit so every request is a full event
+    # (with `--visitors` too: a visitor's share of wrk's rate is still faster than a person).
     env["TRACKSIDE_FLOOD_PER_MINUTE"] = "1000000000"
+    env["TRACKSIDE_TRUSTED_PROXIES"] = "127.0.0.1"  # only matters with `--visitors`: none is sent otherwise
     env["TRACKSIDE_QUEUE_NAME"] = BENCH_QUEUE
     return env
 
@@ -687,8 +718,11 @@ class Bench:
         argv = [*self.wrk_prefix, wrk_bin(), f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
         # A generous timeout so slow responses land in the latency histogram instead of being dropped as errors.
         argv += ["--timeout", "10s"]
-        for key, value in PATHS[path].items():
-            argv += ["-H", f"{key}: {value}"]
+        if self.args.visitors > 0:
+            argv += ["-s", str(visitors_script(self.args.tmp, path, self.args.visitors))]
+        else:
+            for key, value in PATHS[path].items():
+                argv += ["-H", f"{key}: {value}"]
         argv.append(url + path)
         # pdeathsig: wrk also goes away if we are killed, or interrupted while Popen is still starting it.
         with subprocess.Popen(
@@ -986,6 +1020,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_model": cpu_model,
         "loadavg_at_start": os.getloadavg(),
         "before": str(args.before) if args.before else None,
+        "visitors": args.visitors,
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "nginx": tool_version([nginx_bin(), "-v"]),
@@ -1006,6 +1041,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-duration", type=float, default=5, help="seconds of the one-connection run")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json", help="JSON results file")
     p.add_argument("--pin-one-core", action="store_true", help="target on CPU 0 (taskset), wrk on CPU 1")
+    p.add_argument(
+        "--visitors",
+        type=int,
+        default=0,
+        help="requests from N rotating addresses (X-Forwarded-For, believed from loopback); 0: wrk's one client",
+    )
     p.add_argument(
         "--targets",
         default=",".join(ALL_TARGETS),
@@ -1060,6 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="trackside-bench-"))
     _tmp_dirs.append((tmp, args.keep_tmp))
+    args.tmp = tmp  # where `--visitors`' wrk scripts go
     info = machine_info(args)
     try:
         report = run(args, tmp)
@@ -1074,7 +1116,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"\nTrackside proxy bench — {info['cpus']} CPUs ({info['cpu_model']}), duration {args.duration:g}s, "
-        f"{args.connections} connections, workers {args.workers}, pin-one-core {args.pin_one_core}\n"
+        f"{args.connections} connections, workers {args.workers}, pin-one-core {args.pin_one_core}, "
+        f"visitors {args.visitors or 'one client'}\n"
     )
     print(table)
     print(f"\nload average at the start {info['loadavg_at_start']}, at the end {info['loadavg_at_end']}")

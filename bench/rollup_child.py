@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from datetime import date
 from typing import Any
@@ -52,6 +53,27 @@ async def backend_memory(engine: Any) -> dict[str, object]:
     except OSError:
         pass
     return found
+
+
+class PrivatePeak(threading.Thread):
+    """The backend's own memory at its highest (RssAnon, sampled every 50 ms): what its statements
+    took, without the shared buffers VmHWM also counts (shared with every other backend)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.path = f"/proc/{pid}/status"
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for line in open(self.path):
+                    if line.startswith("RssAnon:"):
+                        self.peak = max(self.peak, int(line.split()[1]))
+            except OSError:
+                return
+            self.stop.wait(0.05)
 
 
 async def daily_digest(engine: Any, day: date) -> str:
@@ -105,6 +127,11 @@ async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, o
     logger.setLevel(logging.INFO)
     try:
         marked = await make_dirty(engine, day, remark) if mode == "reroll" else None
+        sampler = None
+        if engine.dialect.name == "postgresql":
+            async with engine.connect() as conn:  # the pool's one connection, which the rollup runs on next
+                sampler = PrivatePeak((await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one())
+            sampler.start()
         t = time.perf_counter()
         c = time.process_time()
         if mode in ("rollup", "reroll"):
@@ -120,6 +147,10 @@ async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, o
             async with engine.begin() as conn:
                 out = {"rows": await record_funnel_day(conn, day)}
         out.update(seconds=round(time.perf_counter() - t, 2), cpu_s=round(time.process_time() - c, 2))
+        if sampler is not None:
+            sampler.stop.set()
+            sampler.join()
+            out["backend_private_peak_mb"] = round(sampler.peak / 1024)
         if engine.dialect.name == "postgresql":
             out.update(await backend_memory(engine))
             if mode in ("rollup", "reroll"):
