@@ -19,6 +19,8 @@ import ipaddress
 import secrets
 from typing import Any
 
+from trackside.enrich.ipv4 import plain_ipv4
+
 MAX_KEYS = 100_000
 
 
@@ -98,10 +100,6 @@ _PROXY_NETWORKS = tuple(
 )
 
 
-# Every octet as `ipaddress` accepts it (0-255, no leading zero, ASCII digits only).
-_OCTETS = {str(i): i for i in range(256)}
-
-
 def _limited_block(address: str) -> bytes | None:
     """The bytes an address is counted under, or None for one never limited: private, loopback
     and link-local addresses are where a proxy chain not set in `TRACKSIDE_TRUSTED_PROXIES` puts
@@ -111,20 +109,18 @@ def _limited_block(address: str) -> bytes | None:
     # A dotted IPv4 address in its plain form, the common case, without `ipaddress` (about a tenth
     # of the cost; each address is looked at once a minute, and at a few requests a minute per
     # visitor that is a third of them). Anything else takes the general path below.
-    parts = address.split(".")
-    if len(parts) == 4:
-        octet = _OCTETS.get
-        a, b, c, d = octet(parts[0]), octet(parts[1]), octet(parts[2]), octet(parts[3])
-        if a is not None and b is not None and c is not None and d is not None:
-            if (
-                a in (0, 10, 127)
-                or (a == 172 and 16 <= b <= 31)
-                or (a == 192 and b == 168)
-                or (a == 100 and 64 <= b <= 127)
-                or (a == 169 and b == 254)
-            ):
-                return None  # the IPv4 networks of _PROXY_NETWORKS
-            return bytes((a, b, c, d))
+    octets = plain_ipv4(address)
+    if octets is not None:
+        a, b = octets[0], octets[1]
+        if (
+            a in (0, 10, 127)
+            or (a == 172 and 16 <= b <= 31)
+            or (a == 192 and b == 168)
+            or (a == 100 and 64 <= b <= 127)
+            or (a == 169 and b == 254)
+        ):
+            return None  # the IPv4 networks of _PROXY_NETWORKS
+        return bytes(octets)
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
