@@ -25,9 +25,11 @@ PREV = "prev"
 NEXT = "next"
 PAGE = "page"
 # PostgreSQL's work_mem in a rollup's transaction (`trackside.rollup.rollup_day`, and here). Each hash
-# aggregate may take twice it (hash_mem_multiplier), a statement several: at 256MB the backend of a
-# 10M-event day's rollup grew to 1.85 GB, at 64MB to 1.24 GB, no slower (facts_bench --reuse, 10M).
-WORK_MEM = "64MB"
+# aggregate may take twice it (hash_mem_multiplier), a statement several, and the backend keeps what
+# its statements took. A 10M-event day's rollup (facts_bench --reuse, the backend's own memory at its
+# peak): 64MB 395 MB, 32MB 209, 16MB 148, 8MB 104; no slower at 16MB than at 64MB, rolled again from
+# the sums (76.7 against 76.3-81.7 s) or forced to group every fact (95.7 against 109.5 s).
+WORK_MEM = "16MB"
 NONE = ""  # no neighbour: the entry (prev), the exit (next); and the totals' rows (page)
 
 COLUMNS = ("day", "label", "side", "neighbour", "passages", "visits")
