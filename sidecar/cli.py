@@ -118,7 +118,7 @@ def serve(no_capture: bool, **flags: Any) -> None:
     if settings.workers > 1:
         from sidecar.server import SharedDeriver, fork_workers
 
-        fork_workers()  # the server processes share one copy of what they import
+        fork_workers(settings)  # the server processes share one copy of what they import
         if settings.redis_url is None and settings.deriver == "process":
             # One deriver for every server process, stopped after them (see `SharedDeriver`).
             os.environ["TRACKSIDE_DERIVER"] = "off"

@@ -396,7 +396,7 @@ _IMPORTED_AFTER_START = (
 )
 
 
-def fork_workers() -> None:
+def fork_workers(settings: Settings) -> None:
     """With several server processes: import everything a server process needs here, in the
     supervisor, and start the processes by forking it, so they share those pages (copy-on-write)
     instead of each importing its own copy in a fresh interpreter (uvicorn spawns them).
@@ -419,13 +419,13 @@ def fork_workers() -> None:
     import sidecar.app  # noqa: F401 - the import itself is the point
 
     names: tuple[str, ...] = _IMPORTED_AFTER_START
-    if os.environ.get("TRACKSIDE_DATABASE_URL", "").startswith("postgresql"):
+    if settings.database_url.startswith("postgresql"):
         names += ("asyncpg", "asyncpg.pool")  # imported at the first connection
     for name in names:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 
-    _build_once()
+    _build_once(settings)
     fork = multiprocessing.get_context("fork")
 
     def get_subprocess(config: Any, target: Callable[..., None], sockets: list[Any]) -> Any:
@@ -440,7 +440,7 @@ def fork_workers() -> None:
 _built_in_supervisor: Any = None
 
 
-def _build_once() -> None:
+def _build_once(settings: Settings) -> None:
     """Build the app once here, unused, before the fork. Building it runs code no import runs:
     on CPython 3.11 a function's first calls rewrite its bytecode in place (specialization), and
     first uses fill lazy caches, both writes that each server process would otherwise make to the
@@ -453,7 +453,7 @@ def _build_once() -> None:
     global _built_in_supervisor
     shared = os.environ.pop(SHARED_ENV, None)  # no counter file for an app that never serves
     try:
-        _built_in_supervisor = create_app(Settings.from_env())
+        _built_in_supervisor = create_app(settings)
     finally:
         if shared is not None:
             os.environ[SHARED_ENV] = shared
