@@ -114,22 +114,13 @@ def serve(no_capture: bool, **flags: Any) -> None:
     log.info("Trackside %s mode: %r", mode, settings)
     options = uvicorn_options(settings)
     options["log_config"] = None  # keep the logging configured above (text or JSON)
-    deriver = None
     if settings.workers > 1:
-        from sidecar.server import SharedDeriver, fork_workers
+        from sidecar.workers import serve_forked
 
-        fork_workers(settings)  # the server processes share one copy of what they import
-        if settings.redis_url is None and settings.deriver == "process":
-            # One deriver for every server process, stopped after them (see `SharedDeriver`).
-            os.environ["TRACKSIDE_DERIVER"] = "off"
-            deriver = SharedDeriver(settings)
+        serve_forked(settings, options, metrics_dir)  # becomes the supervisor, which removes the directory
     try:
-        uvicorn.run("sidecar.app:create_app", factory=True, workers=settings.workers, **options)
+        uvicorn.run("sidecar.app:create_app", factory=True, **options)
     finally:
-        if deriver is not None:
-            from trackside.deriver import FINISH_SECONDS
-
-            deriver.stop(FINISH_SECONDS + 10.0)
         remove_run_dir(metrics_dir)  # after a kill, the next `trackside serve` removes it
 
 

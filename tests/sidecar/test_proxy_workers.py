@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import DOC
 from tests.servers import free_port
+from sidecar.workers import SUPERVISOR
 from trackside.storage.tables import DERIVE_MARKS, FACT_PAGE_VIEWS
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,6 +45,13 @@ def _children(pid: int) -> list[int]:
 def _cmdline(pid: int) -> bytes:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read()
+
+
+def _app_libraries(pid: int) -> list[str]:
+    """The app's extension modules mapped in a process (uvloop, SQLite's, SQLAlchemy's, NumPy's)."""
+    with open(f"/proc/{pid}/maps") as f:
+        paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
+    return sorted(p for p in paths if any(name in p for name in ("uvloop", "_sqlite3", "sqlalchemy", "numpy")))
 
 
 def _alive(pid: int) -> bool:
@@ -74,12 +82,9 @@ async def test_two_forked_workers_share_one_deriver_and_stop_with_everything_der
     }
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "sidecar", "serve", "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    forked_cmdline = b"\0".join(part.encode() for part in command) + b"\0"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -93,7 +98,7 @@ async def test_two_forked_workers_share_one_deriver_and_stop_with_everything_der
         deadline = time.monotonic() + 10
         while len(children := _children(proc.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-        # Two server processes and one deriver, all forked from the supervisor (same command line,
+        # Two server processes and one deriver, all forked by `trackside serve` (same command line,
         # no `multiprocessing.spawn`); the server processes start no deriver of their own.
         assert len(children) == 3
         names = sorted(_stat(pid)[0] for pid in children)
@@ -101,7 +106,11 @@ async def test_two_forked_workers_share_one_deriver_and_stop_with_everything_der
         deriver = next(pid for pid in children if _stat(pid)[0] == "trackside-deriv")
         workers = [pid for pid in children if pid != deriver]
         for pid in children:
-            assert _cmdline(pid) == _cmdline(proc.pid)
+            assert _cmdline(pid) == forked_cmdline  # forked by `trackside serve` before it became the supervisor
+        # The supervisor is a small script now, holding none of the app's modules.
+        assert _cmdline(proc.pid).split(b"\0")[1:4] == [b"-I", b"-S", bytes(SUPERVISOR)]
+        assert _app_libraries(proc.pid) == []
+        assert "uvloop" in " ".join(_app_libraries(workers[0]))
         for pid in workers:
             assert _children(pid) == []
         deadline = time.monotonic() + 10
@@ -181,3 +190,100 @@ async def test_a_supervisor_killed_outright_leaves_no_process_behind(upstream_ur
         for pid in children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_server_processes_that_die_hang_or_are_reloaded_are_replaced_and_nothing_is_lost(upstream_url, tmp_path):
+    """The supervisor replaces a server process killed outright and one frozen (SIGSTOP: it stops
+    answering pings), and on SIGHUP replaces both, one at a time, while requests keep being answered;
+    a replacement is a fresh `python -m sidecar.workers` on the same socket. Every request is stored
+    and derived, whichever process took it."""
+    db = str(tmp_path / "t.db")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "TMPDIR": str(tmp_path),
+        "TRACKSIDE_FRONTEND_URL": upstream_url,
+        "TRACKSIDE_API_URL": upstream_url,
+        "TRACKSIDE_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "TRACKSIDE_SPOOL_DIR": str(tmp_path / "spool"),
+        "TRACKSIDE_LOG_LEVEL": "info",
+    }
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    sent = 0
+
+    async def get_pages(count: int) -> None:
+        nonlocal sent
+        for _ in range(count):
+            async with httpx.AsyncClient(base_url=url) as client:  # a new connection: either process
+                assert (await client.get(f"/p/w{sent}", headers=DOC)).status_code == 200
+            sent += 1
+
+    async def all_stored() -> tuple[int, int, int]:
+        # A process killed outright loses what it captured and had not flushed yet (at most a second
+        # of it, counted as lost at the next start): each kill below waits for the flush first.
+        deadline = time.monotonic() + 30
+        while (counts := _counts(db)) != (sent, sent, 0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        return counts
+
+    def servers() -> list[int]:
+        return [pid for pid in _children(proc.pid) if _stat(pid)[0] != "trackside-deriv"]
+
+    async def replaced(old: set[int]) -> list[int]:
+        deadline = time.monotonic() + 40
+        while True:
+            now = servers()
+            if len(now) == 2 and not old & set(now) and all(_stat(pid)[1] != "Z" for pid in now):
+                async with httpx.AsyncClient(base_url=url) as client:
+                    try:
+                        if (await client.get("/_trackside/health")).status_code == 200:
+                            return now
+                    except httpx.HTTPError:
+                        pass
+            assert time.monotonic() < deadline, f"not replaced: {now}"
+            await asyncio.sleep(0.2)
+
+    try:
+        first = await replaced(set())
+        await get_pages(5)
+        assert await all_stored() == (5, 5, 0)
+
+        os.kill(first[0], signal.SIGKILL)
+        second = await replaced({first[0]})
+        assert first[1] in second
+        (cold,) = set(second) - {first[1]}
+        assert _cmdline(cold).split(b"\0")[1:3] == [b"-m", b"sidecar.workers"]
+        await get_pages(5)
+        assert await all_stored() == (10, 10, 0)
+
+        os.kill(first[1], signal.SIGSTOP)  # frozen: its connections wait, the supervisor kills it
+        third = await replaced({first[0], first[1]})
+        await get_pages(5)
+
+        proc.send_signal(signal.SIGHUP)
+        during = asyncio.create_task(get_pages(30))
+        await replaced(set(third))
+        await during
+        await get_pages(5)
+
+        assert await all_stored() == (50, 50, 0)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 60)
+        assert proc.returncode == 0
+        assert _children(proc.pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert f"server process {first[0]} ended (signal SIGKILL): starting another" in text
+    assert f"server process {first[1]} did not answer for 5 s: killing it" in text
+    assert "received SIGHUP: replacing the server processes one at a time" in text

@@ -1,0 +1,335 @@
+"""The supervisor of `trackside serve --workers N`, once the server processes are running.
+
+`trackside serve` imports everything, forks the server processes from itself (so they share those
+pages) and then replaces itself with this script, same PID, same children (`sidecar.workers`). A
+supervisor that kept the imports would hold its own copy of every page the server processes
+write to after the fork (reference counts touch every object they use: 17 MB measured with two),
+dead weight in a process that only watches. Run as `python -I -S supervisor.py ...`, this imports
+only the standard library's smallest modules (about 5 MB).
+
+What it does, as uvicorn's supervisor did:
+- a server process that ends, or does not answer a ping for HEALTH_TIMEOUT seconds once it has
+  answered one (hung), is killed and replaced; one that ends with uvicorn's start-up failure code
+  before it ever served stops everything (the next would fail the same way);
+- SIGINT, SIGTERM, SIGQUIT: stop the server processes (each finishes its requests and flushes
+  what it captured), then the embedded mode's deriver (it derives what they stored last), then
+  remove the run's counter files, and exit;
+- SIGHUP: replace every server process, one at a time, each only once its replacement serves;
+- SIGTTIN / SIGTTOU: one server process more / fewer.
+
+A replacement is a fresh interpreter (`python -m sidecar.workers`), started cold (2-3 s): it
+shares no pages with the others. The listening socket is inherited, so the site is served by the
+other processes meanwhile.
+
+Arguments (no argparse: it would import much more than all of this):
+    socket=FD  workers=PID:PING:PONG,...  [deriver=PID:FD]  finish=SECONDS  [run_dir=PATH]
+    log=text|json  level=NAME  --  COMMAND...   (a replacement: COMMAND --socket-fd FD --ping-fd
+    FD --pong-fd FD)"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+
+STARTUP_FAILURE = 3  # uvicorn's exit code for an app that could not start
+PING_SECONDS = 0.5
+HEALTH_TIMEOUT = 5.0  # uvicorn's default `timeout_worker_healthcheck`
+READY_TIMEOUT = 60.0  # a cold replacement's imports and start, on a loaded machine
+STOP_TIMEOUT = 60.0  # a server process's graceful stop is 10 s, then it flushes and closes
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+class Worker:
+    __slots__ = ("pid", "ping", "pong", "asked", "answered", "started", "born")
+
+    def __init__(self, pid: int, ping: int, pong: int) -> None:
+        self.pid = pid
+        self.ping = ping  # we write a byte: are you alive?
+        self.pong = pong  # it answers b"1" (serving) or b"0" (starting)
+        self.asked: float | None = None
+        self.answered = False
+        self.started = False
+        self.born = time.monotonic()
+
+    def close(self) -> None:
+        for fd in (self.ping, self.pong):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Supervisor:
+    def __init__(self, args: dict[str, str], command: list[str]) -> None:
+        self.socket = int(args["socket"])
+        self.command = command
+        self.finish = float(args.get("finish", "30"))
+        self.run_dir = args.get("run_dir")
+        self.json = args.get("log") == "json"
+        self.level = LEVELS.get(args.get("level", "info"), 20)
+        self.workers: dict[int, Worker] = {}
+        for spec in filter(None, args.get("workers", "").split(",")):
+            pid, ping, pong = (int(part) for part in spec.split(":"))
+            self.workers[pid] = Worker(pid, ping, pong)
+            os.set_inheritable(ping, False)
+            os.set_inheritable(pong, False)
+        self.deriver: tuple[int, int] | None = None
+        if args.get("deriver"):
+            pid, fd = (int(part) for part in args["deriver"].split(":"))
+            os.set_inheritable(fd, False)  # its end of file stops it: no server process may hold it
+            self.deriver = (pid, fd)
+        self.wanted = len(self.workers)
+        self.signals: list[int] = []
+        self.stopping = False
+
+    # Logging: the same two formats as the rest of Trackside, without the logging module.
+    def log(self, level: str, message: str) -> None:
+        if LEVELS[level] < self.level:
+            return
+        now = time.time()
+        if self.json:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+            text = message.replace("\\", "\\\\").replace('"', '\\"')
+            line = f'{{"time": "{stamp}", "level": "{level}", "logger": "trackside.supervisor", "message": "{text}"}}'
+        else:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+            line = f"{stamp} {level.upper()} trackside.supervisor: {message}"
+        try:
+            os.write(2, (line + "\n").encode())
+        except OSError:
+            pass
+
+    def run(self) -> int:
+        for number in HANDLED:
+            signal.signal(number, lambda number, frame: self.signals.append(number))
+        while True:
+            code = self.handle_signals()
+            if code is None:
+                code = self.reap()
+            if code is not None:
+                return self.stop(code)
+            self.check_health()
+
+    def handle_signals(self) -> int | None:
+        while self.signals:
+            number = self.signals.pop(0)
+            if number in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+                self.log("info", f"received {signal.Signals(number).name}: stopping the server processes")
+                return 0
+            if number == signal.SIGHUP:
+                self.log("info", "received SIGHUP: replacing the server processes one at a time")
+                self.restart_all()
+            elif number == signal.SIGTTIN:
+                self.wanted += 1
+                self.spawn()
+            elif number == signal.SIGTTOU and self.wanted > 1:
+                self.wanted -= 1
+                pid = max(self.workers)
+                self.retire(self.workers.pop(pid))
+        return None
+
+    def reap(self) -> int | None:
+        """Replace what ended; the start-up failure code from one that never served stops all."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid == 0:
+                return None
+            code = os.waitstatus_to_exitcode(status)
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                worker.close()
+                if code == STARTUP_FAILURE and not worker.started:
+                    self.log("error", f"server process {pid} could not start (exit code {code}): stopping")
+                    return STARTUP_FAILURE
+                self.log("warning", f"server process {pid} ended ({_how(code)}): starting another")
+                self.spawn()
+            elif self.deriver is not None and pid == self.deriver[0]:
+                # Left alone, as before: the marks it did not derive stay queued for the next start.
+                self.log("error", f"the deriver ({pid}) ended ({_how(code)}); events are stored and wait for it")
+                os.close(self.deriver[1])
+                self.deriver = None
+
+    def check_health(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.asked is None:
+                try:
+                    os.write(worker.ping, b"?")
+                    worker.asked = now
+                except OSError:
+                    pass  # it ended: reaped next round
+        by_fd = {worker.pong: worker for worker in self.workers.values()}
+        try:
+            ready, _, _ = select.select(list(by_fd), [], [], PING_SECONDS)
+        except OSError:
+            ready = []
+        for fd in ready:
+            worker = by_fd[fd]
+            try:
+                answer = os.read(fd, 64)
+            except OSError:
+                answer = b""
+            if answer:
+                worker.asked = None
+                worker.answered = True
+                worker.started = worker.started or answer.endswith(b"1")
+        now = time.monotonic()
+        for worker in self.workers.values():
+            limit = HEALTH_TIMEOUT if worker.answered else READY_TIMEOUT
+            since = worker.asked if worker.answered else worker.born
+            if worker.asked is not None and since is not None and now - since > limit:
+                self.log("error", f"server process {worker.pid} did not answer for {limit:.0f} s: killing it")
+                _kill(worker.pid, signal.SIGKILL)  # reaped and replaced next round
+                worker.asked = None
+                worker.answered = False
+                worker.born = now + 3600  # not killed twice while it dies
+
+    def spawn(self) -> Worker:
+        """A fresh server process on the inherited socket."""
+        ping_r, ping_w = os.pipe()
+        pong_r, pong_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - replaced by exec
+            try:
+                os.close(ping_w)
+                os.close(pong_r)
+                os.set_inheritable(ping_r, True)
+                os.set_inheritable(pong_w, True)
+                for number in HANDLED:
+                    signal.signal(number, signal.SIG_DFL)
+                fds = ("--socket-fd", str(self.socket), "--ping-fd", str(ping_r), "--pong-fd", str(pong_w))
+                argv = [*self.command, *fds]
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(127)
+        os.close(ping_r)
+        os.close(pong_w)
+        worker = self.workers[pid] = Worker(pid, ping_w, pong_r)
+        self.log("info", f"started server process {pid}")
+        return worker
+
+    def restart_all(self) -> None:
+        for old in list(self.workers.values()):
+            if not self.wait_ready(self.spawn()):
+                return
+            self.workers.pop(old.pid, None)
+            self.retire(old)
+
+    def wait_ready(self, worker: Worker) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if any(number in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT) for number in self.signals):
+                return False  # the stop comes first
+            try:
+                pid, _ = os.waitpid(worker.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = worker.pid
+            if pid:
+                self.workers.pop(worker.pid, None)
+                worker.close()
+                self.log("error", f"replacement {worker.pid} ended before it served: keeping the others")
+                return False
+            try:
+                os.write(worker.ping, b"?")
+                ready, _, _ = select.select([worker.pong], [], [], PING_SECONDS)
+                if ready and os.read(worker.pong, 64).endswith(b"1"):
+                    worker.started = worker.answered = True
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.log("error", f"replacement {worker.pid} did not serve within {READY_TIMEOUT:.0f} s: keeping the others")
+        return False
+
+    def retire(self, worker: Worker) -> None:
+        _kill(worker.pid, signal.SIGTERM)
+        _wait([worker.pid], STOP_TIMEOUT)
+        worker.close()
+
+    def stop(self, code: int) -> int:
+        self.stopping = True
+        pids = list(self.workers)
+        for pid in pids:
+            _kill(pid, signal.SIGTERM)
+        _wait(pids, STOP_TIMEOUT)
+        for worker in self.workers.values():
+            worker.close()
+        self.workers.clear()
+        if self.deriver is not None:
+            # Its pipe's end of file stops it, once it derived what the server processes stored.
+            pid, fd = self.deriver
+            os.close(fd)
+            _wait([pid], self.finish + 10.0)
+        if self.run_dir:
+            _remove_tree(self.run_dir)
+        return code
+
+
+def _how(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+def _kill(pid: int, number: int) -> None:
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(pids: list[int], timeout: float) -> None:
+    """Wait for these children to end; kill what is left at the deadline."""
+    left = set(pids)
+    deadline = time.monotonic() + timeout
+    while left:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            for pid in left:
+                _kill(pid, signal.SIGKILL)
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            return
+        time.sleep(0.05)
+
+
+def _remove_tree(path: str) -> None:
+    try:
+        for root, dirs, files in os.walk(path, topdown=False):
+            for name in files:
+                os.unlink(os.path.join(root, name))
+            for name in dirs:
+                os.rmdir(os.path.join(root, name))
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    split = argv.index("--")
+    args = dict(item.split("=", 1) for item in argv[:split])
+    return args, argv[split + 1 :]
+
+
+def main() -> None:
+    args, command = parse(sys.argv[1:])
+    sys.exit(Supervisor(args, command).run())
+
+
+if __name__ == "__main__":
+    main()
