@@ -44,13 +44,15 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 class Worker:
-    __slots__ = ("pid", "ping", "pong", "asked", "answered", "started", "born")
+    __slots__ = ("pid", "ping", "pong", "pong_open", "asked", "due", "answered", "started", "born")
 
     def __init__(self, pid: int, ping: int, pong: int) -> None:
         self.pid = pid
         self.ping = ping  # we write a byte: are you alive?
         self.pong = pong  # it answers b"1" (serving) or b"0" (starting)
-        self.asked: float | None = None
+        self.pong_open = True
+        self.asked: float | None = None  # when the unanswered ping was sent
+        self.due = 0.0  # when to send the next one
         self.answered = False
         self.started = False
         self.born = time.monotonic()
@@ -157,30 +159,36 @@ class Supervisor:
                 self.deriver = None
 
     def check_health(self) -> None:
+        """Ping each server process every PING_SECONDS and wait (at most that long) for answers."""
         now = time.monotonic()
         for worker in self.workers.values():
-            if worker.asked is None:
+            if worker.asked is None and now >= worker.due:
                 try:
                     os.write(worker.ping, b"?")
                     worker.asked = now
                 except OSError:
                     pass  # it ended: reaped next round
-        by_fd = {worker.pong: worker for worker in self.workers.values()}
+        due = [worker.due for worker in self.workers.values() if worker.asked is None]
+        timeout = min(PING_SECONDS, max(0.0, min(due, default=now + PING_SECONDS) - now))
+        by_fd = {worker.pong: worker for worker in self.workers.values() if worker.pong_open}
         try:
-            ready, _, _ = select.select(list(by_fd), [], [], PING_SECONDS)
+            ready, _, _ = select.select(list(by_fd), [], [], timeout)
         except OSError:
             ready = []
+        now = time.monotonic()
         for fd in ready:
             worker = by_fd[fd]
             try:
                 answer = os.read(fd, 64)
             except OSError:
                 answer = b""
-            if answer:
-                worker.asked = None
-                worker.answered = True
-                worker.started = worker.started or answer.endswith(b"1")
-        now = time.monotonic()
+            if not answer:
+                worker.pong_open = False  # its answering thread is gone: it counts as not answering
+                continue
+            worker.asked = None
+            worker.due = now + PING_SECONDS
+            worker.answered = True
+            worker.started = worker.started or answer.endswith(b"1")
         for worker in self.workers.values():
             limit = HEALTH_TIMEOUT if worker.answered else READY_TIMEOUT
             since = worker.asked if worker.answered else worker.born
@@ -189,7 +197,7 @@ class Supervisor:
                 _kill(worker.pid, signal.SIGKILL)  # reaped and replaced next round
                 worker.asked = None
                 worker.answered = False
-                worker.born = now + 3600  # not killed twice while it dies
+                worker.born = worker.due = now + 3600  # not killed twice while it dies
 
     def spawn(self) -> Worker:
         """A fresh server process on the inherited socket."""

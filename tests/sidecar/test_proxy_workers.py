@@ -110,6 +110,11 @@ async def test_two_forked_workers_share_one_deriver_and_stop_with_everything_der
         # The supervisor is a small script now, holding none of the app's modules.
         assert _cmdline(proc.pid).split(b"\0")[1:4] == [b"-I", b"-S", bytes(SUPERVISOR)]
         assert _app_libraries(proc.pid) == []
+        # It pings each server process twice a second, and otherwise sleeps (a bug once ping-ponged
+        # in a loop: a core's worth of CPU). Clock ticks of CPU over 3 s: a loop would take ~300.
+        ticks = int(_stat(proc.pid)[13]) + int(_stat(proc.pid)[14])
+        await asyncio.sleep(3)
+        assert int(_stat(proc.pid)[13]) + int(_stat(proc.pid)[14]) - ticks < 30
         assert "uvloop" in " ".join(_app_libraries(workers[0]))
         for pid in workers:
             assert _children(pid) == []
