@@ -11,6 +11,10 @@ What it does, as uvicorn's supervisor did:
 - a server process that ends, or does not answer a ping for HEALTH_TIMEOUT seconds once it has
   answered one (hung), is killed and replaced; one that ends with uvicorn's start-up failure code
   before it ever served stops everything (the next would fail the same way);
+- embedded mode's deriver that ends is started again (`python -m trackside.deriver`, its settings
+  on its standard input as the first had them); what it had not derived stays queued meanwhile;
+- a process that ends within SHORT_LIFE seconds of its start is started again after a pause that
+  doubles each time (1, 2, 4 ... 30 s), so a broken environment does not fork one every half second;
 - SIGINT, SIGTERM, SIGQUIT: stop the server processes (each finishes its requests and flushes
   what it captured), then the embedded mode's deriver (it derives what they stored last), then
   remove the run's counter files, and exit;
@@ -22,7 +26,7 @@ shares no pages with the others. The listening socket is inherited, so the site 
 other processes meanwhile.
 
 Arguments (no argparse: it would import much more than all of this):
-    socket=FD  workers=PID:PING:PONG,...  [deriver=PID:FD]  finish=SECONDS  [run_dir=PATH]
+    socket=FD  workers=PID:PING:PONG,...  [deriver=PID:FD deriver_settings=FD]  finish=SECONDS  [run_dir=PATH]
     log=text|json  level=NAME  --  COMMAND...   (a replacement: COMMAND --socket-fd FD --ping-fd
     FD --pong-fd FD)"""
 
@@ -39,12 +43,14 @@ PING_SECONDS = 0.5
 HEALTH_TIMEOUT = 5.0  # uvicorn's default `timeout_worker_healthcheck`
 READY_TIMEOUT = 60.0  # a cold replacement's imports and start, on a loaded machine
 STOP_TIMEOUT = 60.0  # a server process's graceful stop is 10 s, then it flushes and closes
+SHORT_LIFE = 10.0  # a process that ends sooner than this is started again only after a pause
+MAX_PAUSE = 30.0  # the pause doubles with each short life in a row, up to this
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 class Worker:
-    __slots__ = ("pid", "ping", "pong", "pong_open", "asked", "due", "answered", "started", "born")
+    __slots__ = ("pid", "ping", "pong", "pong_open", "asked", "due", "answered", "started", "born", "start")
 
     def __init__(self, pid: int, ping: int, pong: int) -> None:
         self.pid = pid
@@ -55,7 +61,7 @@ class Worker:
         self.due = 0.0  # when to send the next one
         self.answered = False
         self.started = False
-        self.born = time.monotonic()
+        self.born = self.start = time.monotonic()
 
     def close(self) -> None:
         for fd in (self.ping, self.pong):
@@ -80,10 +86,20 @@ class Supervisor:
             os.set_inheritable(ping, False)
             os.set_inheritable(pong, False)
         self.deriver: tuple[int, int] | None = None
+        self.deriver_settings = b""
+        self.deriver_start = time.monotonic()
+        self.deriver_due: float | None = None
         if args.get("deriver"):
             pid, fd = (int(part) for part in args["deriver"].split(":"))
             os.set_inheritable(fd, False)  # its end of file stops it: no server process may hold it
             self.deriver = (pid, fd)
+            # What the deriver reads on its standard input at start, kept to start another.
+            settings_fd = int(args["deriver_settings"])
+            size = os.fstat(settings_fd).st_size
+            self.deriver_settings = os.pread(settings_fd, size, 0)
+            os.close(settings_fd)
+        self.owed: list[float] = []  # when to start the server processes owed (after a pause)
+        self.short_lives = {"server": 0, "deriver": 0}
         self.wanted = len(self.workers)
         self.signals: list[int] = []
         self.stopping = False
@@ -114,6 +130,7 @@ class Supervisor:
                 code = self.reap()
             if code is not None:
                 return self.stop(code)
+            self.start_owed()
             self.check_health()
 
     def handle_signals(self) -> int | None:
@@ -150,13 +167,56 @@ class Supervisor:
                 if code == STARTUP_FAILURE and not worker.started:
                     self.log("error", f"server process {pid} could not start (exit code {code}): stopping")
                     return STARTUP_FAILURE
-                self.log("warning", f"server process {pid} ended ({_how(code)}): starting another")
-                self.spawn()
+                pause = self.pause("server", worker.start)
+                self.log("warning", f"server process {pid} ended ({_how(code)}): starting another{_after(pause)}")
+                self.owed.append(time.monotonic() + pause)
             elif self.deriver is not None and pid == self.deriver[0]:
-                # Left alone, as before: the marks it did not derive stay queued for the next start.
-                self.log("error", f"the deriver ({pid}) ended ({_how(code)}); events are stored and wait for it")
+                # What it had not derived stays queued (`derive_marks`): the next one derives it.
                 os.close(self.deriver[1])
                 self.deriver = None
+                pause = self.pause("deriver", self.deriver_start)
+                self.log("error", f"the deriver ({pid}) ended ({_how(code)}): starting another{_after(pause)}")
+                self.deriver_due = time.monotonic() + pause
+
+    def pause(self, kind: str, start: float) -> float:
+        """No pause for a process that ran a while; a growing one for a crash at start, again and
+        again (a broken environment would otherwise start a process every half second forever)."""
+        if time.monotonic() - start >= SHORT_LIFE:
+            self.short_lives[kind] = 0
+            return 0.0
+        self.short_lives[kind] += 1
+        return min(MAX_PAUSE, 2.0 ** (self.short_lives[kind] - 1))
+
+    def start_owed(self) -> None:
+        now = time.monotonic()
+        for due in sorted(self.owed):
+            if due <= now:
+                self.owed.remove(due)
+                self.spawn()
+        if self.deriver_due is not None and self.deriver_due <= now:
+            self.deriver_due = None
+            self.spawn_deriver()
+
+    def spawn_deriver(self) -> None:
+        """`python -m trackside.deriver`, its settings on its standard input, as the first one had."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - replaced by exec
+            try:
+                os.close(write_end)
+                os.setsid()  # as the first: a terminal's Ctrl-C goes to the supervisor
+                os.dup2(read_end, 0)
+                for number in HANDLED:
+                    signal.signal(number, signal.SIG_DFL)
+                argv = [self.command[0], "-m", "trackside.deriver"]
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(127)
+        os.close(read_end)
+        os.write(write_end, len(self.deriver_settings).to_bytes(8, "big") + self.deriver_settings)
+        self.deriver = (pid, write_end)
+        self.deriver_start = time.monotonic()
+        self.log("info", f"started the deriver {pid}")
 
     def check_health(self) -> None:
         """Ping each server process every PING_SECONDS and wait (at most that long) for answers."""
@@ -278,6 +338,10 @@ class Supervisor:
         if self.run_dir:
             _remove_tree(self.run_dir)
         return code
+
+
+def _after(pause: float) -> str:
+    return f" in {pause:.0f} s" if pause else ""
 
 
 def _how(code: int) -> str:

@@ -69,7 +69,7 @@ def serve_forked(settings: Settings, options: dict[str, Any], run_dir: str) -> N
         # One deriver for every server process, stopped after them (see `SharedDeriver`).
         os.environ["TRACKSIDE_DERIVER"] = "off"
         deriver = SharedDeriver(settings)
-    held = [deriver.pipe] if deriver is not None else []
+    held = [deriver.pipe, deriver.settings_fd] if deriver is not None else []
     workers: list[tuple[int, int, int]] = []
     for _ in range(settings.workers):
         ping_r, ping_w = os.pipe()
@@ -92,7 +92,7 @@ def serve_forked(settings: Settings, options: dict[str, Any], run_dir: str) -> N
         *(sys.executable, "-I", "-S", str(SUPERVISOR)),
         f"socket={sock.fileno()}",
         "workers=" + ",".join(f"{pid}:{ping}:{pong}" for pid, ping, pong in workers),
-        *([f"deriver={deriver.pid}:{deriver.pipe}"] if deriver is not None else []),
+        *([f"deriver={deriver.pid}:{deriver.pipe}", f"deriver_settings={deriver.settings_fd}"] if deriver else []),
         f"finish={FINISH_SECONDS}",
         f"run_dir={run_dir}",
         f"log={settings.log_format}",
@@ -248,6 +248,10 @@ class SharedDeriver:
         self.pid = pid
         self.pipe = write_end
         os.write(write_end, len(payload).to_bytes(8, "big") + payload)
+        # The same settings for the supervisor, which starts another deriver if this one ends: in
+        # memory (never in a file: they hold the admin token), read once and closed.
+        self.settings_fd = os.memfd_create("trackside-deriver-settings")
+        os.write(self.settings_fd, payload)
 
 
 def _on_parent_death(number: int) -> None:

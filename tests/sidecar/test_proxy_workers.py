@@ -16,9 +16,9 @@ import time
 import httpx
 import pytest
 
+from sidecar.workers import SUPERVISOR
 from tests.conftest import DOC
 from tests.servers import free_port
-from sidecar.workers import SUPERVISOR
 from trackside.storage.tables import DERIVE_MARKS, FACT_PAGE_VIEWS
 
 pytestmark = pytest.mark.timeout(120)
@@ -201,7 +201,7 @@ async def test_server_processes_that_die_hang_or_are_reloaded_are_replaced_and_n
     """The supervisor replaces a server process killed outright and one frozen (SIGSTOP: it stops
     answering pings), and on SIGHUP replaces both, one at a time, while requests keep being answered;
     a replacement is a fresh `python -m sidecar.workers` on the same socket. Every request is stored
-    and derived, whichever process took it."""
+    and derived, whichever process took it, and a killed deriver is replaced too."""
     db = str(tmp_path / "t.db")
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -239,8 +239,11 @@ async def test_server_processes_that_die_hang_or_are_reloaded_are_replaced_and_n
             await asyncio.sleep(0.2)
         return counts
 
+    def is_deriver(pid: int) -> bool:
+        return _stat(pid)[0] == "trackside-deriv" or b"trackside.deriver" in _cmdline(pid)
+
     def servers() -> list[int]:
-        return [pid for pid in _children(proc.pid) if _stat(pid)[0] != "trackside-deriv"]
+        return [pid for pid in _children(proc.pid) if not is_deriver(pid)]
 
     async def replaced(old: set[int]) -> list[int]:
         deadline = time.monotonic() + 40
@@ -278,8 +281,18 @@ async def test_server_processes_that_die_hang_or_are_reloaded_are_replaced_and_n
         await replaced(set(third))
         await during
         await get_pages(5)
-
         assert await all_stored() == (50, 50, 0)
+
+        # The deriver killed: another is started, and derives what came since.
+        (deriver,) = [pid for pid in _children(proc.pid) if is_deriver(pid)]
+        os.kill(deriver, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while not (again := [pid for pid in _children(proc.pid) if is_deriver(pid) and pid != deriver]):
+            assert time.monotonic() < deadline, "no new deriver"
+            await asyncio.sleep(0.1)
+        assert _cmdline(again[0]).split(b"\0")[1:3] == [b"-m", b"trackside.deriver"]
+        await get_pages(5)
+        assert await all_stored() == (55, 55, 0)
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 60)
         assert proc.returncode == 0
@@ -292,3 +305,15 @@ async def test_server_processes_that_die_hang_or_are_reloaded_are_replaced_and_n
     assert f"server process {first[0]} ended (signal SIGKILL): starting another" in text
     assert f"server process {first[1]} did not answer for 5 s: killing it" in text
     assert "received SIGHUP: replacing the server processes one at a time" in text
+    assert f"the deriver ({deriver}) ended (signal SIGKILL): starting another" in text
+
+
+def test_a_process_that_keeps_dying_at_start_is_started_again_after_a_growing_pause():
+    from sidecar.supervisor import Supervisor
+
+    supervisor = Supervisor({"socket": "0"}, ["python"])
+    now = time.monotonic()
+    assert [supervisor.pause("server", now) for _ in range(7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert supervisor.pause("deriver", now) == 1.0  # counted apart
+    assert supervisor.pause("server", now - 11) == 0.0  # it ran a while: at once, and the count restarts
+    assert supervisor.pause("server", now) == 1.0
