@@ -78,7 +78,7 @@ class Supervisor:
         self.finish = float(args.get("finish", "30"))
         self.run_dir = args.get("run_dir")
         self.json = args.get("log") == "json"
-        self.level = LEVELS.get(args.get("level", "info"), 20)
+        self.level = LEVELS.get(args.get("level", "info").lower(), 20)
         self.workers: dict[int, Worker] = {}
         for spec in filter(None, args.get("workers", "").split(",")):
             pid, ping, pong = (int(part) for part in spec.split(":"))
@@ -102,7 +102,6 @@ class Supervisor:
         self.short_lives = {"server": 0, "deriver": 0}
         self.wanted = len(self.workers)
         self.signals: list[int] = []
-        self.stopping = False
 
     # Logging: the same two formats as the rest of Trackside, without the logging module.
     def log(self, level: str, message: str) -> None:
@@ -199,8 +198,17 @@ class Supervisor:
 
     def spawn_deriver(self) -> None:
         """`python -m trackside.deriver`, its settings on its standard input, as the first one had."""
-        read_end, write_end = os.pipe()
-        pid = os.fork()
+        made: list[int] = []
+        try:
+            made += os.pipe()
+            read_end, write_end = made
+            pid = os.fork()
+        except OSError as exc:
+            for fd in made:
+                os.close(fd)
+            self.log("error", f"cannot start the deriver now ({exc}): trying again in 5 s")
+            self.deriver_due = time.monotonic() + 5.0
+            return
         if pid == 0:  # pragma: no cover - replaced by exec
             try:
                 os.close(write_end)
@@ -259,11 +267,20 @@ class Supervisor:
                 worker.answered = False
                 worker.born = worker.due = now + 3600  # not killed twice while it dies
 
-    def spawn(self) -> Worker:
-        """A fresh server process on the inherited socket."""
-        ping_r, ping_w = os.pipe()
-        pong_r, pong_w = os.pipe()
-        pid = os.fork()
+    def spawn(self) -> Worker | None:
+        """A fresh server process on the inherited socket (None if none could be made now: it is
+        owed, and tried again in a few seconds)."""
+        made: list[int] = []
+        try:
+            made += os.pipe()
+            made += os.pipe()
+            ping_r, ping_w, pong_r, pong_w = made
+            pid = os.fork()
+        except OSError as exc:
+            for fd in made:
+                os.close(fd)
+            self.owe(exc)
+            return None
         if pid == 0:  # pragma: no cover - replaced by exec
             try:
                 os.close(ping_w)
@@ -283,9 +300,14 @@ class Supervisor:
         self.log("info", f"started server process {pid}")
         return worker
 
+    def owe(self, exc: OSError) -> None:
+        self.log("error", f"cannot start a server process now ({exc}): trying again in 5 s")
+        self.owed.append(time.monotonic() + 5.0)
+
     def restart_all(self) -> None:
         for old in list(self.workers.values()):
-            if not self.wait_ready(self.spawn()):
+            new = self.spawn()
+            if new is None or not self.wait_ready(new):
                 return
             self.workers.pop(old.pid, None)
             self.retire(old)
@@ -322,7 +344,6 @@ class Supervisor:
         worker.close()
 
     def stop(self, code: int) -> int:
-        self.stopping = True
         pids = list(self.workers)
         for pid in pids:
             _kill(pid, signal.SIGTERM)
