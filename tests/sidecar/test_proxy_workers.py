@@ -69,20 +69,29 @@ def _counts(db: str) -> tuple[int, int, int]:
     return events, facts, queued
 
 
-async def test_two_forked_workers_share_one_deriver_and_stop_with_everything_derived(upstream_url, tmp_path):
-    db = str(tmp_path / "t.db")
-    env = {
+def _env(upstream_url: str, tmp_path, log_level: str = "warning") -> dict[str, str]:
+    """`trackside serve`'s environment: embedded mode on `t.db` in the test's folder."""
+    return {
         "PATH": os.environ.get("PATH", ""),
         "TMPDIR": str(tmp_path),
         "TRACKSIDE_FRONTEND_URL": upstream_url,
         "TRACKSIDE_API_URL": upstream_url,
-        "TRACKSIDE_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "TRACKSIDE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 't.db'}",
         "TRACKSIDE_SPOOL_DIR": str(tmp_path / "spool"),
-        "TRACKSIDE_LOG_LEVEL": "warning",
+        "TRACKSIDE_LOG_LEVEL": log_level,
     }
+
+
+def _serve(port: int) -> list[str]:
+    return [sys.executable, "-m", "sidecar", "serve", "--port", str(port), "--workers", "2"]
+
+
+async def test_two_forked_workers_share_one_deriver_and_stop_with_everything_derived(upstream_url, tmp_path):
+    db = str(tmp_path / "t.db")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "sidecar", "serve", "--port", str(port), "--workers", "2"]
+    command = _serve(port)
+    env = _env(upstream_url, tmp_path)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     forked_cmdline = b"\0".join(part.encode() for part in command) + b"\0"
     try:
@@ -148,21 +157,9 @@ async def test_two_forked_workers_share_one_deriver_and_stop_with_everything_der
 
 
 async def test_a_supervisor_killed_outright_leaves_no_process_behind(upstream_url, tmp_path):
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "TMPDIR": str(tmp_path),
-        "TRACKSIDE_FRONTEND_URL": upstream_url,
-        "TRACKSIDE_API_URL": upstream_url,
-        "TRACKSIDE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 't.db'}",
-        "TRACKSIDE_SPOOL_DIR": str(tmp_path / "spool"),
-        "TRACKSIDE_LOG_LEVEL": "warning",
-    }
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        _serve(port), env=_env(upstream_url, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     children: list[int] = []
     try:
@@ -203,25 +200,11 @@ async def test_server_processes_that_die_hang_or_are_reloaded_are_replaced_and_n
     a replacement is a fresh `python -m sidecar.workers` on the same socket. Every request is stored
     and derived, whichever process took it, and a killed deriver is replaced too."""
     db = str(tmp_path / "t.db")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "TMPDIR": str(tmp_path),
-        "TRACKSIDE_FRONTEND_URL": upstream_url,
-        "TRACKSIDE_API_URL": upstream_url,
-        "TRACKSIDE_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-        "TRACKSIDE_SPOOL_DIR": str(tmp_path / "spool"),
-        "TRACKSIDE_LOG_LEVEL": "info",
-    }
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(_serve(port), env=_env(upstream_url, tmp_path, "info"), stdout=out, stderr=out)
     sent = 0
 
     async def get_pages(count: int) -> None:
