@@ -146,7 +146,7 @@ class Supervisor:
                 self.spawn()
             elif number == signal.SIGTTOU and self.wanted > 1:
                 self.wanted -= 1
-                pid = max(self.workers)
+                pid = max(self.workers, key=lambda pid: self.workers[pid].start)  # the newest
                 self.retire(self.workers.pop(pid))
         return None
 

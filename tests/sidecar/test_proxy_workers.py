@@ -300,3 +300,42 @@ def test_a_process_that_keeps_dying_at_start_is_started_again_after_a_growing_pa
     assert supervisor.pause("deriver", now) == 1.0  # counted apart
     assert supervisor.pause("server", now - 11) == 0.0  # it ran a while: at once, and the count restarts
     assert supervisor.pause("server", now) == 1.0
+
+
+async def test_sigttin_adds_a_server_process_and_sigttou_removes_one(upstream_url, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _env(upstream_url, tmp_path)
+    proc = subprocess.Popen(_serve(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def servers() -> list[int]:
+        return [pid for pid in _children(proc.pid) if _stat(pid)[0] != "trackside-deriv" and _alive(pid)]
+
+    async def count_becomes(n: int) -> list[int]:
+        deadline = time.monotonic() + 40
+        while len(now := servers()) != n:
+            assert time.monotonic() < deadline, f"{len(now)} server processes, not {n}"
+            await asyncio.sleep(0.2)
+        return now
+
+    try:
+        first = await count_becomes(2)
+        proc.send_signal(signal.SIGTTIN)
+        three = await count_becomes(3)
+        (added,) = set(three) - set(first)
+        deadline = time.monotonic() + 40
+        while b"trackside-serve" not in _stat(added)[0].encode():  # named once it runs its server
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGTTOU)
+        two = await count_becomes(2)
+        assert added not in two  # the newest goes first
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/_trackside/health")).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 60)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
