@@ -196,6 +196,60 @@ async def seed_reads(url: str, args: argparse.Namespace, report: dict[str, Any])
         await engine.dispose()
 
 
+async def replicate(url: str, copies: int, days: int) -> dict[str, Any]:
+    """Every fact row copied `copies - 1` times as other visitors, users, visits and ids (PostgreSQL), then the
+    rolled days' visits' and route labels' daily rows written again from them: the facts v2 reads at
+    `copies` times the traffic, with the same pages, items and mix, without deriving it again (deriving
+    10x here takes over two hours). Copy `k` marks each id at its first dash, each visitor at its first
+    character (both with a letter no original has there) and each user with `~k`. The stats endpoints'
+    kept sums and other daily rows are not copied: only v2 reads are measured on such a database."""
+    from trackside.storage.label_days import record_label_days
+    from trackside.storage.tables import FACT_TABLES
+    from trackside.storage.visit_days import record_visit_days
+
+    def mapped(column: str) -> str:
+        letter = "chr(103 + k)"  # g, h, i ...: never a hex digit, never a dash
+        if column in ("id", "visit_id"):
+            return f"overlay({column} placing {letter} from 9 for 1)"
+        if column == "visitor":
+            return f"overlay(visitor placing {letter} from 1 for 1)"
+        if column == "who":
+            return (f"CASE WHEN who LIKE 'v:%' THEN 'v:' || overlay(substr(who, 3) placing {letter} from 1 for 1) "
+                    "ELSE who || '~' || k END")  # fmt: skip
+        if column == "user_id":
+            return "user_id || '~' || k"
+        return column
+
+    took: dict[str, Any] = {"copies": copies}
+    engine = create_engine(url)
+    try:
+        for table in FACT_TABLES:
+            names = [c.name for c in table.columns]
+            t = time.monotonic()
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
+                    f"SELECT {', '.join(mapped(n) for n in names)} "
+                    f"FROM {table.name}, generate_series(1, {copies - 1}) AS k"
+                )
+            took[table.name + "_s"] = round(time.monotonic() - t, 1)
+            log(f"  {table.name} copied {copies - 1} times in {time.monotonic() - t:.0f}s")
+        t = time.monotonic()
+        today = datetime.now(UTC).date()
+        for d in range(days, 0, -1):
+            async with engine.begin() as conn:
+                await record_visit_days(conn, today - timedelta(days=d))
+                await record_label_days(conn, today - timedelta(days=d))
+        took["daily_rows_s"] = round(time.monotonic() - t, 1)
+        log(f"  visits' and labels' daily rows of {days} days written again in {time.monotonic() - t:.0f}s")
+    finally:
+        await engine.dispose()
+    await dbench.analyze(url)
+    tables = ("fact_page_views", "fact_looks", "fact_visits", "visit_dim_days", "visit_dim_users")
+    took["table_rows"] = {t: await count(url, f"SELECT COUNT(*) FROM {t}") for t in tables}  # noqa: S608
+    return took
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Reads through a real sidecar.
 # --------------------------------------------------------------------------------------------------------------
@@ -245,7 +299,9 @@ V2_QUERIES = (
 )  # fmt: skip
 
 
-async def measure_reads(url: str, tmp: Path, report: dict[str, Any], settle: float = 0.0) -> None:
+async def measure_reads(
+    url: str, tmp: Path, report: dict[str, Any], settle: float = 0.0, v2_only: bool = False
+) -> None:
     from tests.servers import run_server, run_sidecar
     from tests.upstream_app import app as upstream_asgi
 
@@ -264,13 +320,14 @@ async def measure_reads(url: str, tmp: Path, report: dict[str, Any], settle: flo
                 # One read first, of a day with no facts: "cold" below is each answer's first read
                 # (nothing cached for it), not the new process's first database connection.
                 await timed(client, "GET", "/api/post/no-such-item/stats", next(who))
-                for name, path in (
+                endpoints = (
                     ("artwork, the top one", "/api/post/art00000/stats"),
                     ("artwork, rank 100", "/api/post/art00099/stats"),
                     ("artwork, rank 5,000", "/api/post/art04999/stats"),
                     ("blog post, the top one", "/api/blog-post/post-000/stats"),
                     ("sitewide", "/api/admin/sitewide-stats"),
-                ):
+                )
+                for name, path in () if v2_only else endpoints:
                     first = await timed(client, "GET", path, next(who))
                     caller = next(who)
                     await timed(client, "GET", path, caller)  # this caller's answer cached
@@ -539,6 +596,9 @@ def main() -> int:
     p.add_argument("--before-forgets-sums", action=argparse.BooleanOptionalAction, default=True,
                    help="rollup and reroll by --before: the day's sums moved aside for it (as its first rollup "
                         "left the day), then back")  # fmt: skip
+    p.add_argument("--replicate", type=int, default=1, metavar="N",
+                   help="reads with --reuse: the kept database's facts copied to N times the traffic first "
+                        "(`replicate`; PostgreSQL), then the v2 queries alone")  # fmt: skip
     p.add_argument("--settle", type=float, default=0.0, help="reads: seconds from start to first read")
     p.add_argument("--reuse", metavar="URL", help="`reads` again on a database a `--keep` run seeded (migrated first); "
                    "`bigday`: only the `--rollup-rounds` again, on a kept big day, its newest day)")  # fmt: skip
@@ -562,6 +622,8 @@ def main() -> int:
 
                     asyncio.run(migrate(url))
                     log(f"=== {backend}: reads again on {url}")
+                    if args.replicate > 1:
+                        report["replicated"] = asyncio.run(replicate(url, args.replicate, args.days))
                 else:
                     url = dbs.new(backend, f"reads-{backend}")
                     log(
@@ -569,7 +631,7 @@ def main() -> int:
                         f"today {args.events_today:,}"
                     )
                     asyncio.run(seed_reads(url, args, report))
-                asyncio.run(measure_reads(url, tmp, report, args.settle))
+                asyncio.run(measure_reads(url, tmp, report, args.settle, v2_only=args.replicate > 1))
             if "bigday" in parts:
                 result.setdefault("bigday", []).append(bigday(backend, args, tmp, dbs))
     finally:

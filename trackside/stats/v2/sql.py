@@ -296,7 +296,10 @@ class Builder:
         named = [*self.q.dimensions, *(leaf.dimension for f in filters for leaf in leaves(f))]
         source = e
         if any(d.startswith("visit:") for d in named):
-            source = e.join(v, sa.and_(v.c.day == e.c.day, v.c.id == e.c.visit_id))
+            # The visits' own range too, though the events' implies it: without it PostgreSQL hashes every
+            # visit of the table for the join, today's partition (the biggest day) included.
+            on = sa.and_(v.c.day == e.c.day, v.c.id == e.c.visit_id, *self._in_range(v.c.day, None))
+            source = e.join(v, on)
         select = sa.select(*exprs, *figures).select_from(source)
         condition = self.compile(filters, leaf_of)
         if condition is not None:
