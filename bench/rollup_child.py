@@ -57,12 +57,16 @@ async def backend_memory(engine: Any) -> dict[str, object]:
 
 class PrivatePeak(threading.Thread):
     """The backend's own memory at its highest (RssAnon, sampled every 50 ms): what its statements
-    took, without the shared buffers VmHWM also counts (shared with every other backend)."""
+    took, without the shared buffers VmHWM also counts (shared with every other backend); and its PSS
+    at its highest (`pss_peak`): its own pages plus its share of each shared page (the shared buffers
+    split between the processes that touched them), the measure issue 16's memory goal uses."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.path = f"/proc/{pid}/status"
+        self.rollup_path = f"/proc/{pid}/smaps_rollup"
         self.peak = 0
+        self.pss_peak = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -71,6 +75,9 @@ class PrivatePeak(threading.Thread):
                 for line in open(self.path):
                     if line.startswith("RssAnon:"):
                         self.peak = max(self.peak, int(line.split()[1]))
+                for line in open(self.rollup_path):
+                    if line.startswith("Pss:"):
+                        self.pss_peak = max(self.pss_peak, int(line.split()[1]))
             except OSError:
                 return
             self.stop.wait(0.05)
@@ -151,6 +158,7 @@ async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, o
             sampler.stop.set()
             sampler.join()
             out["backend_private_peak_mb"] = round(sampler.peak / 1024)
+            out["backend_pss_peak_mb"] = round(sampler.pss_peak / 1024)
         if engine.dialect.name == "postgresql":
             out.update(await backend_memory(engine))
             if mode in ("rollup", "reroll"):
