@@ -460,6 +460,19 @@ async def vacuum_outputs(url: str) -> None:
         await engine.dispose()
 
 
+async def forget_rollup(url: str, day: date) -> None:
+    """The day as its first rollup finds it: none of its output rows, never rolled (its facts, sums and
+    raw events as they are). PostgreSQL."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for table in OUTPUT_TABLES:
+                await conn.exec_driver_sql(f"DELETE FROM {table} WHERE day = $1", (day,))  # noqa: S608
+            await conn.exec_driver_sql("UPDATE rollup_days SET rolled_at = NULL, dirty = true WHERE day = $1", (day,))
+    finally:
+        await engine.dispose()
+
+
 def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases) -> dict[str, Any]:
     from trackside.storage.migrate import migrate
 
@@ -505,7 +518,9 @@ def bigday(backend: str, args: argparse.Namespace, tmp: Path, dbs: plb.Databases
                 # A rollup by code older than kept sums: the day as that code leaves it (sums forgotten at its
                 # first rollup), and the sums back for this code's rounds after it (it would drop them).
                 hide = mode in ("reroll", "rollup") and name == "before" and args.before_forgets_sums
-                if backend == "postgres" and mode in ("reroll", "rollup"):
+                if mode == "first":
+                    asyncio.run(forget_rollup(url, day))
+                if backend == "postgres" and mode in ("reroll", "rollup", "first"):
                     asyncio.run(vacuum_outputs(url))
                 if hide:
                     asyncio.run(move_sums(url, day, hide=True))
@@ -591,7 +606,8 @@ def main() -> int:
     p.add_argument("--rollup-rounds", type=int, default=1, help="bigday: rounds of the rollup and the encoding alone")
     p.add_argument("--modes", default="encode,rollup",
                    help="bigday rounds: encode (funnel encoding alone), rollup (forced: groups every fact), reroll "
-                        "(the day made dirty, --remark visitor-days marked again: reads the kept sums)")  # fmt: skip
+                        "(the day made dirty, --remark visitor-days marked again: reads the kept sums), first (the "
+                        "day's output rows deleted and vacuumed, never rolled: its first rollup, again)")  # fmt: skip
     p.add_argument("--remark", type=int, default=1000, help="reroll: visitor-days marked again before each")
     p.add_argument("--before-forgets-sums", action=argparse.BooleanOptionalAction, default=True,
                    help="rollup and reroll by --before: the day's sums moved aside for it (as its first rollup "

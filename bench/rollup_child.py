@@ -4,11 +4,14 @@ checkout's code): prints one JSON line, its seconds and, when the rollup logs th
 
     python bench/rollup_child.py rollup URL YYYY-MM-DD     # forced: `trackside rollup --day D --force`
     python bench/rollup_child.py reroll URL YYYY-MM-DD [N]  # the day made dirty, N visitor-days marked again
+    python bench/rollup_child.py first URL YYYY-MM-DD     # `rollup_day` as it finds the day
     python bench/rollup_child.py encode URL YYYY-MM-DD
 
 `reroll` is a rolled day rolled again after late events: before the timed part it marks the day dirty
 and marks again its first N visitor-days (1,000 unless given; as late events stored and not derived yet
-leave them), which the rollup derives in its transaction; then `rollup_day` without `force`.
+leave them), which the rollup derives in its transaction; then `rollup_day` without `force`. `first` is
+`rollup_day` without `force` on the day as it is: `facts_bench.py --modes first` deletes the day's output
+rows and marks it never rolled before (`forget_rollup`), so the child times a first rollup again.
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, o
             sampler.start()
         t = time.perf_counter()
         c = time.process_time()
-        if mode in ("rollup", "reroll"):
+        if mode in ("rollup", "reroll", "first"):
             from trackside.rollup import rollup_day
 
             result = await rollup_day(engine, day, 1800.0, force=mode == "rollup")
@@ -161,7 +164,7 @@ async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, o
             out["backend_pss_peak_mb"] = round(sampler.pss_peak / 1024)
         if engine.dialect.name == "postgresql":
             out.update(await backend_memory(engine))
-            if mode in ("rollup", "reroll"):
+            if mode in ("rollup", "reroll", "first"):
                 out["daily_md5"] = await daily_digest(engine, day)
         return out
     finally:

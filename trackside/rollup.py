@@ -15,6 +15,7 @@ every page view again. Its figures are still its daily rows while it is clean.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -113,58 +114,94 @@ async def rollup_day(
         # first, in order: a deriver holding one of them never waits on a sum row moved here.
         derivation = derivation or Derivation(window_seconds=window_seconds)
         await lock_marks_of(conn, day)
+        derived = False
         while keys := await marked(conn, day):
             await derive_visitor_days(conn, keys, derivation)
+            derived = True
         lap("derive")
-        # The page views' sums derivation keeps of the day (moved by the derivation above too, read
-        # after it): its breakdowns, exactly, without grouping every page view again (most of a big
-        # day's grouping; again when late events made it dirty). `force`, the operator's repair,
-        # groups the facts whatever the sums say.
-        sums = None if force else await day_sums.read(conn, day, with_users=False)
-        events = int((await conn.execute(raw_event_count(day))).scalar_one())
-        if conn.dialect.name == "postgresql":
-            # The groupings' hash aggregates of a big day mostly in memory (for this transaction only;
-            # `record_journey_days` sets the same for its own).
-            await conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
-        # Hashed, not sorted, not compiled, no nested loops: the day's facts were just derived, so the
-        # planner's statistics do not know them (`planner_off`). A 1.43M-event day's groupings: 14.5 -> 6.4 s.
-        async with planner_off(conn, "enable_sort", "enable_nestloop", "jit"):
-            site = await read_site(conn, day, with_users=False, sums=sums)
-            site.users_sketch = await users_sketch(conn, day)
-            await replace_day(conn, site, events)
-            if sums is not None:  # the items' sums follow the same days (`item_sums`)
-                await insert_items(
-                    conn,
-                    day,
-                    item_sums.rollup_totals(day),
-                    item_sums.rollup_dims(day),
-                    item_sums.rollup_sketches(conn, day),
-                )
+        # The funnels' encoding (mostly Python: 13 s of a 10M-event day's 60) runs beside the SQL pieces
+        # below, in a transaction of its own, where it sees the same facts: on PostgreSQL, when nothing was
+        # derived above (facts this transaction has not committed). The day's facts stay as they are
+        # meanwhile: no deriver can take a mark of the day (all locked above), and no mark is made while
+        # this transaction holds the day's lock. Its rows commit just before ours; were ours to fail then,
+        # they still encode the day's facts as they are, and the next rollup replaces them.
+        apart = conn.dialect.name == "postgresql" and not derived
+        encoding = asyncio.create_task(_encode_apart(engine, day)) if apart else None
+        try:
+            events = await _pieces(conn, day, force, lap)
+            if encoding is None:
+                await record_funnel_day(conn, day)
+                lap("funnel_encoding")
             else:
-                await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
-        await record_user_days(conn, day)
-        lap("grouping")
-        # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
-        await record_journey_days(conn, day)
-        lap("journeys")
-        # Visits' daily rows (per visit dimension and value), read by v2 for rolled days.
-        await record_visit_days(conn, day)
-        lap("visit_days")
-        # Route labels' daily rows (the top pages panel), read by v2 for rolled days.
-        await record_label_days(conn, day)
-        lap("label_days")
-        # Funnels' encoding of the day's visits (matched with NumPy over closed days).
-        await record_funnel_day(conn, day)
-        lap("funnel_encoding")
+                spent["funnel_encoding_apart"] = await encoding
+                lap("funnel_encoding_wait")
+        except BaseException:
+            if encoding is not None and not encoding.done():
+                encoding.cancel()
+            if encoding is not None:
+                await asyncio.gather(encoding, return_exceptions=True)
+            raise
     lap("commit")
     logger.info(
         "rolled up %s: %d events in %.2f s (%s)",
         day,
         events,
-        sum(spent.values()),
+        sum(v for piece, v in spent.items() if not piece.endswith("_apart")),
         ", ".join(f"{k} {v:.2f} s" for k, v in spent.items()),
     )
     return RollupResult(day, events, False)
+
+
+async def _encode_apart(engine: AsyncEngine, day: date) -> float:
+    """The funnels' encoding of the day in a transaction of its own (`rollup_day`); its seconds."""
+    start = time.perf_counter()
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        await record_funnel_day(conn, day)
+    return time.perf_counter() - start
+
+
+async def _pieces(conn: AsyncConnection, day: date, force: bool, lap: Callable[[str], None]) -> int:
+    """The rollup's SQL pieces, in its transaction: the day's daily rows and its users' days, then the
+    journeys', visits' and route labels' daily rows. Returns the day's raw event count."""
+    # The page views' sums derivation keeps of the day (moved by the rollup's own derivation too,
+    # read after it): its breakdowns, exactly, without grouping every page view again (most of a big
+    # day's grouping; again when late events made it dirty). `force`, the operator's repair,
+    # groups the facts whatever the sums say.
+    sums = None if force else await day_sums.read(conn, day, with_users=False)
+    events = int((await conn.execute(raw_event_count(day))).scalar_one())
+    if conn.dialect.name == "postgresql":
+        # The groupings' hash aggregates of a big day mostly in memory (for this transaction only;
+        # `record_journey_days` sets the same for its own).
+        await conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    # Hashed, not sorted, not compiled, no nested loops: the day's facts were just derived, so the
+    # planner's statistics do not know them (`planner_off`). A 1.43M-event day's groupings: 14.5 -> 6.4 s.
+    async with planner_off(conn, "enable_sort", "enable_nestloop", "jit"):
+        site = await read_site(conn, day, with_users=False, sums=sums)
+        site.users_sketch = await users_sketch(conn, day)
+        await replace_day(conn, site, events)
+        if sums is not None:  # the items' sums follow the same days (`item_sums`)
+            await insert_items(
+                conn,
+                day,
+                item_sums.rollup_totals(day),
+                item_sums.rollup_dims(day),
+                item_sums.rollup_sketches(conn, day),
+            )
+        else:
+            await insert_items(conn, day, item_totals(day), item_dims(day), item_user_sketches(conn, day))
+    await record_user_days(conn, day)
+    lap("grouping")
+    # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
+    await record_journey_days(conn, day)
+    lap("journeys")
+    # Visits' daily rows (per visit dimension and value), read by v2 for rolled days.
+    await record_visit_days(conn, day)
+    lap("visit_days")
+    # Route labels' daily rows (the top pages panel), read by v2 for rolled days.
+    await record_label_days(conn, day)
+    lap("label_days")
+    return events
 
 
 async def lock_marks_of(conn: AsyncConnection, day: date) -> None:

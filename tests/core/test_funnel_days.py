@@ -24,7 +24,14 @@ from trackside.storage.engine import create_engine, snapshot
 from trackside.storage.funnel_days import CHUNK_VISITS, encoded_days, load_days, record_funnel_day
 from trackside.storage.migrate import migrate
 from trackside.storage.partitions import make_partitions
-from trackside.storage.tables import FACT_PAGE_VIEWS, FACT_SITE_EVENTS, FACT_VISITS, FUNNEL_DAYS, ROLLUP_DAYS
+from trackside.storage.tables import (
+    DERIVE_MARKS,
+    FACT_PAGE_VIEWS,
+    FACT_SITE_EVENTS,
+    FACT_VISITS,
+    FUNNEL_DAYS,
+    ROLLUP_DAYS,
+)
 
 D0 = date(2026, 11, 20)
 DAYS = [D0 + timedelta(days=i) for i in range(4)]
@@ -311,6 +318,51 @@ async def test_rollup_writes_the_encoding(database_url):
         await rollup_day(engine, DAYS[1], 1800.0, force=True)
         async with engine.connect() as conn:
             assert (await conn.execute(sa.select(sa.func.count()).select_from(FUNNEL_DAYS))).scalar_one() == 18
+    finally:
+        await engine.dispose()
+
+
+async def _parts(engine: Any, day: date) -> dict[str, bytes]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(FUNNEL_DAYS.c.part, FUNNEL_DAYS.c.data).where(FUNNEL_DAYS.c.day == day))
+        return {part: bytes(data) for part, data in rows}
+
+
+async def test_the_rollup_encodes_apart_only_where_it_sees_the_same_facts(database_url, caplog):
+    """On PostgreSQL a rollup that derived nothing encodes the funnels in a transaction of its own, beside
+    its SQL pieces; one that derived marked visitor-days (facts it has not committed) encodes in its own
+    transaction, and so does every rollup on SQLite. Either way the parts are byte for byte what an
+    encoding of the committed facts makes afterwards."""
+    engine = await seed(database_url, 7, visits_per_day=40)
+    postgres = database_url.startswith("postgresql")
+    day = DAYS[2]
+    try:
+        caplog.set_level("INFO", logger="trackside.rollup")
+        await rollup_day(engine, day, 1800.0)
+        logged = caplog.text
+        assert ("funnel_encoding_apart" in logged) is postgres
+        assert ("funnel_encoding " in logged) is not postgres
+        encoded = await _parts(engine, day)
+        async with engine.begin() as conn:
+            await record_funnel_day(conn, day)
+        assert await _parts(engine, day) == encoded
+        # A visitor-day marked: the rollup derives it (no raw events: its facts go) and must encode what
+        # it derived, in its own transaction.
+        async with engine.connect() as conn:
+            visitor = (
+                await conn.execute(sa.select(FACT_VISITS.c.visitor).where(FACT_VISITS.c.day == day).limit(1))
+            ).scalar_one()
+        async with engine.begin() as conn:
+            await conn.execute(DERIVE_MARKS.insert().values(day=day, visitor=visitor, marked_at=datetime(2026, 12, 1)))
+        caplog.clear()
+        await rollup_day(engine, day, 1800.0, force=True)
+        assert "funnel_encoding_apart" not in caplog.text
+        assert "funnel_encoding " in caplog.text
+        again = await _parts(engine, day)
+        assert again != encoded  # the visitor's visits are gone from it
+        async with engine.begin() as conn:
+            await record_funnel_day(conn, day)
+        assert await _parts(engine, day) == again
     finally:
         await engine.dispose()
 
