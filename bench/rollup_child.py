@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -62,27 +63,60 @@ class PrivatePeak(threading.Thread):
     """The backend's own memory at its highest (RssAnon, sampled every 50 ms): what its statements
     took, without the shared buffers VmHWM also counts (shared with every other backend); and its PSS
     at its highest (`pss_peak`): its own pages plus its share of each shared page (the shared buffers
-    split between the processes that touched them), the measure issue 16's memory goal uses."""
+    split between the processes that touched them), the measure issue 16's memory goal uses.
 
-    def __init__(self, pid: int) -> None:
+    `database`: the same for every other backend of that database too (`others_*`), found by their
+    process titles once a second: the second connection a rollup uses for its pieces apart."""
+
+    def __init__(self, pid: int, database: str = "") -> None:
         super().__init__(daemon=True)
-        self.path = f"/proc/{pid}/status"
-        self.rollup_path = f"/proc/{pid}/smaps_rollup"
-        self.peak = 0
-        self.pss_peak = 0
+        self.pid = pid
+        self.database = (" " + database + " ").encode() if database else b""
+        self.others: list[int] = []
+        self.peak = self.pss_peak = self.others_peak = self.others_pss_peak = 0
         self.stop = threading.Event()
 
+    @staticmethod
+    def _read(pid: int) -> tuple[int, int]:
+        anon = pss = 0
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("RssAnon:"):
+                anon = int(line.split()[1])
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+        return anon, pss
+
+    def _find_others(self) -> None:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != self.pid:
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        title = f.read()
+                except OSError:
+                    continue
+                if title.startswith(b"postgres: ") and self.database in title:
+                    found.append(int(entry))
+        self.others = found
+
     def run(self) -> None:
+        ticks = 0
         while not self.stop.is_set():
+            if self.database and ticks % 20 == 0:
+                self._find_others()
+            ticks += 1
             try:
-                for line in open(self.path):
-                    if line.startswith("RssAnon:"):
-                        self.peak = max(self.peak, int(line.split()[1]))
-                for line in open(self.rollup_path):
-                    if line.startswith("Pss:"):
-                        self.pss_peak = max(self.pss_peak, int(line.split()[1]))
+                anon, pss = self._read(self.pid)
             except OSError:
                 return
+            self.peak, self.pss_peak = max(self.peak, anon), max(self.pss_peak, pss)
+            for pid in self.others:
+                try:
+                    anon, pss = self._read(pid)
+                except OSError:
+                    continue
+                self.others_peak, self.others_pss_peak = max(self.others_peak, anon), max(self.others_pss_peak, pss)
             self.stop.wait(0.05)
 
 
@@ -140,7 +174,8 @@ async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, o
         sampler = None
         if engine.dialect.name == "postgresql":
             async with engine.connect() as conn:  # the pool's one connection, which the rollup runs on next
-                sampler = PrivatePeak((await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one())
+                pid, database = (await conn.exec_driver_sql("SELECT pg_backend_pid(), current_database()")).one()
+                sampler = PrivatePeak(pid, database)
             sampler.start()
         t = time.perf_counter()
         c = time.process_time()
@@ -162,6 +197,8 @@ async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, o
             sampler.join()
             out["backend_private_peak_mb"] = round(sampler.peak / 1024)
             out["backend_pss_peak_mb"] = round(sampler.pss_peak / 1024)
+            out["other_backends_private_peak_mb"] = round(sampler.others_peak / 1024)
+            out["other_backends_pss_peak_mb"] = round(sampler.others_pss_peak / 1024)
         if engine.dialect.name == "postgresql":
             out.update(await backend_memory(engine))
             if mode in ("rollup", "reroll", "first"):

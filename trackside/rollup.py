@@ -119,27 +119,29 @@ async def rollup_day(
             await derive_visitor_days(conn, keys, derivation)
             derived = True
         lap("derive")
-        # The funnels' encoding (mostly Python: 13 s of a 10M-event day's 60) runs beside the SQL pieces
-        # below, in a transaction of its own, where it sees the same facts: on PostgreSQL, when nothing was
-        # derived above (facts this transaction has not committed). The day's facts stay as they are
-        # meanwhile: no deriver can take a mark of the day (all locked above), and no mark is made while
-        # this transaction holds the day's lock. Its rows commit just before ours; were ours to fail then,
-        # they still encode the day's facts as they are, and the next rollup replaces them.
+        # The visits' daily rows and the funnels' encoding (together 30 s of a 10M-event day's 60, the
+        # encoding mostly Python) are made beside the other pieces, in a transaction of their own on a
+        # second connection, where they see the same facts: on PostgreSQL, when nothing was derived above
+        # (facts this transaction has not committed). The day's facts stay as they are meanwhile: no
+        # deriver can take a mark of the day (all locked above), and no mark is made while this
+        # transaction holds the day's lock. Their rows commit just before ours; were ours to fail then,
+        # they still hold what the day's facts make (each set of rows is whole: v2 and funnels read a
+        # day's rows where they are, its facts where not), and the next rollup replaces them.
         apart = conn.dialect.name == "postgresql" and not derived
-        encoding = asyncio.create_task(_encode_apart(engine, day)) if apart else None
+        beside = asyncio.create_task(_apart(engine, day)) if apart else None
         try:
-            events = await _pieces(conn, day, force, lap)
-            if encoding is None:
+            events = await _pieces(conn, day, force, lap, visit_days=not apart)
+            if beside is None:
                 await record_funnel_day(conn, day)
                 lap("funnel_encoding")
             else:
-                spent["funnel_encoding_apart"] = await encoding
-                lap("funnel_encoding_wait")
+                spent.update((f"{piece}_apart", seconds) for piece, seconds in (await beside).items())
+                lap("apart_wait")
         except BaseException:
-            if encoding is not None and not encoding.done():
-                encoding.cancel()
-            if encoding is not None:
-                await asyncio.gather(encoding, return_exceptions=True)
+            if beside is not None and not beside.done():
+                beside.cancel()
+            if beside is not None:
+                await asyncio.gather(beside, return_exceptions=True)
             raise
     lap("commit")
     logger.info(
@@ -152,18 +154,25 @@ async def rollup_day(
     return RollupResult(day, events, False)
 
 
-async def _encode_apart(engine: AsyncEngine, day: date) -> float:
-    """The funnels' encoding of the day in a transaction of its own (`rollup_day`); its seconds."""
-    start = time.perf_counter()
+async def _apart(engine: AsyncEngine, day: date) -> dict[str, float]:
+    """The visits' daily rows and the funnels' encoding of the day, in a transaction of their own
+    (`rollup_day`); each one's seconds."""
+    spent: dict[str, float] = {}
     async with engine.begin() as conn:
         await conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
-        await record_funnel_day(conn, day)
-    return time.perf_counter() - start
+        for piece, record in (("visit_days", record_visit_days), ("funnel_encoding", record_funnel_day)):
+            start = time.perf_counter()
+            await record(conn, day)
+            spent[piece] = time.perf_counter() - start
+    return spent
 
 
-async def _pieces(conn: AsyncConnection, day: date, force: bool, lap: Callable[[str], None]) -> int:
+async def _pieces(
+    conn: AsyncConnection, day: date, force: bool, lap: Callable[[str], None], *, visit_days: bool = True
+) -> int:
     """The rollup's SQL pieces, in its transaction: the day's daily rows and its users' days, then the
-    journeys', visits' and route labels' daily rows. Returns the day's raw event count."""
+    journeys', visits' (`visit_days`: unless made apart) and route labels' daily rows. Returns the day's
+    raw event count."""
     # The page views' sums derivation keeps of the day (moved by the rollup's own derivation too,
     # read after it): its breakdowns, exactly, without grouping every page view again (most of a big
     # day's grouping; again when late events made it dirty). `force`, the operator's repair,
@@ -195,9 +204,10 @@ async def _pieces(conn: AsyncConnection, day: date, force: bool, lap: Callable[[
     # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
     await record_journey_days(conn, day)
     lap("journeys")
-    # Visits' daily rows (per visit dimension and value), read by v2 for rolled days.
-    await record_visit_days(conn, day)
-    lap("visit_days")
+    if visit_days:
+        # Visits' daily rows (per visit dimension and value), read by v2 for rolled days.
+        await record_visit_days(conn, day)
+        lap("visit_days")
     # Route labels' daily rows (the top pages panel), read by v2 for rolled days.
     await record_label_days(conn, day)
     lap("label_days")

@@ -330,7 +330,7 @@ async def _parts(engine: Any, day: date) -> dict[str, bytes]:
 
 async def test_the_rollup_encodes_apart_only_where_it_sees_the_same_facts(database_url, caplog):
     """On PostgreSQL a rollup that derived nothing encodes the funnels in a transaction of its own, beside
-    its SQL pieces; one that derived marked visitor-days (facts it has not committed) encodes in its own
+    its other pieces (with the visits' daily rows); one that derived marked visitor-days (facts it has not committed) encodes in its own
     transaction, and so does every rollup on SQLite. Either way the parts are byte for byte what an
     encoding of the committed facts makes afterwards."""
     engine = await seed(database_url, 7, visits_per_day=40)
@@ -341,6 +341,7 @@ async def test_the_rollup_encodes_apart_only_where_it_sees_the_same_facts(databa
         await rollup_day(engine, day, 1800.0)
         logged = caplog.text
         assert ("funnel_encoding_apart" in logged) is postgres
+        assert ("visit_days_apart" in logged) is postgres
         assert ("funnel_encoding " in logged) is not postgres
         encoded = await _parts(engine, day)
         async with engine.begin() as conn:
