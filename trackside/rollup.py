@@ -97,6 +97,13 @@ async def rollup_day(
         spent[piece] = spent.get(piece, 0.0) + now - mark
         mark = now
 
+    derivation = derivation or Derivation(window_seconds=window_seconds)
+    if engine.dialect.name == "postgresql":
+        # Late events' visitor-days derived and committed first, as the deriver would: then the pieces
+        # below can run apart (they must see the facts committed). Any marked in between are derived in
+        # the rollup's transaction, as on SQLite.
+        await _derive_marked_day(engine, day, derivation, force)
+        lap("derive_first")
     async with engine.begin() as conn:
         dirty, rolled_at, pruned = await lock_day(conn, day)
         if pruned:
@@ -112,7 +119,6 @@ async def rollup_day(
         # transaction (under the day's lock: a second worker waits and then finds none). They move
         # the day's sums (kept until its raw events are pruned), so every mark of the day is locked
         # first, in order: a deriver holding one of them never waits on a sum row moved here.
-        derivation = derivation or Derivation(window_seconds=window_seconds)
         await lock_marks_of(conn, day)
         derived = False
         while keys := await marked(conn, day):
@@ -152,6 +158,18 @@ async def rollup_day(
         ", ".join(f"{k} {v:.2f} s" for k, v in spent.items()),
     )
     return RollupResult(day, events, False)
+
+
+async def _derive_marked_day(engine: AsyncEngine, day: date, derivation: Derivation, force: bool) -> None:
+    """The day's marked visitor-days derived in a transaction of their own, under the day's lock and
+    with its marks locked (as `rollup_day` derives them), unless the rollup would skip the day."""
+    async with engine.begin() as conn:
+        dirty, rolled_at, pruned = await lock_day(conn, day)
+        if pruned or (rolled_at is not None and not dirty and not force):
+            return
+        await lock_marks_of(conn, day)
+        while keys := await marked(conn, day):
+            await derive_visitor_days(conn, keys, derivation)
 
 
 async def _apart(engine: AsyncEngine, day: date) -> dict[str, float]:

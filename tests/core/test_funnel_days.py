@@ -7,6 +7,7 @@ figures; an upgrade from 0020 (days rolled before have none: SQL answers them)."
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import random
 from dataclasses import replace
@@ -328,42 +329,57 @@ async def _parts(engine: Any, day: date) -> dict[str, bytes]:
         return {part: bytes(data) for part, data in rows}
 
 
-async def test_the_rollup_encodes_apart_only_where_it_sees_the_same_facts(database_url, caplog):
-    """On PostgreSQL a rollup that derived nothing encodes the funnels in a transaction of its own, beside
-    its other pieces (with the visits' daily rows); one that derived marked visitor-days (facts it has not committed) encodes in its own
-    transaction, and so does every rollup on SQLite. Either way the parts are byte for byte what an
-    encoding of the committed facts makes afterwards."""
+async def test_the_rollup_encodes_apart_only_where_it_sees_the_same_facts(database_url, caplog, monkeypatch):
+    """On PostgreSQL a rollup makes the visits' daily rows and the funnels' encoding in a transaction of
+    their own, beside its other pieces, once the day's marked visitor-days are derived and committed
+    (`_derive_marked_day`); a mark made after that is derived in the rollup's transaction (facts it has not
+    committed), and then every piece is made there too, as on SQLite. Either way the parts are byte for
+    byte what an encoding of the committed facts makes afterwards."""
+    import trackside.rollup as rollup
+
     engine = await seed(database_url, 7, visits_per_day=40)
     postgres = database_url.startswith("postgresql")
     day = DAYS[2]
+
+    async def mark_one() -> None:
+        # No raw events: deriving the visitor-day removes its facts.
+        async with engine.begin() as conn:
+            query = sa.select(FACT_VISITS.c.visitor).where(FACT_VISITS.c.day == day).order_by(FACT_VISITS.c.visitor)
+            visitor = (await conn.execute(query.limit(1))).scalar_one()
+            await conn.execute(DERIVE_MARKS.insert().values(day=day, visitor=visitor, marked_at=datetime(2026, 12, 1)))
+
+    async def encoded_again(parts: dict[str, bytes]) -> None:
+        async with engine.begin() as conn:
+            await record_funnel_day(conn, day)
+        assert await _parts(engine, day) == parts
+
     try:
         caplog.set_level("INFO", logger="trackside.rollup")
         await rollup_day(engine, day, 1800.0)
-        logged = caplog.text
-        assert ("funnel_encoding_apart" in logged) is postgres
-        assert ("visit_days_apart" in logged) is postgres
-        assert ("funnel_encoding " in logged) is not postgres
-        encoded = await _parts(engine, day)
-        async with engine.begin() as conn:
-            await record_funnel_day(conn, day)
-        assert await _parts(engine, day) == encoded
-        # A visitor-day marked: the rollup derives it (no raw events: its facts go) and must encode what
-        # it derived, in its own transaction.
-        async with engine.connect() as conn:
-            visitor = (
-                await conn.execute(sa.select(FACT_VISITS.c.visitor).where(FACT_VISITS.c.day == day).limit(1))
-            ).scalar_one()
-        async with engine.begin() as conn:
-            await conn.execute(DERIVE_MARKS.insert().values(day=day, visitor=visitor, marked_at=datetime(2026, 12, 1)))
+        assert ("funnel_encoding_apart" in caplog.text) is postgres
+        assert ("visit_days_apart" in caplog.text) is postgres
+        assert ("funnel_encoding " in caplog.text) is not postgres
+        first = await _parts(engine, day)
+        await encoded_again(first)
+        # Marked before the rollup: derived first (PostgreSQL), the pieces still apart.
+        await mark_one()
+        caplog.clear()
+        await rollup_day(engine, day, 1800.0, force=True)
+        assert ("funnel_encoding_apart" in caplog.text) is postgres
+        second = await _parts(engine, day)
+        assert second != first  # the visitor's visits are gone from it
+        await encoded_again(second)
+        # Marked after the derivation first (a late event in between): derived in the rollup's
+        # transaction, and every piece made there.
+        monkeypatch.setattr(rollup, "_derive_marked_day", lambda *args: asyncio.sleep(0))
+        await mark_one()
         caplog.clear()
         await rollup_day(engine, day, 1800.0, force=True)
         assert "funnel_encoding_apart" not in caplog.text
         assert "funnel_encoding " in caplog.text
-        again = await _parts(engine, day)
-        assert again != encoded  # the visitor's visits are gone from it
-        async with engine.begin() as conn:
-            await record_funnel_day(conn, day)
-        assert await _parts(engine, day) == again
+        third = await _parts(engine, day)
+        assert third != second
+        await encoded_again(third)
     finally:
         await engine.dispose()
 
