@@ -73,15 +73,16 @@ class PrivatePeak(threading.Thread):
         self.pid = pid
         self.database = (" " + database + " ").encode() if database else b""
         self.others: list[int] = []
-        self.peak = self.pss_peak = self.others_peak = self.others_pss_peak = 0
+        self.peak = self.pss_peak = self.others_peak = self.others_pss_peak = self.others_hwm = 0
         self.stop = threading.Event()
 
-    @staticmethod
-    def _read(pid: int) -> tuple[int, int]:
+    def _read(self, pid: int) -> tuple[int, int]:
         anon = pss = 0
         for line in open(f"/proc/{pid}/status"):
             if line.startswith("RssAnon:"):
                 anon = int(line.split()[1])
+            elif line.startswith("VmHWM:") and pid != self.pid:
+                self.others_hwm = max(self.others_hwm, int(line.split()[1]))
         for line in open(f"/proc/{pid}/smaps_rollup"):
             if line.startswith("Pss:"):
                 pss = int(line.split()[1])
@@ -199,6 +200,7 @@ async def run(mode: str, url: str, day: date, remark: int = 1000) -> dict[str, o
             out["backend_pss_peak_mb"] = round(sampler.pss_peak / 1024)
             out["other_backends_private_peak_mb"] = round(sampler.others_peak / 1024)
             out["other_backends_pss_peak_mb"] = round(sampler.others_pss_peak / 1024)
+            out["other_backends_VmHWM_mb"] = round(sampler.others_hwm / 1024)
         if engine.dialect.name == "postgresql":
             out.update(await backend_memory(engine))
             if mode in ("rollup", "reroll", "first"):
