@@ -119,11 +119,7 @@ async def rollup_day(
         # transaction (under the day's lock: a second worker waits and then finds none). They move
         # the day's sums (kept until its raw events are pruned), so every mark of the day is locked
         # first, in order: a deriver holding one of them never waits on a sum row moved here.
-        await lock_marks_of(conn, day)
-        derived = False
-        while keys := await marked(conn, day):
-            await derive_visitor_days(conn, keys, derivation)
-            derived = True
+        derived = await _derive_marked(conn, day, derivation)
         lap("derive")
         # The visits' daily rows and the funnels' encoding (together 30 s of a 10M-event day's 60, the
         # encoding mostly Python) are made beside the other pieces, in a transaction of their own on a
@@ -136,17 +132,15 @@ async def rollup_day(
         apart = conn.dialect.name == "postgresql" and not derived
         beside = asyncio.create_task(_apart(engine, day)) if apart else None
         try:
-            events = await _pieces(conn, day, force, lap, visit_days=not apart)
+            events = await _pieces(conn, day, force, lap)
             if beside is None:
-                await record_funnel_day(conn, day)
-                lap("funnel_encoding")
+                await _pieces_apart(conn, day, lap)
             else:
                 spent.update((f"{piece}_apart", seconds) for piece, seconds in (await beside).items())
                 lap("apart_wait")
         except BaseException:
-            if beside is not None and not beside.done():
-                beside.cancel()
             if beside is not None:
+                beside.cancel()  # nothing if it is done
                 await asyncio.gather(beside, return_exceptions=True)
             raise
     lap("commit")
@@ -160,37 +154,55 @@ async def rollup_day(
     return RollupResult(day, events, False)
 
 
+async def _derive_marked(conn: AsyncConnection, day: date, derivation: Derivation) -> bool:
+    """Derive the day's marked visitor-days, every mark of the day locked first; whether there were any."""
+    await lock_marks_of(conn, day)
+    derived = False
+    while keys := await marked(conn, day):
+        await derive_visitor_days(conn, keys, derivation)
+        derived = True
+    return derived
+
+
 async def _derive_marked_day(engine: AsyncEngine, day: date, derivation: Derivation, force: bool) -> None:
-    """The day's marked visitor-days derived in a transaction of their own, under the day's lock and
-    with its marks locked (as `rollup_day` derives them), unless the rollup would skip the day."""
+    """The day's marked visitor-days derived in a transaction of their own, under the day's lock,
+    unless the rollup would skip the day."""
     async with engine.begin() as conn:
         dirty, rolled_at, pruned = await lock_day(conn, day)
-        if pruned or (rolled_at is not None and not dirty and not force):
-            return
-        await lock_marks_of(conn, day)
-        while keys := await marked(conn, day):
-            await derive_visitor_days(conn, keys, derivation)
+        if not pruned and (rolled_at is None or dirty or force):
+            await _derive_marked(conn, day, derivation)
 
 
 async def _apart(engine: AsyncEngine, day: date) -> dict[str, float]:
-    """The visits' daily rows and the funnels' encoding of the day, in a transaction of their own
-    (`rollup_day`); each one's seconds."""
+    """`_pieces_apart` in a transaction of its own (`rollup_day`); each piece's seconds."""
     spent: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(piece: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        spent[piece] = now - mark
+        mark = now
+
     async with engine.begin() as conn:
         await conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
-        for piece, record in (("visit_days", record_visit_days), ("funnel_encoding", record_funnel_day)):
-            start = time.perf_counter()
-            await record(conn, day)
-            spent[piece] = time.perf_counter() - start
+        lap("begin")
+        await _pieces_apart(conn, day, lap)
     return spent
 
 
-async def _pieces(
-    conn: AsyncConnection, day: date, force: bool, lap: Callable[[str], None], *, visit_days: bool = True
-) -> int:
-    """The rollup's SQL pieces, in its transaction: the day's daily rows and its users' days, then the
-    journeys', visits' (`visit_days`: unless made apart) and route labels' daily rows. Returns the day's
-    raw event count."""
+async def _pieces_apart(conn: AsyncConnection, day: date, lap: Callable[[str], None]) -> None:
+    """The pieces a PostgreSQL rollup makes on a second connection: the visits' daily rows (read by v2
+    for rolled days) and the funnels' encoding of the day's visits (matched with NumPy over closed days)."""
+    await record_visit_days(conn, day)
+    lap("visit_days")
+    await record_funnel_day(conn, day)
+    lap("funnel_encoding")
+
+
+async def _pieces(conn: AsyncConnection, day: date, force: bool, lap: Callable[[str], None]) -> int:
+    """The rollup's pieces always made in its own transaction: the day's daily rows and its users' days,
+    then the journeys' and route labels' daily rows. Returns the day's raw event count."""
     # The page views' sums derivation keeps of the day (moved by the rollup's own derivation too,
     # read after it): its breakdowns, exactly, without grouping every page view again (most of a big
     # day's grouping; again when late events made it dirty). `force`, the operator's repair,
@@ -222,10 +234,6 @@ async def _pieces(
     # Journeys' daily rows (passages by neighbouring page), from the day's page view facts.
     await record_journey_days(conn, day)
     lap("journeys")
-    if visit_days:
-        # Visits' daily rows (per visit dimension and value), read by v2 for rolled days.
-        await record_visit_days(conn, day)
-        lap("visit_days")
     # Route labels' daily rows (the top pages panel), read by v2 for rolled days.
     await record_label_days(conn, day)
     lap("label_days")

@@ -384,6 +384,55 @@ async def test_the_rollup_encodes_apart_only_where_it_sees_the_same_facts(databa
         await engine.dispose()
 
 
+async def test_a_failing_piece_leaves_the_day_unrolled_and_no_connection_behind(database_url, monkeypatch):
+    """A piece that fails, on the second connection (the funnels' encoding) or in the rollup's own
+    transaction (the route labels): the rollup raises, the day stays unrolled with none of that
+    transaction's rows, the other side is rolled back or cancelled, no connection is left checked out,
+    and the next rollup makes the same parts an encoding of the facts makes."""
+    import trackside.rollup as rollup
+
+    engine = await seed(database_url, 9, visits_per_day=40)
+    day = DAYS[1]
+
+    async def broken(conn: Any, d: date) -> None:
+        raise RuntimeError("the piece failed")
+
+    async def rolled() -> tuple[Any, int]:
+        async with engine.connect() as conn:
+            rolled_at = (
+                await conn.execute(sa.select(ROLLUP_DAYS.c.rolled_at).where(ROLLUP_DAYS.c.day == day))
+            ).scalar()
+            parts = (
+                await conn.execute(sa.select(sa.func.count()).select_from(FUNNEL_DAYS).where(FUNNEL_DAYS.c.day == day))
+            ).scalar_one()
+        return rolled_at, parts
+
+    try:
+        for name in ("record_funnel_day", "record_label_days"):
+            with monkeypatch.context() as m:
+                m.setattr(rollup, name, broken)
+                try:
+                    await rollup_day(engine, day, 1800.0)
+                except RuntimeError as exc:
+                    assert str(exc) == "the piece failed"
+                else:
+                    raise AssertionError(f"{name} failing did not fail the rollup")
+            assert engine.pool.checkedout() == 0, name
+            rolled_at, parts = await rolled()
+            assert rolled_at is None, name
+            if name == "record_funnel_day":
+                assert parts == 0  # its transaction rolled back
+        assert not (await rollup_day(engine, day, 1800.0)).skipped
+        rolled_at, parts = await rolled()
+        assert rolled_at is not None and parts == 18
+        encoded = await _parts(engine, day)
+        async with engine.begin() as conn:
+            await record_funnel_day(conn, day)
+        assert await _parts(engine, day) == encoded
+    finally:
+        await engine.dispose()
+
+
 async def test_upgrade_from_0020(database_url):
     """Days rolled before 0021 have no encoding: the funnel answers them from SQL, then from the
     encoding once rolled again; the strings are numbered once for all days."""
